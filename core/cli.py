@@ -1,0 +1,208 @@
+"""The ``convergence`` command line (click). ``convergence.main`` patches gevent, then runs ``cli``.
+
+Exit status: 0 success, 1 a refused request (existing account, bad name or password), 2 unusable
+configuration, plugin, database or listener (one line on stderr, no traceback).
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+
+import click
+
+from . import server
+from .addresses import AddressError
+from .config import ConfigError, load
+from .core import Core
+from .credentials import PasswordError
+from .plugin_manager import PluginError
+from .store import DatabaseError
+from .store.accounts import AccountExists, NoSuchAccount, names
+
+#: The original sample's walkthrough accounts (research/seed.md); sipuserf's password is generated.
+DEMO_ACCOUNTS = {"convergence": "1", "sipuserf": None}
+
+
+class Fatal(click.ClickException):
+    """Configuration, plugin, database or listener trouble: exit status 2."""
+
+    exit_code = 2
+
+
+class ConvergenceGroup(click.Group):
+    """The top-level group; plugins add commands through the ``add_cli_commands`` hook."""
+
+    def _with_plugins(self, ctx):
+        if not ctx.meta.get("convergence.plugin_commands"):
+            ctx.meta["convergence.plugin_commands"] = True
+            get_core(ctx, migrate=False).hook.add_cli_commands(cli=self)
+
+    def list_commands(self, ctx):
+        self._with_plugins(ctx)
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx, name):
+        return super().get_command(ctx, name) or (self._with_plugins(ctx) or super().get_command(ctx, name))
+
+
+def get_core(ctx: click.Context, migrate: bool = True, overrides: dict | None = None) -> Core:
+    """The Core for this invocation, built once; errors become one-line exit-2 messages."""
+    root = ctx.find_root()
+    core = root.meta.get("convergence.core")
+    try:
+        if core is None:
+            config = load(root.params.get("config"), overrides)
+            logging.basicConfig(level=config["server"]["log_level"].upper(),
+                                format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+            if config["server"]["log_level"] != "debug":
+                logging.getLogger("alembic").setLevel(logging.WARNING)
+            core = root.meta["convergence.core"] = Core.create(config)
+            root.call_on_close(core.close)
+        if migrate:
+            core.db.upgrade()
+    except (ConfigError, PluginError, DatabaseError) as exc:
+        raise Fatal(str(exc)) from None
+    return core
+
+
+@click.group(cls=ConvergenceGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "-c", type=click.Path(dir_okay=False), envvar="CONVERGENCE_CONFIG",
+              help="TOML configuration file (default: $CONVERGENCE_CONFIG, else built-in defaults).")
+@click.version_option(package_name="convergence")
+def cli(config):
+    """Convergence: one IM server for SIP phones, XMPP clients and HTTP."""
+
+
+@cli.command()
+@click.option("--demo", is_flag=True, help="Also create the sample's demo accounts "
+              "(convergence / 1, and sipuserf with a printed password).")
+@click.pass_context
+def serve(ctx, demo):
+    """Migrate the database and serve until SIGTERM or Ctrl-C."""
+    core = get_core(ctx)
+    if demo:
+        for name, password in DEMO_ACCOUNTS.items():
+            password = password or secrets.token_urlsafe(9)
+            try:
+                core.add_account(name, password)
+                click.echo(f"demo account {name}@{core.domain} created, password: {password}")
+            except AccountExists:
+                click.echo(f"demo account {name}@{core.domain} exists "
+                           f"(set its password with: convergence user passwd {name})")
+    try:
+        server.serve(core)
+    except server.ListenError as exc:
+        raise Fatal(str(exc)) from None
+
+
+# ---- user ---------------------------------------------------------------------------------------
+
+@cli.group()
+def user():
+    """Manage accounts (name@domain is both the JID and the SIP AOR)."""
+
+
+def _password(password: str | None) -> str:
+    if password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return password
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--password", "-p", help="The password (prompted for when omitted).")
+@click.pass_context
+def user_add(ctx, name, password):
+    """Create the account NAME."""
+    core = get_core(ctx)
+    try:
+        address = core.add_account(name, _password(password))
+    except (AddressError, PasswordError) as exc:
+        raise click.ClickException(f"cannot add {name!r}: {exc}") from None
+    except AccountExists:
+        raise click.ClickException(f"account {name!r} already exists") from None
+    click.echo(f"added {address}")
+
+
+@user.command("del")
+@click.argument("name")
+@click.pass_context
+def user_del(ctx, name):
+    """Delete the account NAME with its roster, bindings and stored messages."""
+    try:
+        get_core(ctx).delete_account(name)
+    except (AddressError, NoSuchAccount):
+        raise click.ClickException(f"no account {name!r}") from None
+    click.echo(f"deleted {name}")
+
+
+@user.command("list")
+@click.pass_context
+def user_list(ctx):
+    """List the accounts, one address a line."""
+    core = get_core(ctx)
+    for name in names(core.db):
+        click.echo(core.address(name))
+
+
+@user.command("passwd")
+@click.argument("name")
+@click.option("--password", "-p", help="The new password (prompted for when omitted).")
+@click.pass_context
+def user_passwd(ctx, name, password):
+    """Set the password of NAME (SCRAM keys and SIP digest HA1 are re-derived)."""
+    core = get_core(ctx)
+    try:
+        core.set_password(name, _password(password))
+    except (AddressError, NoSuchAccount):
+        raise click.ClickException(f"no account {name!r}") from None
+    except PasswordError as exc:
+        raise click.ClickException(f"cannot set password: {exc}") from None
+    click.echo(f"password of {name} changed")
+
+
+# ---- db -----------------------------------------------------------------------------------------
+
+@cli.group()
+def db():
+    """Database schema (Alembic migrations shipped with the package)."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx):
+    """Migrate the database to the newest revision."""
+    core = get_core(ctx)
+    click.echo(f"database at revision {core.db.current()[0]}")
+
+
+@db.command("current")
+@click.pass_context
+def db_current(ctx):
+    """Show the database's revision and the newest one shipped."""
+    core = get_core(ctx, migrate=False)
+    try:
+        current, head = core.db.current()
+    except DatabaseError as exc:
+        raise Fatal(str(exc)) from None
+    state = "up to date" if current == head else "needs `convergence db upgrade`"
+    click.echo(f"current: {current or '(empty)'}  head: {head}  ({state})")
+
+
+@db.command("revision")
+@click.argument("message")
+@click.pass_context
+def db_revision(ctx, message):
+    """(Developers) autogenerate a migration from changed models into migrations/versions/."""
+    get_core(ctx).db.revision(message)
+
+
+# ---- plugins ------------------------------------------------------------------------------------
+
+@cli.command("plugins")
+@click.pass_context
+def plugins_cmd(ctx):
+    """List loaded plugins, their distribution and the hooks each implements."""
+    core = get_core(ctx, migrate=False)
+    for name, dist, hooks in core.pm.describe():
+        click.echo(f"{name:<10} {dist:<28} {', '.join(hooks)}")

@@ -1,0 +1,87 @@
+"""The shared context every hook receives as ``core``: config, plugins, store, router, presence."""
+from __future__ import annotations
+
+from . import credentials
+from .addresses import Address
+from .config import Config
+from .message import Message
+from .plugin_manager import PluginManager, available
+from .presence import PresenceHub
+from .router import Router
+from .store import Database, accounts
+
+
+class Core:
+    """Build with :meth:`create`; ``core.hook`` calls every plugin's implementation of a hook."""
+
+    def __init__(self, config: Config, pm: PluginManager, db: Database):
+        self.config = config
+        self.pm = pm
+        self.hook = pm.hook
+        self.db = db
+        self.domain: str = config["server"]["domain"]
+        self.router = Router(self)
+        self.presence = PresenceHub(self.hook)
+        self.presence.bind(self)
+
+    @classmethod
+    def create(cls, config: Config, db: Database | None = None, load_entry_points: bool = True,
+               plugins: dict | None = None) -> Core:
+        """Load the plugins (entry points not disabled, plus ``plugins``: name → module/object),
+        validate their config sections, open the database (not migrated: see ``db.upgrade``)."""
+        server = config["server"]
+        pm = PluginManager()
+        if load_entry_points:
+            known = available()
+            for name in server["disabled_plugins"]:
+                if name not in known:
+                    raise config.error(f"[server] disabled_plugins: unknown plugin {name!r} "
+                                        f"(installed: {', '.join(sorted(known))})")
+            pm.load_entry_points(server["disabled_plugins"], server["plugin_errors"])
+        for name, plugin in (plugins or {}).items():
+            pm.register_plugin(plugin, name)
+        for section in pm.hook.add_config_section():
+            if section is not None:
+                config.add_section(section)
+        config.check_unknown_sections(ignored=set(server["disabled_plugins"]))
+        return cls(config, pm, db or Database(config.database_url))
+
+    # -- addresses --
+    def address(self, local: str, resource: str | None = None) -> Address:
+        """The address ``local@<domain>[/resource]``."""
+        return Address(local, self.domain, resource)
+
+    # -- accounts (password-derived secrets only; PBKDF2 is CPU work: call from a threadpool
+    #    when serving) --
+    def add_account(self, name: str, password: str) -> Address:
+        """Create ``name@domain``; raises AddressError, PasswordError or AccountExists."""
+        address = Address.from_jid(f"{name}@{self.domain}")
+        accounts.create(self.db, address.local,
+                        credentials.derive(address.local, self.domain, password))
+        self.hook.on_account(core=self, account=address, change="created")
+        return address
+
+    def set_password(self, name: str, password: str) -> None:
+        address = Address.from_jid(f"{name}@{self.domain}")
+        accounts.set_credentials(self.db, address.local,
+                                 credentials.derive(address.local, self.domain, password))
+        self.hook.on_account(core=self, account=address, change="changed")
+
+    def delete_account(self, name: str) -> None:
+        address = Address.from_jid(f"{name}@{self.domain}")
+        accounts.remove(self.db, address.local)
+        self.hook.on_account(core=self, account=address, change="deleted")
+
+    def check_password(self, name: str, password: str) -> bool:
+        """SASL PLAIN / HTTP Basic: verify against the stored SCRAM-SHA-256 keys."""
+        creds = accounts.credentials(self.db, name)
+        return creds is not None and credentials.verify(creds, password)
+
+    # -- messages --
+    def send(self, message: Message) -> str:
+        """Route ``message`` (see :meth:`convergence.router.Router.route`)."""
+        return self.router.route(message)
+
+    def close(self) -> None:
+        self.db.close()
+

@@ -1,0 +1,118 @@
+"""THE plugin contract: every hook a Convergence plugin may implement.
+
+A plugin is a module (or object) with functions decorated ``@hookimpl`` whose names are the hooks
+below; it takes any subset of each hook's arguments. Plugins are found through the
+``convergence.plugins`` entry-point group, bundled ones exactly like third-party ones. Hooks are
+called synchronously on the server's event loop: an implementation must not block (spawn a
+greenlet for slow work). The same nouns are used everywhere:
+
+- ``core``: the :class:`convergence.core.Core` (config, store, router, presence).
+- ``account``: the bare :class:`~convergence.addresses.Address` of a local account.
+- ``endpoint``: an :class:`~convergence.presence.Endpoint` (an XMPP resource, a SIP binding, an
+  HTTP stream) through which an account is reachable.
+- ``message``: a :class:`~convergence.message.Message`.
+- ``address``: an :class:`~convergence.addresses.Address`.
+"""
+import pluggy
+
+hookspec = pluggy.HookspecMarker("convergence")
+hookimpl = pluggy.HookimplMarker("convergence")
+
+
+# ---- configuration and lifecycle ---------------------------------------------------------------
+
+@hookspec
+def add_config_section():
+    """Declare the plugin's configuration table.
+
+    Return a :class:`convergence.config.Section` (its name is the TOML table, by convention the
+    plugin's name) or None. Keys found in the file are type-checked against it; defaults fill the
+    rest. The values are read back as ``core.config[section][key]``.
+    """
+
+
+@hookspec
+def add_cli_commands(cli):
+    """Add ``click`` commands or groups to the ``convergence`` command line with ``cli.add_command``."""
+
+
+@hookspec
+def on_startup(core):
+    """The store is migrated and every plugin is loaded; the listeners start right after.
+
+    Use it to set up state that needs the core (claim service users' presence, spawn timers).
+    """
+
+
+@hookspec
+def add_listeners(core):
+    """Return a list of gevent servers (``StreamServer``, ``DatagramServer``, ``WSGIServer``).
+
+    ``convergence serve`` starts them after ``on_startup`` and stops them at shutdown. Every TCP
+    accept path must set ``TCP_NODELAY`` (see :mod:`convergence.listeners`).
+    """
+
+
+@hookspec
+def add_blueprints(core):
+    """Return a list of Flask ``Blueprint`` objects to mount on the HTTP listener."""
+
+
+@hookspec
+def on_shutdown(core):
+    """The listeners have stopped; release what ``on_startup`` took. The store is still open."""
+
+
+# ---- routing -----------------------------------------------------------------------------------
+
+@hookspec(firstresult=True)
+def resolve_recipient(core, address):
+    """Say where messages for ``address`` go; the first non-None answer wins.
+
+    Return a route: any object with a ``deliver(message)`` method that returns
+    ``"delivered"``, ``"stored"`` (kept for later) or ``"discarded"`` (RFC 6121 §8.5.2.2.1: an
+    ``error`` message for an offline account) or raises :class:`convergence.message.RoutingError`.
+    Return None to let other plugins (and finally the core's local-account route) decide.
+    Use ``tryfirst=True`` to claim an address before the core's own route.
+    """
+
+
+@hookspec
+def on_message(core, message):
+    """An observer: ``message`` was accepted by the router (delivered or stored).
+
+    The return value is ignored. Do not block: spawn for slow work (archives, forwarders, metrics).
+    """
+
+
+# ---- accounts, sessions and bindings -----------------------------------------------------------
+
+@hookspec
+def on_account(core, account, change):
+    """An account was ``"created"``, ``"deleted"`` or its password ``"changed"`` (``change``)."""
+
+
+@hookspec
+def on_login(core, account, endpoint):
+    """An endpoint of ``account`` came online through a login (an XMPP session, an HTTP stream)."""
+
+
+@hookspec
+def on_logout(core, account, endpoint):
+    """A logged-in endpoint of ``account`` went away (clean close, timeout or lost connection)."""
+
+
+@hookspec
+def on_register(core, account, endpoint, expires):
+    """A SIP binding (RFC 3261 §10) of ``account`` was added, refreshed, expired or removed.
+
+    ``expires`` is the number of seconds the binding remains valid; 0 means it is gone.
+    """
+
+
+@hookspec
+def on_presence(core, account, presence):
+    """The combined availability of ``account`` (or of a service user) changed.
+
+    ``presence`` is a :class:`convergence.presence.Presence`: the best of the account's endpoints.
+    """

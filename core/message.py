@@ -1,0 +1,63 @@
+"""The protocol-neutral instant message every plugin hands to the router.
+
+Fields follow RFC 6121 §5.2 (type, body, subject, thread), which RFC 7572 maps to and from SIP MESSAGE.
+"""
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .addresses import Address
+
+#: RFC 6121 §5.2.2 message types.
+MESSAGE_TYPES = ("chat", "error", "groupchat", "headline", "normal")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message from ``sender`` to ``recipient``.
+
+    ``sender`` carries the resource of the endpoint it came from, so a reply addressed to it reaches
+    that very endpoint. ``stamp`` is set when the message was stored offline (XEP-0203 delay).
+    """
+
+    sender: Address
+    recipient: Address
+    body: str = ""
+    subject: str | None = None
+    thread: str | None = None
+    type: str = "normal"
+    id: str = field(default_factory=new_id)
+    stamp: datetime | None = None
+
+    def __post_init__(self):
+        if self.type not in MESSAGE_TYPES:
+            raise ValueError(f"message type {self.type!r} is not one of {', '.join(MESSAGE_TYPES)}")
+
+    def replace(self, **changes) -> Message:
+        return dataclasses.replace(self, **changes)
+
+    def reply(self, **changes) -> Message:
+        """A message back to the sender: addresses swapped, same type, subject and thread, new id."""
+        return dataclasses.replace(self, sender=self.recipient, recipient=self.sender,
+                                   id=new_id(), stamp=None, **changes)
+
+
+class RoutingError(Exception):
+    """The router could not accept a message.
+
+    ``condition`` is an RFC 6120 §8.3.3 stanza error condition (``item-not-found``,
+    ``service-unavailable``, ``remote-server-not-found``, ``resource-constraint``, …); each protocol
+    maps it to its own error (RFC 7247 §7 for SIP response codes).
+    """
+
+    def __init__(self, condition: str, text: str):
+        super().__init__(f"{condition}: {text}")
+        self.condition = condition
+        self.text = text

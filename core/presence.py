@@ -1,0 +1,147 @@
+"""The presence hub: live endpoints per account and the account's combined availability.
+
+Protocol plugins report endpoints coming and going (``login``/``logout`` for sessions,
+``register``/``unregister`` for SIP bindings) and presence changes (``update``). The hub keeps the
+endpoint table the router delivers to, fires ``on_login``/``on_logout``/``on_register``, and fires
+``on_presence`` whenever an account's combined presence changes — the best of its endpoints, in
+the RFC 6121 §4.7.2.1 ``show`` order. Service users (echo, the HTTP user) set theirs with
+``set_service``. No I/O.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from .addresses import Address
+
+#: RFC 6121 §4.7.2.1 ``show`` values, most available first; None is plain "available".
+SHOW_ORDER = ("chat", None, "away", "xa", "dnd")
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """Availability as RFC 6121 §4.7 describes it."""
+
+    available: bool = True
+    show: str | None = None
+    status: str | None = None
+    priority: int = 0
+
+    def rank(self) -> tuple:
+        return (self.available, self.priority >= 0, -SHOW_ORDER.index(self.show))
+
+
+UNAVAILABLE = Presence(available=False)
+
+
+class Endpoint(Protocol):
+    """What a protocol plugin implements for each way an account is reachable.
+
+    ``address`` is the account's address with a resource naming this endpoint (the XMPP resource,
+    a tag per SIP binding or HTTP stream), unique within the account. ``protocol`` is ``"xmpp"``,
+    ``"sip"``, ``"http"`` or a plugin's own name. ``deliver(message)`` hands a message to the peer
+    and returns without waiting for it; it raises :class:`convergence.message.RoutingError` when
+    the endpoint cannot take it right now.
+    """
+
+    address: Address
+    protocol: str
+    presence: Presence
+
+    def deliver(self, message) -> None: ...
+
+
+class PresenceHub:
+    def __init__(self, hook):
+        self._hook = hook
+        self._core = None
+        self._endpoints: dict[Address, dict[str, Endpoint]] = {}
+        self._services: dict[Address, Presence] = {}
+        self._combined: dict[Address, Presence] = {}
+
+    def bind(self, core) -> None:
+        self._core = core
+
+    # -- endpoints reported by protocol plugins --
+    def login(self, endpoint: Endpoint) -> None:
+        """A session endpoint came online (fires ``on_login``)."""
+        self._add(endpoint)
+        self._hook.on_login(core=self._core, account=endpoint.address.bare, endpoint=endpoint)
+        self._recompute(endpoint.address.bare)
+
+    def logout(self, endpoint: Endpoint) -> None:
+        """A session endpoint went away (fires ``on_logout``); unknown endpoints are ignored."""
+        if self._remove(endpoint):
+            self._hook.on_logout(core=self._core, account=endpoint.address.bare, endpoint=endpoint)
+            self._recompute(endpoint.address.bare)
+
+    def register(self, endpoint: Endpoint, expires: int) -> None:
+        """A SIP binding was added or refreshed for ``expires`` seconds (fires ``on_register``)."""
+        self._add(endpoint)
+        self._hook.on_register(core=self._core, account=endpoint.address.bare, endpoint=endpoint,
+                               expires=expires)
+        self._recompute(endpoint.address.bare)
+
+    def unregister(self, endpoint: Endpoint) -> None:
+        """A SIP binding was removed or expired (fires ``on_register`` with ``expires=0``)."""
+        if self._remove(endpoint):
+            self._hook.on_register(core=self._core, account=endpoint.address.bare,
+                                   endpoint=endpoint, expires=0)
+            self._recompute(endpoint.address.bare)
+
+    def update(self, endpoint: Endpoint) -> None:
+        """``endpoint.presence`` changed (e.g. an XMPP client went ``away``)."""
+        self._recompute(endpoint.address.bare)
+
+    def set_service(self, address: Address, presence: Presence | None) -> None:
+        """Set (or with None, clear) the presence of an account-less service user such as echo."""
+        if presence is None:
+            self._services.pop(address, None)
+        else:
+            self._services[address] = presence
+        self._recompute(address)
+
+    # -- queries --
+    def endpoints(self, address: Address) -> list[Endpoint]:
+        """The live endpoints of the account ``address.bare``, in the order they came."""
+        return list(self._endpoints.get(address.bare, {}).values())
+
+    def endpoint(self, address: Address) -> Endpoint | None:
+        """The endpoint named by a full address, or None."""
+        return self._endpoints.get(address.bare, {}).get(address.resource)
+
+    def presence(self, address: Address) -> Presence:
+        """The combined presence of an account or service user."""
+        return self._combined.get(address.bare, UNAVAILABLE)
+
+    def online(self) -> list[Address]:
+        """Every account or service user that is available now."""
+        return list(self._combined)
+
+    # -- internals --
+    def _add(self, endpoint: Endpoint) -> None:
+        self._endpoints.setdefault(endpoint.address.bare, {})[endpoint.address.resource] = endpoint
+
+    def _remove(self, endpoint: Endpoint) -> bool:
+        table = self._endpoints.get(endpoint.address.bare, {})
+        if table.get(endpoint.address.resource) is not endpoint:
+            return False
+        del table[endpoint.address.resource]
+        if not table:
+            del self._endpoints[endpoint.address.bare]
+        return True
+
+    def _recompute(self, account: Address) -> None:
+        candidates = [e.presence for e in self._endpoints.get(account, {}).values()]
+        if account in self._services:
+            candidates.append(self._services[account])
+        best = max(candidates, key=Presence.rank, default=UNAVAILABLE)
+        if not best.available:
+            best = UNAVAILABLE
+        if self._combined.get(account, UNAVAILABLE) == best:
+            return
+        if best.available:
+            self._combined[account] = best
+        else:
+            self._combined.pop(account, None)
+        self._hook.on_presence(core=self._core, account=account, presence=best)

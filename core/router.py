@@ -1,0 +1,99 @@
+"""The router: resolve a message's recipient through ``resolve_recipient`` and deliver it.
+
+This module is also the builtin plugin ``router``: its ``trylast`` ``resolve_recipient`` answers
+for local accounts, so any other plugin can claim an address first. A local account's message
+goes (RFC 6121 §8.5) to the endpoint named by a full address, else to every available endpoint
+with non-negative priority (§8.5.2.1.1 allows "all non-negative resources": that is how one
+account reaches XMPP, SIP and HTTP at once), else to the offline store (XEP-0160).
+"""
+from __future__ import annotations
+
+import logging
+
+from .addresses import Address
+from .hookspecs import hookimpl
+from .message import Message, RoutingError
+from .store import accounts, offline
+
+log = logging.getLogger(__name__)
+
+DELIVERED = "delivered"
+STORED = "stored"
+DISCARDED = "discarded"  # RFC 6121 §8.5.2.2.1: an error message for an offline account
+
+
+def live_endpoints(core, account: Address) -> list:
+    """The endpoints a bare-address message goes to: available, non-negative priority."""
+    return [e for e in core.presence.endpoints(account)
+            if e.presence.available and e.presence.priority >= 0]
+
+
+def deliver_to(endpoints, message: Message) -> int:
+    """Hand ``message`` to each endpoint; return how many took it."""
+    delivered = 0
+    for endpoint in endpoints:
+        try:
+            endpoint.deliver(message)
+            delivered += 1
+        except RoutingError as exc:
+            log.info("endpoint %s refused %s: %s", endpoint.address, message.id, exc)
+    return delivered
+
+
+class LocalAccountRoute:
+    """Deliver to the live endpoints of a local account, or store the message for later."""
+
+    def __init__(self, core, account: Address):
+        self.core = core
+        self.account = account
+
+    def deliver(self, message: Message) -> str:
+        named = self.core.presence.endpoint(message.recipient) if message.recipient.resource else None
+        if message.type == "groupchat" and not named:
+            raise RoutingError("service-unavailable", "groupchat messages need a room")  # §8.5.2.1.1
+        delivered = deliver_to([named] if named else live_endpoints(self.core, self.account), message)
+        if delivered:
+            return DELIVERED
+        if message.type == "error":
+            return DISCARDED
+        limit = self.core.config["server"]["max_offline_messages"]
+        if not offline.store(self.core.db, self.account.local, message, limit):
+            raise RoutingError("resource-constraint", f"{self.account} has {limit} messages waiting")
+        return STORED
+
+
+@hookimpl(trylast=True)
+def resolve_recipient(core, address):
+    if address.domain == core.domain and address.local and accounts.exists(core.db, address.local):
+        return LocalAccountRoute(core, address.bare)
+    return None
+
+
+class Router:
+    def __init__(self, core):
+        self.core = core
+
+    def route(self, message: Message) -> str:
+        """Deliver ``message``; return ``"delivered"``, ``"stored"`` or ``"discarded"``, or raise RoutingError."""
+        recipient = message.recipient
+        route = self.core.hook.resolve_recipient(core=self.core, address=recipient)
+        if route is None:
+            if recipient.domain != self.core.domain:
+                raise RoutingError("remote-server-not-found", f"no route to domain {recipient.domain}")
+            raise RoutingError("item-not-found", f"{recipient.bare} does not exist")
+        outcome = route.deliver(message)
+        self.core.hook.on_message(core=self.core, message=message)
+        return outcome
+
+    def deliver_stored(self, account: Address) -> int:
+        """Deliver what was stored for ``account`` (oldest first) now that it is online (XEP-0160).
+
+        Messages no endpoint takes stay stored. Returns how many were delivered.
+        """
+        delivered = []
+        for row_id, message in offline.pending(self.core.db, account.local):
+            if not deliver_to(live_endpoints(self.core, account), message):
+                break  # keep the order: stop at the first message nobody took
+            delivered.append(row_id)
+        offline.remove(self.core.db, delivered)
+        return len(delivered)

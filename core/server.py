@@ -1,0 +1,61 @@
+"""``convergence serve``: migrate, start every plugin's listeners, stop cleanly on SIGTERM/SIGINT."""
+from __future__ import annotations
+
+import logging
+import signal
+
+import gevent
+from gevent.event import Event
+
+from .core import Core
+
+log = logging.getLogger(__name__)
+
+
+class ListenError(Exception):
+    """A listener could not bind its address."""
+
+
+def describe(server) -> str:
+    host, port = server.address[:2]
+    return f"{type(server).__name__} on {host}:{port}"
+
+
+def start(core: Core) -> list:
+    """Migrate the store, fire ``on_startup``, start the listeners; return them."""
+    core.db.upgrade()
+    core.hook.on_startup(core=core)
+    servers = [s for group in core.hook.add_listeners(core=core) for s in group or ()]
+    started = []
+    for server in servers:
+        try:
+            server.start()
+        except OSError as exc:
+            for s in started:
+                s.stop()
+            raise ListenError(f"cannot listen: {describe(server)}: {exc.strerror or exc}") from exc
+        started.append(server)
+        log.info("listening: %s", describe(server))
+    return started
+
+
+def stop(core: Core, servers: list, timeout: float = 3.0) -> None:
+    """Close the listeners (waiting up to ``timeout`` for handlers), fire ``on_shutdown``, close the store."""
+    gevent.joinall([gevent.spawn(s.stop, timeout) for s in servers], timeout=timeout + 1)
+    core.hook.on_shutdown(core=core)
+    core.close()
+
+
+def serve(core: Core) -> None:
+    """Run until SIGTERM or SIGINT."""
+    servers = start(core)
+    done = Event()
+    handlers = [gevent.signal_handler(sig, done.set) for sig in (signal.SIGTERM, signal.SIGINT)]
+    log.info("convergence serving %s; stop with Ctrl-C or SIGTERM", core.domain)
+    try:
+        done.wait()
+    finally:
+        log.info("shutting down")
+        for handler in handlers:
+            handler.cancel()
+        stop(core, servers)

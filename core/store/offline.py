@@ -1,0 +1,51 @@
+"""Offline message repository (XEP-0160): store in arrival order, pop in that order."""
+from __future__ import annotations
+
+from sqlalchemy import delete, func, select
+
+from ..addresses import Address
+from ..message import Message
+from .database import Database
+from .models import Account, OfflineMessage
+
+
+def _account_id(session, name: str) -> int | None:
+    return session.scalar(select(Account.id).where(Account.name == name))
+
+
+def store(db: Database, account: str, message: Message, limit: int) -> bool:
+    """Keep ``message`` for ``account``; False when there is no such account or ``limit`` are waiting."""
+    with db.write() as session:
+        account_id = _account_id(session, account)
+        waiting = session.scalar(select(func.count()).where(OfflineMessage.account_id == account_id))
+        if account_id is None or waiting >= limit:
+            return False
+        session.add(OfflineMessage(account_id=account_id, message_id=message.id,
+                                   sender=message.sender.jid, recipient=message.recipient.jid,
+                                   type=message.type, body=message.body, subject=message.subject,
+                                   thread=message.thread))
+        return True
+
+
+def pending(db: Database, account: str) -> list[tuple[int, Message]]:
+    """The messages kept for ``account`` as (row id, message), oldest first, stamped (XEP-0203)."""
+    with db.read() as session:
+        rows = session.scalars(select(OfflineMessage)
+                               .join(Account, Account.id == OfflineMessage.account_id)
+                               .where(Account.name == account).order_by(OfflineMessage.id)).all()
+    return [(r.id, Message(Address.parse(r.sender), Address.parse(r.recipient), r.body, r.subject,
+                           r.thread, r.type, r.message_id, r.stored_at)) for r in rows]
+
+
+def remove(db: Database, row_ids: list[int]) -> None:
+    """Forget delivered messages (row ids from ``pending``)."""
+    if row_ids:
+        with db.write() as session:
+            session.execute(delete(OfflineMessage).where(OfflineMessage.id.in_(row_ids)))
+
+
+def count(db: Database, account: str) -> int:
+    with db.read() as session:
+        return session.scalar(select(func.count()).select_from(OfflineMessage)
+                              .join(Account, Account.id == OfflineMessage.account_id)
+                              .where(Account.name == account))

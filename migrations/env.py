@@ -1,0 +1,10 @@
+"""Alembic environment: migrate the connection ``Database.upgrade`` hands over (no alembic.ini)."""
+from alembic import context
+
+from convergence.store.models import Base
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, target_metadata=Base.metadata,
+                  render_as_batch=connection.dialect.name == "sqlite")
+with context.begin_transaction():
+    context.run_migrations()
