@@ -139,7 +139,7 @@ class Config:
                     raise ConfigError(f"{self._where()}: [{section.name}] {key}: {exc}, "
                                       f"got {table[key]!r}") from None
             else:
-                values[key] = option.default
+                values[key] = option.convert(option.default)
         self.sections[section.name] = section
         self.values[section.name] = values
 

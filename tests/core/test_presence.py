@@ -1,0 +1,53 @@
+"""The presence hub: endpoints in, combined per-account presence out (RFC 6121 §4.7)."""
+from convergence import Presence, hookimpl
+from convergence.testing import RecordingEndpoint
+
+
+class Watcher:
+    def __init__(self):
+        self.seen = []
+
+    @hookimpl
+    def on_presence(self, account, presence):
+        self.seen.append((account.jid, presence.available, presence.show))
+
+
+def test_login_logout_changes_combined_presence(core, register_plugin):
+    watcher = register_plugin(Watcher(), "watcher")
+    alice = core.address("alice")
+    phone = RecordingEndpoint(alice.with_resource("phone"), presence=Presence(show="away"))
+    desk = RecordingEndpoint(alice.with_resource("desk"))
+    core.presence.login(phone)
+    core.presence.login(desk)  # best of both: plain available beats away
+    core.presence.logout(desk)
+    core.presence.logout(phone)
+    assert watcher.seen == [("alice@localhost", True, "away"), ("alice@localhost", True, None),
+                            ("alice@localhost", True, "away"), ("alice@localhost", False, None)]
+    assert not core.presence.presence(alice).available
+
+
+def test_update_and_unchanged_presence_is_not_renotified(core, register_plugin):
+    watcher = register_plugin(Watcher(), "watcher")
+    phone = RecordingEndpoint(core.address("alice", "phone"))
+    core.presence.login(phone)
+    core.presence.update(phone)
+    phone.presence = Presence(show="dnd")
+    core.presence.update(phone)
+    assert [s[2] for s in watcher.seen] == [None, "dnd"]
+
+
+def test_sip_registration_counts_as_available(core):
+    binding = RecordingEndpoint(core.address("sipuserf", "sip-1"), "sip")
+    core.presence.register(binding, 300)
+    assert core.presence.presence(core.address("sipuserf")).available
+    core.presence.unregister(binding)
+    assert core.presence.online() == [core.address("echo")]
+
+
+def test_logout_of_an_unknown_or_replaced_endpoint_is_ignored(core):
+    old = RecordingEndpoint(core.address("alice", "r"))
+    new = RecordingEndpoint(core.address("alice", "r"))
+    core.presence.login(old)
+    core.presence.login(new)  # same resource: the new session replaces the old
+    core.presence.logout(old)
+    assert core.presence.endpoints(core.address("alice")) == [new]

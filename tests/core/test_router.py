@@ -1,0 +1,96 @@
+"""Routing through resolve_recipient to endpoints and the offline store (RFC 6121 §8.5, XEP-0160)."""
+import pytest
+
+from convergence import Message, Presence, RoutingError
+from convergence.store import offline
+from convergence.testing import RecordingEndpoint
+
+
+@pytest.fixture
+def alice(core):
+    return core.add_account("alice", "pw")
+
+
+def msg(core, to, body="hi", **kw):
+    return Message(core.address("bob", "laptop"), to, body, **kw)
+
+
+def test_bare_address_reaches_every_available_endpoint(core, alice):
+    xmpp = RecordingEndpoint(alice.with_resource("phone"), "xmpp")
+    sip = RecordingEndpoint(alice.with_resource("sip-1"), "sip")
+    away = RecordingEndpoint(alice.with_resource("hidden"), "xmpp", Presence(priority=-1))
+    for e in (xmpp, sip, away):
+        core.presence.login(e)
+    assert core.send(msg(core, alice)) == "delivered"
+    assert [len(e.received) for e in (xmpp, sip, away)] == [1, 1, 0]
+
+
+def test_full_address_reaches_only_that_endpoint(core, alice):
+    one, two = (RecordingEndpoint(alice.with_resource(r)) for r in ("one", "two"))
+    core.presence.login(one)
+    core.presence.login(two)
+    core.send(msg(core, alice.with_resource("two")))
+    assert (len(one.received), len(two.received)) == (0, 1)
+
+
+def test_unknown_resource_falls_back_to_bare(core, alice):  # RFC 6121 §8.5.3.2.1
+    one = RecordingEndpoint(alice.with_resource("one"))
+    core.presence.login(one)
+    core.send(msg(core, alice.with_resource("gone")))
+    assert len(one.received) == 1
+
+
+def test_offline_messages_are_stored_and_delivered_in_order(core, alice):
+    for n in range(3):
+        assert core.send(msg(core, alice, f"m{n}")) == "stored"
+    phone = RecordingEndpoint(alice.with_resource("phone"))
+    core.presence.login(phone)
+    assert core.router.deliver_stored(alice) == 3
+    assert [m.body for m in phone.received] == ["m0", "m1", "m2"]
+    assert all(m.stamp is not None for m in phone.received)
+    assert offline.count(core.db, "alice") == 0
+
+
+def test_a_refused_stored_message_stays_stored(core, alice):
+    core.send(msg(core, alice, "kept"))
+    phone = RecordingEndpoint(alice.with_resource("phone"))
+    phone.refuse = True
+    core.presence.login(phone)
+    assert core.router.deliver_stored(alice) == 0
+    assert offline.count(core.db, "alice") == 1
+
+
+def test_endpoint_refusing_means_stored_not_lost(core, alice):
+    phone = RecordingEndpoint(alice.with_resource("phone"))
+    phone.refuse = True
+    core.presence.login(phone)
+    assert core.send(msg(core, alice)) == "stored"
+
+
+def test_offline_store_is_bounded(make_core):
+    core = make_core({"server": {"max_offline_messages": 2}})
+    alice = core.add_account("alice", "pw")
+    core.send(msg(core, alice))
+    core.send(msg(core, alice))
+    with pytest.raises(RoutingError) as info:
+        core.send(msg(core, alice))
+    assert info.value.condition == "resource-constraint"
+
+
+def test_unknown_local_account_and_remote_domain(core):
+    with pytest.raises(RoutingError) as info:
+        core.send(msg(core, core.address("nobody")))
+    assert info.value.condition == "item-not-found"
+    with pytest.raises(RoutingError) as info:
+        core.send(msg(core, core.address("bob").__class__("x", "elsewhere.example")))
+    assert info.value.condition == "remote-server-not-found"
+
+
+def test_error_messages_for_offline_accounts_are_discarded(core, alice):  # RFC 6121 §8.5.2.2.1
+    assert core.send(msg(core, alice, type="error")) == "discarded"
+    assert offline.count(core.db, "alice") == 0
+
+
+def test_groupchat_to_a_bare_account_is_refused(core, alice):
+    with pytest.raises(RoutingError, match="service-unavailable"):
+        core.send(msg(core, alice, type="groupchat"))
