@@ -84,7 +84,7 @@ class PluginManager(pluggy.PluginManager):
         for caller in self.get_hookcallers(plugin) or ():
             if not caller.has_spec():
                 for impl in caller.get_hookimpls():
-                    if impl.plugin is plugin and not impl.hookimpl_opts.get("optionalhook"):
+                    if impl.plugin is plugin and not impl.optionalhook:
                         raise pluggy.PluginValidationError(
                             plugin, f"unknown hook {caller.name!r} (misspelled?)")
 

@@ -1,0 +1,190 @@
+"""One test per hook (the contract meta-test requires ``test_hook_<name>`` for each)."""
+import click
+import gevent
+from click.testing import CliRunner
+from flask import Blueprint
+from gevent.server import StreamServer
+
+from convergence import Message, Presence, hookimpl, server
+from convergence.cli import cli
+from convergence.config import Option, Section
+from convergence.testing import RecordingEndpoint
+
+
+class Recorder:
+    """A plugin object that records every call of the hooks it implements."""
+
+    def __init__(self):
+        self.calls = []
+
+    @hookimpl
+    def on_message(self, message):
+        self.calls.append(("on_message", message.body))
+
+    @hookimpl
+    def on_account(self, account, change):
+        self.calls.append(("on_account", account.jid, change))
+
+    @hookimpl
+    def on_login(self, account, endpoint):
+        self.calls.append(("on_login", account.jid, endpoint.address.resource))
+
+    @hookimpl
+    def on_logout(self, account, endpoint):
+        self.calls.append(("on_logout", account.jid, endpoint.address.resource))
+
+    @hookimpl
+    def on_register(self, account, endpoint, expires):
+        self.calls.append(("on_register", account.jid, expires))
+
+    @hookimpl
+    def on_presence(self, account, presence):
+        self.calls.append(("on_presence", account.jid, presence.available))
+
+
+def calls(recorder, hook):
+    return [c[1:] for c in recorder.calls if c[0] == hook]
+
+
+def test_hook_add_config_section(make_core):
+    class Plugin:
+        @hookimpl
+        def add_config_section(self):
+            return Section("weather", {"city": Option("Paris", "where")})
+    core = make_core({"weather": {"city": "Oslo"}}, plugins={"weather": Plugin()})
+    assert core.config["weather"] == {"city": "Oslo"}
+
+
+def test_hook_add_cli_commands(tmp_path, monkeypatch):
+    class Plugin:
+        @hookimpl
+        def add_cli_commands(self, cli):
+            @cli.command("hello")
+            def hello():
+                click.echo("hello from a plugin")
+    import convergence.core
+    original = convergence.core.Core.create.__func__
+    monkeypatch.setattr(convergence.core.Core, "create", classmethod(
+        lambda cls, config, **kw: original(cls, config, plugins={"p": Plugin()}, **kw)))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["hello"])
+    assert result.output == "hello from a plugin\n", result.output
+    cli.commands.pop("hello", None)
+
+
+def test_hook_on_startup(make_core):
+    class Plugin:
+        started = None
+
+        @hookimpl
+        def on_startup(self, core):
+            Plugin.started = core
+    core = make_core(plugins={"p": Plugin()})
+    assert Plugin.started is core
+
+
+def test_hook_add_listeners(make_core):
+    class Plugin:
+        @hookimpl
+        def add_listeners(self, core):
+            return [StreamServer(("127.0.0.1", 0), lambda sock, addr: sock.sendall(b"hi"))]
+    core = make_core({"server": {"disabled_plugins": ["http"]}}, plugins={"p": Plugin()})
+    servers = server.start(core)
+    try:
+        from gevent import socket
+        conn = socket.create_connection(servers[0].address[:2])
+        assert conn.recv(2) == b"hi"
+        conn.close()
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def test_hook_add_blueprints(make_core):
+    from convergence.plugins.http.app import create_app
+    bp = Blueprint("hello", __name__)
+    bp.add_url_rule("/hello", view_func=lambda: "hi")
+
+    class Plugin:
+        @hookimpl
+        def add_blueprints(self, core):
+            return [bp]
+    core = make_core(plugins={"p": Plugin()})
+    assert create_app(core).test_client().get("/hello").text == "hi"
+
+
+def test_hook_on_shutdown(make_core):
+    class Plugin:
+        stopped = False
+
+        @hookimpl
+        def on_shutdown(self, core):
+            Plugin.stopped = True
+    core = make_core({"server": {"disabled_plugins": ["http"]}}, plugins={"p": Plugin()})
+    server.stop(core, [])
+    assert Plugin.stopped
+
+
+def test_hook_resolve_recipient(core, register_plugin):
+    taken = []
+
+    class Route:
+        def deliver(self, message):
+            taken.append(message)
+            return "delivered"
+
+    class Plugin:
+        @hookimpl(tryfirst=True)
+        def resolve_recipient(self, address):
+            return Route() if address.local == "bot" else None
+    register_plugin(Plugin(), "bot")
+    assert core.send(Message(core.address("x"), core.address("bot"), "hi")) == "delivered"
+    assert [m.body for m in taken] == ["hi"]
+
+
+def test_hook_on_message(core, register_plugin):
+    rec = register_plugin(Recorder(), "rec")
+    core.send(Message(core.add_account("x", "pw"), core.address("echo"), "ping"))
+    assert calls(rec, "on_message") == [("ping",), ("ping",)]  # the message and echo's reply
+
+
+def test_hook_on_account(core, register_plugin):
+    rec = register_plugin(Recorder(), "rec")
+    core.add_account("bob", "a")
+    core.set_password("bob", "b")
+    core.delete_account("bob")
+    assert calls(rec, "on_account") == [("bob@localhost", "created"), ("bob@localhost", "changed"),
+                                        ("bob@localhost", "deleted")]
+
+
+def test_hook_on_login(core, register_plugin):
+    rec = register_plugin(Recorder(), "rec")
+    core.presence.login(RecordingEndpoint(core.address("bob", "pc")))
+    assert calls(rec, "on_login") == [("bob@localhost", "pc")]
+
+
+def test_hook_on_logout(core, register_plugin):
+    rec = register_plugin(Recorder(), "rec")
+    endpoint = RecordingEndpoint(core.address("bob", "pc"))
+    core.presence.login(endpoint)
+    core.presence.logout(endpoint)
+    core.presence.logout(endpoint)  # twice: reported once
+    assert calls(rec, "on_logout") == [("bob@localhost", "pc")]
+
+
+def test_hook_on_register(core, register_plugin):
+    rec = register_plugin(Recorder(), "rec")
+    binding = RecordingEndpoint(core.address("bob", "sip-1"), "sip")
+    core.presence.register(binding, 3600)
+    core.presence.register(binding, 1800)
+    core.presence.unregister(binding)
+    assert calls(rec, "on_register") == [("bob@localhost", 3600), ("bob@localhost", 1800),
+                                         ("bob@localhost", 0)]
+
+
+def test_hook_on_presence(core, register_plugin):
+    rec = register_plugin(Recorder(), "rec")
+    core.presence.set_service(core.address("bot"), Presence())
+    core.presence.set_service(core.address("bot"), None)
+    assert calls(rec, "on_presence") == [("bot@localhost", True), ("bot@localhost", False)]
+    gevent.sleep(0)
