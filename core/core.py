@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from . import credentials
-from .addresses import Address
+from .addresses import Address, normalize_localpart
 from .config import Config
 from .message import Message
 from .plugin_manager import PluginManager, available
@@ -48,27 +48,27 @@ class Core:
 
     # -- addresses --
     def address(self, local: str, resource: str | None = None) -> Address:
-        """The address ``local@<domain>[/resource]``."""
-        return Address(local, self.domain, resource)
+        """The address ``local@<domain>[/resource]``; ``local`` is normalized (AddressError if invalid)."""
+        return Address(normalize_localpart(local), self.domain, resource)
 
     # -- accounts (password-derived secrets only; PBKDF2 is CPU work: call from a threadpool
     #    when serving) --
     def add_account(self, name: str, password: str) -> Address:
         """Create ``name@domain``; raises AddressError, PasswordError or AccountExists."""
-        address = Address.from_jid(f"{name}@{self.domain}")
+        address = self.address(name)
         accounts.create(self.db, address.local,
                         credentials.derive(address.local, self.domain, password))
         self.hook.on_account(core=self, account=address, change="created")
         return address
 
     def set_password(self, name: str, password: str) -> None:
-        address = Address.from_jid(f"{name}@{self.domain}")
+        address = self.address(name)
         accounts.set_credentials(self.db, address.local,
                                  credentials.derive(address.local, self.domain, password))
         self.hook.on_account(core=self, account=address, change="changed")
 
     def delete_account(self, name: str) -> None:
-        address = Address.from_jid(f"{name}@{self.domain}")
+        address = self.address(name)
         accounts.remove(self.db, address.local)
         self.hook.on_account(core=self, account=address, change="deleted")
 

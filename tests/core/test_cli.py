@@ -1,0 +1,168 @@
+"""The ``convergence`` command as a user runs it: a real process, real exit codes, real signals."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CONVERGENCE = str(Path(sys.executable).parent / "convergence")
+
+
+def run(tmp_path, *args, config=None, input=None, timeout=60):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGENCE")}
+    if config is not None:
+        (tmp_path / "c.toml").write_text(config)
+        env["CONVERGENCE_CONFIG"] = str(tmp_path / "c.toml")
+    return subprocess.run([CONVERGENCE, *args], capture_output=True, text=True, input=input,
+                          timeout=timeout, cwd=tmp_path, env=env)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("args", [[], ["serve"], ["user"], ["user", "add"], ["user", "del"],
+                                  ["user", "list"], ["user", "passwd"], ["db"], ["db", "upgrade"],
+                                  ["db", "current"], ["plugins"]])
+def test_help_everywhere(tmp_path, args):
+    result = run(tmp_path, *args, "--help")
+    assert result.returncode == 0 and "Usage: convergence" in result.stdout
+
+
+def test_no_file_means_defaults_under_convergence_data(tmp_path):
+    result = run(tmp_path, "user", "add", "bob", "--password", "pw")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "convergence-data" / "convergence.db").exists()
+    assert run(tmp_path, "user", "list").stdout == "bob@localhost\n"
+
+
+def test_user_commands(tmp_path):
+    config = f'[server]\ndomain = "example.org"\ndata_dir = "{tmp_path}/data"\n'
+    assert run(tmp_path, "user", "add", "Bob", config=config, input="pw\npw\n").returncode == 0
+    assert run(tmp_path, "user", "passwd", "bob", "-p", "new", config=config).returncode == 0
+    assert run(tmp_path, "user", "list", config=config).stdout == "bob@example.org\n"
+    assert run(tmp_path, "user", "del", "bob", config=config).returncode == 0
+    assert run(tmp_path, "user", "list", config=config).stdout == ""
+
+
+@pytest.mark.parametrize("args, message", [
+    (["user", "add", "bob", "-p", "other"], "account 'bob' already exists"),
+    (["user", "add", "bo b", "-p", "x"], "contains a space"),
+    (["user", "add", "a@b", "-p", "x"], "forbidden character '@'"),
+    (["user", "add", "carol", "-p", ""], "password is empty"),
+    (["user", "del", "carol"], "no account 'carol'"),
+    (["user", "passwd", "carol", "-p", "x"], "no account 'carol'"),
+])
+def test_refused_user_requests_exit_1_and_change_nothing(tmp_path, args, message):
+    run(tmp_path, "user", "add", "bob", "-p", "pw")
+    result = run(tmp_path, *args)
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert run(tmp_path, "user", "list").stdout == "bob@localhost\n"
+
+
+@pytest.mark.parametrize("config, message", [
+    ("[server\n", "not valid TOML"),
+    ('[server]\nbogus = 1\n', "[server] bogus: unknown key"),
+    ('[xmpp]\nlisten = "nohost"\n', '[xmpp] listen: expected "host:port"'),
+    ('[server]\ndisabled_plugins = ["nosuch"]\n', "unknown plugin 'nosuch'"),
+])
+def test_bad_config_exits_2_with_one_line(tmp_path, config, message):
+    result = run(tmp_path, "user", "list", config=config)
+    assert result.returncode == 2
+    assert message in result.stderr and str(tmp_path / "c.toml") in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_config_file_exits_2(tmp_path):
+    result = run(tmp_path, "--config", str(tmp_path / "nope.toml"), "plugins")
+    assert result.returncode == 2 and "nope.toml: cannot read" in result.stderr
+
+
+@pytest.mark.parametrize("url, message", [
+    (f"postgresql+psycopg://127.0.0.1:1/test", "cannot connect to database"),
+    ("nosuchdb://x/y", "cannot use database"),
+    ("not a url", "is not valid"),
+])
+def test_unusable_database_exits_2_quickly(tmp_path, url, message):
+    started = time.monotonic()
+    result = run(tmp_path, "user", "list", config=f'[server]\ndatabase = "{url}"\n')
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_plugins_lists_the_bundled_protocols(tmp_path):
+    result = run(tmp_path, "plugins")
+    names = {line.split()[0] for line in result.stdout.splitlines()}
+    assert {"sip", "xmpp", "http", "echo"} <= names
+    assert "resolve_recipient" in result.stdout
+
+
+def test_db_upgrade_and_current(tmp_path):
+    assert "(empty)" in run(tmp_path, "db", "current").stdout
+    assert run(tmp_path, "db", "upgrade").returncode == 0
+    assert "up to date" in run(tmp_path, "db", "current").stdout
+
+
+def start_server(tmp_path, *args):
+    port = free_port()
+    (tmp_path / "c.toml").write_text(f'[http]\nlisten = "127.0.0.1:{port}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGENCE")}
+    proc = subprocess.Popen([CONVERGENCE, "--config", str(tmp_path / "c.toml"), "serve", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+                            env=env)
+    output = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # wait for the event: the log line, not a sleep
+        line = proc.stdout.readline()
+        output.append(line)
+        if "listening: WSGIServer on 127.0.0.1:" in line or not line:
+            break
+    assert proc.poll() is None, "".join(output)
+    return proc, port, output
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_answers_then_stops_cleanly_on_signal(tmp_path, sig):
+    proc, port, _ = start_server(tmp_path)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=10) as response:
+            assert json.load(response)["domain"] == "localhost"
+        started = time.monotonic()
+        proc.send_signal(sig)
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - started < 5
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_serve_demo_creates_the_sample_accounts(tmp_path):
+    proc, _, output = start_server(tmp_path, "--demo")
+    proc.terminate()
+    proc.wait(timeout=10)
+    text = "".join(output)
+    assert "demo account convergence@localhost created, password: 1" in text
+    assert "demo account sipuserf@localhost created, password: " in text
+    assert run(tmp_path, "--config", str(tmp_path / "c.toml"), "user", "list").stdout == \
+        "convergence@localhost\nsipuserf@localhost\n"
+
+
+def test_serve_exits_2_when_the_port_is_taken(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(tmp_path, "serve", config=f'[http]\nlisten = "127.0.0.1:{port}"\n')
+    assert result.returncode == 2 and f"127.0.0.1:{port}" in result.stderr
