@@ -57,14 +57,21 @@ class LocalAccountRoute:
         if message.type == "error":
             return DISCARDED
         limit = self.core.config["server"]["max_offline_messages"]
-        if not offline.store(self.core.db, self.account.local, message, limit):
+        try:
+            kept = offline.store(self.core.db, self.account.local, message, limit)
+        except accounts.NoSuchAccount:  # deleted since it was resolved
+            raise RoutingError("item-not-found", f"{self.account} does not exist") from None
+        if not kept:
             raise RoutingError("resource-constraint", f"{self.account} has {limit} messages waiting")
         return STORED
 
 
 @hookimpl(trylast=True)
 def resolve_recipient(core, address):
-    if address.domain == core.domain and address.local and accounts.exists(core.db, address.local):
+    if address.domain != core.domain or not address.local:
+        return None
+    # An account with live endpoints exists (they logged in to it): no query on the hot path.
+    if core.presence.endpoints(address) or accounts.exists(core.db, address.local):
         return LocalAccountRoute(core, address.bare)
     return None
 

@@ -5,6 +5,7 @@ from sqlalchemy import delete, func, select
 
 from ..addresses import Address
 from ..message import Message
+from .accounts import NoSuchAccount
 from .database import Database
 from .models import Account, OfflineMessage
 
@@ -14,11 +15,12 @@ def _account_id(session, name: str) -> int | None:
 
 
 def store(db: Database, account: str, message: Message, limit: int) -> bool:
-    """Keep ``message`` for ``account``; False when there is no such account or ``limit`` are waiting."""
+    """Keep ``message`` for ``account``; False when ``limit`` messages are already waiting."""
     with db.write() as session:
         account_id = _account_id(session, account)
-        waiting = session.scalar(select(func.count()).where(OfflineMessage.account_id == account_id))
-        if account_id is None or waiting >= limit:
+        if account_id is None:
+            raise NoSuchAccount(account)
+        if session.scalar(select(func.count()).where(OfflineMessage.account_id == account_id)) >= limit:
             return False
         session.add(OfflineMessage(account_id=account_id, message_id=message.id,
                                    sender=message.sender.jid, recipient=message.recipient.jid,
