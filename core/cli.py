@@ -6,6 +6,7 @@ configuration, plugin, database or listener (one line on stderr, no traceback).
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 
 import click
@@ -38,7 +39,10 @@ class ConvergenceGroup(click.Group):
             get_core(ctx, migrate=False).hook.add_cli_commands(cli=self)
 
     def list_commands(self, ctx):
-        self._with_plugins(ctx)
+        try:
+            self._with_plugins(ctx)
+        except Fatal:  # --help still works with a broken configuration; commands report it
+            pass
         return super().list_commands(ctx)
 
     def get_command(self, ctx, name):
@@ -51,7 +55,8 @@ def get_core(ctx: click.Context, migrate: bool = True, overrides: dict | None = 
     core = root.meta.get("convergence.core")
     try:
         if core is None:
-            config = load(root.params.get("config"), overrides)
+            # --help runs before --config is read: fall back to the environment there.
+            config = load(root.params.get("config") or os.environ.get("CONVERGENCE_CONFIG"), overrides)
             logging.basicConfig(level=config["server"]["log_level"].upper(),
                                 format="%(asctime)s %(levelname)s %(name)s: %(message)s")
             if config["server"]["log_level"] != "debug":

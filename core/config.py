@@ -91,7 +91,7 @@ def domain_name(value) -> str:
 
 SERVER = Section("server", {
     "domain": Option("localhost", "the domain every account lives in (JID and SIP AOR)", domain_name),
-    "data_dir": Option("./convergence-data", "where the SQLite database and generated certificates go"),
+    "data_dir": Option("./convergence-data", "where the default SQLite database (convergence.db) goes"),
     "database": Option("", "SQLAlchemy URL; empty means SQLite at <data_dir>/convergence.db"),
     "disabled_plugins": Option([], "entry-point names of plugins not to load"),
     "plugin_errors": Option("fail", 'a plugin that fails to load: "fail" stops start-up, "skip" logs and '

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from . import credentials
-from .addresses import Address, normalize_localpart
+from .addresses import Address, AddressError, normalize_localpart
 from .config import Config
 from .message import Message
 from .plugin_manager import PluginManager, available
@@ -43,7 +43,7 @@ class Core:
         for section in pm.hook.add_config_section():
             if section is not None:
                 config.add_section(section)
-        config.check_unknown_sections(ignored=set(server["disabled_plugins"]))
+        config.check_unknown_sections(ignored=set(server["disabled_plugins"]) | pm.skipped)
         return cls(config, pm, db or Database(config.database_url))
 
     # -- addresses --
@@ -74,6 +74,10 @@ class Core:
 
     def check_password(self, name: str, password: str) -> bool:
         """SASL PLAIN / HTTP Basic: verify against the stored SCRAM-SHA-256 keys."""
+        try:
+            name = self.address(name).local
+        except AddressError:
+            return False
         creds = accounts.credentials(self.db, name)
         return creds is not None and credentials.verify(creds, password)
 

@@ -73,13 +73,14 @@ def resolve_recipient(core, address):
     ``"delivered"``, ``"stored"`` (kept for later) or ``"discarded"`` (RFC 6121 §8.5.2.2.1: an
     ``error`` message for an offline account) or raises :class:`convergence.message.RoutingError`.
     Return None to let other plugins (and finally the core's local-account route) decide.
-    Use ``tryfirst=True`` to claim an address before the core's own route.
+    The core's own local-account route is ``trylast``, so every plugin answers before it;
+    ``tryfirst=True`` orders a plugin before other plugins.
     """
 
 
 @hookspec
 def on_message(core, message):
-    """An observer: ``message`` was accepted by the router (delivered or stored).
+    """An observer: ``message`` was accepted by the router (delivered, stored or discarded).
 
     The return value is ignored. Do not block: spawn for slow work (archives, forwarders, metrics).
     """

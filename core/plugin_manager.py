@@ -39,6 +39,7 @@ class PluginManager(pluggy.PluginManager):
         super().__init__("convergence")
         self.add_hookspecs(hookspecs)
         self.distributions: dict[str, str] = {}  # plugin name -> "dist version"
+        self.skipped: set[str] = set()  # plugins left out by plugin_errors = "skip"
         for module in BUILTINS:
             self.register(importlib.import_module(module), name=module.rsplit(".", 1)[1])
             self.distributions[module.rsplit(".", 1)[1]] = "convergence (core)"
@@ -62,6 +63,7 @@ class PluginManager(pluggy.PluginManager):
                 if errors == "fail":
                     raise PluginError(message) from exc
                 log.error("skipped %s", message)
+                self.skipped.add(name)
                 continue
             self.distributions[name] = dist
 

@@ -77,6 +77,8 @@ class PresenceHub:
 
     def register(self, endpoint: Endpoint, expires: int) -> None:
         """A SIP binding was added or refreshed for ``expires`` seconds (fires ``on_register``)."""
+        if expires <= 0:
+            return self.unregister(endpoint)
         self._add(endpoint)
         self._hook.on_register(core=self._core, account=endpoint.address.bare, endpoint=endpoint,
                                expires=expires)

@@ -22,8 +22,7 @@ def describe(server) -> str:
 
 
 def start(core: Core) -> list:
-    """Migrate the store, fire ``on_startup``, start the listeners; return them."""
-    core.db.upgrade()
+    """Fire ``on_startup`` and start the listeners (the store is migrated already); return them."""
     core.hook.on_startup(core=core)
     servers = [s for group in core.hook.add_listeners(core=core) for s in group or ()]
     started = []
@@ -48,11 +47,12 @@ def stop(core: Core, servers: list, timeout: float = 3.0) -> None:
 
 def serve(core: Core) -> None:
     """Run until SIGTERM or SIGINT."""
-    servers = start(core)
-    done = Event()
+    done = Event()  # handlers first: a signal during start-up must still stop cleanly
     handlers = [gevent.signal_handler(sig, done.set) for sig in (signal.SIGTERM, signal.SIGINT)]
-    log.info("convergence serving %s; stop with Ctrl-C or SIGTERM", core.domain)
+    servers = []
     try:
+        servers = start(core)
+        log.info("convergence serving %s; stop with Ctrl-C or SIGTERM", core.domain)
         done.wait()
     finally:
         log.info("shutting down")

@@ -80,8 +80,9 @@ def make_core(request):
     def make(overrides: dict | None = None, plugins: dict | None = None,
              load_entry_points: bool = True) -> Core:
         db, drop = open_test_database(request.config.getoption("convergence_database"))
-        config = load(None, {"server": {"data_dir": str(request.getfixturevalue("tmp_path"))},
-                             **(overrides or {})})
+        overrides = dict(overrides or {})
+        server = {"data_dir": str(request.getfixturevalue("tmp_path")), **overrides.pop("server", {})}
+        config = load(None, {"server": server, **overrides})
         core = Core.create(config, db=db, load_entry_points=load_entry_points, plugins=plugins)
         core.db.upgrade()
         core.hook.on_startup(core=core)

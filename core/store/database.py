@@ -53,8 +53,6 @@ class Database:
             options.setdefault("connect_args", {}).update(check_same_thread=False)
             if parsed.database in (None, "", ":memory:"):
                 options["poolclass"] = StaticPool
-            else:
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         elif parsed.get_backend_name() == "postgresql":
             options.setdefault("connect_args", {}).setdefault("connect_timeout", max(1, int(connect_timeout)))
         try:
@@ -82,7 +80,9 @@ class Database:
             yield session
 
     def check(self) -> None:
-        """Connect once, or raise DatabaseError naming the URL and the reason."""
+        """Connect once (creating a SQLite file's folder), or raise DatabaseError naming the reason."""
+        if self.is_sqlite and self.url.database not in (None, "", ":memory:"):
+            Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
         try:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))

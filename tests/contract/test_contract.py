@@ -93,7 +93,7 @@ def test_a_broken_plugin_stops_start_up_naming_it_and_its_distribution(tmp_path,
 
 def test_plugin_errors_skip_leaves_the_broken_plugin_out(tmp_path):
     fake_distribution(tmp_path, "import no_such_module\n")
-    result = run_cli(tmp_path, "plugins", config='[server]\nplugin_errors = "skip"\n')
+    result = run_cli(tmp_path, "plugins", config='[server]\nplugin_errors = "skip"\n[broken]\nx = 1\n')
     assert result.returncode == 0, result.stderr
     assert "skipped plugin 'broken' from broken-plugin 1.0" in result.stderr
     assert "echo" in result.stdout and "broken" not in result.stdout

@@ -51,3 +51,10 @@ def test_logout_of_an_unknown_or_replaced_endpoint_is_ignored(core):
     core.presence.login(new)  # same resource: the new session replaces the old
     core.presence.logout(old)
     assert core.presence.endpoints(core.address("alice")) == [new]
+
+
+def test_register_with_zero_expires_removes_the_binding(core):
+    binding = RecordingEndpoint(core.address("sipuserf", "sip-1"), "sip")
+    core.presence.register(binding, 300)
+    core.presence.register(binding, 0)
+    assert core.presence.endpoints(core.address("sipuserf")) == []

@@ -9,8 +9,9 @@ from convergence.store.models import Account
 
 
 def test_account_lifecycle(core):
-    core.add_account("bob", "first")
-    assert core.check_password("bob", "first")
+    core.add_account("Bob", "first")
+    assert core.check_password("bob", "first") and core.check_password("BOB", "first")
+    assert not core.check_password("no body", "first")
     core.set_password("bob", "second")
     assert not core.check_password("bob", "first") and core.check_password("bob", "second")
     assert accounts.names(core.db) == ["bob"]
