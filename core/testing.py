@@ -9,7 +9,11 @@ Fixtures:
 - ``core`` — ``make_core()`` with every installed plugin.
 - ``register_plugin(plugin, name=None)`` — register a plugin on ``core`` for one test.
 
-Helpers: :class:`RecordingEndpoint`, an endpoint that keeps what it is given.
+- ``serve(config=None, *args)`` — a real ``convergence serve`` process (``config`` is a TOML-shaped
+  dict; ``data_dir`` defaults to the test's ``tmp_path``), returned once every listener is up;
+  terminated after the test. For scenario tests with real clients.
+
+Helpers: :class:`RecordingEndpoint`, an endpoint that keeps what it is given; :func:`free_port`.
 
 The database is in-memory SQLite, or PostgreSQL with ``--convergence-database URL`` (or
 ``CONVERGENCE_TEST_DATABASE``): each test then gets a schema of its own, dropped afterwards.
@@ -17,7 +21,12 @@ The database is in-memory SQLite, or PostgreSQL with ``--convergence-database UR
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +122,74 @@ def register_plugin(core):
     yield register
     for plugin in registered:
         core.pm.unregister(plugin)
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port on 127.0.0.1 that is free right now (for TCP, or UDP with ``socket.SOCK_DGRAM``)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class ServerProcess:
+    """A running ``convergence serve``: ``output`` holds its log lines so far."""
+
+    def __init__(self, config_path: Path, args, cwd: Path, timeout: float = 30):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGENCE_")}
+        self.config_path = config_path
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "convergence"), "--config", str(config_path), "serve",
+             *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env)
+        self.output: list[str] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # wait for the event, not a sleep
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            if "convergence serving" in line:
+                return
+        self.stop()
+        raise RuntimeError("convergence serve did not start:\n" + "".join(self.output))
+
+    def stop(self, timeout: float = 10) -> int:
+        """SIGTERM, then wait; returns the exit status (killing it if it does not stop in time)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if not self.proc.stdout.closed:
+            self.output.extend(self.proc.stdout.readlines())
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def serve(tmp_path):
+    running = []
+
+    def start(config: dict | None = None, *args: str) -> ServerProcess:
+        config = {k: dict(v) for k, v in (config or {}).items()}
+        config.setdefault("server", {}).setdefault("data_dir", str(tmp_path / "data"))
+        path = tmp_path / f"convergence-{len(running)}.toml"
+        path.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in table.items())
+                                for name, table in config.items()))
+        running.append(ServerProcess(path, args, tmp_path))
+        return running[-1]
+
+    yield start
+    for server in running:
+        server.stop()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from convergence.testing import free_port
+
 CONVERGENCE = str(Path(sys.executable).parent / "convergence")
 
 
@@ -21,12 +23,6 @@ def run(tmp_path, *args, config=None, input=None, timeout=60):
         env["CONVERGENCE_CONFIG"] = str(tmp_path / "c.toml")
     return subprocess.run([CONVERGENCE, *args], capture_output=True, text=True, input=input,
                           timeout=timeout, cwd=tmp_path, env=env)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("args", [[], ["serve"], ["user"], ["user", "add"], ["user", "del"],
@@ -113,50 +109,34 @@ def test_db_upgrade_and_current(tmp_path):
     assert "up to date" in run(tmp_path, "db", "current").stdout
 
 
-def start_server(tmp_path, *args):
-    port = free_port()
-    (tmp_path / "c.toml").write_text(f'[http]\nlisten = "127.0.0.1:{port}"\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGENCE")}
-    proc = subprocess.Popen([CONVERGENCE, "--config", str(tmp_path / "c.toml"), "serve", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
-                            env=env)
-    output = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # wait for the event: the log line, not a sleep
-        line = proc.stdout.readline()
-        output.append(line)
-        if "listening: WSGIServer on 127.0.0.1:" in line or not line:
-            break
-    assert proc.poll() is None, "".join(output)
-    return proc, port, output
+def http_config(port):
+    return {"http": {"listen": f"127.0.0.1:{port}"}}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_serve_answers_then_stops_cleanly_on_signal(tmp_path, sig):
-    proc, port, _ = start_server(tmp_path)
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=10) as response:
-            assert json.load(response)["domain"] == "localhost"
-        started = time.monotonic()
-        proc.send_signal(sig)
-        assert proc.wait(timeout=10) == 0
-        assert time.monotonic() - started < 5
-        with pytest.raises(OSError):
-            socket.create_connection(("127.0.0.1", port), timeout=2)
-    finally:
-        proc.kill()
-        proc.wait()
+def test_serve_answers_then_stops_cleanly_on_signal(serve, sig):
+    port = free_port()
+    server = serve(http_config(port))
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=10) as response:
+        assert json.load(response)["domain"] == "localhost"
+    started = time.monotonic()
+    server.proc.send_signal(sig)
+    assert server.proc.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)
 
 
-def test_serve_demo_creates_the_sample_accounts(tmp_path):
-    proc, _, output = start_server(tmp_path, "--demo")
-    proc.terminate()
-    proc.wait(timeout=10)
-    text = "".join(output)
+def test_serve_demo_creates_the_sample_accounts(tmp_path, serve):
+    server = serve(http_config(free_port()), "--demo")
+    assert server.stop() == 0
+    text = "".join(server.output)
     assert "demo account convergence@localhost created, password: 1" in text
     assert "demo account sipuserf@localhost created, password: " in text
-    assert run(tmp_path, "--config", str(tmp_path / "c.toml"), "user", "list").stdout == \
+    assert run(tmp_path, "--config", str(server.config_path), "user", "list").stdout == \
         "convergence@localhost\nsipuserf@localhost\n"
+    again = serve(http_config(free_port()), "--demo")  # a second run keeps the accounts as they are
+    assert "demo account sipuserf@localhost exists" in "".join(again.output)
 
 
 def test_serve_exits_2_when_the_port_is_taken(tmp_path):
