@@ -1,0 +1,141 @@
+"""Sans-IO SIP digest authentication (RFC 3261 §22, RFC 7616 §3, RFC 8760).
+
+Rules: no I/O; time comes in as an argument. The server offers SHA-256 then MD5 challenges with
+``qop="auth"`` (RFC 8760 §2.4); it checks responses against the HA1 values stored at password-set
+time (:mod:`convergence.credentials`), never a password. Nonces are stateless and signed
+(HMAC-SHA-256 over issue time and randomness, so a forged or foreign nonce is refused); they expire
+after ``lifetime`` seconds (answered with ``stale=true``, RFC 7616 §3.3); each (nonce, nc) pair is
+accepted once, so a captured request cannot be replayed (RFC 7616 §3.4 nonce-count).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import struct
+from dataclasses import dataclass
+
+#: RFC 8760 §2.1 algorithm names → hashlib names, in the order challenges are offered.
+ALGORITHMS = {"SHA-256": "sha256", "MD5": "md5"}
+
+_PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,"]+)\s*(?:,|$)')
+
+
+class DigestError(ValueError):
+    """The Authorization header cannot be parsed; the message says why."""
+
+
+def parse_credentials(value: str) -> dict[str, str]:
+    """RFC 3261 §25.1 ``credentials``: ``Digest`` followed by comma-separated auth-params.
+
+    Names are lower-cased; quoted values are unquoted (``\\"`` escapes undone).
+    """
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() != "digest":
+        raise DigestError(f"unsupported authentication scheme {scheme!r}")
+    params, pos = {}, 0
+    rest = rest.strip()
+    while pos < len(rest):
+        match = _PARAM.match(rest, pos)
+        if not match:
+            raise DigestError(f"malformed auth-param at {rest[pos:pos + 20]!r}")
+        name, raw = match.group(1).lower(), match.group(2)
+        if name in params:
+            raise DigestError(f"duplicate auth-param {name!r}")
+        params[name] = re.sub(r"\\(.)", r"\1", raw[1:-1]) if raw.startswith('"') else raw
+        pos = match.end()
+    return params
+
+
+def response(algorithm: str, ha1: str, nonce: str, nc: str, cnonce: str, qop: str, method: str,
+             uri: str) -> str:
+    """RFC 7616 §3.4.1 with qop=auth: KD(HA1, nonce:nc:cnonce:qop:H(method:uri))."""
+    h = ALGORITHMS[algorithm]
+    ha2 = hashlib.new(h, f"{method}:{uri}".encode()).hexdigest()
+    return hashlib.new(h, f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Verified:
+    username: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Answer with a new challenge; ``stale`` means only the nonce was old (RFC 7616 §3.3)."""
+
+    reason: str
+    stale: bool = False
+
+
+class DigestServer:
+    """Issues challenges and verifies responses for one realm."""
+
+    def __init__(self, realm: str, lifetime: float = 300.0, secret: bytes | None = None):
+        self.realm = realm
+        self.lifetime = lifetime
+        self.secret = secret or os.urandom(32)
+        self._seen: dict[str, tuple[float, set[str]]] = {}  # nonce -> (issued, nc values used)
+
+    def nonce(self, now: float) -> str:
+        body = struct.pack(">d", now) + os.urandom(12)
+        mac = hmac.digest(self.secret, body + self.realm.encode(), "sha256")[:16]
+        return base64.urlsafe_b64encode(body + mac).decode().rstrip("=")
+
+    def challenges(self, now: float, stale: bool = False) -> list[str]:
+        """``WWW-Authenticate``/``Proxy-Authenticate`` values, SHA-256 first (RFC 8760 §2.4)."""
+        nonce = self.nonce(now)
+        extra = ", stale=true" if stale else ""
+        return [f'Digest realm="{self.realm}", nonce="{nonce}", algorithm={name}, qop="auth"{extra}'
+                for name in ALGORITHMS]
+
+    def _issued(self, nonce: str) -> float | None:
+        """The issue time of a nonce we signed, or None."""
+        try:
+            raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
+        except ValueError:
+            return None
+        body, mac = raw[:-16], raw[-16:]
+        expected = hmac.digest(self.secret, body + self.realm.encode(), "sha256")[:16]
+        if len(body) != 20 or not hmac.compare_digest(mac, expected):
+            return None
+        return struct.unpack(">d", body[:8])[0]
+
+    def verify(self, params: dict[str, str], method: str, ha1_of, now: float) -> Verified | Rejected:
+        """Check parsed credentials for a request with ``method``.
+
+        ``ha1_of(username, algorithm)`` returns the stored HA1 hex string or None.
+        """
+        missing = [p for p in ("username", "realm", "nonce", "uri", "response", "qop", "nc", "cnonce")
+                   if p not in params]
+        if missing:
+            return Rejected(f"missing {', '.join(missing)} (qop=auth is required)")
+        algorithm = params.get("algorithm", "MD5").upper()
+        if algorithm not in ALGORITHMS:
+            return Rejected(f"unsupported algorithm {algorithm}")
+        if params["realm"] != self.realm:
+            return Rejected(f"realm must be {self.realm}")
+        if params["qop"] != "auth" or not re.fullmatch(r"[0-9a-fA-F]{8}", params["nc"]):
+            return Rejected("qop must be auth with an 8-digit hex nc")
+        issued = self._issued(params["nonce"])
+        if issued is None:
+            return Rejected("nonce was not issued here")
+        self._forget_expired(now)
+        ha1 = ha1_of(params["username"], algorithm)
+        expected = ha1 and response(algorithm, ha1, params["nonce"], params["nc"], params["cnonce"],
+                                    params["qop"], method, params["uri"])
+        if not expected or not hmac.compare_digest(expected, params["response"].lower()):
+            return Rejected("wrong username or password")
+        if now - issued > self.lifetime:
+            return Rejected("nonce expired", stale=True)
+        used = self._seen.setdefault(params["nonce"], (issued, set()))[1]
+        if params["nc"].lower() in used:
+            return Rejected("nonce count replayed", stale=True)
+        used.add(params["nc"].lower())
+        return Verified(params["username"])
+
+    def _forget_expired(self, now: float) -> None:
+        for nonce in [n for n, (issued, _) in self._seen.items() if now - issued > self.lifetime]:
+            del self._seen[nonce]
