@@ -1,0 +1,82 @@
+"""SIP binding repository (RFC 3261 §10.3), shaped after Kamailio usrloc's ``location`` table.
+
+Expiry is an absolute UTC time, so bindings survive a restart and expire on time whatever the
+uptime; the registrar asks for ``expired(now)`` and removes them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, select
+
+from .accounts import NoSuchAccount
+from .database import Database
+from .models import Account, SipBinding
+
+
+@dataclass(frozen=True)
+class Binding:
+    account: str
+    contact: str
+    expires_at: datetime
+    q: float | None
+    call_id: str
+    cseq: int
+    received: str | None = None
+    path: str | None = None
+    instance: str | None = None
+    user_agent: str | None = None
+
+
+def _binding(row: SipBinding, account: str) -> Binding:
+    return Binding(account, row.contact, row.expires_at, row.q, row.call_id, row.cseq, row.received,
+                   row.path, row.instance, row.user_agent)
+
+
+def save(db: Database, binding: Binding) -> None:
+    """Add or refresh the binding of ``binding.contact`` for its account."""
+    with db.write() as session:
+        account_id = session.scalar(select(Account.id).where(Account.name == binding.account))
+        if account_id is None:
+            raise NoSuchAccount(binding.account)
+        row = session.scalar(select(SipBinding).where(SipBinding.account_id == account_id,
+                                                      SipBinding.contact == binding.contact))
+        if row is None:
+            row = SipBinding(account_id=account_id, contact=binding.contact)
+            session.add(row)
+        for field in ("expires_at", "q", "call_id", "cseq", "received", "path", "instance", "user_agent"):
+            setattr(row, field, getattr(binding, field))
+
+
+def remove(db: Database, account: str, contact: str | None = None) -> None:
+    """Remove one contact of ``account``, or all of them (``Contact: *``, RFC 3261 §10.3 step 6)."""
+    with db.write() as session:
+        ids = select(Account.id).where(Account.name == account).scalar_subquery()
+        query = delete(SipBinding).where(SipBinding.account_id == ids)
+        if contact is not None:
+            query = query.where(SipBinding.contact == contact)
+        session.execute(query)
+
+
+def _select(session, *conditions):
+    rows = session.execute(select(SipBinding, Account.name).join(Account)
+                           .where(*conditions).order_by(SipBinding.id))
+    return [_binding(row, name) for row, name in rows]
+
+
+def current(db: Database, now: datetime, account: str | None = None) -> list[Binding]:
+    """Bindings not yet expired at ``now`` (of ``account``, or all: a restart reloads them)."""
+    with db.read() as session:
+        conditions = [SipBinding.expires_at > now]
+        if account is not None:
+            conditions.append(Account.name == account)
+        return _select(session, *conditions)
+
+
+def pop_expired(db: Database, now: datetime) -> list[Binding]:
+    """Remove and return the bindings that expired at or before ``now``."""
+    with db.write() as session:
+        gone = _select(session, SipBinding.expires_at <= now)
+        session.execute(delete(SipBinding).where(SipBinding.expires_at <= now))
+    return gone

@@ -1,0 +1,83 @@
+"""Roster repository (RFC 6121 §2): items and the account's roster version.
+
+Every change bumps ``accounts.roster_version`` in the same transaction, so roster versioning
+(§2.6) can answer "nothing changed" or push just the changed item.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from sqlalchemy import select
+
+from .accounts import NoSuchAccount
+from .database import Database
+from .models import Account, RosterItem
+
+SUBSCRIPTIONS = ("none", "to", "from", "both")
+
+
+@dataclass(frozen=True)
+class Item:
+    jid: str
+    name: str | None = None
+    subscription: str = "none"
+    ask: bool = False  # an outbound subscription request is pending (§3.1.2)
+    approved: bool = False  # a pre-approval (§3.4)
+    groups: tuple[str, ...] = field(default=())
+
+
+def _account(session, name: str) -> Account:
+    account = session.scalar(select(Account).where(Account.name == name))
+    if account is None:
+        raise NoSuchAccount(name)
+    return account
+
+
+def items(db: Database, account: str) -> tuple[list[Item], int]:
+    """Every item of ``account``'s roster, and the roster version."""
+    with db.read() as session:
+        owner = _account(session, account)
+        rows = session.scalars(select(RosterItem).where(RosterItem.account_id == owner.id)
+                               .order_by(RosterItem.id))
+        return [Item(r.jid, r.name, r.subscription, r.ask, r.approved, tuple(r.groups)) for r in rows], \
+            owner.roster_version
+
+
+def get(db: Database, account: str, jid: str) -> Item | None:
+    return next((i for i in items(db, account)[0] if i.jid == jid), None)
+
+
+def save(db: Database, account: str, item: Item) -> int:
+    """Create or replace the item for ``item.jid``; returns the new roster version."""
+    if item.subscription not in SUBSCRIPTIONS:
+        raise ValueError(f"subscription must be one of {SUBSCRIPTIONS}")
+    with db.write() as session:
+        owner = _account(session, account)
+        row = session.scalar(select(RosterItem).where(RosterItem.account_id == owner.id,
+                                                      RosterItem.jid == item.jid))
+        if row is None:
+            row = RosterItem(account_id=owner.id, jid=item.jid)
+            session.add(row)
+        row.name, row.subscription, row.ask, row.approved = item.name, item.subscription, item.ask, item.approved
+        row.groups = list(item.groups)
+        owner.roster_version += 1
+        return owner.roster_version
+
+
+def update(db: Database, account: str, jid: str, **changes) -> tuple[Item, int]:
+    """Change some fields of the item for ``jid`` (created with defaults if absent)."""
+    item = replace(get(db, account, jid) or Item(jid), **changes)
+    return item, save(db, account, item)
+
+
+def remove(db: Database, account: str, jid: str) -> int | None:
+    """Delete the item; returns the new roster version, or None if there was no such item."""
+    with db.write() as session:
+        owner = _account(session, account)
+        row = session.scalar(select(RosterItem).where(RosterItem.account_id == owner.id,
+                                                      RosterItem.jid == jid))
+        if row is None:
+            return None
+        session.delete(row)
+        owner.roster_version += 1
+        return owner.roster_version
