@@ -1,0 +1,774 @@
+"""SIP messages: parse and serialize (RFC 3261 §7, §20, §25; checked against RFC 4475).
+
+Rules of this file: it cannot do any I/O (no sockets, no gevent, no clock; stdlib only). Bytes go
+in, :class:`Request` / :class:`Response` / :class:`KeepAlive` come out; ``bytes(message)`` goes
+back. The transport owns the sockets and decides what a :class:`ParseError` costs: answer it with
+``err.response()`` unless ``err.drop``, and close the connection when ``err.fatal``.
+
+- Framing: :func:`parse_datagram` (one message per UDP datagram) and :class:`StreamParser`
+  (Content-Length framing on TCP/TLS, CRLF keep-alives), RFC 3261 §18.3, RFC 5626 §4.4.1.
+- :class:`Headers` keeps the fields in order with their names as received; lookups ignore case and
+  know the compact forms (§7.3.3). Folded lines are unfolded (§7.3.1); list-valued fields are split
+  into one entry per value at the commas outside quotes and ``<>``; other fields are never split.
+- Typed values (``msg.via``, ``msg.cseq``, ``msg.to``...) are parsed from those strings on every
+  access, so editing ``msg.headers`` never leaves a stale copy behind.
+- Every message read passes the stateless checks of §8.2.1–§8.2.2, §16.3 step 1 and §18.1.2;
+  errors say what is wrong in the reason phrase (§21.4.1: "Missing Call-ID header field").
+"""
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import ClassVar, Iterable, Iterator
+
+MAX_MESSAGE_SIZE = 65535  # bytes, StreamParser default
+MAX_LINE_SIZE = 8192  # characters in one unfolded header field line
+
+#: RFC 3261 §7.3.3 and the IANA SIP header registry: compact form → full name.
+COMPACT_FORMS = {
+    "a": "Accept-Contact", "b": "Referred-By", "c": "Content-Type", "d": "Request-Disposition",
+    "e": "Content-Encoding", "f": "From", "i": "Call-ID", "j": "Reject-Contact", "k": "Supported",
+    "l": "Content-Length", "m": "Contact", "o": "Event", "r": "Refer-To", "s": "Subject",
+    "t": "To", "u": "Allow-Events", "v": "Via", "x": "Session-Expires", "y": "Identity",
+}
+
+#: RFC 3261 §21 reason phrases (plus 202 from RFC 3428/6665 and 489 from RFC 6665).
+REASONS = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 200: "OK", 202: "Accepted", 300: "Multiple Choices",
+    301: "Moved Permanently", 302: "Moved Temporarily", 305: "Use Proxy",
+    380: "Alternative Service", 400: "Bad Request", 401: "Unauthorized", 402: "Payment Required",
+    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
+    407: "Proxy Authentication Required", 408: "Request Timeout", 410: "Gone",
+    413: "Request Entity Too Large", 414: "Request-URI Too Long", 415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme", 420: "Bad Extension", 421: "Extension Required",
+    423: "Interval Too Brief", 480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist", 482: "Loop Detected", 483: "Too Many Hops",
+    484: "Address Incomplete", 485: "Ambiguous", 486: "Busy Here", 487: "Request Terminated",
+    488: "Not Acceptable Here", 489: "Bad Event", 491: "Request Pending", 493: "Undecipherable",
+    500: "Server Internal Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
+    513: "Message Too Large", 600: "Busy Everywhere", 603: "Decline",
+    604: "Does Not Exist Anywhere", 606: "Not Acceptable",
+}
+
+# Fields whose grammar is a comma-separated list (§7.3.1 and the RFCs defining them).
+_LIST_FIELDS = frozenset("""accept accept-contact accept-encoding accept-language alert-info allow
+    allow-events call-info contact content-encoding content-language error-info in-reply-to
+    p-asserted-identity p-preferred-identity path proxy-require reason record-route reject-contact
+    request-disposition require route service-route supported unsupported via warning""".split())
+_REQUIRED = ("To", "From", "CSeq", "Call-ID", "Via")  # §8.1.1; Max-Forwards may lack (§16.3)
+_SINGLE = ("To", "From", "CSeq", "Call-ID", "Max-Forwards")  # at most one value (RFC 4475 §3.3.8)
+_KNOWN_METHODS = frozenset("ACK BYE CANCEL INFO INVITE MESSAGE NOTIFY OPTIONS PRACK PUBLISH REFER "
+                           "REGISTER SUBSCRIBE UPDATE".split())
+_COPIED_ONCE = ("from", "to", "call-id", "cseq")  # §8.2.6.2
+
+# RFC 3261 §25.1 grammar pieces.
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]"
+_WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]"
+_QUOTED = r'"(?:[^"\\]|\\.)*"'
+_HOST = r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+"
+_TOKEN_RE = re.compile(f"{_TOKEN}+")
+_QUOTED_RE = re.compile(_QUOTED, re.S)
+_DISPLAY_TOKENS_RE = re.compile(rf"{_TOKEN}+(?:\s+{_TOKEN}+)*")
+_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>\"]+")
+_PARAM_RE = re.compile(rf"\s*;\s*({_TOKEN}+)(?:\s*=\s*({_QUOTED}|(?:{_TOKEN}|[\[\]:])+))?\s*", re.S)
+_SIP_URI_RE = re.compile(rf"(sips?):(?:([^@]*)@)?({_HOST})(?::(\d+))?((?:;[^;?]*)*)(?:\?(.*))?",
+                         re.I | re.S)
+_VIA_RE = re.compile(
+    rf"({_TOKEN}+)\s*/\s*({_TOKEN}+)\s*/\s*({_TOKEN}+)\s+({_HOST})(?:\s*:\s*(\d+))?(.*)", re.S)
+_CSEQ_RE = re.compile(rf"(\d+)\s+({_TOKEN}+)")
+_CALL_ID_RE = re.compile(rf"{_WORD}+(?:@{_WORD}+)?")
+_QVALUE_RE = re.compile(r"0(?:\.\d{0,3})?|1(?:\.0{0,3})?")
+_VERSION_RE = re.compile(r"SIP/\d+\.\d+", re.I)
+_STATUS_LINE_RE = re.compile(r"(SIP/\d+\.\d+) (\d+)(?: (.*))?", re.I | re.S)
+_HEADER_LINE_RE = re.compile(rf"({_TOKEN}+)[ \t]*:(.*)", re.S)
+_LIST_ITEM_RE = re.compile(rf'(?:[^,"<]+|{_QUOTED}|<[^>]*>)*', re.S)
+_FOLD_RE = re.compile(r"[ \t]*\r?\n[ \t]+")  # LWS = [*WSP CRLF] 1*WSP, §7.3.1
+_EOL_RE = re.compile(r"\r?\n")  # bare LF tolerated on input, CRLF always written
+_HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
+
+
+class ParseError(Exception):
+    """A message that cannot be accepted; ``status`` and ``reason`` are the answer (§21.4.1).
+
+    ``headers`` and ``method`` are what was read of the message, set when the error is raised while
+    reading one. ``drop`` says not to answer: responses are never answered (§18.1.2, RFC 4475
+    §3.1.2.5, §3.1.2.19), nor ACKs (§17.2.1), nor messages too broken to address a reply to.
+    ``fatal`` says a stream lost its framing: answer unless ``drop``, then close (RFC 4475 §3.3.9).
+    """
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(f"{status} {reason}")
+        self.status, self.reason = status, reason
+        self.headers: Headers | None = None
+        self.method: str | None = None
+        self.fatal = False
+
+    @property
+    def drop(self) -> bool:
+        return self.headers is None or self.method in (None, "ACK")
+
+    def response(self) -> Response:
+        """The error response, built like any other (§8.2.6.2) from the headers read."""
+        if self.drop:
+            raise ValueError(f"{self} must not be answered")
+        return _reply(self.headers, self.status, self.reason)
+
+
+@contextmanager
+def _about(headers: Headers, method: str | None):
+    """Let ParseErrors raised inside carry what is needed to answer them."""
+    try:
+        yield
+    except ParseError as err:
+        err.headers, err.method = headers, method
+        raise
+
+
+@lru_cache(maxsize=512)  # the same few dozen names, looked up on every access
+def _key(name: str) -> str:
+    name = name.lower()
+    full = COMPACT_FORMS.get(name)
+    return full.lower() if full else name
+
+
+class Headers:
+    """Header fields in order, multi-valued, names case-insensitive and compact forms understood.
+
+    Iterating yields ``(name, value)`` with names as received; ``Headers([("v", "...")])`` is found
+    by ``get("Via")``. Values are strings, unfolded; list-valued fields hold one value per entry.
+    """
+
+    def __init__(self, fields: Iterable[tuple[str, str]] = ()):
+        self._fields = [(_key(name), name, value) for name, value in fields]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return ((name, value) for _, name, value in self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other) if isinstance(other, Headers) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"Headers({list(self)!r})"
+
+    def __contains__(self, name: str) -> bool:
+        key = _key(name)
+        return any(k == key for k, _, _ in self._fields)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of the field, or ``default``."""
+        values = self.get_all(name)
+        return values[0] if values else default
+
+    def get_all(self, name: str) -> list[str]:
+        key = _key(name)
+        return [value for k, _, value in self._fields if k == key]
+
+    def add(self, name: str, value: str) -> None:
+        self._fields.append((_key(name), name, value))
+
+    def prepend(self, name: str, value: str) -> None:
+        """Insert before the first field of that name (a proxy's Via, Record-Route: §16.6)."""
+        key = _key(name)
+        at = next((i for i, (k, _, _) in enumerate(self._fields) if k == key), 0)
+        self._fields.insert(at, (key, name, value))
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every value of the field by one, where the first was (else at the end)."""
+        key = _key(name)
+        at = next((i for i, (k, _, _) in enumerate(self._fields) if k == key), len(self._fields))
+        self.remove(name)
+        self._fields.insert(at, (key, name, value))
+
+    def remove(self, name: str) -> None:
+        key = _key(name)
+        self._fields = [f for f in self._fields if f[0] != key]
+
+    def pop(self, name: str) -> str:
+        """Remove and return the first value (the top Via of a response, §16.7 step 3)."""
+        key = _key(name)
+        for i, (k, _, value) in enumerate(self._fields):
+            if k == key:
+                del self._fields[i]
+                return value
+        raise KeyError(name)
+
+
+# ---- typed values (§19.1, §20, §25.1) ----------------------------------------------------------
+
+def _integer(text: str, what: str, maximum: int) -> int:
+    """1*DIGIT within 0..maximum (§25.1; RFC 4475 §3.1.2.3–§3.1.2.5: negative, overlarge)."""
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()):
+        raise ParseError(400, f"Negative {what}" if text[1:].isdigit() and text[0] == "-"
+                         else f"{what} is not a number")
+    if len(text.lstrip("0")) > len(str(maximum)) or int(text) > maximum:
+        raise ParseError(400, f"{what} out of range")
+    return int(text)
+
+
+def _port(text: str | None) -> int | None:
+    return None if text is None else _integer(text, "port", 65535)
+
+
+def _params(text: str) -> dict[str, str | None]:
+    """``*( SEMI generic-param )``; names lower-cased, values as written (quotes kept)."""
+    params, pos, text = {}, 0, text.strip()
+    while pos < len(text):
+        match = _PARAM_RE.match(text, pos)
+        if not match:
+            raise ParseError(400, "malformed parameters")
+        params[match[1].lower()] = match[2]
+        pos = match.end()
+    return params
+
+
+def _format_params(params: dict[str, str | None]) -> str:
+    return "".join(f";{name}" if value is None else f";{name}={value}"
+                   for name, value in params.items())
+
+
+def _unquote(quoted: str) -> str:
+    return re.sub(r"\\(.)", r"\1", quoted[1:-1], flags=re.S)
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _typed(name: str, parse, value: str):
+    """Parse a header value; a ParseError names the field."""
+    try:
+        return parse(value)
+    except ParseError as err:
+        raise ParseError(err.status, f"Bad {name} header field: {err.reason}") from None
+
+
+@dataclass(frozen=True)
+class SipUri:
+    """A ``sip:`` or ``sips:`` URI (§19.1.1). Parts stay as written, %-escapes included; scheme
+    and host are lower-cased, parameter names too."""
+    scheme: str
+    host: str
+    user: str | None = None
+    password: str | None = None
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> SipUri:
+        match = _SIP_URI_RE.fullmatch(text)
+        if not match or match[2] == "":
+            raise ParseError(400, "malformed SIP URI")
+        userinfo, params = match[2], {}
+        for param in match[5].split(";")[1:]:
+            name, eq, value = param.partition("=")
+            if not name:
+                raise ParseError(400, "empty URI parameter")
+            params[name.lower()] = value if eq else None
+        headers = dict(h.partition("=")[::2] for h in match[6].split("&")) if match[6] else {}
+        user, colon, password = (userinfo or "").partition(":")
+        return cls(match[1].lower(), match[3].lower(), userinfo and user,
+                   password if colon else None, _port(match[4]), params, headers)
+
+    def __str__(self) -> str:
+        userinfo = "" if self.user is None else (
+            self.user + ("" if self.password is None else f":{self.password}") + "@")
+        port = "" if self.port is None else f":{self.port}"
+        headers = "&".join(f"{name}={value}" for name, value in self.headers.items())
+        return (f"{self.scheme}:{userinfo}{self.host}{port}{_format_params(self.params)}"
+                + (f"?{headers}" if headers else ""))
+
+
+@dataclass(frozen=True)
+class NameAddr:
+    """``name-addr`` or ``addr-spec`` plus header parameters (§20.10, §20.20, §20.39, §25.1): the
+    value of From, To, Contact, Route... ``uri`` is any scheme, as written; ``display_name`` is
+    unquoted. A Contact of ``*`` (§10.2.2) is ``NameAddr("*")``."""
+    uri: str
+    display_name: str | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> NameAddr:
+        text, display = text.strip(), None
+        if text.startswith('"'):
+            quoted = _QUOTED_RE.match(text)
+            if not quoted:
+                raise ParseError(400, "unterminated quoted string")  # RFC 4475 §3.1.2.6
+            display, text = _unquote(quoted[0]), text[quoted.end():].lstrip()
+            if not text.startswith("<"):
+                raise ParseError(400, "display name without <URI>")
+        elif "<" in text:
+            name, _, rest = text.partition("<")
+            if name.strip() and not _DISPLAY_TOKENS_RE.fullmatch(name.strip()):
+                raise ParseError(400, "display name must be tokens or a quoted string")  # §3.1.2.15
+            display, text = name.strip() or None, "<" + rest
+        if text.startswith("<"):
+            uri, closed, params = text[1:].partition(">")
+            if not closed:
+                raise ParseError(400, "missing >")
+            if uri != uri.strip():
+                raise ParseError(400, "spaces within addr-spec")  # RFC 4475 §3.1.2.14
+        else:  # §20: a URI with a comma, question mark or semicolon must be in <>
+            uri, semi, params = text.partition(";")
+            uri, params = uri.rstrip(), semi + params
+            if "?" in uri or "," in uri:
+                raise ParseError(400, "a URI with headers must be enclosed in <>")  # §3.1.2.13
+        if not _URI_RE.fullmatch(uri):
+            raise ParseError(400, "malformed URI")
+        return cls(uri, display, _params(params))
+
+    @property
+    def tag(self) -> str | None:
+        return self.params.get("tag")
+
+    @property
+    def expires(self) -> int | None:
+        """The Contact ``expires`` parameter (§10.2.1.1); ParseError when out of 0..2**32-1."""
+        if "expires" not in self.params:
+            return None
+        return _integer(self.params["expires"] or "", "expires", 2**32 - 1)
+
+    @property
+    def q(self) -> float | None:
+        """The Contact ``q`` parameter (§20.10 qvalue)."""
+        value = self.params.get("q")
+        if value is not None and not _QVALUE_RE.fullmatch(value):
+            raise ParseError(400, "q must be a qvalue between 0 and 1")
+        return None if value is None else float(value)
+
+    def __str__(self) -> str:
+        if self.uri == "*":
+            return "*"
+        name = "" if self.display_name is None else _quote(self.display_name) + " "
+        return f"{name}<{self.uri}>{_format_params(self.params)}"
+
+
+@dataclass(frozen=True)
+class Via:
+    """One ``via-parm`` (§20.42, §18.2.1): sent-protocol, sent-by and parameters. ``protocol``
+    and ``transport`` are upper-cased, ``host`` lower-cased."""
+    transport: str
+    host: str
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+    protocol: str = "SIP/2.0"
+
+    @classmethod
+    def parse(cls, text: str) -> Via:
+        match = _VIA_RE.fullmatch(text.strip())
+        if not match:
+            raise ParseError(400, "malformed sent-protocol or sent-by")
+        return cls(match[3].upper(), match[4].lower(), _port(match[5]), _params(match[6]),
+                   f"{match[1]}/{match[2]}".upper())
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    @property
+    def received(self) -> str | None:
+        return self.params.get("received")
+
+    @property
+    def rport(self) -> int | None:
+        """The port a server filled in (RFC 3581 §4); ``"rport" in params`` is the client's ask."""
+        value = self.params.get("rport")
+        return int(value) if value and value.isdigit() else None
+
+    def __str__(self) -> str:
+        port = "" if self.port is None else f":{self.port}"
+        return f"{self.protocol}/{self.transport} {self.host}{port}{_format_params(self.params)}"
+
+
+@dataclass(frozen=True)
+class CSeq:
+    """§20.16: a sequence number below 2**32 and the request method."""
+    number: int
+    method: str
+
+    @classmethod
+    def parse(cls, text: str) -> CSeq:
+        match = _CSEQ_RE.fullmatch(text.strip())
+        if not match:
+            raise ParseError(400, "expected a number and a method")
+        return cls(_integer(match[1], "sequence number", 2**32 - 1), match[2])
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.method}"
+
+
+# ---- messages (§7) -----------------------------------------------------------------------------
+
+class Message:
+    """What requests and responses share: typed accessors and serialization."""
+    headers: Headers
+    body: bytes
+
+    def _one(self, name: str) -> str:
+        value = self.headers.get(name)
+        if value is None:
+            raise ParseError(400, f"Missing {name} header field")
+        return value
+
+    def _errors(self):
+        return _about(self.headers, getattr(self, "method", None))
+
+    @property
+    def via(self) -> list[Via]:
+        """All Via values, top first."""
+        return [_typed("Via", Via.parse, value) for value in self.headers.get_all("Via")]
+
+    @property
+    def from_(self) -> NameAddr:
+        return _typed("From", NameAddr.parse, self._one("From"))
+
+    @property
+    def to(self) -> NameAddr:
+        return _typed("To", NameAddr.parse, self._one("To"))
+
+    @property
+    def call_id(self) -> str:
+        return self._one("Call-ID")
+
+    @property
+    def cseq(self) -> CSeq:
+        return _typed("CSeq", CSeq.parse, self._one("CSeq"))
+
+    @property
+    def max_forwards(self) -> int | None:
+        """§20.22: 0..255, None when absent."""
+        value = self.headers.get("Max-Forwards")
+        return None if value is None else _integer(value, "Max-Forwards", 255)
+
+    @property
+    def contacts(self) -> list[NameAddr]:
+        """All Contact values; ``Contact: *`` (§10.2.2) is ``[NameAddr("*")]``."""
+        values = self.headers.get_all("Contact")
+        if "*" in values:
+            if len(values) > 1:
+                raise ParseError(400, "Contact * must be the only Contact value")
+            return [NameAddr("*")]
+        return [_typed("Contact", NameAddr.parse, value) for value in values]
+
+    @property
+    def expires(self) -> int | None:
+        """The Expires header field (§20.19), None when absent; ParseError when out of range."""
+        value = self.headers.get("Expires")
+        return None if value is None else _integer(value, "Expires", 2**32 - 1)
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("Content-Type")
+
+    def serialize(self) -> bytes:
+        """Wire bytes (§7): start line, fields in order under their names as received, with
+        Content-Length set from the body (§20.14; added last if missing), empty line, body."""
+        length, lines = str(len(self.body)), [self.start_line]
+        for name, value in self.headers:
+            if _key(name) == "content-length":
+                if length is None:  # already written: drop duplicates
+                    continue
+                value, length = length, None
+            lines.append(f"{name}: {value}")
+        if length is not None:
+            lines.append(f"Content-Length: {length}")
+        if any("\r" in line or "\n" in line for line in lines):
+            raise ValueError("CR or LF inside the start line or a header field")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + self.body
+
+    def __bytes__(self) -> bytes:
+        return self.serialize()
+
+
+@dataclass
+class Request(Message):
+    """§7.1: Request-Line, header fields, body."""
+    method: str
+    uri: str
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+    version: str = "SIP/2.0"
+
+    @property
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri} {self.version}"
+
+
+@dataclass
+class Response(Message):
+    """§7.2: Status-Line, header fields, body."""
+    status: int
+    reason: str = ""
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+    version: str = "SIP/2.0"
+
+    @property
+    def start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    """A CRLF keep-alive (RFC 5626 §4.4.1). On a stream it is a double-CRLF "ping", which the
+    transport answers with ``PONG``; a datagram holding only CRLFs is reported the same way."""
+    PONG: ClassVar[bytes] = b"\r\n"
+
+
+def make_response(request: Request, status: int, reason: str | None = None, *,
+                  to_tag: str | None = None, headers: Iterable[tuple[str, str]] = ()) -> Response:
+    """The response to ``request`` (§8.2.6.2): Via (all, in order), From, To, Call-ID and CSeq
+    copied; ``to_tag`` added to To when it has none; Timestamp copied into a 100 (§8.2.6.1);
+    ``headers`` appended. ``reason`` defaults to the §21 phrase."""
+    response = _reply(request.headers, status,
+                      REASONS.get(status, "") if reason is None else reason, to_tag)
+    for name, value in headers:
+        response.headers.add(name, value)
+    return response
+
+
+def _reply(headers: Headers, status: int, reason: str, to_tag: str | None = None) -> Response:
+    """§8.2.6.2 copying, shared by :func:`make_response` and :meth:`ParseError.response`."""
+    copied, seen = Headers(), set()
+    for name, value in headers:
+        key = _key(name)
+        if key in _COPIED_ONCE and key not in seen:
+            seen.add(key)
+            if key == "to" and to_tag and NameAddr.parse(value).tag is None:
+                value += f";tag={to_tag}"
+        elif not (key == "via" or key == "timestamp" and status == 100):
+            continue
+        copied.add(name, value)
+    return Response(status, reason, copied)
+
+
+# ---- reading (§7, §8.2, §18.3) -----------------------------------------------------------------
+
+def _header_fields(line: str, max_line_size: int) -> list[tuple[str, str]]:
+    """One unfolded ``field-name HCOLON field-value`` line; list-valued fields split (§7.3.1)."""
+    if len(line) > max_line_size:
+        raise ParseError(513, "Header line too long")
+    match = _HEADER_LINE_RE.fullmatch(line)
+    if not match:
+        raise ParseError(400, "Malformed header line")
+    name, value = match[1], match[2].strip()
+    if _key(name) not in _LIST_FIELDS:
+        return [(name, value)]
+    return [(name, item) for item in _typed(COMPACT_FORMS.get(name.lower(), name), _split, value)]
+
+
+def _split(value: str) -> list[str]:
+    """Split at the commas outside quoted strings and ``<>``."""
+    items, pos = [], 0
+    while True:
+        end = _LIST_ITEM_RE.match(value, pos).end()
+        if end < len(value) and value[end] != ",":
+            problem = "missing >" if value[end] == "<" else "unterminated quoted string"
+            raise ParseError(400, problem)
+        items.append(value[pos:end].strip())
+        if end == len(value):
+            return items
+        pos = end + 1
+
+
+def _start_line(line: str, headers: Headers) -> Request | Response:
+    """§7.1 Request-Line / §7.2 Status-Line: single SPs, nothing trailing (RFC 4475 §3.1.2.7–10)."""
+    if line[:4].upper() == "SIP/":
+        match = _STATUS_LINE_RE.fullmatch(line)
+        if not match:
+            raise ParseError(400, "Malformed Status-Line")
+        if len(match[2]) != 3 or match[2][0] not in "123456":
+            raise ParseError(400, "Status code out of range")  # RFC 4475 §3.1.2.19
+        if match[1].upper() != "SIP/2.0":
+            raise ParseError(505, "Version Not Supported")
+        return Response(int(match[2]), match[3] or "", headers, version=match[1])
+    if line != line.rstrip():
+        raise ParseError(400, "Trailing whitespace in Request-Line")
+    parts = line.split(" ")
+    if "" in parts:
+        raise ParseError(400, "Multiple spaces in Request-Line")
+    if len(parts) != 3:
+        raise ParseError(400, "Whitespace in Request-URI" if len(parts) > 3
+                         else "Malformed Request-Line")
+    method, uri, version = parts
+    if not _TOKEN_RE.fullmatch(method):
+        raise ParseError(400, "Malformed method")
+    if not _VERSION_RE.fullmatch(version):
+        raise ParseError(400, "Malformed SIP-Version")
+    if version.upper() != "SIP/2.0":
+        raise ParseError(505, "Version Not Supported")  # RFC 4475 §3.1.2.16
+    if not _URI_RE.fullmatch(uri):
+        raise ParseError(400, "Malformed Request-URI")
+    return Request(method, uri, headers, version=version)
+
+
+def _parse_head(head: bytes, max_line_size: int) -> Request | Response:
+    """Start line and header fields, unfolded; bad field lines are skipped so that the error
+    raised still carries the fields needed to answer it."""
+    start, *lines = _EOL_RE.split(_FOLD_RE.sub(" ", head.decode("utf-8", "surrogateescape")))
+    headers, problem = Headers(), None
+    for line in lines:
+        try:
+            for name, value in _header_fields(line, max_line_size):
+                headers.add(name, value)
+        except ParseError as err:
+            problem = problem or err
+    with _about(headers, None if start[:4].upper() == "SIP/" else start.partition(" ")[0]):
+        if len(start) > max_line_size:
+            raise ParseError(513, "Start line too long")
+        message = _start_line(start, headers)
+        if problem:
+            raise problem
+    return message
+
+
+def _content_length(message: Request | Response) -> int | None:
+    """§20.14; several values cannot frame anything (RFC 4475 §3.3.9)."""
+    values = message.headers.get_all("Content-Length")
+    if len(values) > 1:
+        raise ParseError(400, "Multiple Content-Length values")
+    return _integer(values[0], "Content-Length", 2**32 - 1) if values else None
+
+
+def _validate(message: Request | Response) -> None:
+    """The stateless checks of §8.2.1–§8.2.2 / §16.3 step 1; each raises a ParseError naming
+    the problem. The Request-URI scheme comes last: 416 only for otherwise good requests."""
+    headers = message.headers
+    missing = [name for name in _REQUIRED if name not in headers]
+    if missing:
+        raise ParseError(400, f"Missing {', '.join(missing)} header field"
+                         + ("s" if len(missing) > 1 else ""))  # RFC 4475 §3.3.1
+    repeated = [name for name in _SINGLE if len(headers.get_all(name)) > 1]
+    if repeated:
+        raise ParseError(400, f"Multiple {', '.join(repeated)} values")  # RFC 4475 §3.3.8
+    if not _CALL_ID_RE.fullmatch(message.call_id):
+        raise ParseError(400, "Bad Call-ID header field")
+    for typed in ("cseq", "from_", "to", "via", "contacts", "max_forwards"):
+        getattr(message, typed)  # a ParseError names the field
+    if isinstance(message, Response):
+        return
+    if message.cseq.method != message.method:  # RFC 4475 §3.1.2.17; 501 for unknowns: §3.1.2.18
+        raise ParseError(400 if message.method in _KNOWN_METHODS else 501,
+                         "CSeq method does not match the request method")
+    if message.uri.partition(":")[0].lower() not in ("sip", "sips"):
+        raise ParseError(416, "Unsupported URI Scheme")  # RFC 4475 §3.3.2, §3.3.3
+    try:
+        uri = SipUri.parse(message.uri)
+    except ParseError:
+        raise ParseError(400, "Malformed Request-URI") from None
+    if uri.headers:
+        raise ParseError(400, "Headers are not allowed in the Request-URI")  # §19.1.5; §3.1.2.11
+
+
+def parse_datagram(data: bytes, *, max_line_size: int = MAX_LINE_SIZE
+                   ) -> Request | Response | KeepAlive:
+    """One message from one UDP datagram (§18.3): octets beyond Content-Length are discarded
+    (RFC 4475 §3.1.1.8); a Content-Length beyond the datagram is an error (§3.1.2.2); without
+    Content-Length the body runs to the end. Leading CRLFs are skipped (§7.5). The datagram's end
+    also ends a header section that lacks its empty line (as RFC 4475's own baddn.dat does)."""
+    data = data.lstrip(b"\r\n")
+    if not data:
+        return KeepAlive()
+    end = _HEAD_END_RE.search(data)
+    head, body = (data[:end.start()], data[end.end():]) if end else (data.rstrip(b"\r\n"), b"")
+    message = _parse_head(head, max_line_size)
+    with message._errors():
+        length = _content_length(message)
+        if length is not None:
+            if length > len(body):
+                raise ParseError(400, "Content-Length larger than the datagram")
+            body = body[:length]
+        message.body = body
+        _validate(message)
+    return message
+
+
+class StreamParser:
+    """Frames messages on a byte stream (TCP, TLS) by Content-Length, required there (§18.3).
+
+    ``feed()`` bytes as they arrive; ``next_message()`` (or iterating) gives a :class:`Request`,
+    :class:`Response` or :class:`KeepAlive`, or None until more bytes are needed. A lone CRLF
+    before a message is skipped (§7.5, a keep-alive "pong"); a double CRLF is a :class:`KeepAlive`
+    "ping" (RFC 5626 §4.4.1). Errors found after framing cost only that message; framing errors
+    are ``fatal``, and raised again by every later call.
+    """
+
+    def __init__(self, max_message_size: int = MAX_MESSAGE_SIZE,
+                 max_line_size: int = MAX_LINE_SIZE):
+        self.max_message_size, self.max_line_size = max_message_size, max_line_size
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes searched for the end of the header section so far
+        self._pending: tuple[Request | Response, int, int] | None = None  # head, body start, length
+        self._error: ParseError | None = None
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def __iter__(self) -> Iterator[Request | Response | KeepAlive]:
+        while (event := self.next_message()) is not None:
+            yield event
+
+    def next_message(self) -> Request | Response | KeepAlive | None:
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._next()
+        except ParseError as err:
+            if err.fatal:
+                self._error = err
+            raise
+
+    def _next(self) -> Request | Response | KeepAlive | None:
+        buffer = self._buffer
+        if self._pending is None:
+            while buffer.startswith(b"\r\n"):
+                if buffer.startswith(b"\r\n\r\n"):
+                    del buffer[:4]
+                    return KeepAlive()
+                if b"\r\n\r\n".startswith(buffer):  # maybe the start of a ping
+                    return None
+                del buffer[:2]
+            try:
+                self._pending = self._frame()
+            except ParseError as err:
+                err.fatal = True
+                raise
+            if self._pending is None:
+                return None
+        message, start, length = self._pending
+        if len(buffer) < start + length:
+            return None
+        message.body = bytes(buffer[start:start + length])
+        del buffer[:start + length]
+        self._pending, self._scanned = None, 0
+        with message._errors():
+            _validate(message)
+        return message
+
+    def _frame(self) -> tuple[Request | Response, int, int] | None:
+        """Parse the header section once it is complete; the body length it announces."""
+        end = _HEAD_END_RE.search(self._buffer, max(0, self._scanned - 3))
+        if end is None:
+            self._scanned = len(self._buffer)
+            if self._scanned > self.max_message_size:
+                raise ParseError(513, "Header section too large")
+            return None
+        if end.end() > self.max_message_size:
+            raise ParseError(513, "Header section too large")
+        message = _parse_head(bytes(self._buffer[:end.start()]), self.max_line_size)
+        with message._errors():
+            length = _content_length(message)
+            if length is None:
+                raise ParseError(400, "Missing Content-Length header field (required on streams)")
+            if end.end() + length > self.max_message_size:
+                raise ParseError(413, "Message body too large")
+        return message, end.end(), length
