@@ -178,7 +178,7 @@ def db():
 def db_upgrade(ctx):
     """Migrate the database to the newest revision."""
     core = get_core(ctx)
-    click.echo(f"database at revision {core.db.current()[0]}")
+    click.echo(f"database at revision {', '.join(sorted(core.db.current()[0]))}")
 
 
 @db.command("current")
@@ -187,11 +187,12 @@ def db_current(ctx):
     """Show the database's revision and the newest one shipped."""
     core = get_core(ctx, migrate=False)
     try:
-        current, head = core.db.current()
+        current, heads, up_to_date = core.db.current()
     except DatabaseError as exc:
         raise Fatal(str(exc)) from None
-    state = "up to date" if current == head else "needs `convergence db upgrade`"
-    click.echo(f"current: {current or '(empty)'}  head: {head}  ({state})")
+    state = "up to date" if up_to_date else "needs `convergence db upgrade`"
+    click.echo(f"current: {', '.join(sorted(current)) or '(empty)'}  "
+               f"head: {', '.join(sorted(heads))}  ({state})")
 
 
 @db.command("revision")

@@ -19,6 +19,7 @@ class Core:
         self.pm = pm
         self.hook = pm.hook
         self.db = db
+        db.version_locations += [str(p) for p in pm.hook.add_migrations() if p]
         self.domain: str = config["server"]["domain"]
         self.router = Router(self)
         self.presence = PresenceHub(self.hook)

@@ -45,6 +45,16 @@ def on_startup(core):
 
 
 @hookspec
+def add_migrations():
+    """Return the folder (a path) of the plugin's own Alembic revisions, or None.
+
+    For plugins with tables of their own. The revisions form a branch of their own
+    (``branch_labels = ("<plugin>",)``, the first with ``down_revision = None`` and
+    ``depends_on = "0001"``); ``serve`` and ``db upgrade`` migrate every branch to its head.
+    """
+
+
+@hookspec
 def add_listeners(core):
     """Return a list of gevent servers (``StreamServer``, ``DatagramServer``, ``WSGIServer``).
 

@@ -7,6 +7,7 @@ the event loop) and writes start with ``BEGIN IMMEDIATE``; in-memory SQLite uses
 from __future__ import annotations
 
 import importlib.resources
+import os
 import threading
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -66,6 +67,7 @@ class Database:
         self._writer = sessionmaker(self.engine.execution_options(write=True), expire_on_commit=False)
         # threading.RLock is gevent's cooperative lock once ``monkey.patch_all()`` has run.
         self._write_lock = threading.RLock() if self.is_sqlite else None
+        self.version_locations = [str(importlib.resources.files("convergence.migrations") / "versions")]
 
     @contextmanager
     def read(self) -> Session:
@@ -94,10 +96,12 @@ class Database:
     def _alembic(self) -> AlembicConfig:
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(importlib.resources.files("convergence.migrations")))
+        cfg.set_main_option("path_separator", "os")
+        cfg.set_main_option("version_locations", os.pathsep.join(self.version_locations))
         return cfg
 
-    def upgrade(self, revision: str = "head") -> None:
-        """Migrate the schema (``convergence serve`` does this at start-up)."""
+    def upgrade(self, revision: str = "heads") -> None:
+        """Migrate the schema, every branch (plugins') included (``serve`` does this at start-up)."""
         self.check()
         cfg = self._alembic()
         with self.engine.begin() as conn:
@@ -109,14 +113,17 @@ class Database:
         cfg = self._alembic()
         with self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
-            command.revision(cfg, message=message, autogenerate=True)
+            command.revision(cfg, message=message, autogenerate=True, head="convergence@head")
 
-    def current(self) -> tuple[str | None, str]:
-        """(the database's revision or None, the newest revision this code ships)."""
+    def current(self) -> tuple[set[str], set[str], bool]:
+        """(the database's revisions, the newest revisions shipped, whether every one is applied)."""
         self.check()
-        head = ScriptDirectory.from_config(self._alembic()).get_current_head()
+        script = ScriptDirectory.from_config(self._alembic())
+        heads = set(script.get_heads())
         with self.engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision(), head
+            current = set(MigrationContext.configure(conn).get_current_heads())
+        applied = {r.revision for r in script.iterate_revisions(tuple(current), "base")} if current else set()
+        return current, heads, heads <= applied
 
     def close(self) -> None:
         self.engine.dispose()

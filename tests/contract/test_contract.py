@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from convergence import Message, hookspecs
 from convergence.plugin_manager import PluginManager, available
@@ -58,6 +59,11 @@ def test_third_party_plugin_loads_through_its_entry_point_and_routes(make_core):
     core.send(Message(phone.address, core.address("hello"), "world"))
     assert convergence_hello.received[-1].body == "world"
     assert [m.body for m in phone.received] == ["bonjour, world"]
+    with core.db.read() as session:  # its own table, created by its own migration branch
+        assert session.execute(text("SELECT recipient FROM hello_greetings")).scalars().all() == \
+            ["alice@localhost/phone"]
+    current, heads, up_to_date = core.db.current()
+    assert up_to_date and {"0001", "hello_0001"} <= heads
 
 
 def fake_distribution(tmp_path, module_source):

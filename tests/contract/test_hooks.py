@@ -4,6 +4,7 @@ import gevent
 from click.testing import CliRunner
 from flask import Blueprint
 from gevent.server import StreamServer
+from sqlalchemy import text
 
 from convergence import Message, Presence, hookimpl, server
 from convergence.cli import cli
@@ -81,6 +82,24 @@ def test_hook_on_startup(make_core):
             Plugin.started = core
     core = make_core(plugins={"p": Plugin()})
     assert Plugin.started is core
+
+
+def test_hook_add_migrations(make_core, tmp_path):
+    (tmp_path / "notes_0001.py").write_text(
+        "import sqlalchemy as sa\nfrom alembic import op\n"
+        "revision = 'notes_0001'\ndown_revision = None\nbranch_labels = ('notes',)\n"
+        "depends_on = '0001'\n"
+        "def upgrade():\n    op.create_table('notes', sa.Column('id', sa.Integer, primary_key=True))\n"
+        "def downgrade():\n    op.drop_table('notes')\n")
+
+    class Plugin:
+        @hookimpl
+        def add_migrations(self):
+            return tmp_path
+    core = make_core(plugins={"notes": Plugin()})
+    with core.db.read() as session:
+        assert session.execute(text("SELECT count(*) FROM notes")).scalar() == 0
+    assert "notes_0001" in core.db.current()[1]
 
 
 def test_hook_add_listeners(make_core):

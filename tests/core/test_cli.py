@@ -104,7 +104,8 @@ def test_plugins_lists_the_bundled_protocols(tmp_path):
 
 
 def test_db_upgrade_and_current(tmp_path):
-    assert "(empty)" in run(tmp_path, "db", "current").stdout
+    before = run(tmp_path, "db", "current").stdout
+    assert "(empty)" in before and "needs `convergence db upgrade`" in before
     assert run(tmp_path, "db", "upgrade").returncode == 0
     assert "up to date" in run(tmp_path, "db", "current").stdout
 
