@@ -40,9 +40,6 @@ class Message:
         if self.type not in MESSAGE_TYPES:
             raise ValueError(f"message type {self.type!r} is not one of {', '.join(MESSAGE_TYPES)}")
 
-    def replace(self, **changes) -> Message:
-        return dataclasses.replace(self, **changes)
-
     def reply(self, **changes) -> Message:
         """A message back to the sender: addresses swapped, same type, subject and thread, new id."""
         return dataclasses.replace(self, sender=self.recipient, recipient=self.sender,

@@ -1,8 +1,12 @@
 """The Flask application factory: every plugin's blueprints, JSON errors for API clients."""
-from flask import Flask, jsonify
+import logging
+
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from convergence import __version__
+
+log = logging.getLogger(__name__)
 
 
 def create_app(core) -> Flask:
@@ -17,6 +21,11 @@ def create_app(core) -> Flask:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         return jsonify(status=exc.code, message=exc.description), exc.code
+
+    @app.errorhandler(Exception)
+    def server_error(exc: Exception):
+        log.exception("unhandled error in %s", request.path)
+        return jsonify(status=500, message="internal server error (logged)"), 500
 
     for blueprints in core.hook.add_blueprints(core=core):
         for blueprint in blueprints or ():

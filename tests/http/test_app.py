@@ -15,3 +15,22 @@ def test_errors_are_json(core):
     assert missing.json["message"]
     wrong_method = client.post("/api/status")
     assert (wrong_method.status_code, wrong_method.json["status"]) == (405, 405)
+
+
+def test_a_failing_view_is_a_logged_json_500(make_core, caplog):
+    from flask import Blueprint
+
+    from convergence import hookimpl
+    bp = Blueprint("broken", __name__)
+
+    @bp.get("/broken")
+    def broken():
+        raise RuntimeError("boom")
+
+    class Plugin:
+        @hookimpl
+        def add_blueprints(self):
+            return [bp]
+    response = create_app(make_core(plugins={"broken": Plugin()})).test_client().get("/broken")
+    assert (response.status_code, response.json["status"]) == (500, 500)
+    assert "boom" in caplog.text
