@@ -22,8 +22,7 @@ class Core:
         db.version_locations += [str(p) for p in pm.hook.add_migrations() if p]
         self.domain: str = config["server"]["domain"]
         self.router = Router(self)
-        self.presence = PresenceHub(self.hook)
-        self.presence.bind(self)
+        self.presence = PresenceHub(self)
 
     @classmethod
     def create(cls, config: Config, db: Database | None = None, load_entry_points: bool = True,

@@ -52,15 +52,12 @@ class Endpoint(Protocol):
 
 
 class PresenceHub:
-    def __init__(self, hook):
-        self._hook = hook
-        self._core = None
+    def __init__(self, core):
+        self._core = core
+        self._hook = core.hook
         self._endpoints: dict[Address, dict[str, Endpoint]] = {}
         self._services: dict[Address, Presence] = {}
         self._combined: dict[Address, Presence] = {}
-
-    def bind(self, core) -> None:
-        self._core = core
 
     # -- endpoints reported by protocol plugins --
     def login(self, endpoint: Endpoint) -> None:

@@ -18,7 +18,6 @@ back. The transport owns the sockets and decides what a :class:`ParseError` cost
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import ClassVar, Iterable, Iterator
@@ -73,7 +72,11 @@ _HOST = r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+"
 _TOKEN_RE = re.compile(f"{_TOKEN}+")
 _QUOTED_RE = re.compile(_QUOTED, re.S)
 _DISPLAY_TOKENS_RE = re.compile(rf"{_TOKEN}+(?:\s+{_TOKEN}+)*")
-_URI_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>\"]+")
+_URI = r"[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>\"]+"
+_URI_RE = re.compile(_URI)
+# The usual name-addr, display name (quoted or tokens) optional: ``NameAddr.parse`` in one match.
+_NAME_ADDR_RE = re.compile(
+    rf"(?:({_QUOTED})\s*|({_TOKEN}+(?:\s+{_TOKEN}+)*)\s*)?<({_URI})>(.*)", re.S)
 _PARAM_RE = re.compile(rf"\s*;\s*({_TOKEN}+)(?:\s*=\s*({_QUOTED}|(?:{_TOKEN}|[\[\]:])+))?\s*", re.S)
 _SIP_URI_RE = re.compile(rf"(sips?):(?:([^@]*)@)?({_HOST})(?::(\d+))?((?:;[^;?]*)*)(?:\?(.*))?",
                          re.I | re.S)
@@ -84,11 +87,11 @@ _CALL_ID_RE = re.compile(rf"{_WORD}+(?:@{_WORD}+)?")
 _QVALUE_RE = re.compile(r"0(?:\.\d{0,3})?|1(?:\.0{0,3})?")
 _VERSION_RE = re.compile(r"SIP/\d+\.\d+", re.I)
 _STATUS_LINE_RE = re.compile(r"(SIP/\d+\.\d+) (\d+)(?: (.*))?", re.I | re.S)
-_HEADER_LINE_RE = re.compile(rf"({_TOKEN}+)[ \t]*:(.*)", re.S)
+_FIELD_NAME_RE = re.compile(rf"({_TOKEN}+)[ \t]*")
 _LIST_ITEM_RE = re.compile(rf'(?:[^,"<]+|{_QUOTED}|<[^>]*>)*', re.S)
+_ESCAPE_RE = re.compile(r"\\(.)", re.S)  # quoted-pair
 _FOLD_RE = re.compile(r"[ \t]*\r?\n[ \t]+")  # LWS = [*WSP CRLF] 1*WSP, §7.3.1
 _EOL_RE = re.compile(r"\r?\n")  # bare LF tolerated on input, CRLF always written
-_HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
 
 
 class ParseError(Exception):
@@ -118,14 +121,20 @@ class ParseError(Exception):
         return _reply(self.headers, self.status, self.reason)
 
 
-@contextmanager
-def _about(headers: Headers, method: str | None):
-    """Let ParseErrors raised inside carry what is needed to answer them."""
-    try:
-        yield
-    except ParseError as err:
-        err.headers, err.method = headers, method
-        raise
+class _About:
+    """``with _About(headers, method):`` lets ParseErrors raised inside carry what is needed to
+    answer them. (A class: cheaper than a generator context manager on every message read.)"""
+    __slots__ = ("headers", "method")
+
+    def __init__(self, headers: Headers, method: str | None):
+        self.headers, self.method = headers, method
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, kind, err, traceback) -> None:
+        if isinstance(err, ParseError):
+            err.headers, err.method = self.headers, self.method
 
 
 @lru_cache(maxsize=512)  # the same few dozen names, looked up on every access
@@ -140,10 +149,27 @@ class Headers:
 
     Iterating yields ``(name, value)`` with names as received; ``Headers([("v", "...")])`` is found
     by ``get("Via")``. Values are strings, unfolded; list-valued fields hold one value per entry.
+    Lookups cost one dict access: besides the fields in order, an index maps each canonical key
+    (``_key``) to its values in order, kept in step by every method that edits.
     """
 
     def __init__(self, fields: Iterable[tuple[str, str]] = ()):
-        self._fields = [(_key(name), name, value) for name, value in fields]
+        self._keep([(_key(name), name, value) for name, value in fields])
+
+    def _keep(self, fields: list[tuple[str, str, str]]) -> None:
+        """Hold these ``(key, name as received, value)`` fields, and index them."""
+        self._fields = fields
+        self._index: dict[str, list[str]] = {}  # key → values in order, never an empty list
+        for key, _, value in fields:
+            self._index.setdefault(key, []).append(value)
+
+    def _append(self, key: str, name: str, value: str) -> None:
+        self._fields.append((key, name, value))
+        values = self._index.get(key)
+        if values is None:
+            self._index[key] = [value]
+        else:
+            values.append(value)
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return ((name, value) for _, name, value in self._fields)
@@ -158,46 +184,52 @@ class Headers:
         return f"Headers({list(self)!r})"
 
     def __contains__(self, name: str) -> bool:
-        key = _key(name)
-        return any(k == key for k, _, _ in self._fields)
+        return _key(name) in self._index
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of the field, or ``default``."""
-        values = self.get_all(name)
+        values = self._index.get(_key(name))
         return values[0] if values else default
 
     def get_all(self, name: str) -> list[str]:
-        key = _key(name)
-        return [value for k, _, value in self._fields if k == key]
+        return list(self._index.get(_key(name), ()))
 
     def add(self, name: str, value: str) -> None:
-        self._fields.append((_key(name), name, value))
+        self._append(_key(name), name, value)
 
     def prepend(self, name: str, value: str) -> None:
         """Insert before the first field of that name (a proxy's Via, Record-Route: §16.6)."""
         key = _key(name)
-        at = next((i for i, (k, _, _) in enumerate(self._fields) if k == key), 0)
-        self._fields.insert(at, (key, name, value))
+        self._fields.insert(self._first(key, 0), (key, name, value))
+        self._index.setdefault(key, []).insert(0, value)
 
     def set(self, name: str, value: str) -> None:
         """Replace every value of the field by one, where the first was (else at the end)."""
         key = _key(name)
-        at = next((i for i, (k, _, _) in enumerate(self._fields) if k == key), len(self._fields))
+        at = self._first(key, len(self._fields))
         self.remove(name)
         self._fields.insert(at, (key, name, value))
+        self._index[key] = [value]
 
     def remove(self, name: str) -> None:
         key = _key(name)
-        self._fields = [f for f in self._fields if f[0] != key]
+        if self._index.pop(key, None) is not None:
+            self._fields = [f for f in self._fields if f[0] != key]
 
     def pop(self, name: str) -> str:
         """Remove and return the first value (the top Via of a response, §16.7 step 3)."""
         key = _key(name)
-        for i, (k, _, value) in enumerate(self._fields):
-            if k == key:
-                del self._fields[i]
-                return value
-        raise KeyError(name)
+        values = self._index.get(key)
+        if not values:
+            raise KeyError(name)
+        del self._fields[self._first(key, None)]
+        if len(values) == 1:
+            del self._index[key]
+        return values.pop(0)
+
+    def _first(self, key: str, default: int | None) -> int | None:
+        """Where the first field with that key is, or ``default``."""
+        return next((i for i, (k, _, _) in enumerate(self._fields) if k == key), default)
 
 
 # ---- typed values (§19.1, §20, §25.1) ----------------------------------------------------------
@@ -205,12 +237,13 @@ class Headers:
 def _integer(text: str, what: str, maximum: int) -> int:
     """1*DIGIT within 0..maximum (§25.1; RFC 4475 §3.1.2.3–§3.1.2.5: negative, overlarge)."""
     text = text.strip()
-    if not (text.isascii() and text.isdigit()):
+    if not (text.isdigit() and text.isascii()):
         raise ParseError(400, f"Negative {what}" if text[1:].isdigit() and text[0] == "-"
                          else f"{what} is not a number")
-    if len(text.lstrip("0")) > len(str(maximum)) or int(text) > maximum:
+    value = int(text) if len(text) <= 20 or len(text.lstrip("0")) <= 20 else None  # int() of
+    if value is None or value > maximum:  # thousands of digits is slow, and refused
         raise ParseError(400, f"{what} out of range")
-    return int(text)
+    return value
 
 
 def _port(text: str | None) -> int | None:
@@ -235,7 +268,8 @@ def _format_params(params: dict[str, str | None]) -> str:
 
 
 def _unquote(quoted: str) -> str:
-    return re.sub(r"\\(.)", r"\1", quoted[1:-1], flags=re.S)
+    text = quoted[1:-1]
+    return _ESCAPE_RE.sub(r"\1", text) if "\\" in text else text
 
 
 def _quote(text: str) -> str:
@@ -298,7 +332,18 @@ class NameAddr:
 
     @classmethod
     def parse(cls, text: str) -> NameAddr:
-        text, display = text.strip(), None
+        text = text.strip()
+        match = _NAME_ADDR_RE.fullmatch(text)
+        if not match:
+            return cls._parse_step_by_step(text)
+        quoted, tokens, uri, params = match.groups()
+        return cls(uri, tokens if quoted is None else _unquote(quoted), _params(params))
+
+    @classmethod
+    def _parse_step_by_step(cls, text: str) -> NameAddr:
+        """Any form, the ``addr-spec`` without ``<>`` too, and the errors that say what is wrong;
+        ``parse`` reads the usual forms in one regex match, with the same result."""
+        display = None
         if text.startswith('"'):
             quoted = _QUOTED_RE.match(text)
             if not quoted:
@@ -420,12 +465,12 @@ class Message:
         return value
 
     def _errors(self):
-        return _about(self.headers, getattr(self, "method", None))
+        return _About(self.headers, getattr(self, "method", None))
 
     @property
     def via(self) -> list[Via]:
         """All Via values, top first."""
-        return [_typed("Via", Via.parse, value) for value in self.headers.get_all("Via")]
+        return [_typed("Via", Via.parse, value) for value in self.headers._index.get("via", ())]
 
     @property
     def from_(self) -> NameAddr:
@@ -452,7 +497,7 @@ class Message:
     @property
     def contacts(self) -> list[NameAddr]:
         """All Contact values; ``Contact: *`` (§10.2.2) is ``[NameAddr("*")]``."""
-        values = self.headers.get_all("Contact")
+        values = self.headers._index.get("contact", ())
         if "*" in values:
             if len(values) > 1:
                 raise ParseError(400, "Contact * must be the only Contact value")
@@ -553,17 +598,28 @@ def _reply(headers: Headers, status: int, reason: str, to_tag: str | None = None
 
 # ---- reading (§7, §8.2, §18.3) -----------------------------------------------------------------
 
-def _header_fields(line: str, max_line_size: int) -> list[tuple[str, str]]:
-    """One unfolded ``field-name HCOLON field-value`` line; list-valued fields split (§7.3.1)."""
+@lru_cache(maxsize=512)  # the same few dozen names, on every line read
+def _field_name(text: str) -> tuple[str, str] | None:
+    """What precedes a header line's first colon, ``token *(SP / HTAB)`` (§7.3.1 HCOLON): the
+    name as written and its key, or None when it is something else."""
+    match = _FIELD_NAME_RE.fullmatch(text)
+    return (match[1], _key(match[1])) if match else None
+
+
+def _header_fields(line: str, max_line_size: int) -> list[tuple[str, str, str]]:
+    """One unfolded ``field-name HCOLON field-value`` line as ``(key, name, value)`` fields:
+    list-valued fields split (§7.3.1)."""
     if len(line) > max_line_size:
         raise ParseError(513, "Header line too long")
-    match = _HEADER_LINE_RE.fullmatch(line)
-    if not match:
+    name, colon, value = line.partition(":")
+    field_name = _field_name(name) if colon else None
+    if field_name is None:
         raise ParseError(400, "Malformed header line")
-    name, value = match[1], match[2].strip()
-    if _key(name) not in _LIST_FIELDS:
-        return [(name, value)]
-    return [(name, item) for item in _typed(COMPACT_FORMS.get(name.lower(), name), _split, value)]
+    name, key = field_name
+    if key not in _LIST_FIELDS:
+        return [(key, name, value.strip())]
+    items = _typed(COMPACT_FORMS.get(name.lower(), name), _split, value.strip())
+    return [(key, name, item) for item in items]
 
 
 def _split(value: str) -> list[str]:
@@ -614,15 +670,21 @@ def _start_line(line: str, headers: Headers) -> Request | Response:
 def _parse_head(head: bytes, max_line_size: int) -> Request | Response:
     """Start line and header fields, unfolded; bad field lines are skipped so that the error
     raised still carries the fields needed to answer it."""
-    start, *lines = _EOL_RE.split(_FOLD_RE.sub(" ", head.decode("utf-8", "surrogateescape")))
-    headers, problem = Headers(), None
+    text = head.decode("utf-8", "surrogateescape")
+    if "\n " in text or "\n\t" in text:  # else there is no folding to undo
+        text = _FOLD_RE.sub(" ", text)
+    start, *lines = text.split("\r\n")
+    if len(lines) < text.count("\n"):  # bare LFs too
+        start, *lines = _EOL_RE.split(text)
+    fields, problem = [], None
     for line in lines:
         try:
-            for name, value in _header_fields(line, max_line_size):
-                headers.add(name, value)
+            fields += _header_fields(line, max_line_size)
         except ParseError as err:
             problem = problem or err
-    with _about(headers, None if start[:4].upper() == "SIP/" else start.partition(" ")[0]):
+    headers = Headers()
+    headers._keep(fields)
+    with _About(headers, None if start[:4].upper() == "SIP/" else start.partition(" ")[0]):
         if len(start) > max_line_size:
             raise ParseError(513, "Start line too long")
         message = _start_line(start, headers)
@@ -631,9 +693,21 @@ def _parse_head(head: bytes, max_line_size: int) -> Request | Response:
     return message
 
 
+def _empty_line(data: bytes | bytearray, start: int = 0) -> tuple[int, int] | None:
+    """Where the header section ends: the span of the first ``CRLF CRLF``, bare LFs tolerated
+    (the first match of ``\\r?\\n\\r?\\n``), or None. Plain searches: a regex scan costs more
+    than the rest of reading a short message's head."""
+    crlf = data.find(b"\n\r\n", start)
+    lf = data.find(b"\n\n", start, len(data) if crlf < 0 else crlf + 1)
+    at = crlf if lf < 0 else lf
+    if at < 0:
+        return None
+    return (at - 1 if at > start and data[at - 1] == 13 else at), at + (3 if lf < 0 else 2)
+
+
 def _content_length(message: Request | Response) -> int | None:
     """§20.14; several values cannot frame anything (RFC 4475 §3.3.9)."""
-    values = message.headers.get_all("Content-Length")
+    values = message.headers._index.get("content-length", ())
     if len(values) > 1:
         raise ParseError(400, "Multiple Content-Length values")
     return _integer(values[0], "Content-Length", 2**32 - 1) if values else None
@@ -647,16 +721,17 @@ def _validate(message: Request | Response) -> None:
     if missing:
         raise ParseError(400, f"Missing {', '.join(missing)} header field"
                          + ("s" if len(missing) > 1 else ""))  # RFC 4475 §3.3.1
-    repeated = [name for name in _SINGLE if len(headers.get_all(name)) > 1]
+    repeated = [name for name in _SINGLE if len(headers._index.get(_key(name), ())) > 1]
     if repeated:
         raise ParseError(400, f"Multiple {', '.join(repeated)} values")  # RFC 4475 §3.3.8
     if not _CALL_ID_RE.fullmatch(message.call_id):
         raise ParseError(400, "Bad Call-ID header field")
-    for typed in ("cseq", "from_", "to", "via", "contacts", "max_forwards"):
-        getattr(message, typed)  # a ParseError names the field
+    cseq = message.cseq  # like every typed accessor, raises a ParseError naming the field
+    for typed in ("from_", "to", "via", "contacts", "max_forwards"):
+        getattr(message, typed)
     if isinstance(message, Response):
         return
-    if message.cseq.method != message.method:  # RFC 4475 §3.1.2.17; 501 for unknowns: §3.1.2.18
+    if cseq.method != message.method:  # RFC 4475 §3.1.2.17; 501 for unknowns: §3.1.2.18
         raise ParseError(400 if message.method in _KNOWN_METHODS else 501,
                          "CSeq method does not match the request method")
     if message.uri.partition(":")[0].lower() not in ("sip", "sips"):
@@ -678,8 +753,8 @@ def parse_datagram(data: bytes, *, max_line_size: int = MAX_LINE_SIZE
     data = data.lstrip(b"\r\n")
     if not data:
         return KeepAlive()
-    end = _HEAD_END_RE.search(data)
-    head, body = (data[:end.start()], data[end.end():]) if end else (data.rstrip(b"\r\n"), b"")
+    end = _empty_line(data)
+    head, body = (data[:end[0]], data[end[1]:]) if end else (data.rstrip(b"\r\n"), b"")
     message = _parse_head(head, max_line_size)
     with message._errors():
         length = _content_length(message)
@@ -756,19 +831,20 @@ class StreamParser:
 
     def _frame(self) -> tuple[Request | Response, int, int] | None:
         """Parse the header section once it is complete; the body length it announces."""
-        end = _HEAD_END_RE.search(self._buffer, max(0, self._scanned - 3))
-        if end is None:
+        span = _empty_line(self._buffer, max(0, self._scanned - 3))
+        if span is None:
             self._scanned = len(self._buffer)
             if self._scanned > self.max_message_size:
                 raise ParseError(513, "Header section too large")
             return None
-        if end.end() > self.max_message_size:
+        head_end, body_start = span
+        if body_start > self.max_message_size:
             raise ParseError(513, "Header section too large")
-        message = _parse_head(bytes(self._buffer[:end.start()]), self.max_line_size)
+        message = _parse_head(bytes(self._buffer[:head_end]), self.max_line_size)
         with message._errors():
             length = _content_length(message)
             if length is None:
                 raise ParseError(400, "Missing Content-Length header field (required on streams)")
-            if end.end() + length > self.max_message_size:
+            if body_start + length > self.max_message_size:
                 raise ParseError(413, "Message body too large")
-        return message, end.end(), length
+        return message, body_start, length
