@@ -14,6 +14,9 @@ back. The transport owns the sockets and decides what a :class:`ParseError` cost
   access, so editing ``msg.headers`` never leaves a stale copy behind.
 - Every message read passes the stateless checks of §8.2.1–§8.2.2, §16.3 step 1 and §18.1.2;
   errors say what is wrong in the reason phrase (§21.4.1: "Missing Call-ID header field").
+- Reading is the hot path (bench/sip_parser.py): the usual shapes of a start line, name-addr and
+  list value are read in one regex match each, anything else step by step, with the same result
+  and errors; validation reads each typed value once without building its object.
 """
 from __future__ import annotations
 
@@ -59,6 +62,7 @@ _LIST_FIELDS = frozenset("""accept accept-contact accept-encoding accept-languag
     p-asserted-identity p-preferred-identity path proxy-require reason record-route reject-contact
     request-disposition require route service-route supported unsupported via warning""".split())
 _REQUIRED = ("To", "From", "CSeq", "Call-ID", "Via")  # §8.1.1; Max-Forwards may lack (§16.3)
+_REQUIRED_KEYS = frozenset(name.lower() for name in _REQUIRED)
 _SINGLE = ("To", "From", "CSeq", "Call-ID", "Max-Forwards")  # at most one value (RFC 4475 §3.3.8)
 _KNOWN_METHODS = frozenset("ACK BYE CANCEL INFO INVITE MESSAGE NOTIFY OPTIONS PRACK PUBLISH REFER "
                            "REGISTER SUBSCRIBE UPDATE".split())
@@ -86,6 +90,7 @@ _CSEQ_RE = re.compile(rf"(\d+)\s+({_TOKEN}+)")
 _CALL_ID_RE = re.compile(rf"{_WORD}+(?:@{_WORD}+)?")
 _QVALUE_RE = re.compile(r"0(?:\.\d{0,3})?|1(?:\.0{0,3})?")
 _VERSION_RE = re.compile(r"SIP/\d+\.\d+", re.I)
+_REQUEST_LINE_RE = re.compile(rf"({_TOKEN}+) ({_URI}) SIP/2\.0")  # the usual one, in one match
 _STATUS_LINE_RE = re.compile(r"(SIP/\d+\.\d+) (\d+)(?: (.*))?", re.I | re.S)
 _FIELD_NAME_RE = re.compile(rf"({_TOKEN}+)[ \t]*")
 _LIST_ITEM_RE = re.compile(rf'(?:[^,"<]+|{_QUOTED}|<[^>]*>)*', re.S)
@@ -121,22 +126,6 @@ class ParseError(Exception):
         return _reply(self.headers, self.status, self.reason)
 
 
-class _About:
-    """``with _About(headers, method):`` lets ParseErrors raised inside carry what is needed to
-    answer them. (A class: cheaper than a generator context manager on every message read.)"""
-    __slots__ = ("headers", "method")
-
-    def __init__(self, headers: Headers, method: str | None):
-        self.headers, self.method = headers, method
-
-    def __enter__(self) -> None:
-        pass
-
-    def __exit__(self, kind, err, traceback) -> None:
-        if isinstance(err, ParseError):
-            err.headers, err.method = self.headers, self.method
-
-
 @lru_cache(maxsize=512)  # the same few dozen names, looked up on every access
 def _key(name: str) -> str:
     name = name.lower()
@@ -154,14 +143,17 @@ class Headers:
     """
 
     def __init__(self, fields: Iterable[tuple[str, str]] = ()):
-        self._keep([(_key(name), name, value) for name, value in fields])
-
-    def _keep(self, fields: list[tuple[str, str, str]]) -> None:
-        """Hold these ``(key, name as received, value)`` fields, and index them."""
-        self._fields = fields
+        self._fields = [(_key(name), name, value) for name, value in fields]  # name as received
         self._index: dict[str, list[str]] = {}  # key → values in order, never an empty list
-        for key, _, value in fields:
+        for key, _, value in self._fields:
             self._index.setdefault(key, []).append(value)
+
+    @classmethod
+    def _read(cls, fields: list[tuple[str, str, str]], index: dict[str, list[str]]) -> Headers:
+        """Headers holding fields and index as the parser made them, in one go."""
+        headers = cls.__new__(cls)
+        headers._fields, headers._index = fields, index
+        return headers
 
     def _append(self, key: str, name: str, value: str) -> None:
         self._fields.append((key, name, value))
@@ -281,7 +273,32 @@ def _typed(name: str, parse, value: str):
     try:
         return parse(value)
     except ParseError as err:
-        raise ParseError(err.status, f"Bad {name} header field: {err.reason}") from None
+        raise _named(name, err) from None
+
+
+def _named(name: str, err: ParseError) -> ParseError:
+    """``err`` again, naming the header field it was found in."""
+    return ParseError(err.status, f"Bad {name} header field: {err.reason}")
+
+
+# The readers below return a typed value's fields in order: ``X.parse`` builds the object from
+# them, message validation only reads (building the objects would cost as much again).
+
+def _read_sip_uri(text: str) -> tuple:
+    match = _SIP_URI_RE.fullmatch(text)
+    if not match or match[2] == "":
+        raise ParseError(400, "malformed SIP URI")
+    scheme, userinfo, host, port, param_text, header_text = match.groups()
+    params = {}
+    for param in param_text.split(";")[1:]:
+        name, eq, value = param.partition("=")
+        if not name:
+            raise ParseError(400, "empty URI parameter")
+        params[name.lower()] = value if eq else None
+    headers = dict(h.partition("=")[::2] for h in header_text.split("&")) if header_text else {}
+    user, colon, password = (userinfo or "").partition(":")
+    return (scheme.lower(), host.lower(), userinfo and user, password if colon else None,
+            _port(port), params, headers)
 
 
 @dataclass(frozen=True)
@@ -298,19 +315,7 @@ class SipUri:
 
     @classmethod
     def parse(cls, text: str) -> SipUri:
-        match = _SIP_URI_RE.fullmatch(text)
-        if not match or match[2] == "":
-            raise ParseError(400, "malformed SIP URI")
-        userinfo, params = match[2], {}
-        for param in match[5].split(";")[1:]:
-            name, eq, value = param.partition("=")
-            if not name:
-                raise ParseError(400, "empty URI parameter")
-            params[name.lower()] = value if eq else None
-        headers = dict(h.partition("=")[::2] for h in match[6].split("&")) if match[6] else {}
-        user, colon, password = (userinfo or "").partition(":")
-        return cls(match[1].lower(), match[3].lower(), userinfo and user,
-                   password if colon else None, _port(match[4]), params, headers)
+        return cls(*_read_sip_uri(text))
 
     def __str__(self) -> str:
         userinfo = "" if self.user is None else (
@@ -319,6 +324,47 @@ class SipUri:
         headers = "&".join(f"{name}={value}" for name, value in self.headers.items())
         return (f"{self.scheme}:{userinfo}{self.host}{port}{_format_params(self.params)}"
                 + (f"?{headers}" if headers else ""))
+
+
+def _read_name_addr(text: str) -> tuple:
+    text = text.strip()
+    match = _NAME_ADDR_RE.fullmatch(text)
+    if not match:
+        return _read_name_addr_step_by_step(text)
+    quoted, tokens, uri, params = match.groups()
+    return uri, tokens if quoted is None else _unquote(quoted), _params(params)
+
+
+def _read_name_addr_step_by_step(text: str) -> tuple:
+    """Any form, the ``addr-spec`` without ``<>`` too, and the errors that say what is wrong;
+    ``_read_name_addr`` reads the usual forms in one regex match, with the same result."""
+    display = None
+    if text.startswith('"'):
+        quoted = _QUOTED_RE.match(text)
+        if not quoted:
+            raise ParseError(400, "unterminated quoted string")  # RFC 4475 §3.1.2.6
+        display, text = _unquote(quoted[0]), text[quoted.end():].lstrip()
+        if not text.startswith("<"):
+            raise ParseError(400, "display name without <URI>")
+    elif "<" in text:
+        name, _, rest = text.partition("<")
+        if name.strip() and not _DISPLAY_TOKENS_RE.fullmatch(name.strip()):
+            raise ParseError(400, "display name must be tokens or a quoted string")  # §3.1.2.15
+        display, text = name.strip() or None, "<" + rest
+    if text.startswith("<"):
+        uri, closed, params = text[1:].partition(">")
+        if not closed:
+            raise ParseError(400, "missing >")
+        if uri != uri.strip():
+            raise ParseError(400, "spaces within addr-spec")  # RFC 4475 §3.1.2.14
+    else:  # §20: a URI with a comma, question mark or semicolon must be in <>
+        uri, semi, params = text.partition(";")
+        uri, params = uri.rstrip(), semi + params
+        if "?" in uri or "," in uri:
+            raise ParseError(400, "a URI with headers must be enclosed in <>")  # §3.1.2.13
+    if not _URI_RE.fullmatch(uri):
+        raise ParseError(400, "malformed URI")
+    return uri, display, _params(params)
 
 
 @dataclass(frozen=True)
@@ -332,44 +378,7 @@ class NameAddr:
 
     @classmethod
     def parse(cls, text: str) -> NameAddr:
-        text = text.strip()
-        match = _NAME_ADDR_RE.fullmatch(text)
-        if not match:
-            return cls._parse_step_by_step(text)
-        quoted, tokens, uri, params = match.groups()
-        return cls(uri, tokens if quoted is None else _unquote(quoted), _params(params))
-
-    @classmethod
-    def _parse_step_by_step(cls, text: str) -> NameAddr:
-        """Any form, the ``addr-spec`` without ``<>`` too, and the errors that say what is wrong;
-        ``parse`` reads the usual forms in one regex match, with the same result."""
-        display = None
-        if text.startswith('"'):
-            quoted = _QUOTED_RE.match(text)
-            if not quoted:
-                raise ParseError(400, "unterminated quoted string")  # RFC 4475 §3.1.2.6
-            display, text = _unquote(quoted[0]), text[quoted.end():].lstrip()
-            if not text.startswith("<"):
-                raise ParseError(400, "display name without <URI>")
-        elif "<" in text:
-            name, _, rest = text.partition("<")
-            if name.strip() and not _DISPLAY_TOKENS_RE.fullmatch(name.strip()):
-                raise ParseError(400, "display name must be tokens or a quoted string")  # §3.1.2.15
-            display, text = name.strip() or None, "<" + rest
-        if text.startswith("<"):
-            uri, closed, params = text[1:].partition(">")
-            if not closed:
-                raise ParseError(400, "missing >")
-            if uri != uri.strip():
-                raise ParseError(400, "spaces within addr-spec")  # RFC 4475 §3.1.2.14
-        else:  # §20: a URI with a comma, question mark or semicolon must be in <>
-            uri, semi, params = text.partition(";")
-            uri, params = uri.rstrip(), semi + params
-            if "?" in uri or "," in uri:
-                raise ParseError(400, "a URI with headers must be enclosed in <>")  # §3.1.2.13
-        if not _URI_RE.fullmatch(uri):
-            raise ParseError(400, "malformed URI")
-        return cls(uri, display, _params(params))
+        return cls(*_read_name_addr(text))
 
     @property
     def tag(self) -> str | None:
@@ -397,6 +406,15 @@ class NameAddr:
         return f"{name}<{self.uri}>{_format_params(self.params)}"
 
 
+def _read_via(text: str) -> tuple:
+    match = _VIA_RE.fullmatch(text.strip())
+    if not match:
+        raise ParseError(400, "malformed sent-protocol or sent-by")
+    protocol, version, transport, host, port, params = match.groups()
+    return (transport.upper(), host.lower(), _port(port), _params(params),
+            f"{protocol}/{version}".upper())
+
+
 @dataclass(frozen=True)
 class Via:
     """One ``via-parm`` (§20.42, §18.2.1): sent-protocol, sent-by and parameters. ``protocol``
@@ -409,11 +427,7 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
-        match = _VIA_RE.fullmatch(text.strip())
-        if not match:
-            raise ParseError(400, "malformed sent-protocol or sent-by")
-        return cls(match[3].upper(), match[4].lower(), _port(match[5]), _params(match[6]),
-                   f"{match[1]}/{match[2]}".upper())
+        return cls(*_read_via(text))
 
     @property
     def branch(self) -> str | None:
@@ -434,6 +448,13 @@ class Via:
         return f"{self.protocol}/{self.transport} {self.host}{port}{_format_params(self.params)}"
 
 
+def _read_cseq(text: str) -> tuple[int, str]:
+    match = _CSEQ_RE.fullmatch(text.strip())
+    if not match:
+        raise ParseError(400, "expected a number and a method")
+    return _integer(match[1], "sequence number", 2**32 - 1), match[2]
+
+
 @dataclass(frozen=True)
 class CSeq:
     """§20.16: a sequence number below 2**32 and the request method."""
@@ -442,10 +463,7 @@ class CSeq:
 
     @classmethod
     def parse(cls, text: str) -> CSeq:
-        match = _CSEQ_RE.fullmatch(text.strip())
-        if not match:
-            raise ParseError(400, "expected a number and a method")
-        return cls(_integer(match[1], "sequence number", 2**32 - 1), match[2])
+        return cls(*_read_cseq(text))
 
     def __str__(self) -> str:
         return f"{self.number} {self.method}"
@@ -464,8 +482,9 @@ class Message:
             raise ParseError(400, f"Missing {name} header field")
         return value
 
-    def _errors(self):
-        return _About(self.headers, getattr(self, "method", None))
+    def _about(self, err: ParseError) -> None:
+        """Let ``err``, raised while reading this message, carry what is needed to answer it."""
+        err.headers, err.method = self.headers, getattr(self, "method", None)
 
     @property
     def via(self) -> list[Via]:
@@ -518,17 +537,18 @@ class Message:
         """Wire bytes (§7): start line, fields in order under their names as received, with
         Content-Length set from the body (§20.14; added last if missing), empty line, body."""
         length, lines = str(len(self.body)), [self.start_line]
-        for name, value in self.headers:
-            if _key(name) == "content-length":
+        for key, name, value in self.headers._fields:
+            if key == "content-length":
                 if length is None:  # already written: drop duplicates
                     continue
                 value, length = length, None
             lines.append(f"{name}: {value}")
         if length is not None:
             lines.append(f"Content-Length: {length}")
-        if any("\r" in line or "\n" in line for line in lines):
+        head = "\r\n".join(lines)
+        if head.count("\r") >= len(lines) or head.count("\n") >= len(lines):  # beyond the joins
             raise ValueError("CR or LF inside the start line or a header field")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + self.body
+        return (head + "\r\n\r\n").encode("utf-8", "surrogateescape") + self.body
 
     def __bytes__(self) -> bytes:
         return self.serialize()
@@ -584,15 +604,14 @@ def make_response(request: Request, status: int, reason: str | None = None, *,
 def _reply(headers: Headers, status: int, reason: str, to_tag: str | None = None) -> Response:
     """§8.2.6.2 copying, shared by :func:`make_response` and :meth:`ParseError.response`."""
     copied, seen = Headers(), set()
-    for name, value in headers:
-        key = _key(name)
+    for key, name, value in headers._fields:
         if key in _COPIED_ONCE and key not in seen:
             seen.add(key)
             if key == "to" and to_tag and NameAddr.parse(value).tag is None:
                 value += f";tag={to_tag}"
         elif not (key == "via" or key == "timestamp" and status == 100):
             continue
-        copied.add(name, value)
+        copied._append(key, name, value)
     return Response(status, reason, copied)
 
 
@@ -606,24 +625,17 @@ def _field_name(text: str) -> tuple[str, str] | None:
     return (match[1], _key(match[1])) if match else None
 
 
-def _header_fields(line: str, max_line_size: int) -> list[tuple[str, str, str]]:
-    """One unfolded ``field-name HCOLON field-value`` line as ``(key, name, value)`` fields:
-    list-valued fields split (§7.3.1)."""
+def _bad_line(line: str, max_line_size: int) -> ParseError:
+    """What is wrong with a line that is not ``field-name HCOLON field-value``."""
     if len(line) > max_line_size:
-        raise ParseError(513, "Header line too long")
-    name, colon, value = line.partition(":")
-    field_name = _field_name(name) if colon else None
-    if field_name is None:
-        raise ParseError(400, "Malformed header line")
-    name, key = field_name
-    if key not in _LIST_FIELDS:
-        return [(key, name, value.strip())]
-    items = _typed(COMPACT_FORMS.get(name.lower(), name), _split, value.strip())
-    return [(key, name, item) for item in items]
+        return ParseError(513, "Header line too long")
+    return ParseError(400, "Malformed header line")
 
 
 def _split(value: str) -> list[str]:
     """Split at the commas outside quoted strings and ``<>``."""
+    if not ("," in value or "<" in value or '"' in value):
+        return [value]  # the usual Via
     items, pos = [], 0
     while True:
         end = _LIST_ITEM_RE.match(value, pos).end()
@@ -638,6 +650,9 @@ def _split(value: str) -> list[str]:
 
 def _start_line(line: str, headers: Headers) -> Request | Response:
     """§7.1 Request-Line / §7.2 Status-Line: single SPs, nothing trailing (RFC 4475 §3.1.2.7–10)."""
+    usual = _REQUEST_LINE_RE.fullmatch(line)  # passes every check below
+    if usual:
+        return Request(usual[1], usual[2], headers)
     if line[:4].upper() == "SIP/":
         match = _STATUS_LINE_RE.fullmatch(line)
         if not match:
@@ -676,20 +691,37 @@ def _parse_head(head: bytes, max_line_size: int) -> Request | Response:
     start, *lines = text.split("\r\n")
     if len(lines) < text.count("\n"):  # bare LFs too
         start, *lines = _EOL_RE.split(text)
-    fields, problem = [], None
+    fields, index, problem = [], {}, None  # what Headers holds; the first bad line's error
     for line in lines:
-        try:
-            fields += _header_fields(line, max_line_size)
+        name, colon, value = line.partition(":")
+        name_key = _field_name(name) if colon and len(line) <= max_line_size else None
+        if name_key is None:
+            problem = problem or _bad_line(line, max_line_size)
+            continue
+        name, key = name_key
+        value = value.strip()
+        if key not in _LIST_FIELDS:
+            fields.append((key, name, value))
+            index.setdefault(key, []).append(value)
+            continue
+        try:  # list-valued: one field per value (§7.3.1)
+            values = _split(value)
         except ParseError as err:
-            problem = problem or err
-    headers = Headers()
-    headers._keep(fields)
-    with _About(headers, None if start[:4].upper() == "SIP/" else start.partition(" ")[0]):
+            problem = problem or _named(COMPACT_FORMS.get(name.lower(), name), err)
+            continue
+        fields += [(key, name, item) for item in values]
+        index.setdefault(key, []).extend(values)
+    headers = Headers._read(fields, index)
+    try:
         if len(start) > max_line_size:
             raise ParseError(513, "Start line too long")
         message = _start_line(start, headers)
         if problem:
             raise problem
+    except ParseError as err:  # carrying what is needed to answer it
+        err.headers = headers
+        err.method = None if start[:4].upper() == "SIP/" else start.partition(" ")[0]
+        raise
     return message
 
 
@@ -717,30 +749,41 @@ def _validate(message: Request | Response) -> None:
     """The stateless checks of §8.2.1–§8.2.2 / §16.3 step 1; each raises a ParseError naming
     the problem. The Request-URI scheme comes last: 416 only for otherwise good requests."""
     headers = message.headers
-    missing = [name for name in _REQUIRED if name not in headers]
-    if missing:
+    index = headers._index
+    if not index.keys() >= _REQUIRED_KEYS:
+        missing = [name for name in _REQUIRED if name not in headers]
         raise ParseError(400, f"Missing {', '.join(missing)} header field"
                          + ("s" if len(missing) > 1 else ""))  # RFC 4475 §3.3.1
-    repeated = [name for name in _SINGLE if len(headers._index.get(_key(name), ())) > 1]
+    repeated = [name for name in _SINGLE if len(index.get(name.lower(), ())) > 1]
     if repeated:
         raise ParseError(400, f"Multiple {', '.join(repeated)} values")  # RFC 4475 §3.3.8
-    if not _CALL_ID_RE.fullmatch(message.call_id):
+    if not _CALL_ID_RE.fullmatch(index["call-id"][0]):
         raise ParseError(400, "Bad Call-ID header field")
-    cseq = message.cseq  # like every typed accessor, raises a ParseError naming the field
-    for typed in ("from_", "to", "via", "contacts", "max_forwards"):
-        getattr(message, typed)
+    # Each value read as its typed accessor reads it, errors and all, without building objects.
+    _, method = _typed("CSeq", _read_cseq, index["cseq"][0])
+    _typed("From", _read_name_addr, index["from"][0])
+    _typed("To", _read_name_addr, index["to"][0])
+    for value in index["via"]:
+        _typed("Via", _read_via, value)
+    contacts = index.get("contact", ())
+    if "*" in contacts:
+        message.contacts  # Contact: * (§10.2.2), refused unless alone
+    else:
+        for value in contacts:
+            _typed("Contact", _read_name_addr, value)
+    message.max_forwards  # 0..255
     if isinstance(message, Response):
         return
-    if cseq.method != message.method:  # RFC 4475 §3.1.2.17; 501 for unknowns: §3.1.2.18
+    if method != message.method:  # RFC 4475 §3.1.2.17; 501 for unknowns: §3.1.2.18
         raise ParseError(400 if message.method in _KNOWN_METHODS else 501,
                          "CSeq method does not match the request method")
     if message.uri.partition(":")[0].lower() not in ("sip", "sips"):
         raise ParseError(416, "Unsupported URI Scheme")  # RFC 4475 §3.3.2, §3.3.3
     try:
-        uri = SipUri.parse(message.uri)
+        *_, uri_headers = _read_sip_uri(message.uri)
     except ParseError:
         raise ParseError(400, "Malformed Request-URI") from None
-    if uri.headers:
+    if uri_headers:
         raise ParseError(400, "Headers are not allowed in the Request-URI")  # §19.1.5; §3.1.2.11
 
 
@@ -756,7 +799,7 @@ def parse_datagram(data: bytes, *, max_line_size: int = MAX_LINE_SIZE
     end = _empty_line(data)
     head, body = (data[:end[0]], data[end[1]:]) if end else (data.rstrip(b"\r\n"), b"")
     message = _parse_head(head, max_line_size)
-    with message._errors():
+    try:
         length = _content_length(message)
         if length is not None:
             if length > len(body):
@@ -764,6 +807,9 @@ def parse_datagram(data: bytes, *, max_line_size: int = MAX_LINE_SIZE
             body = body[:length]
         message.body = body
         _validate(message)
+    except ParseError as err:
+        message._about(err)
+        raise
     return message
 
 
@@ -825,8 +871,11 @@ class StreamParser:
         message.body = bytes(buffer[start:start + length])
         del buffer[:start + length]
         self._pending, self._scanned = None, 0
-        with message._errors():
+        try:
             _validate(message)
+        except ParseError as err:
+            message._about(err)
+            raise
         return message
 
     def _frame(self) -> tuple[Request | Response, int, int] | None:
@@ -841,10 +890,13 @@ class StreamParser:
         if body_start > self.max_message_size:
             raise ParseError(513, "Header section too large")
         message = _parse_head(bytes(self._buffer[:head_end]), self.max_line_size)
-        with message._errors():
+        try:
             length = _content_length(message)
             if length is None:
                 raise ParseError(400, "Missing Content-Length header field (required on streams)")
             if body_start + length > self.max_message_size:
                 raise ParseError(413, "Message body too large")
+        except ParseError as err:
+            message._about(err)
+            raise
         return message, body_start, length

@@ -307,6 +307,25 @@ def test_headers_keep_order_and_names():
         headers.pop("Contact")
 
 
+def test_lookups_follow_every_edit():
+    headers = Headers([("Via", "a"), ("To", "t"), ("v", "b")])
+    values = headers.get_all("via")
+    values.append("not stored")  # a copy: editing it changes nothing
+    assert headers.get_all("Via") == ["a", "b"]
+    headers.prepend("v", "top")
+    assert headers.get_all("Via") == ["top", "a", "b"] and headers.get("VIA") == "top"
+    assert headers.pop("via") == "top" and headers.get_all("v") == ["a", "b"]
+    headers.set("Via", "only")
+    assert headers.get_all("v") == ["only"] and list(headers) == [("Via", "only"), ("To", "t")]
+    assert headers.pop("Via") == "only" and "Via" not in headers and headers.get("v") is None
+    with pytest.raises(KeyError):
+        headers.pop("Via")
+    headers.remove("t")
+    assert len(headers) == 0 and headers.get_all("To") == [] and "To" not in headers
+    headers.prepend("m", "<sip:a@b>")
+    assert headers.get_all("Contact") == ["<sip:a@b>"] and list(headers) == [("m", "<sip:a@b>")]
+
+
 def test_contact_star():  # §10.2.2
     start = REGISTER.index(b"Contact:")
     m = parse_datagram(REGISTER[:start] + b"Contact: *\r\nExpires: 0"
@@ -424,6 +443,17 @@ def test_line_feeds_alone_are_tolerated():
 
 
 # ---- framing: datagrams and streams (§18.3, RFC 5626 §4.4.1) -----------------------------------
+
+@pytest.mark.parametrize("empty_line", [b"\r\n\n", b"\n\r\n", b"\n\n"])
+def test_mixed_line_endings_end_the_header_section(empty_line):
+    head, body = REGISTER[:-4], b"hello\r\n\r\nworld"
+    data = head.replace(b"Content-Length: 0", b"Content-Length: %d" % len(body)) + empty_line + body
+    m = parse_datagram(data)
+    assert m.body == body and m.call_id == "reg-1@192.0.2.7"
+    stream = StreamParser()
+    stream.feed(data + REGISTER)
+    assert list(stream) == [m, parse_datagram(REGISTER)]
+
 
 def test_keep_alive_datagram():
     assert parse_datagram(b"\r\n\r\n") == KeepAlive() and KeepAlive.PONG == b"\r\n"
