@@ -140,12 +140,7 @@ class Transaction:
     # -- inputs --
     def on_response(self, response, now: float) -> list:
         """A response arrived for this client transaction."""
-        status = response.status
-        if self.kind == "ict":
-            event = "1xx" if status < 200 else "2xx" if status < 300 else "3xx-6xx"
-        else:
-            event = "1xx" if status < 200 else "final"
-        return self._fire(event, response, now)
+        return self._fire(self._status_event(response.status), response, now)
 
     def on_request(self, request, now: float) -> list:
         """A request matched this server transaction: a retransmission, or the ACK (§17.2.1)."""
@@ -153,12 +148,15 @@ class Transaction:
 
     def send_response(self, response, now: float) -> list:
         """The transaction user answers (server transactions)."""
-        status = response.status
-        if self.kind == "ist":
-            event = "send 1xx" if status < 200 else "send 2xx" if status < 300 else "send 3xx-6xx"
-        else:
-            event = "send 1xx" if status < 200 else "send final"
-        return self._fire(event, response, now)
+        return self._fire("send " + self._status_event(response.status), response, now)
+
+    def _status_event(self, status: int) -> str:
+        """INVITE transactions tell 2xx from other finals (§17.1.1.2, §17.2.1); others do not."""
+        if status < 200:
+            return "1xx"
+        if self.kind not in ("ict", "ist"):
+            return "final"
+        return "2xx" if status < 300 else "3xx-6xx"
 
     def on_timer(self, now: float) -> list:
         """Fire every timer due at ``now``."""

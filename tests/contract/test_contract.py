@@ -75,11 +75,12 @@ def fake_distribution(tmp_path, module_source):
     (info / "entry_points.txt").write_text("[convergence.plugins]\nbroken = broken_plugin\n")
 
 
-def run_cli(tmp_path, *args, config=""):
+def run_cli(tmp_path, *args, config="", env=None):
     (tmp_path / "c.toml").write_text(config)
     return subprocess.run([str(Path(sys.executable).parent / "convergence"), "--config",
                            str(tmp_path / "c.toml"), *args], capture_output=True, text=True,
-                          timeout=60, cwd=tmp_path, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+                          timeout=60, cwd=tmp_path,
+                          env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin", **(env or {})})
 
 
 @pytest.mark.parametrize("source, reason", [
@@ -113,10 +114,6 @@ def test_disabled_plugins_are_not_loaded(tmp_path):
 
 
 def test_tracing_prints_hook_calls(tmp_path):
-    (tmp_path / "c.toml").write_text("")
-    result = subprocess.run([str(Path(sys.executable).parent / "convergence"), "--config",
-                             str(tmp_path / "c.toml"), "plugins"], capture_output=True, text=True,
-                            timeout=60, cwd=tmp_path,
-                            env={"CONVERGENCE_TRACE_PLUGINS": "1", "PATH": "/usr/bin:/bin"})
+    result = run_cli(tmp_path, "plugins", env={"CONVERGENCE_TRACE_PLUGINS": "1"})
     assert result.returncode == 0
     assert "add_config_section" in result.stderr
