@@ -4,7 +4,8 @@ DESIGN §4: every accepted socket gets TCP_NODELAY; every connection has a bound
 a peer that stops reading is disconnected once ``max_queued`` bytes wait for it, never buffered
 without bound; a peer silent for ``idle_timeout`` seconds is asked about by ``on_idle`` (send a
 keep-alive, or give up). ``start_tls`` upgrades in place after the plain-text bytes queued before it
-(XMPP ``<proceed/>``) have gone out. This and the plugins' transports are the only socket code.
+(XMPP ``<proceed/>``) have gone out. The writer greenlet exists only while bytes wait, so an idle
+connection costs one greenlet (its reader). This and the plugins' transports are the only socket code.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import socket
 from collections import deque
 
 import gevent
-from gevent.event import Event
 
 from .listeners import set_nodelay
 
@@ -24,6 +24,9 @@ RECV_SIZE = 65536
 
 
 class Connection:
+    __slots__ = ("sock", "peer", "max_queued", "idle_timeout", "write_timeout", "closed",
+                 "close_reason", "tls", "_queue", "_queued", "_writer")
+
     def __init__(self, sock, peer, *, max_queued: int = MAX_QUEUED, idle_timeout: float | None = None,
                  write_timeout: float = 30.0):
         set_nodelay(sock)
@@ -37,10 +40,7 @@ class Connection:
         self.tls = False
         self._queue: deque[bytes] = deque()
         self._queued = 0
-        self._wake = Event()
-        self._drained = Event()
-        self._drained.set()
-        self._writer = gevent.spawn(self._write_loop)
+        self._writer = None  # a greenlet while bytes wait to be written; none on an idle connection
 
     # -- writing --
     def send(self, data: bytes) -> bool:
@@ -52,14 +52,12 @@ class Connection:
             return False
         self._queue.append(data)
         self._queued += len(data)
-        self._drained.clear()
-        self._wake.set()
+        if self._writer is None:
+            self._writer = gevent.spawn(self._write_loop)
         return True
 
     def _write_loop(self) -> None:
-        while not self.closed:
-            self._wake.wait()
-            self._wake.clear()
+        try:
             while self._queue and not self.closed:
                 data = b"".join(self._queue)
                 self._queue.clear()
@@ -68,14 +66,17 @@ class Connection:
                         self.sock.sendall(data)
                 except (OSError, gevent.Timeout) as exc:
                     self.close(f"write failed: {exc or 'timeout'}")
-                    break
                 finally:
                     self._queued -= len(data)
-            self._drained.set()
+        finally:
+            self._writer = None
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued has been written (or the connection closed)."""
-        return self._drained.wait(timeout)
+        writer = self._writer
+        if writer is not None:
+            writer.join(timeout)
+        return self._writer is None or self.closed
 
     # -- TLS --
     def start_tls(self, context, timeout: float = 10.0) -> None:
@@ -118,8 +119,6 @@ class Connection:
         self.closed = True
         self.close_reason = reason
         log.debug("connection %s closed: %s", self.peer, reason)
-        self._wake.set()
-        self._drained.set()
         try:
             self.sock.close()
         except OSError:

@@ -91,3 +91,28 @@ class OfflineMessage(Base):
     body: Mapped[str] = mapped_column(Text)
     subject: Mapped[str | None] = mapped_column(Text)
     thread: Mapped[str | None] = mapped_column(String(255))
+
+
+class SubscriptionRequest(Base):
+    """An inbound presence subscription request not yet answered (RFC 6121 §3.1.3 "Pending In"):
+    the complete stanza, redelivered at the account's next initial presence."""
+
+    __tablename__ = "subscription_requests"
+    __table_args__ = (UniqueConstraint("account_id", "jid"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    jid: Mapped[str] = mapped_column(String(3071))  # bare JID of the requester
+    stanza: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class VCard(Base):
+    """An account's vcard-temp (XEP-0054), kept as the client sent it."""
+
+    __tablename__ = "vcards"
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"),
+                                            primary_key=True)
+    vcard: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)

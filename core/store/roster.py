@@ -1,4 +1,5 @@
-"""Roster repository (RFC 6121 §2): items and the account's roster version.
+"""Roster repository (RFC 6121 §2): items and the account's roster version, and the inbound
+subscription requests not answered yet (§3.1.3, the "Pending In" state).
 
 Every change bumps ``accounts.roster_version`` in the same transaction, so roster versioning
 (§2.6) can answer "nothing changed" or push just the changed item.
@@ -7,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from .accounts import NoSuchAccount
 from .database import Database
-from .models import Account, RosterItem
+from .models import Account, RosterItem, SubscriptionRequest
 
 SUBSCRIPTIONS = ("none", "to", "from", "both")
 
@@ -81,3 +82,46 @@ def remove(db: Database, account: str, jid: str) -> int | None:
         session.delete(row)
         owner.roster_version += 1
         return owner.roster_version
+
+
+def requests(db: Database, account: str) -> list[tuple[str, str]]:
+    """The pending inbound subscription requests of ``account`` as (bare JID, stanza), oldest first."""
+    with db.read() as session:
+        owner = _account(session, account)
+        rows = session.execute(select(SubscriptionRequest.jid, SubscriptionRequest.stanza)
+                               .where(SubscriptionRequest.account_id == owner.id)
+                               .order_by(SubscriptionRequest.id))
+        return [tuple(r) for r in rows]
+
+
+def has_request(db: Database, account: str, jid: str) -> bool:
+    return any(j == jid for j, _ in requests(db, account))
+
+
+def add_request(db: Database, account: str, jid: str, stanza: str) -> None:
+    """Keep the request from ``jid`` (the complete stanza, §3.1.3); a newer one replaces it."""
+    with db.write() as session:
+        owner = _account(session, account)
+        row = session.scalar(select(SubscriptionRequest).where(
+            SubscriptionRequest.account_id == owner.id, SubscriptionRequest.jid == jid))
+        if row is None:
+            session.add(SubscriptionRequest(account_id=owner.id, jid=jid, stanza=stanza))
+        else:
+            row.stanza = stanza
+
+
+def remove_request(db: Database, account: str, jid: str) -> None:
+    """Forget the request from ``jid`` (answered, cancelled, or the item was removed)."""
+    with db.write() as session:
+        owner = _account(session, account)
+        session.execute(delete(SubscriptionRequest).where(
+            SubscriptionRequest.account_id == owner.id, SubscriptionRequest.jid == jid))
+
+
+def watchers(db: Database, jid: str) -> list[str]:
+    """The accounts whose roster has ``jid`` with subscription ``to`` or ``both``: those who see
+    its presence (§4.2.2 from the other side)."""
+    with db.read() as session:
+        return list(session.scalars(select(Account.name).join(RosterItem, RosterItem.account_id == Account.id)
+                                    .where(RosterItem.jid == jid,
+                                           RosterItem.subscription.in_(("to", "both")))))

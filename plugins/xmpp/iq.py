@@ -9,12 +9,28 @@ A handler module declares what it answers with the ``handler`` decorator::
 ``features`` are the service discovery (XEP-0030) features the handler provides; ``before_auth``
 handlers (in-band registration, XEP-0077) are also reached before SASL. A handler raises
 ``stanzas.StanzaError`` to answer with an error. An IQ nobody handles gets ``service-unavailable``
-(RFC 6120 §8.4). No I/O here: handlers call the core.
+(RFC 6120 §8.4). ``feature(...)`` declares a feature that has no IQ of its own (``msgoffline``).
+No I/O here: handlers call the core.
+
+``dispatch`` routes every IQ a session sends (RFC 6120 §8.2.3, §10.3.3; RFC 6121 §8.5):
+
+    to a full JID       forwarded to that bound session; none: service-unavailable (§8.5.3.2.3)
+    to absent/domain    the ``to_server`` handler of the payload
+    to a bare account   its ``to_account`` handler; the sender's own bare JID also reaches
+                        ``to_server`` handlers (the server answers on the account's behalf)
+    to another domain   remote-server-not-found (no server-to-server yet)
+
+A get/set needs exactly one payload child (else ``bad-request``); results and errors not addressed
+to a session are dropped (answers to our keep-alive pings).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
+
+from convergence import Address, AddressError
+
+from .stanzas import StanzaError, error_reply
 
 
 @dataclass(frozen=True)
@@ -27,6 +43,7 @@ class Handler:
 
 
 HANDLERS: dict[str, Handler] = {}
+FEATURES: set[str] = set()
 
 
 def handler(payload: str, *, features=(), before_auth=False, to_server=True, to_account=False):
@@ -37,6 +54,53 @@ def handler(payload: str, *, features=(), before_auth=False, to_server=True, to_
     return register
 
 
+def feature(*names: str) -> None:
+    """Declare features provided without an IQ handler (e.g. XEP-0160 ``msgoffline``)."""
+    FEATURES.update(names)
+
+
 def features() -> list[str]:
     """Every registered feature, for disco#info."""
-    return sorted({f for h in HANDLERS.values() for f in h.features})
+    return sorted(FEATURES.union(*(h.features for h in HANDLERS.values())))
+
+
+def dispatch(service, session, iq) -> None:
+    """Route or answer one IQ from ``session`` (``from`` already stamped once bound)."""
+    kind = iq.get("type")
+    request = kind in ("get", "set")
+    try:
+        if kind not in ("get", "set", "result", "error") or iq.get("id") is None:
+            raise StanzaError("bad-request", "an IQ needs an id and a type of get, set, result or error")
+        to = Address.from_jid(iq.get("to")) if iq.get("to") else None
+    except (StanzaError, AddressError) as exc:
+        error = exc if isinstance(exc, StanzaError) else StanzaError("jid-malformed", str(exc))
+        if kind != "error":
+            session.send(error_reply(iq, error))
+        return
+    try:
+        if to is not None and to.resource and to.local:
+            peer = service.session(to)
+            if peer is not None:
+                peer.send(iq)
+                return
+        if not request:
+            return
+        if to is not None and to.domain != service.domain:
+            raise StanzaError("remote-server-not-found", f"no route to {to.domain}")
+        if len(iq) != 1:
+            raise StanzaError("bad-request", "an IQ get or set carries exactly one payload (RFC 6120 §8.2.3)")
+        handler = HANDLERS.get(iq[0].tag)
+        if to is None or not to.local:
+            allowed = handler is not None and handler.to_server and not (to and to.resource)
+        elif to.resource:
+            allowed = False  # a full JID with no session behind it (RFC 6121 §8.5.3.2.3)
+        else:
+            allowed = handler is not None and (
+                handler.to_account or (handler.to_server and to == session.account))
+        if not allowed:
+            raise StanzaError("service-unavailable")
+        reply = handler.func(service, session, iq)
+    except StanzaError as exc:
+        reply = error_reply(iq, exc)
+    if reply is not None:
+        session.send(reply)

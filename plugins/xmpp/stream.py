@@ -44,6 +44,7 @@ XML_NS = "http://www.w3.org/XML/1998/namespace"
 
 STREAM_CLOSE = b"</stream:stream>"
 MAX_STANZA_SIZE = 256 * 1024
+TEXT_BUFFER = 1024  # bytes of character data expat gathers per callback; longer text comes in pieces
 MAX_DEPTH = 64  # element levels in one stanza (the stanza is level 1); also bounds _write()'s recursion
 
 #: RFC 6120 §4.9.3.1 to §4.9.3.25.
@@ -123,6 +124,7 @@ class StreamParser:
         """Forget the old stream and expect a new header (restarts: §4.3.3, §5.4.3.3, §6.4.6)."""
         parser = expat.ParserCreate("utf-8", "}")
         parser.buffer_text = True
+        parser.buffer_size = TEXT_BUFFER  # the default 8 KiB buffer costs ~15 KB per idle stream
         # expat >= 2.6 may defer reparsing a partial token until more data arrives, which would
         # hold back a stanza whose last bytes were fed; a stream needs each stanza once complete.
         if hasattr(parser, "SetReparseDeferralEnabled"):

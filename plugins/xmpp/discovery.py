@@ -1,0 +1,77 @@
+"""Service discovery (XEP-0030), XMPP ping (XEP-0199) and software version (XEP-0092).
+
+disco#info on the server lists an ``server/im`` identity and every feature the IQ handlers declare
+(``iq.features()``); on an account's bare JID it answers for the account (``account/registered``,
+XEP-0030 §3.1), and ``service-unavailable`` when there is no such account (RFC 6121 §8.5.1).
+disco#items lists nothing yet (no components). Ping and version answer for the server. A
+get-only namespace sent as ``set`` is ``feature-not-implemented`` (RFC 6120 §8.3.3.3).
+"""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import convergence
+from convergence import Address
+from convergence.store import accounts
+
+from .iq import features, handler
+from .stanzas import StanzaError, iq_result, tag
+
+DISCO_INFO = "http://jabber.org/protocol/disco#info"
+DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+PING = "urn:xmpp:ping"
+VERSION = "jabber:iq:version"
+
+
+def _get(stanza) -> None:
+    if stanza.get("type") != "get":
+        raise StanzaError("feature-not-implemented", "only get is defined")
+    if stanza[0].get("node"):
+        raise StanzaError("item-not-found", "no such node")  # XEP-0030 §3.2
+
+
+def _account(service, stanza):
+    """The bare account JID the query is addressed to, or None for the server."""
+    account = Address.from_jid(stanza.get("to")).bare if stanza.get("to") else None
+    if account is None or account.local is None:
+        return None
+    if not accounts.exists(service.core.db, account.local):
+        raise StanzaError("service-unavailable")
+    return account
+
+
+@handler(tag("query", DISCO_INFO), features=(DISCO_INFO,), to_account=True)
+def disco_info(service, session, stanza):
+    _get(stanza)
+    query = ET.Element(tag("query", DISCO_INFO))
+    if _account(service, stanza) is not None:
+        ET.SubElement(query, tag("identity", DISCO_INFO), category="account", type="registered")
+        names = [DISCO_INFO]
+    else:
+        ET.SubElement(query, tag("identity", DISCO_INFO), category="server", type="im", name="Convergence")
+        names = features()
+    for name in names:
+        ET.SubElement(query, tag("feature", DISCO_INFO), var=name)
+    return iq_result(stanza, query)
+
+
+@handler(tag("query", DISCO_ITEMS), features=(DISCO_ITEMS,), to_account=True)
+def disco_items(service, session, stanza):
+    _get(stanza)
+    _account(service, stanza)
+    return iq_result(stanza, ET.Element(tag("query", DISCO_ITEMS)))
+
+
+@handler(tag("ping", PING), features=(PING,))
+def ping(service, session, stanza):
+    _get(stanza)
+    return iq_result(stanza)
+
+
+@handler(tag("query", VERSION), features=(VERSION,))
+def version(service, session, stanza):
+    _get(stanza)
+    query = ET.Element(tag("query", VERSION))
+    ET.SubElement(query, tag("name", VERSION)).text = "Convergence"
+    ET.SubElement(query, tag("version", VERSION)).text = convergence.__version__
+    return iq_result(stanza, query)

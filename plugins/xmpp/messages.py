@@ -1,0 +1,137 @@
+"""<message/> stanzas ⇄ core Messages (RFC 6121 §5, §8.5), offline delay stamps, carbons (XEP-0280).
+
+``outbound`` turns a client's message into an :class:`XmppMessage` and hands it to ``core.send``:
+the router and ``resolve_recipient`` decide where it goes (other XMPP resources, SIP, HTTP, echo,
+the offline store). A :class:`RoutingError` comes back as an error message (RFC 6120 §8.3) —
+except to an error message (§8.3.1). A message to an account that does not exist gets
+``service-unavailable`` rather than the core's ``item-not-found`` (RFC 6121 §8.5.1: no account
+harvesting). ``element`` renders a core message for a session, with the XEP-0203 delay stamp of an
+offline message. Payloads the core does not model (chat states, receipts, encryption) travel in
+``XmppMessage.extensions`` to XMPP recipients; the offline store keeps only the core fields.
+
+Carbons (XEP-0280 §6): a chat message (or a normal one with a body) that a session sends goes as
+a ``<sent/>`` copy to the account's other carbons-enabled sessions; one delivered to a full JID
+goes as a ``<received/>`` copy to the recipient account's other carbons-enabled sessions (a
+bare-JID message already reaches each available session). ``<private/>`` (XEP-0280 §7) and
+``<no-copy/>`` (XEP-0334) opt out, and so does a message to one's own account.
+"""
+from __future__ import annotations
+
+import dataclasses
+import xml.etree.ElementTree as ET
+from datetime import timezone
+
+from convergence import Address, AddressError, Message, RoutingError
+from convergence.message import MESSAGE_TYPES, new_id
+
+from . import iq
+from .stanzas import ERROR_TYPES, StanzaError, error_reply, iq_result, tag
+
+CARBONS_NS = "urn:xmpp:carbons:2"
+FORWARD_NS = "urn:xmpp:forward:0"
+DELAY_NS = "urn:xmpp:delay"
+HINTS_NS = "urn:xmpp:hints"
+MESSAGE, BODY, SUBJECT, THREAD = tag("message"), tag("body"), tag("subject"), tag("thread")
+CORE_CHILDREN = (BODY, SUBJECT, THREAD)
+NO_CARBONS = (tag("private", CARBONS_NS), tag("no-copy", HINTS_NS))
+
+iq.feature("msgoffline")  # XEP-0160 §4
+
+
+@dataclasses.dataclass(frozen=True)
+class XmppMessage(Message):
+    """A core Message that keeps the stanza's other payloads for XMPP recipients."""
+
+    extensions: tuple = ()
+
+    def reply(self, **changes) -> Message:
+        return super().reply(extensions=(), **changes)  # a reply does not repeat the payloads
+
+
+def outbound(service, session, element: ET.Element) -> None:
+    """A <message/> from a bound session (``from`` stamped): route it, answer errors, copy carbons."""
+    kind = element.get("type", "normal")
+    if kind not in MESSAGE_TYPES:
+        kind = "normal"  # RFC 6121 §5.2.2: an unknown type is treated as normal
+    try:
+        recipient = Address.from_jid(element.get("to")) if element.get("to") else session.account
+    except AddressError as exc:
+        if kind != "error":
+            session.send(error_reply(element, StanzaError("jid-malformed", str(exc))))
+        return
+    message = XmppMessage(
+        session.address, recipient, body=element.findtext(BODY) or "",
+        subject=element.findtext(SUBJECT), thread=element.findtext(THREAD), type=kind,
+        id=element.get("id") or new_id(),
+        extensions=tuple(child for child in element if child.tag not in CORE_CHILDREN))
+    try:
+        service.core.send(message)
+    except RoutingError as exc:
+        if kind != "error":
+            session.send(error_reply(element, StanzaError(_condition(exc, recipient, service), exc.text)))
+        return
+    if _carbon_eligible(message) and recipient.bare != session.account:
+        for other in service.sessions(session.account):
+            if other is not session and other.carbons:
+                other.send(_carbon("sent", element, other))
+
+
+def _condition(exc: RoutingError, recipient: Address, service) -> str:
+    if exc.condition == "item-not-found" and recipient.domain == service.domain:
+        return "service-unavailable"  # RFC 6121 §8.5.1
+    return exc.condition if exc.condition in ERROR_TYPES else "undefined-condition"
+
+
+def element(service, message: Message) -> ET.Element:
+    """The <message/> stanza for ``message`` (RFC 6121 §5.2), with a delay stamp if it was stored."""
+    stanza = ET.Element(MESSAGE, {"from": message.sender.jid, "to": message.recipient.jid,
+                                  "type": message.type, "id": message.id})
+    for name, text in ((SUBJECT, message.subject), (BODY, message.body), (THREAD, message.thread)):
+        if text:
+            ET.SubElement(stanza, name).text = text
+    stanza.extend(getattr(message, "extensions", ()))
+    if message.stamp is not None:  # XEP-0203 §4: when the server first received it
+        stamp = message.stamp.replace(tzinfo=message.stamp.tzinfo or timezone.utc)
+        ET.SubElement(stanza, tag("delay", DELAY_NS), {
+            "from": service.domain,
+            "stamp": stamp.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}).text = "Offline storage"
+    return stanza
+
+
+def delivered(service, session, message: Message) -> None:
+    """``message`` went to ``session``: <received/> carbons for the account's other sessions."""
+    if message.recipient != session.address or not _carbon_eligible(message) \
+            or message.sender.bare == session.account:
+        return
+    others = [s for s in service.sessions(session.account) if s is not session and s.carbons]
+    if others:
+        forwarded = element(service, message)
+        for other in others:
+            other.send(_carbon("received", forwarded, other))
+
+
+def _carbon_eligible(message: Message) -> bool:
+    """XEP-0280 §6: chat messages, normal ones with a body; not opted out."""
+    if message.type != "chat" and not (message.type == "normal" and message.body):
+        return False
+    return not any(x.tag in NO_CARBONS for x in getattr(message, "extensions", ()))
+
+
+def _carbon(kind: str, forwarded: ET.Element, to) -> ET.Element:
+    """XEP-0280 §6.2/§6.3: the copy, from the account's bare JID, wrapping the original."""
+    copy = ET.Element(MESSAGE, {"from": to.account.jid, "to": to.address.jid, "type": "chat"})
+    ET.SubElement(ET.SubElement(copy, tag(kind, CARBONS_NS)), tag("forwarded", FORWARD_NS)).append(forwarded)
+    return copy
+
+
+def _carbons_enabled(enabled: bool):
+    def handle(service, session, stanza):
+        if stanza.get("type") != "set":
+            raise StanzaError("bad-request", "carbons are switched with an IQ set")
+        session.carbons = enabled
+        return iq_result(stanza)
+    return handle
+
+
+iq.handler(tag("enable", CARBONS_NS), features=(CARBONS_NS,))(_carbons_enabled(True))
+iq.handler(tag("disable", CARBONS_NS))(_carbons_enabled(False))

@@ -1,0 +1,67 @@
+"""The c2s service: one per server, the tables every XMPP session and handler shares.
+
+``sessions(account)`` / ``session(full)`` / ``all_sessions()`` are the bound sessions (RFC 6120 §7),
+by account and resource; ``connected``/``disconnected`` track every open stream, bound or not, so
+that ``shutdown`` can end each with a ``system-shutdown`` stream error (§4.9.3.22). Failed logins
+count per source address in ``limiter``. No I/O here: the transport owns the sockets, the TLS
+context is handed in.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from convergence import Address
+from convergence.ratelimit import FailureLimiter
+from convergence.store import accounts
+
+
+class C2SService:
+    def __init__(self, core, settings: dict, tls_context=None):
+        self.core = core
+        self.settings = settings  # the parsed [xmpp] table
+        self.domain: str = core.domain
+        self.tls_context = tls_context  # an ssl.SSLContext once listeners exist; None: no STARTTLS
+        self.limiter = FailureLimiter(settings["login_failures"], settings["login_failure_window"])
+        self.secret = os.urandom(32)  # SCRAM salts simulated for unknown users (RFC 5802 §5.1)
+        self.now = time.monotonic
+        self._bound: dict[Address, dict[str, object]] = {}
+        self._open: set = set()
+
+    def credentials(self, username: str):
+        """The stored SCRAM keys of ``username`` (SASL lookups), or None."""
+        return accounts.credentials(self.core.db, username)
+
+    # ---- every open stream ----
+    def connected(self, session) -> None:
+        self._open.add(session)
+
+    def disconnected(self, session) -> None:
+        self._open.discard(session)
+
+    def shutdown(self) -> None:
+        """End every stream with ``system-shutdown`` (the server is stopping)."""
+        for session in list(self._open):
+            session.close("system-shutdown", "the server is shutting down")
+
+    # ---- bound sessions ----
+    def bind(self, session) -> None:
+        self._bound.setdefault(session.account, {})[session.address.resource] = session
+
+    def unbind(self, session) -> None:
+        table = self._bound.get(session.account, {})
+        if table.get(session.address.resource) is session:
+            del table[session.address.resource]
+            if not table:
+                del self._bound[session.account]
+
+    def sessions(self, account: Address) -> list:
+        """The bound sessions of ``account`` (a bare address), in the order they bound."""
+        return list(self._bound.get(account.bare, {}).values())
+
+    def session(self, full: Address):
+        """The bound session with the full JID ``full``, or None."""
+        return self._bound.get(full.bare, {}).get(full.resource)
+
+    def all_sessions(self) -> list:
+        return [s for table in self._bound.values() for s in table.values()]

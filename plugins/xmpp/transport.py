@@ -1,0 +1,82 @@
+"""The XMPP c2s transport: gevent listeners feeding each connection to a sans-IO ``c2s.Session``.
+
+This file and ``convergence.connection`` are the only socket code of the plugin. Each accepted
+socket gets a :class:`~convergence.connection.Connection` (TCP_NODELAY, a bounded outbound queue
+of ``[xmpp] max_queued`` bytes: a client that stops reading is disconnected) whose reader loop
+feeds the session and asks it how long silence may last (``Session.idle_timeout``: the negotiation
+deadline, then keep-alive pings that detect half-open connections). The ``listen`` port speaks
+STARTTLS (RFC 6120 §5); ``tls_listen`` is Direct TLS (XEP-0368), TLS from the first byte.
+"""
+from __future__ import annotations
+
+import logging
+
+from gevent.server import StreamServer
+
+from convergence import certificates
+from convergence.connection import Connection
+
+from .c2s import Session
+
+log = logging.getLogger(__name__)
+
+
+def tls_context(core, settings):
+    """The server's certificate (configured, or self-signed in data_dir) as an SSLContext."""
+    cert, key = certificates.files(core.domain, core.config.data_dir, settings["tls_cert"],
+                                   settings["tls_key"])
+    return certificates.server_context(cert, key)
+
+
+def serve_connection(service, sock, peer, direct_tls: bool = False) -> None:
+    """Run one client connection to its end (the StreamServer's handler greenlet)."""
+    settings = service.settings
+    conn = Connection(sock, peer, max_queued=settings["max_queued"],
+                      idle_timeout=settings["negotiation_timeout"])
+    if direct_tls:
+        try:
+            conn.start_tls(service.tls_context, timeout=settings["negotiation_timeout"])
+        except OSError as exc:
+            conn.close(f"TLS handshake failed: {exc}")
+            return
+    session = Session(service, conn, peer, encrypted=direct_tls)
+
+    def on_data(data: bytes) -> None:
+        session.receive(data)
+        conn.idle_timeout = session.idle_timeout()
+
+    def on_idle() -> None:
+        session.idle()
+        conn.idle_timeout = session.idle_timeout()
+
+    try:
+        conn.run(on_data, on_idle)
+    finally:
+        session.connection_lost()
+        log.debug("xmpp session %s ended: %s", session, conn.close_reason)
+
+
+class C2SListener(StreamServer):
+    """A StreamServer whose ``stop`` first ends every session with ``system-shutdown``."""
+
+    def __init__(self, address, service, direct_tls: bool = False):
+        super().__init__(address, self._accept)
+        self.service = service
+        self.direct_tls = direct_tls
+
+    def _accept(self, sock, peer) -> None:
+        serve_connection(self.service, sock, peer, self.direct_tls)
+
+    def stop(self, timeout=None):
+        self.service.shutdown()
+        super().stop(timeout)
+
+
+def listeners(service) -> list[StreamServer]:
+    """The STARTTLS listener on ``listen`` and, if set, the Direct TLS one on ``tls_listen``."""
+    settings = service.settings
+    service.tls_context = tls_context(service.core, settings)
+    servers = [C2SListener(settings["listen"], service)]
+    if settings["tls_listen"]:
+        servers.append(C2SListener(settings["tls_listen"], service, direct_tls=True))
+    return servers
