@@ -5,17 +5,15 @@ and password; once authenticated it may change its password (§3.3) or remove it
 which ends every stream of the account). With registration off the IQ is answered
 ``service-unavailable``, and the stream feature is not offered (c2s.py).
 
-Deriving the password secrets (PBKDF2) is CPU work: it runs in the hub's threadpool; storing the
-account and firing ``on_account`` stay on the event loop.
+The core derives the password secrets (PBKDF2) in the hub's threadpool, so registering does not
+stall other streams.
 """
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-import gevent
-
 from convergence import AddressError
-from convergence.credentials import PasswordError, derive
+from convergence.credentials import PasswordError
 from convergence.store import accounts
 
 from .iq import handler
@@ -43,17 +41,14 @@ def register(service, session, iq: ET.Element) -> ET.Element:
         address = core.address(name)
         if account is not None and address != account:
             raise StanzaError("not-allowed", "only your own password can be changed")
-        creds = gevent.get_hub().threadpool.apply(derive, (address.local, core.domain, password))
+        if account is None:
+            core.add_account(address.local, password)
+        else:
+            core.set_password(address.local, password)  # §3.3
     except (AddressError, PasswordError) as exc:
         raise StanzaError("not-acceptable", str(exc)) from None
-    try:
-        if account is None:
-            accounts.create(core.db, address.local, creds)
-        else:
-            accounts.set_credentials(core.db, address.local, creds)  # §3.3
     except accounts.AccountExists:
         raise StanzaError("conflict", f"{address} is taken") from None
-    core.hook.on_account(core=core, account=address, change="changed" if account else "created")
     return iq_result(iq)
 
 
