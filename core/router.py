@@ -4,7 +4,9 @@ This module is also the builtin plugin ``router``: its ``trylast`` ``resolve_rec
 for local accounts, so any other plugin can claim an address first. A local account's message
 goes (RFC 6121 §8.5) to the endpoint named by a full address, else to every available endpoint
 with non-negative priority (§8.5.2.1.1 allows "all non-negative resources": that is how one
-account reaches XMPP, SIP and HTTP at once), else to the offline store (XEP-0160).
+account reaches XMPP, SIP and HTTP at once), else to the offline store (XEP-0160) if it is worth
+storing (``storable``); ``error`` messages, and ``headline`` messages for a resource that is gone,
+are delivered only to a live named resource and otherwise silently ignored.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ log = logging.getLogger(__name__)
 
 DELIVERED = "delivered"
 STORED = "stored"
-DISCARDED = "discarded"  # RFC 6121 §8.5.2.2.1: an error message for an offline account
+DISCARDED = "discarded"  # silently ignored (RFC 6121 §8.5): errors, headlines, nothing to store
 
 
 def live_endpoints(core, account: Address) -> list:
@@ -40,6 +42,18 @@ def deliver_to(endpoints, message: Message) -> int:
     return delivered
 
 
+def storable(message: Message) -> bool:
+    """Whether an undeliverable message goes to the offline store (XEP-0160, RFC 6121 §8.5.2.2.1).
+
+    Only ``normal`` and ``chat`` messages, and only with a body or subject: chat states and
+    receipts alone are not worth keeping. A protocol may attach a ``store_hint`` attribute
+    (XEP-0334 ``<store/>`` True, ``<no-store/>`` False) that overrides the body rule."""
+    if message.type not in ("normal", "chat"):
+        return False
+    hint = getattr(message, "store_hint", None)
+    return bool(message.body or message.subject) if hint is None else hint
+
+
 class LocalAccountRoute:
     """Deliver to the live endpoints of a local account, or store the message for later."""
 
@@ -51,10 +65,13 @@ class LocalAccountRoute:
         named = self.core.presence.endpoint(message.recipient) if message.recipient.resource else None
         if message.type == "groupchat" and not named:
             raise RoutingError("service-unavailable", "groupchat messages need a room")  # §8.5.2.1.1
+        if not named and (message.type == "error" or
+                          message.type == "headline" and message.recipient.resource):
+            return DISCARDED  # §8.5.2.1.1, §8.5.3.2.1: silently ignored unless for a live resource
         delivered = deliver_to([named] if named else live_endpoints(self.core, self.account), message)
         if delivered:
             return DELIVERED
-        if message.type == "error":
+        if not storable(message):
             return DISCARDED
         limit = self.core.config["server"]["max_offline_messages"]
         try:

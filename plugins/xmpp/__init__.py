@@ -2,7 +2,8 @@
 
 ``on_startup`` creates the :class:`~.service.C2SService`; ``add_listeners`` returns the STARTTLS
 listener (``[xmpp] listen``) and the optional Direct TLS one (``tls_listen``). The core's
-``on_presence`` and ``on_account`` hooks go to ``presence.py`` and ``roster.py``; ``on_shutdown``
+``on_presence`` hook, and ``on_register``/``on_login``/``on_logout`` for non-XMPP endpoints, go to
+``presence.py``; ``on_account`` to ``roster.py``; ``on_shutdown``
 ends every session with a ``system-shutdown`` stream error. See docs/xmpp.md.
 """
 from __future__ import annotations
@@ -76,6 +77,28 @@ def on_presence(core, account, presence):
     service = SERVICES.get(core)
     if service is not None:
         xmpp_presence.account_changed(service, account, presence)
+
+
+@hookimpl
+def on_register(core, account, endpoint, expires):
+    _endpoint_changed(core, account, endpoint)
+
+
+@hookimpl
+def on_login(core, account, endpoint):
+    _endpoint_changed(core, account, endpoint)
+
+
+@hookimpl
+def on_logout(core, account, endpoint):
+    _endpoint_changed(core, account, endpoint)
+
+
+def _endpoint_changed(core, account, endpoint):
+    """A SIP binding or HTTP stream came or went: XMPP watchers see it as a resource."""
+    service = SERVICES.get(core)
+    if service is not None and endpoint.protocol != "xmpp":
+        xmpp_presence.account_changed(service, account)
 
 
 @hookimpl

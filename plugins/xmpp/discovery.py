@@ -1,7 +1,7 @@
 """Service discovery (XEP-0030), XMPP ping (XEP-0199) and software version (XEP-0092).
 
 disco#info on the server lists an ``server/im`` identity and every feature the IQ handlers declare
-(``iq.features()``); on an account's bare JID it answers for the account (``account/registered``,
+(``iq.features(service)``); on an account's bare JID it answers for the account (``account/registered``,
 XEP-0030 §3.1), and ``service-unavailable`` when there is no such account (RFC 6121 §8.5.1).
 disco#items lists nothing yet (no components). Ping and version answer for the server. A
 get-only namespace sent as ``set`` is ``feature-not-implemented`` (RFC 6120 §8.3.3.3).
@@ -49,7 +49,7 @@ def disco_info(service, session, stanza):
         names = [DISCO_INFO]
     else:
         ET.SubElement(query, tag("identity", DISCO_INFO), category="server", type="im", name="Convergence")
-        names = features()
+        names = features(service)
     for name in names:
         ET.SubElement(query, tag("feature", DISCO_INFO), var=name)
     return iq_result(stanza, query)

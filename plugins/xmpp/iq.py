@@ -6,7 +6,8 @@ A handler module declares what it answers with the ``handler`` decorator::
     def roster(service, session, iq):  # -> reply element, or None when it answered itself
         ...
 
-``features`` are the service discovery (XEP-0030) features the handler provides; ``before_auth``
+``features`` are the service discovery (XEP-0030) features the handler provides (only while
+``offered(service)`` is true, when given: registration is listed only when enabled); ``before_auth``
 handlers (in-band registration, XEP-0077) are also reached before SASL. A handler raises
 ``stanzas.StanzaError`` to answer with an error. An IQ nobody handles gets ``service-unavailable``
 (RFC 6120 §8.4). ``feature(...)`` declares a feature that has no IQ of its own (``msgoffline``).
@@ -40,16 +41,18 @@ class Handler:
     before_auth: bool = False
     to_server: bool = True    # answers IQs addressed to the server (to absent or the domain)
     to_account: bool = False  # answers IQs addressed to a bare account JID (vcard of a contact, …)
+    offered: Callable | None = None  # offered(service): the features are listed only when true
 
 
 HANDLERS: dict[str, Handler] = {}
 FEATURES: set[str] = set()
 
 
-def handler(payload: str, *, features=(), before_auth=False, to_server=True, to_account=False):
+def handler(payload: str, *, features=(), before_auth=False, to_server=True, to_account=False,
+            offered=None):
     """Register the decorated function for IQs whose child is ``payload`` (``{ns}local``)."""
     def register(func):
-        HANDLERS[payload] = Handler(func, tuple(features), before_auth, to_server, to_account)
+        HANDLERS[payload] = Handler(func, tuple(features), before_auth, to_server, to_account, offered)
         return func
     return register
 
@@ -59,9 +62,10 @@ def feature(*names: str) -> None:
     FEATURES.update(names)
 
 
-def features() -> list[str]:
-    """Every registered feature, for disco#info."""
-    return sorted(FEATURES.union(*(h.features for h in HANDLERS.values())))
+def features(service) -> list[str]:
+    """Every feature ``service`` offers, for disco#info (XEP-0030 §3.1)."""
+    offered = (h.features for h in HANDLERS.values() if h.offered is None or h.offered(service))
+    return sorted(FEATURES.union(*offered))
 
 
 def dispatch(service, session, iq) -> None:

@@ -7,7 +7,9 @@ except to an error message (§8.3.1). A message to an account that does not exis
 ``service-unavailable`` rather than the core's ``item-not-found`` (RFC 6121 §8.5.1: no account
 harvesting). ``element`` renders a core message for a session, with the XEP-0203 delay stamp of an
 offline message. Payloads the core does not model (chat states, receipts, encryption) travel in
-``XmppMessage.extensions`` to XMPP recipients; the offline store keeps only the core fields.
+``XmppMessage.extensions`` to XMPP recipients; the offline store keeps only the core fields, and
+only takes messages with a body or subject unless a XEP-0334 ``<store/>`` or ``<no-store/>`` hint
+says otherwise (``store_hint``).
 
 Carbons (XEP-0280 §6): a chat message (or a normal one with a body) that a session sends goes as
 a ``<sent/>`` copy to the account's other carbons-enabled sessions; one delivered to a full JID
@@ -34,6 +36,7 @@ HINTS_NS = "urn:xmpp:hints"
 MESSAGE, BODY, SUBJECT, THREAD = tag("message"), tag("body"), tag("subject"), tag("thread")
 CORE_CHILDREN = (BODY, SUBJECT, THREAD)
 NO_CARBONS = (tag("private", CARBONS_NS), tag("no-copy", HINTS_NS))
+STORE, NO_STORE = tag("store", HINTS_NS), tag("no-store", HINTS_NS)
 
 iq.feature("msgoffline")  # XEP-0160 §4
 
@@ -46,6 +49,15 @@ class XmppMessage(Message):
 
     def reply(self, **changes) -> Message:
         return super().reply(extensions=(), **changes)  # a reply does not repeat the payloads
+
+    @property
+    def store_hint(self) -> bool | None:
+        """XEP-0334 §4 for the router's offline store: ``<store/>`` True, ``<no-store/>`` False,
+        neither None (stored when there is a body or subject)."""
+        names = {x.tag for x in self.extensions}
+        if NO_STORE in names:
+            return False
+        return True if STORE in names else None
 
 
 def outbound(service, session, element: ET.Element) -> None:

@@ -13,9 +13,11 @@
 - **Subscriptions** (§3): the state machine is ``subscriptions.py``; here its decisions are applied
   to both sides of a local relationship: store, roster push, routing, the automatic ``subscribed``,
   and presence sent or withdrawn when a contact starts or stops seeing the user.
-- **Non-XMPP presence**: ``account_changed`` (the core's ``on_presence``) shows, from the bare JID,
-  the best presence of an account's SIP/HTTP endpoints or of a service user; changes made by XMPP
-  sessions themselves are already broadcast per resource and are not repeated.
+- **Non-XMPP presence**: each SIP binding or HTTP stream of an account is shown as a resource of
+  its own, from the endpoint's full JID (``user@domain/<endpoint resource>``), available while it
+  is there and ``unavailable`` when it goes; a service user (echo, the HTTP user) from its bare JID.
+  ``account_changed`` runs on the core's ``on_presence``, ``on_register``, ``on_login`` and
+  ``on_logout`` and sends only what changed; XMPP sessions broadcast their own presence.
 
 The shared roster makes every local account and service user a ``both`` contact of every account:
 subscription stanzas between them are answered (``subscribe`` → ``subscribed``) but change nothing.
@@ -43,11 +45,11 @@ TYPES = (None, "unavailable", "probe", "error") + KINDS
 
 class _Memory:
     """What presence remembers per service: the last available stanza of each session (for
-    probes, §4.3.2) and the non-XMPP presence last shown for each account."""
+    probes, §4.3.2) and, per account, the non-XMPP presence last shown from each JID."""
 
     def __init__(self):
         self.last: dict[Address, tuple[object, ET.Element]] = {}
-        self.shown: dict[Address, Presence] = {}
+        self.shown: dict[Address, dict[Address, Presence]] = {}
 
 
 _MEMORY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -98,21 +100,24 @@ def closed(service, session) -> None:
 
 
 def account_changed(service, account: Address, presence: Presence | None = None) -> None:
-    """The combined presence of ``account`` or a service user changed (core ``on_presence``).
+    """An endpoint of ``account`` came, went or changed, or a service user's presence changed.
 
-    Shows, from the bare JID, the best presence of its non-XMPP endpoints (SIP bindings, HTTP
-    streams) or its service presence to the sessions that see it. Idempotent: nothing is sent
-    when that presence did not change (the change came from an XMPP session, already broadcast).
+    Shows the sessions that see the account what changed among its non-XMPP endpoints (SIP
+    bindings, HTTP streams; each from its full JID) or its service presence (from the bare JID).
+    Idempotent: nothing is sent when nothing changed (XMPP sessions broadcast their own presence).
     """
-    memory = _memory(service)
-    current = _foreign(service.core, account)
-    if memory.shown.get(account, UNAVAILABLE) == current:
-        return
-    if current.available:
-        memory.shown[account] = current
+    shown = _memory(service).shown
+    before, current = shown.get(account, {}), _foreign(service.core, account)
+    if current:
+        shown[account] = current
     else:
-        memory.shown.pop(account, None)
-    _send(_watchers(service, account), _stanza_of(account, current))
+        shown.pop(account, None)
+    changes = [_stanza_of(jid, p) for jid, p in current.items() if before.get(jid) != p]
+    changes += [_stanza("unavailable", jid) for jid in before if jid not in current]
+    if changes:
+        watchers = _watchers(service, account)
+        for stanza in changes:
+            _send(watchers, stanza)
 
 
 def contact_removed(service, account: Address, contact: Address, item: Item) -> None:
@@ -178,9 +183,8 @@ def _show_contact(service, contact: Address, sessions: list) -> None:
     """The current presence of ``contact`` to ``sessions`` (the probe answer, §4.3.2)."""
     for other in _own(service, contact):
         _send(sessions, _memory(service).last[other.address][1], other.address)
-    foreign = _foreign(service.core, contact)
-    if foreign.available:
-        _send(sessions, _stanza_of(contact, foreign))
+    for jid, presence in _foreign(service.core, contact).items():
+        _send(sessions, _stanza_of(jid, presence))
 
 
 def _withdraw(service, account: Address, contact: Address) -> None:
@@ -188,8 +192,8 @@ def _withdraw(service, account: Address, contact: Address) -> None:
     targets = _own(service, contact)
     for session in _own(service, account):
         _send(targets, _stanza("unavailable", session.address))
-    if _foreign(service.core, account).available:
-        _send(targets, _stanza("unavailable", account))
+    for jid in _foreign(service.core, account):
+        _send(targets, _stanza("unavailable", jid))
 
 
 # -- subscriptions (§3) --
@@ -224,9 +228,7 @@ def _receive(service, user: Address, contact: Address, kind: str, element: ET.El
             _receive(service, contact, user, answer, _stanza(answer, user, contact))
         return
     if not accounts.exists(core.db, user.local):
-        if kind == "subscribe":  # §3.1.3: no such contact
-            _receive(service, contact, user, "unsubscribed", _stanza("unsubscribed", user, contact))
-        return
+        return  # §8.5.1: no such user, the stanza is silently ignored (no account harvesting)
     outcome = inbound(kind, _state(service, user, contact))
     _apply(service, user, contact, outcome, element)
     if outcome.forward:
@@ -265,9 +267,8 @@ def _follow(service, account: Address, contact: Address, outcome) -> None:
         targets = _own(service, contact)
         for session in _own(service, account):
             _send(targets, _memory(service).last[session.address][1], session.address)
-        foreign = _foreign(service.core, account)
-        if foreign.available:
-            _send(targets, _stanza_of(account, foreign))
+        for jid, presence in _foreign(service.core, account).items():
+            _send(targets, _stanza_of(jid, presence))
     elif old.shows_contact and not new.shows_contact:  # §3.2.2, §3.3.3
         _withdraw(service, account, contact)
 
@@ -298,14 +299,14 @@ def _own(service, account: Address) -> list:
     return [s for s in service.sessions(account) if s.available]
 
 
-def _foreign(core, account: Address) -> Presence:
-    """The best presence of ``account``'s non-XMPP endpoints, or a service user's presence."""
-    endpoints = core.presence.endpoints(account)
-    if not endpoints:
-        return core.presence.presence(account)
-    best = max((e.presence for e in endpoints if e.protocol != "xmpp"), key=Presence.rank,
-               default=UNAVAILABLE)
-    return best if best.available else UNAVAILABLE
+def _foreign(core, account: Address) -> dict[Address, Presence]:
+    """What to show of ``account`` besides its XMPP sessions: each available non-XMPP endpoint by
+    its full JID, or a service user's presence by its bare JID."""
+    if account.bare in roster.service_users(core):
+        presence = core.presence.presence(account)
+        return {account.bare: presence} if presence.available else {}
+    return {e.address: e.presence for e in core.presence.endpoints(account)
+            if e.protocol != "xmpp" and e.presence.available}
 
 
 # -- stanzas --

@@ -3,7 +3,8 @@
 Before authentication a client may ask for the form (§3.1) and create an account with a username
 and password; once authenticated it may change its password (§3.3) or remove its account (§3.2,
 which ends every stream of the account). With registration off the IQ is answered
-``service-unavailable``, and the stream feature is not offered (c2s.py).
+``service-unavailable``, and neither the stream feature (c2s.py) nor the ``jabber:iq:register``
+disco#info feature is offered.
 
 The core derives the password secrets (PBKDF2) in the hub's threadpool, so registering does not
 stall other streams.
@@ -23,9 +24,13 @@ NS = "jabber:iq:register"
 QUERY = f"{{{NS}}}query"
 
 
-@handler(QUERY, before_auth=True)
+def enabled(service) -> bool:
+    return bool(service.settings["allow_registration"])
+
+
+@handler(QUERY, features=(NS,), before_auth=True, offered=enabled)
 def register(service, session, iq: ET.Element) -> ET.Element:
-    if not service.settings["allow_registration"]:
+    if not enabled(service):
         raise StanzaError("service-unavailable", "in-band registration is off")
     query = iq[0]
     account = session.account if session.address is not None else None

@@ -121,7 +121,7 @@ def account_changed(service, account: Address, change: str) -> None:
 
 
 # -- the jabber:iq:roster IQ --
-@handler(QUERY)
+@handler(QUERY, features=(NS,))
 def roster_iq(service, session, iq: ET.Element) -> ET.Element:
     """Roster get (§2.2, with versioning §2.6) and roster set (§2.3 add, §2.4 update, §2.5 remove)."""
     query = iq.find(QUERY)

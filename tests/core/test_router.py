@@ -94,3 +94,41 @@ def test_error_messages_for_offline_accounts_are_discarded(core, alice):  # RFC 
 def test_groupchat_to_a_bare_account_is_refused(core, alice):
     with pytest.raises(RoutingError, match="service-unavailable"):
         core.send(msg(core, alice, type="groupchat"))
+
+
+@pytest.mark.parametrize("fields", [dict(body=""), dict(body="", type="headline"),
+                                    dict(body="news", type="headline")],
+                         ids=["no-body", "headline-no-body", "headline"])
+def test_what_is_not_worth_storing_is_discarded(core, alice, fields):  # XEP-0160, RFC 6121 §8.5.2.2.1
+    assert core.send(msg(core, alice, **fields)) == "discarded"
+    assert offline.count(core.db, "alice") == 0
+
+
+def test_a_subject_alone_is_stored(core, alice):
+    assert core.send(msg(core, alice, "", subject="topic")) == "stored"
+
+
+@pytest.mark.parametrize("body, hint, outcome", [("hi", False, "discarded"), ("", True, "stored")],
+                         ids=["no-store", "store"])
+def test_store_hints_override_the_body_rule(core, alice, body, hint, outcome):  # XEP-0334
+    class Hinted(Message):
+        store_hint = hint
+    assert core.send(Hinted(core.address("bob", "laptop"), alice, body)) == outcome
+    assert offline.count(core.db, "alice") == (outcome == "stored")
+
+
+def test_error_messages_reach_only_a_named_live_resource(core, alice):  # RFC 6121 §8.5.2.1.1
+    phone = RecordingEndpoint(alice.with_resource("phone"))
+    core.presence.login(phone)
+    assert core.send(msg(core, alice, type="error")) == "discarded"
+    assert core.send(msg(core, alice.with_resource("gone"), type="error")) == "discarded"
+    assert core.send(msg(core, alice.with_resource("phone"), type="error")) == "delivered"
+    assert len(phone.received) == 1
+
+
+def test_headline_to_a_gone_resource_is_discarded(core, alice):  # RFC 6121 §8.5.3.2.1
+    phone = RecordingEndpoint(alice.with_resource("phone"))
+    core.presence.login(phone)
+    assert core.send(msg(core, alice.with_resource("gone"), type="headline")) == "discarded"
+    assert core.send(msg(core, alice, type="headline")) == "delivered"
+    assert len(phone.received) == 1

@@ -1,4 +1,6 @@
 """Messages between real slixmpp clients (RFC 6121 §5, §8.5; XEP-0160, XEP-0203, XEP-0280)."""
+import xml.etree.ElementTree as ET
+
 import pytest
 
 
@@ -53,6 +55,7 @@ def test_echo_answers_an_xmpp_client(server, xmpp_client):
 
 def test_message_to_unknown_account_gets_service_unavailable(server, xmpp_client):
     alice = xmpp_client(server, "alice")
+    alice.watch("message_error")  # before sending: the error may come back at once
     alice.send_message("nobody@example.org", "anyone?")
     error = alice.next("message_error")
     assert error["error"]["condition"] == "service-unavailable"
@@ -73,3 +76,30 @@ def test_carbons_copy_sent_and_received_messages(server, xmpp_client):
     assert (received["carbon_received"]["body"], str(received["carbon_received"]["from"])) == (
         "to the phone", bob.jid)
     assert phone.next("message")["body"] == "to the phone"
+
+
+def test_offline_store_keeps_bodies_and_follows_store_hints(server, xmpp_client, raw_client):
+    """XEP-0160 with XEP-0085/XEP-0184 payloads and XEP-0334 hints: a chat state alone or a
+    ``<no-store/>`` message is not stored; ``<store/>`` stores one without a body."""
+    alice = xmpp_client(server, "alice")
+
+    def send(body, *payloads):
+        def go():
+            message = alice.xmpp.make_message(mto="bob@example.org", mbody=body, mtype="chat")
+            for payload in payloads:
+                message.xml.append(ET.fromstring(payload))
+            message.send()
+        alice.call(go)
+    send(None, "<composing xmlns='http://jabber.org/protocol/chatstates'/>")
+    send("secret", "<no-store xmlns='urn:xmpp:hints'/>")
+    send(None, "<store xmlns='urn:xmpp:hints'/>", "<received xmlns='urn:xmpp:receipts' id='r1'/>")
+    send("kept")
+    alice.send_message("alice@example.org", "flush")
+    assert alice.next("message")["body"] == "flush"
+    alice.none("message", 0.2)  # none of them was refused
+    bob = raw_client(server)  # slixmpp has no event for a message without a body
+    bob.login("bob", "builder")
+    bob.send(b"<presence/><message to='bob@example.org/raw' id='end'><body>end</body></message>")
+    events = bob.read(lambda e: getattr(e, "get", lambda _: None)("id") == "end")
+    bodies = [e.findtext("{jabber:client}body") for e in events if getattr(e, "tag", "") == "{jabber:client}message"]
+    assert bodies == [None, "kept", "end"]

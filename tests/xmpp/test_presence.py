@@ -106,16 +106,50 @@ def hub(core):
     return core, service, alice
 
 
-def test_sip_endpoint_shows_from_the_bare_jid(hub):
+def test_sip_endpoint_shows_as_a_resource_of_its_own(hub):
     core, service, alice = hub
     phone = RecordingEndpoint(core.address("bob", "sip-1"), "sip", Presence(show="away"))
     core.presence.register(phone, 3600)
     (stanza,) = alice.sent
     assert (stanza.get("from"), stanza.get("to"), stanza.get("type")) == \
-        (str(core.address("bob")), str(alice.address), None)
+        (str(phone.address), str(alice.address), None)
     assert stanza.findtext("{jabber:client}show") == "away"
+    core.presence.register(phone, 3600)  # a refresh changes nothing
     core.presence.unregister(phone)
-    assert alice.sent[-1].get("type") == "unavailable" and len(alice.sent) == 2
+    assert [(s.get("from"), s.get("type")) for s in alice.sent[1:]] == [(str(phone.address), "unavailable")]
+
+
+def test_each_endpoint_is_seen_even_when_the_combined_presence_does_not_change(hub):
+    """A SIP phone registering while an equally available XMPP resource is online (on_presence
+    does not fire) is shown, and so is a second binding and an HTTP stream logging in and out."""
+    core, service, alice = hub
+    bob = FakeSession(core.address("bob", "laptop"))
+    bob.presence = Presence()
+    service.bind(bob)
+    core.presence.login(bob)
+    alice.sent.clear()
+    phones = [RecordingEndpoint(core.address("bob", f"sip-{n}"), "sip") for n in (1, 2)]
+    stream = RecordingEndpoint(core.address("bob", "http-1"), "http")
+    for phone in phones:
+        core.presence.register(phone, 3600)
+    core.presence.login(stream)
+    core.presence.logout(stream)
+    core.presence.unregister(phones[0])
+    assert core.presence.presence(bob.account) == Presence()  # never changed
+    assert [(s.get("from"), s.get("type")) for s in alice.sent] == [
+        ("bob@localhost/sip-1", None), ("bob@localhost/sip-2", None), ("bob@localhost/http-1", None),
+        ("bob@localhost/http-1", "unavailable"), ("bob@localhost/sip-1", "unavailable")]
+
+
+def test_probe_answers_and_new_sessions_list_every_endpoint(hub):
+    """The initial-presence probe answers (§4.3.2) include each non-XMPP endpoint."""
+    core, service, alice = hub
+    phone = RecordingEndpoint(core.address("bob", "sip-1"), "sip", Presence(status="desk phone"))
+    core.presence.register(phone, 3600)
+    late = FakeSession(core.address("alice", "tablet"))
+    xmpp_presence._show_contact(service, core.address("bob"), [late])
+    (stanza,) = late.sent
+    assert (stanza.get("from"), stanza.findtext("{jabber:client}status")) == ("bob@localhost/sip-1", "desk phone")
 
 
 def test_xmpp_changes_are_not_repeated_from_the_bare_jid(hub):
