@@ -10,13 +10,17 @@ Fixtures:
 - ``register_plugin(plugin, name=None)`` — register a plugin on ``core`` for one test.
 
 - ``serve(config=None, *args)`` — a real ``convergence serve`` process (``config`` is a TOML-shaped
-  dict; ``data_dir`` defaults to the test's ``tmp_path``), returned once every listener is up;
-  terminated after the test. For scenario tests with real clients.
+  dict; ``data_dir`` defaults to the test's ``tmp_path``, ``database`` to ``database_url``),
+  returned once every listener is up; terminated after the test. For scenario tests with real
+  clients.
+- ``database_url`` — the ``[server] database`` such a process uses: ``""`` (SQLite in its
+  ``data_dir``) or the test's own PostgreSQL schema (below). Put it in a config you open yourself
+  (to create accounts before the server starts) so both see the same database.
 
 Helpers: :class:`RecordingEndpoint`, an endpoint that keeps what it is given; :func:`free_port`.
 
-The database is in-memory SQLite, or PostgreSQL with ``--convergence-database URL`` (or
-``CONVERGENCE_TEST_DATABASE``): each test then gets a schema of its own, dropped afterwards.
+The database is SQLite (in memory for ``make_core``), or PostgreSQL with ``--convergence-database URL``
+(or ``CONVERGENCE_TEST_DATABASE``): each test then gets a schema of its own, dropped afterwards.
 """
 from __future__ import annotations
 
@@ -63,23 +67,45 @@ def pytest_addoption(parser):
                           "(default: in-memory SQLite)")
 
 
+def create_schema(url: str):
+    """A new PostgreSQL schema in the database at ``url``: its URL (search_path set) and a dropper."""
+    schema = "cv_" + uuid.uuid4().hex[:12]
+    admin = Database(url)
+    with admin.engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+
+    def drop():
+        with admin.engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}", drop
+
+
 def open_test_database(url: str | None):
     """A fresh Database and a function that drops it: in-memory SQLite or a new PostgreSQL schema."""
     if not url:
         db = Database("sqlite://")
         return db, db.close
-    schema = "cv_" + uuid.uuid4().hex[:12]
-    admin = Database(url)
-    with admin.engine.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    db = Database(url, connect_args={"options": f"-csearch_path={schema}"})
+    schema_url, drop_schema = create_schema(url)
+    db = Database(schema_url)
 
     def drop():
         db.close()
-        with admin.engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.close()
+        drop_schema()
     return db, drop
+
+
+@pytest.fixture
+def database_url(request):
+    """``[server] database`` for a server process: "" (SQLite in its data_dir), or with
+    ``--convergence-database`` a PostgreSQL schema of the test's own, dropped afterwards."""
+    url = request.config.getoption("convergence_database")
+    if not url:
+        yield ""
+        return
+    schema_url, drop = create_schema(url)
+    yield schema_url
+    drop()
 
 
 @pytest.fixture
@@ -178,12 +204,14 @@ class ServerProcess:
 
 
 @pytest.fixture
-def serve(tmp_path):
+def serve(tmp_path, database_url):
     running = []
 
     def start(config: dict | None = None, *args: str) -> ServerProcess:
         config = {k: dict(v) for k, v in (config or {}).items()}
         config.setdefault("server", {}).setdefault("data_dir", str(tmp_path / "data"))
+        if database_url:
+            config["server"].setdefault("database", database_url)
         path = tmp_path / f"convergence-{len(running)}.toml"
         path.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in table.items())
                                 for name, table in config.items()))

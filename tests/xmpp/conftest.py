@@ -147,14 +147,14 @@ class Client:
 
 
 class XmppServer:
-    def __init__(self, serve, tmp_path: Path, accounts: dict, xmpp: dict):
+    def __init__(self, serve, tmp_path: Path, database_url: str, accounts: dict, xmpp: dict):
         self.domain = DOMAIN
         self.port = free_port()
         self.tls_port = free_port() if xmpp.pop("tls_listen", False) else None
         data = tmp_path / "data"
         self.cert = data / "tls" / f"{DOMAIN}.crt"
         self.config = {
-            "server": {"domain": DOMAIN, "data_dir": str(data)},
+            "server": {"domain": DOMAIN, "data_dir": str(data), "database": database_url},
             "xmpp": {"listen": f"127.0.0.1:{self.port}", **xmpp,
                      **({"tls_listen": f"127.0.0.1:{self.tls_port}"} if self.tls_port else {})},
             "http": {"listen": f"127.0.0.1:{free_port()}"},
@@ -258,11 +258,12 @@ def raw_client():
 
 
 @pytest.fixture
-def xmpp_server(serve, tmp_path):
+def xmpp_server(serve, tmp_path, database_url):
     started = []
 
     def start(accounts: dict | None = None, **xmpp) -> XmppServer:
-        started.append(XmppServer(serve, tmp_path / f"s{len(started)}", accounts or {}, xmpp))
+        started.append(XmppServer(serve, tmp_path / f"s{len(started)}", database_url,
+                                   accounts or {}, xmpp))
         return started[-1]
 
     yield start

@@ -21,7 +21,7 @@ from slixmpp.exceptions import IqError
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from convergence.testing import ServerProcess, toml_value
+from convergence.testing import ServerProcess, create_schema, toml_value
 
 from .conftest import XmppServer
 from .roster_client import (ROSTER, befriend, condition, groups, iq, manual, next_presence, next_push,
@@ -31,18 +31,22 @@ DOMAIN = "example.org"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, pytestconfig):
     tmp = tmp_path_factory.mktemp("rfc6121")
+    url = pytestconfig.getoption("convergence_database")
+    database_url, drop = create_schema(url) if url else ("", None)
 
     def serve(config):
         path = tmp / "convergence.toml"
         path.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in t.items())
                                 for name, t in config.items()))
         return ServerProcess(path, (), tmp)
-    running = XmppServer(serve, tmp, {}, {"shared_roster": False})
+    running = XmppServer(serve, tmp, database_url, {}, {"shared_roster": False})
     yield running
     running.process.stop()
     running.close()
+    if drop:
+        drop()
 
 
 @pytest.fixture
