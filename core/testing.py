@@ -17,7 +17,8 @@ Fixtures:
   ``data_dir``) or the test's own PostgreSQL schema (below). Put it in a config you open yourself
   (to create accounts before the server starts) so both see the same database.
 
-Helpers: :class:`RecordingEndpoint`, an endpoint that keeps what it is given; :func:`free_port`.
+Helpers: :class:`RecordingEndpoint`, an endpoint that keeps what it is given; :func:`free_port`,
+:func:`free_udp_tcp_port`.
 
 The database is SQLite (in memory for ``make_core``), or PostgreSQL with ``--convergence-database URL``
 (or ``CONVERGENCE_TEST_DATABASE``): each test then gets a schema of its own, dropped afterwards.
@@ -155,6 +156,21 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_udp_tcp_port() -> int:
+    """A port on 127.0.0.1 free for both UDP and TCP right now (a SIP listener uses both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+            with socket.socket() as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free port")
 
 
 def toml_value(value) -> str:

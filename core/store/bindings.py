@@ -8,11 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select, update
 
 from .accounts import NoSuchAccount
 from .database import Database
-from .models import Account, SipBinding
+from .models import Account, SipBinding, utcnow
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,36 @@ def save(db: Database, binding: Binding) -> None:
         if row is None:
             row = SipBinding(account_id=account_id, contact=binding.contact)
             session.add(row)
-        for field in ("expires_at", "q", "call_id", "cseq", "received", "path", "instance", "user_agent"):
+        for field in _FIELDS:
             setattr(row, field, getattr(binding, field))
+
+
+def refresh(db: Database, binding: Binding) -> bool:
+    """Rewrite an existing binding (a re-REGISTER) in one UPDATE, without reading it first;
+    False when there is no such binding (then ``save`` it)."""
+    with db.write() as session:
+        done = session.connection().execute(_UPDATE, _parameters(binding))
+        return done.rowcount == 1
+
+
+def refresh_many(db: Database, rows: list[Binding]) -> None:
+    """``refresh`` bindings known to exist, all in one transaction (a registrar committing a
+    batch of re-REGISTERs at once); a row that vanished meanwhile is skipped."""
+    with db.write() as session:
+        session.connection().execute(_UPDATE, [_parameters(row) for row in rows])
+
+
+def _parameters(binding: Binding) -> dict:
+    return {"b_account": binding.account, "b_contact": binding.contact, "updated_at": utcnow(),
+            **{field: getattr(binding, field) for field in _FIELDS}}
+
+
+_FIELDS = ("expires_at", "q", "call_id", "cseq", "received", "path", "instance", "user_agent")
+_bindings = SipBinding.__table__
+_UPDATE = (update(_bindings)  # a Core statement: compiled once, no ORM bookkeeping per call
+           .where(_bindings.c.account_id == select(Account.id)
+                  .where(Account.name == bindparam("b_account")).scalar_subquery(),
+                  _bindings.c.contact == bindparam("b_contact")))
 
 
 def remove(db: Database, account: str, contact: str | None = None) -> None:

@@ -78,6 +78,7 @@ class DigestServer:
         self.lifetime = lifetime
         self.secret = secret or os.urandom(32)
         self._seen: dict[str, tuple[float, set[str]]] = {}  # nonce -> (issued, nc values used)
+        self._pruned = float("-inf")  # when expired nonces were last dropped
 
     def nonce(self, now: float) -> str:
         body = struct.pack(">d", now) + os.urandom(12)
@@ -137,5 +138,10 @@ class DigestServer:
         return Verified(params["username"])
 
     def _forget_expired(self, now: float) -> None:
+        """Drop the records of expired nonces; a scan at most every tenth of a lifetime, not on
+        every request (thousands of nonces are alive under load)."""
+        if now - self._pruned < self.lifetime / 10:
+            return
+        self._pruned = now
         for nonce in [n for n, (issued, _) in self._seen.items() if now - issued > self.lifetime]:
             del self._seen[nonce]

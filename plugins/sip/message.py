@@ -834,6 +834,12 @@ class StreamParser:
     def feed(self, data: bytes) -> None:
         self._buffer += data
 
+    @property
+    def pending(self) -> bool:
+        """Bytes of an unfinished message are waiting (keep-alive CRLFs aside): a peer that
+        stops here has sent a truncated message (RFC 3261 §18.3)."""
+        return bool(self._buffer.lstrip(b"\r\n"))
+
     def __iter__(self) -> Iterator[Request | Response | KeepAlive]:
         while (event := self.next_message()) is not None:
             yield event

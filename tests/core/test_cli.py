@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from convergence.testing import free_port
+from convergence.testing import free_port, free_udp_tcp_port
 
 CONVERGENCE = str(Path(sys.executable).parent / "convergence")
 
@@ -111,7 +111,10 @@ def test_db_upgrade_and_current(tmp_path):
 
 
 def http_config(port):
-    return {"http": {"listen": f"127.0.0.1:{port}"}}
+    """HTTP on ``port``; the other listeners on free loopback ports, not their well-known ones."""
+    return {"http": {"listen": f"127.0.0.1:{port}"},
+            "xmpp": {"listen": f"127.0.0.1:{free_port()}"},
+            "sip": {"listen": f"127.0.0.1:{free_udp_tcp_port()}"}}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

@@ -1,0 +1,79 @@
+"""Digest authentication of requests against the account database (RFC 3261 §22, RFC 8760).
+
+The registrar challenges with ``401``/``WWW-Authenticate``, a proxy-like element (MESSAGE, calls)
+with ``407``/``Proxy-Authenticate`` (§22.3), one challenge per algorithm of
+``digest_algorithms`` in that order (RFC 8760 §2.4 puts SHA-256 first; clients that read
+only the first challenge and know only MD5, such as SIPp 3.6, need MD5 first). The realm is the domain; the HA1 values stored at
+password-set time are the secrets (:mod:`convergence.credentials`) and are cached until the account
+changes. A source address that sends ``failures`` wrong credentials within ``window`` seconds is
+answered ``403`` without verification until the window ends (no SIP status means "too many
+requests" here: RFC 6585's 429 is HTTP's, SIP's 429 is RFC 3892's Referrer error), so a password
+guesser is stopped cheaply while users elsewhere keep authenticating.
+"""
+from __future__ import annotations
+
+from convergence import AddressError
+from convergence.ratelimit import FailureLimiter
+from convergence.store import accounts
+
+from .digest import DigestError, DigestServer, Rejected, parse_credentials
+
+WRONG_PASSWORD = "wrong username or password"  # digest.DigestServer.verify's reason
+
+
+class Authenticator:
+    def __init__(self, core, settings: dict, clock):
+        self.core, self.clock = core, clock
+        self.digest = DigestServer(core.domain, settings["nonce_lifetime"])
+        self.limiter = FailureLimiter(settings["auth_failures"], settings["auth_failure_window"])
+        self.algorithms = settings["digest_algorithms"]  # offered in this order
+        self._ha1: dict[str, tuple[str, str] | None] = {}  # account → (MD5, SHA-256) HA1
+
+    def forget(self, name: str) -> None:
+        """The account changed (password, deletion): read its HA1 again next time."""
+        self._ha1.pop(name, None)
+
+    def _ha1_of(self, username: str, algorithm: str) -> str | None:
+        try:
+            name = self.core.address(username).local
+        except AddressError:
+            return None
+        if name not in self._ha1:
+            creds = accounts.credentials(self.core.db, name)
+            self._ha1[name] = creds and (creds.ha1_md5, creds.ha1_sha256)
+        known = self._ha1[name]
+        return known and known[algorithm == "SHA-256"]
+
+    def authenticate(self, st, proxy: bool) -> str | None:
+        """The account name the request's credentials prove, or None once it has been answered
+        (challenge, or 403 for a blocked source). ``proxy`` picks 407 over 401 (§22.3)."""
+        request, now = st.request, self.clock()
+        source = st.flow.peer[0]
+        if self.limiter.blocked(source, now):
+            st.respond(403, "Too many failed authentication attempts")
+            return None
+        value = request.headers.get("Proxy-Authorization" if proxy else "Authorization")
+        stale = False
+        if value is not None:
+            try:
+                params = parse_credentials(value)
+            except DigestError:
+                params = None  # another scheme (RFC 4475 §3.3.7): challenge with ours
+            if params is not None and params.get("algorithm", "MD5").upper() not in self.algorithms:
+                params = None  # not one we offer: challenge again
+            if params is not None:
+                result = self.digest.verify(params, request.method, self._ha1_of, now)
+                if not isinstance(result, Rejected):
+                    try:
+                        return self.core.address(result.username).local
+                    except AddressError:  # cannot happen: it had an HA1
+                        return None
+                stale = result.stale
+                if result.reason == WRONG_PASSWORD:  # not stale nonces, nor ones from before a
+                    self.limiter.failed(source, now)  # restart: only what guesses a password
+        name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        offers = {c.split("algorithm=")[1].split(",")[0]: c
+                  for c in self.digest.challenges(now, stale)}
+        st.respond(407 if proxy else 401,
+                   headers=[(name, offers[algorithm]) for algorithm in self.algorithms])
+        return None

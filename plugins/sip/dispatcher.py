@@ -1,0 +1,344 @@
+"""The SIP element: transactions table, request dispatch, and the answers it gives itself.
+
+- Reading (RFC 3261 §18.2.1, RFC 3581 §4): ``received``/``rport`` are added to the top Via; answers
+  always go back to the source address and port (symmetric response routing, what Kamailio's
+  ``force_rport`` does), over the connection the request came on.
+- Transactions (§17): server transactions matched per §17.2.3 (branch + sent-by + method, the
+  RFC 2543 fallback otherwise) absorb retransmissions; client transactions (§17.1) are matched by
+  branch and CSeq method (§17.1.3). Their timers run on the transport's :class:`Timers`.
+- Dispatch (§8.2, §16.3, §16.4): a Route naming this server is removed (loose routing); requests
+  for other domains without one get ``403`` (no open relay); REGISTER → registrar, MESSAGE →
+  messaging, OPTIONS to the server → ``200`` with Allow/Accept/Supported, calls → proxy;
+  Max-Forwards 0 → ``483``; unsupported Require (local) or Proxy-Require (proxied) → ``420``;
+  SUBSCRIBE/NOTIFY/PUBLISH/REFER → ``405`` with Allow; unknown methods → ``501``.
+- Errors found by the parser are answered as it says (``400`` naming the problem, ``505``,
+  ``416``, ``513`` over ``max_message_size``) or dropped (responses, ACKs).
+
+No sockets here: flows (``send``, ``reliable``, ``transport``, ``peer``) and ``Timers.call_at``
+come from :mod:`.transport`.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+import socket
+
+from .authentication import Authenticator
+from .message import (Headers, KeepAlive, ParseError, Request, Response, SipUri, Via,
+                      make_response, parse_datagram)
+from .messaging import ACCEPT, Messaging
+from .proxy import OUR_BRANCH, Proxy
+from .registrar import Registrar
+from .transaction import Deliver, Send, SendAck, Terminated, TimedOut, Transaction
+
+log = logging.getLogger(__name__)
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, INFO, UPDATE, PRACK"
+SUPPORTED = ""  # no option tags (§20.37 allows an empty list)
+KNOWN_ELSEWHERE = frozenset({"SUBSCRIBE", "NOTIFY", "PUBLISH", "REFER"})  # 405, not 501
+PROXIED = frozenset({"INVITE", "BYE", "INFO", "UPDATE", "PRACK", "OPTIONS"})
+COOKIE = "z9hG4bK"  # §8.1.1.7
+_RPORT_RE = re.compile(r";\s*rport\s*(?=;|$)", re.I)  # an rport asking for its value
+
+
+class Wire:
+    """A response as sent: what a server transaction keeps to send again (its ``status`` is
+    what the state tables read). Kept instead of the parsed message: a UDP transaction lives
+    64*T1 after its answer, and thousands of them are alive at once under load."""
+
+    __slots__ = ("status", "data")
+
+    def __init__(self, response: Response):
+        self.status, self.data = response.status, bytes(response)
+
+
+class ServerTransaction:
+    """A request being answered; ``respond``/``send`` go through its §17.2 state machine. Once
+    it is answered for good the request is let go (retransmissions only need the answer)."""
+
+    __slots__ = ("dispatcher", "txn", "request", "flow", "key", "scheduled", "context")
+
+    def __init__(self, dispatcher, request, flow, key):
+        self.dispatcher, self.request, self.flow, self.key = dispatcher, request, flow, key
+        self.txn, self.scheduled, self.context = None, None, None
+
+    def respond(self, status: int, reason: str | None = None, headers=(), to_tag: str | None = None
+                ) -> Response:
+        if to_tag is None and status > 100:
+            to_tag = self.dispatcher.to_tag
+        response = make_response(self.request, status, reason, to_tag=to_tag, headers=headers)
+        self.send(response)
+        return response
+
+    def send(self, response: Response) -> None:
+        self.handle(self.txn.send_response(Wire(response), self.dispatcher.clock()))
+        if response.status >= 200 and self.context is None:
+            self.request = self.txn.request = None
+
+    @property
+    def answered(self) -> bool:
+        return self.txn.state not in ("trying", "proceeding")
+
+    def handle(self, effects) -> None:
+        for effect in effects:
+            if isinstance(effect, Send):
+                self.flow.send(effect.message.data)
+            elif isinstance(effect, Terminated):
+                self.dispatcher.server.pop(self.key, None)
+        self.dispatcher.schedule(self)
+
+
+class ClientTransaction:
+    """A request we sent (§17.1); each response and a timeout go to ``on_response``. A
+    non-INVITE one lets its request go once answered (Timer K only absorbs retransmissions)."""
+
+    __slots__ = ("dispatcher", "txn", "request", "flow", "key", "scheduled", "on_response")
+
+    def __init__(self, dispatcher, request, flow, key, on_response):
+        self.dispatcher, self.request, self.flow, self.key = dispatcher, request, flow, key
+        self.on_response, self.txn, self.scheduled = on_response, None, None
+
+    def handle(self, effects) -> None:
+        dispatcher = self.dispatcher
+        for effect in effects:
+            if isinstance(effect, Send):
+                sent = self.flow.send(bytes(effect.message))
+                if not sent and self.txn.state in ("calling", "trying"):  # §8.1.3.1
+                    self.on_response(make_response(self.request, 503, "Transport Error"))
+            elif isinstance(effect, Deliver):
+                self.on_response(effect.message)
+            elif isinstance(effect, SendAck):
+                self.flow.send(bytes(dispatcher.ack_for(self.request, effect.response)))
+            elif isinstance(effect, TimedOut):
+                self.on_response(make_response(self.request, 408, "Request Timeout"))  # §8.1.3.1
+            elif isinstance(effect, Terminated):
+                dispatcher.client.pop(self.key, None)
+        if self.txn.kind == "nict" and self.txn.state == "completed":  # answered: nothing to
+            self.request = self.txn.request = self.txn.last = None  # resend, Timer K absorbs
+            self.on_response = None
+        dispatcher.schedule(self)
+
+
+def local_hosts(domain: str, settings: dict) -> set[str]:
+    """The hosts a Request-URI may name to mean this server: the domain, the aliases, the
+    listening addresses (every address of the machine when listening on all of them)."""
+    hosts = {domain, *settings["aliases"]}
+    for address in (settings["listen"], settings["tls_listen"]):
+        if not address:
+            continue
+        if address[0] in ("0.0.0.0", "::", ""):
+            hosts |= {"127.0.0.1", "localhost", "[::1]", socket.gethostname().lower()}
+            try:
+                hosts |= set(socket.gethostbyname_ex(socket.gethostname())[2])
+            except OSError:
+                pass
+        else:
+            hosts.add(f"[{address[0]}]" if ":" in address[0] else address[0])
+    return {host.lower() for host in hosts}
+
+
+class Dispatcher:
+    def __init__(self, core, settings: dict, transport, timers, clock):
+        self.core, self.settings, self.transport, self.timers = core, settings, transport, timers
+        self.clock = clock
+        transport.dispatcher = self
+        self.server: dict[tuple, ServerTransaction] = {}
+        self.client: dict[tuple, ClientTransaction] = {}
+        self.local_hosts = local_hosts(core.domain, settings)
+        listen_host, self.port = settings["listen"]
+        self.ports = {self.port, (settings["tls_listen"] or (None, None))[1]}
+        self.host = settings["advertised_host"] or (
+            core.domain if listen_host in ("0.0.0.0", "::", "") else listen_host)
+        self.to_tag = os.urandom(6).hex()  # one tag for the responses this element makes
+        self._prefix = os.urandom(4).hex()
+        self._ids = itertools.count(1)
+        self.auth = Authenticator(core, settings, clock)
+        self.registrar = Registrar(self)
+        self.messaging = Messaging(self)
+        self.proxy = Proxy(self)
+        self.handlers = {"REGISTER": self.registrar.handle, "MESSAGE": self.messaging.handle,
+                         **{method: self.proxy.route for method in PROXIED}}
+
+    def new_id(self) -> str:
+        return f"{self._prefix}{next(self._ids):x}"
+
+    def new_branch(self, loop_hash: str = "") -> str:
+        return f"{OUR_BRANCH}{loop_hash}.{self.new_id()}"
+
+    # -- reading --
+    def datagram(self, data: bytes, flow) -> None:
+        """One UDP datagram (§18.3): a message, or keep-alive CRLFs (ignored)."""
+        try:
+            message = parse_datagram(data)
+        except ParseError as err:
+            return self.refuse(err, flow)
+        if isinstance(message, KeepAlive):
+            return None
+        if len(data) > self.settings["max_message_size"]:
+            if isinstance(message, Request) and message.method != "ACK":
+                flow.send(bytes(make_response(message, 513, "Message Too Large")))  # §21.5.8
+            return None
+        self.receive(message, flow)
+
+    def refuse(self, err: ParseError, flow) -> None:
+        """A message the parser refused: answered as it says, or dropped."""
+        log.debug("SIP from %s: %s", flow.peer, err)
+        if not err.drop and "Via" in err.headers:  # without a Via no answer can be routed
+            flow.send(bytes(err.response()))
+
+    def receive(self, message, flow) -> None:
+        if isinstance(message, Response):
+            self._response(message, flow)
+        else:
+            self._request(message, flow)
+
+    def _response(self, response: Response, flow) -> None:
+        via = Via.parse(response.headers.get("Via"))
+        ct = self.client.get((via.branch, response.cseq.method))
+        if ct is None:
+            self.proxy.stray_response(response, via)  # §16.7 step 2, forwarded statelessly
+        else:
+            ct.handle(ct.txn.on_response(response, self.clock()))
+
+    def _request(self, request: Request, flow) -> None:
+        headers = request.headers
+        top = headers.get("Via")
+        via = Via.parse(top)
+        host = flow.peer[0]
+        if via.host != host or "rport" in via.params:  # §18.2.1, RFC 3581 §4: the value as
+            value = _RPORT_RE.sub(f";rport={flow.peer[1]}", top, 1)  # sent, plus what we saw
+            headers.pop("Via")
+            headers.prepend("Via", f"{value};received={host}")
+        method = request.method
+        matched = "INVITE" if method == "ACK" else method
+        branch = via.branch
+        if branch and branch.startswith(COOKIE):  # §17.2.3
+            key = (branch, via.host, via.port, matched)
+        else:  # RFC 2543 matching, simplified: dialog and CSeq and the top Via as sent
+            cseq = request.cseq
+            key = (request.call_id, request.from_.tag, cseq.number, top, matched)
+        st = self.server.get(key)
+        if st is not None:
+            return st.handle(st.txn.on_request(request, self.clock()))
+        if method == "ACK":
+            return self.proxy.ack(request)  # a 2xx's ACK: a transaction of its own (§17.1.1.3)
+        st = ServerTransaction(self, request, flow, key)
+        st.txn, _ = Transaction.server(request, flow.reliable, self.clock())
+        self.server[key] = st
+        try:
+            self._dispatch(st)
+        except Exception:
+            log.exception("SIP: failed to handle %s %s", method, request.uri)
+            if not st.answered:
+                st.respond(500)
+
+    # -- dispatch --
+    def is_ours(self, uri: SipUri) -> bool:
+        return uri.host in self.local_hosts and (uri.port is None or uri.port in self.ports)
+
+    def _dispatch(self, st: ServerTransaction) -> None:
+        request = st.request
+        method = request.method
+        if method == "CANCEL":
+            return self._cancel(st)
+        uri = SipUri.parse(request.uri)
+        routed = False
+        while True:  # §16.4: our own Route entries go (Record-Route may have put two)
+            route = request.headers.get("Route")
+            if route is None or not self.proxy.names_us(route):
+                break
+            request.headers.pop("Route")
+            routed = True
+        if route is not None or not self.is_ours(uri):
+            if routed:
+                return self.proxy.relay(st)  # in a dialog we record-routed
+            return st.respond(403, "Relaying Forbidden")  # no open relay
+        if method == "REGISTER":
+            return self.registrar.handle(st)
+        if method == "OPTIONS" and uri.user is None:
+            return st.respond(200, headers=[("Allow", ALLOW), ("Accept", ACCEPT),
+                                            ("Supported", SUPPORTED)])
+        if request.max_forwards == 0:
+            return st.respond(483)  # §16.3 step 3
+        handler = self.handlers.get(method)
+        if handler is not None:
+            return handler(st)
+        if method in KNOWN_ELSEWHERE:
+            return st.respond(405, headers=[("Allow", ALLOW)])
+        return st.respond(501)
+
+    def unsupported(self, st: ServerTransaction, field: str) -> bool:
+        """Answer 420 when ``field`` (Require, Proxy-Require) names extensions (§8.2.2.3)."""
+        tags = [tag for value in st.request.headers.get_all(field) for tag in value.split(",")
+                if tag.strip()]
+        if tags:
+            st.respond(420, headers=[("Unsupported", tag.strip()) for tag in tags])
+        return bool(tags)
+
+    def _cancel(self, st: ServerTransaction) -> None:
+        """§9.2 / §16.10: 200 to the CANCEL, then cancel the INVITE it names."""
+        invite = self.server.get(st.key[:-1] + ("INVITE",))
+        if invite is None:
+            return st.respond(481)
+        st.respond(200)
+        if not invite.answered:
+            if invite.context is not None:
+                self.proxy.cancel(invite)
+            else:
+                invite.respond(487)
+
+    # -- client transactions --
+    def send_request(self, request: Request, flow, on_response, loop_hash: str = "",
+                     branch: str | None = None) -> ClientTransaction:
+        """Send ``request`` in a new client transaction; a new Via goes on top unless ``branch``
+        names the one already there (CANCEL, §9.1)."""
+        if branch is None:
+            branch = self.new_branch(loop_hash)
+            request.headers.prepend(
+                "Via", f"SIP/2.0/{flow.transport} {self.host}:{self.port};branch={branch};rport")
+        ct = ClientTransaction(self, request, flow, (branch, request.method), on_response)
+        ct.txn, effects = Transaction.client(request, flow.reliable, self.clock())
+        self.client[ct.key] = ct
+        ct.handle(effects)
+        return ct
+
+    def cancel(self, ct: ClientTransaction) -> None:
+        """CANCEL a pending INVITE we sent (§9.1): same Request-URI, Call-ID, From, To, CSeq
+        number, top Via and Route."""
+        request = ct.request
+        headers = Headers([("Via", request.headers.get("Via")), ("Max-Forwards", "70")])
+        for name in ("From", "To", "Call-ID"):
+            headers.add(name, request.headers.get(name))
+        headers.add("CSeq", f"{request.cseq.number} CANCEL")
+        for route in request.headers.get_all("Route"):
+            headers.add("Route", route)
+        branch = Via.parse(request.headers.get("Via")).branch
+        self.send_request(Request("CANCEL", request.uri, headers), ct.flow, lambda response: None,
+                          branch=branch)
+
+    def ack_for(self, request: Request, response: Response) -> Request:
+        """The ACK of a non-2xx final response (§17.1.1.3)."""
+        headers = Headers([("Via", request.headers.get("Via")), ("Max-Forwards", "70")])
+        for name in ("From", "Call-ID"):
+            headers.add(name, request.headers.get(name))
+        headers.add("To", response.headers.get("To"))
+        headers.add("CSeq", f"{request.cseq.number} ACK")
+        for route in request.headers.get_all("Route"):
+            headers.add("Route", route)
+        return Request("ACK", request.uri, headers)
+
+    # -- timers --
+    def schedule(self, entry) -> None:
+        """Make sure the transaction's next deadline has a timer."""
+        deadline = entry.txn.deadline
+        if deadline is not None and (entry.scheduled is None or deadline < entry.scheduled):
+            entry.scheduled = deadline
+            self.timers.call_at(deadline, self._fire, entry, deadline)
+
+    def _fire(self, entry, at: float) -> None:
+        if entry.scheduled != at:
+            return  # superseded by an earlier timer
+        entry.scheduled = None
+        entry.handle(entry.txn.on_timer(self.clock()))

@@ -1,0 +1,165 @@
+"""RFC 3428 MESSAGE: SIP instant messages into the core router, and out to SIP bindings.
+
+In: a MESSAGE from a local user, authenticated with digest (``407``, §22.3) as the From account,
+to any address the router knows. ``text/plain`` in any charset Python knows (UTF-8 by default)
+and ``text/html`` (reduced to its text) are accepted, other types get ``415`` with Accept. The
+message goes through ``core.send`` as a ``chat`` message (RFC 7572 §5) from the sender's binding
+(so replies reach that phone): ``200`` when delivered, ``202`` when stored for later, and for a
+:class:`RoutingError` the status RFC 7247 §8 maps its condition to (``item-not-found`` → 404 …).
+
+Out: a binding endpoint's ``deliver`` sends a MESSAGE in a client transaction (retransmitted on
+UDP, Timer E/F); an error response or a timeout is reported to the original sender through the
+router as a message of type ``error`` (which XMPP shows as an error stanza), never for an error
+message itself, so failures cannot loop.
+"""
+from __future__ import annotations
+
+import codecs
+import logging
+from html.parser import HTMLParser
+from urllib.parse import unquote
+
+from convergence import AddressError, Message, RoutingError
+from convergence.router import STORED
+
+from .message import Headers, ParseError, Request, SipUri
+
+log = logging.getLogger(__name__)
+
+ACCEPT = "text/plain, text/html"
+
+#: RFC 7247 §8 (XMPP error condition → SIP response code); unknown conditions are 500.
+STATUS_OF_CONDITION = {
+    "bad-request": 400, "conflict": 400, "feature-not-implemented": 501, "forbidden": 403,
+    "gone": 410, "internal-server-error": 500, "item-not-found": 404, "jid-malformed": 484,
+    "not-acceptable": 406, "not-allowed": 405, "not-authorized": 401, "payment-required": 402,
+    "policy-violation": 403, "recipient-unavailable": 480, "redirect": 302,
+    "registration-required": 407, "remote-server-not-found": 404, "remote-server-timeout": 408,
+    "resource-constraint": 500, "service-unavailable": 503, "subscription-required": 400,
+    "undefined-condition": 500, "unexpected-request": 491,
+}
+
+
+class _TextOfHtml(HTMLParser):
+    """The text of an HTML body: tags dropped, line breaks where blocks end."""
+
+    BREAKS = frozenset({"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6"})
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("script", "style"):
+            self._skip += 1
+        elif tag in self.BREAKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag):
+        if tag in ("script", "style"):
+            self._skip = max(0, self._skip - 1)
+
+    def handle_data(self, data):
+        if not self._skip:
+            self.parts.append(data)
+
+
+def html_to_text(html: str) -> str:
+    parser = _TextOfHtml()
+    parser.feed(html)
+    parser.close()
+    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def body_text(content_type: str | None, body: bytes) -> str:
+    """The text of a MESSAGE body; ParseError 415/400 when it is not text we read."""
+    media, *params = (content_type or "text/plain").split(";")
+    media = media.strip().lower()
+    if media not in ("text/plain", "text/html"):
+        raise ParseError(415, "Unsupported Media Type")
+    charset = "utf-8"
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"')
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        raise ParseError(415, f"Unsupported charset {charset}") from None
+    try:
+        text = body.decode(charset)
+    except UnicodeDecodeError:
+        raise ParseError(400, f"Body is not valid {charset}") from None
+    return html_to_text(text) if media == "text/html" else text
+
+
+class Messaging:
+    def __init__(self, dispatcher):
+        self.dispatcher = dispatcher
+        self.core = dispatcher.core
+
+    # -- in --
+    def handle(self, st) -> None:
+        dispatcher, request, core = self.dispatcher, st.request, self.core
+        if dispatcher.unsupported(st, "Require"):
+            return
+        user = dispatcher.auth.authenticate(st, proxy=True)
+        if user is None:
+            return
+        if dispatcher.registrar.account_of(request.from_.uri) != user:
+            return st.respond(403, "From is not the authenticated user")
+        try:
+            recipient = core.address(unquote(SipUri.parse(request.uri).user or ""))
+        except AddressError:
+            return st.respond(404, "No such user")
+        try:
+            text = body_text(request.content_type, request.body)
+        except ParseError as err:
+            return st.respond(err.status, err.reason,
+                              headers=[("Accept", ACCEPT)] if err.status == 415 else ())
+        binding = dispatcher.registrar.binding_on(user, st.flow)
+        sender = binding.address if binding else core.address(user)
+        message = Message(sender, recipient, text, subject=request.headers.get("Subject"),
+                          type="chat")
+        try:
+            outcome = core.send(message)
+        except RoutingError as err:
+            return st.respond(STATUS_OF_CONDITION.get(err.condition, 500), err.text)
+        st.respond(202 if outcome == STORED else 200)
+
+    # -- out --
+    def send(self, endpoint, message: Message) -> None:
+        """MESSAGE ``message`` to a binding; failures come back to the sender as errors."""
+        dispatcher = self.dispatcher
+        flow = dispatcher.registrar.flow_for(endpoint)
+        if flow is None:
+            raise RoutingError("recipient-unavailable", f"no way to reach {endpoint.uri}")
+        headers = Headers([
+            ("Max-Forwards", "70"),
+            ("From", f"<{message.sender.bare.sip_uri}>;tag={dispatcher.new_id()}"),
+            ("To", f"<{endpoint.address.bare.sip_uri}>"),
+            ("Call-ID", f"{dispatcher.new_id()}@{dispatcher.host}"),
+            ("CSeq", "1 MESSAGE"),
+            ("Content-Type", "text/plain;charset=UTF-8"),
+        ])
+        if message.subject:
+            headers.add("Subject", message.subject)
+        request = Request("MESSAGE", endpoint.uri, headers, message.body.encode())
+        dispatcher.send_request(request, flow,
+                                lambda response: self._outcome(endpoint, message, response))
+
+    def _outcome(self, endpoint, message: Message, response) -> None:
+        if response.status < 300:
+            return
+        problem = f"{response.status} {response.reason}".strip()
+        if message.type == "error":
+            log.info("SIP: error message to %s not delivered: %s", endpoint.uri, problem)
+            return
+        report = message.reply(type="error", body=f"Message not delivered to "
+                                                  f"{endpoint.address.bare}: {problem}")
+        try:
+            self.core.send(report)
+        except RoutingError as err:
+            log.info("SIP: cannot report a failed MESSAGE to %s: %s", message.sender, err)
