@@ -107,7 +107,7 @@ def test_hook_add_listeners(make_core):
         @hookimpl
         def add_listeners(self, core):
             return [StreamServer(("127.0.0.1", 0), lambda sock, addr: sock.sendall(b"hi"))]
-    core = make_core({"server": {"disabled_plugins": ["http", "sip"]}}, plugins={"p": Plugin()})
+    core = make_core({"server": {"disabled_plugins": ["http", "sip", "xmpp"]}}, plugins={"p": Plugin()})
     servers = server.start(core)
     try:
         from gevent import socket

@@ -148,5 +148,7 @@ def test_serve_exits_2_when_the_port_is_taken(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run(tmp_path, "serve", config=f'[http]\nlisten = "127.0.0.1:{port}"\n')
+        config = http_config(port)
+        result = run(tmp_path, "serve", config="".join(f'[{table}]\nlisten = "{keys["listen"]}"\n'
+                                                       for table, keys in config.items()))
     assert result.returncode == 2 and f"127.0.0.1:{port}" in result.stderr
