@@ -68,6 +68,11 @@ def listen_address(value) -> tuple[str, int]:
     return host, int(port)
 
 
+def optional_listen_address(value) -> tuple[str, int] | None:
+    """``""`` (off: None) or ``"host:port"``."""
+    return None if value == "" else listen_address(value)
+
+
 def one_of(*choices: str) -> Callable[[Any], str]:
     def parse(value):
         if value not in choices:
@@ -80,6 +85,13 @@ def positive_int(value) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError("expected a positive integer")
     return value
+
+
+def positive_number(value) -> float:
+    """A positive int or float (seconds, say) → float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError("expected a positive number")
+    return float(value)
 
 
 def domain_name(value) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from weakref import WeakKeyDictionary
 
 from convergence import hookimpl
-from convergence.config import Option, Section, listen_address, one_of, positive_int
+from convergence.config import (Option, Section, listen_address, one_of, optional_listen_address,
+                                positive_int, positive_number)
 
 # Handler modules register their IQ payloads with iq.handler on import.
 from . import discovery, messages, registration, roster, transport, vcard  # noqa: F401
@@ -20,17 +21,6 @@ from .service import C2SService
 
 #: The service of each running core (tests run several cores in one process).
 SERVICES: WeakKeyDictionary = WeakKeyDictionary()
-
-
-def optional_listen_address(value):
-    """``""`` (off) or ``"host:port"``."""
-    return None if value == "" else listen_address(value)
-
-
-def positive_number(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError("expected a positive number of seconds")
-    return float(value)
 
 
 @hookimpl

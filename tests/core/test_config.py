@@ -1,6 +1,7 @@
 import pytest
 
-from convergence.config import ConfigError, Option, Section, listen_address, load
+from convergence.config import (ConfigError, Option, Section, listen_address, load,
+                                optional_listen_address, positive_number)
 from convergence.core import Core
 from convergence.store import Database
 
@@ -74,3 +75,14 @@ def test_option_types():
     bad = load(None, {"t": {"n": True}})
     with pytest.raises(ConfigError, match="expected an integer"):
         bad.add_section(section)
+
+
+def test_optional_listen_address_and_positive_number():
+    assert optional_listen_address("") is None
+    assert optional_listen_address("127.0.0.1:5223") == ("127.0.0.1", 5223)
+    assert positive_number(2) == 2.0 and positive_number(0.25) == 0.25
+    for bad in (0, -1, True, "1"):
+        with pytest.raises(ValueError):
+            positive_number(bad)
+    with pytest.raises(ValueError):
+        optional_listen_address("nope")
