@@ -69,9 +69,15 @@ def files(domain: str, data_dir: Path, cert: str = "", key: str = "") -> tuple[P
 
 
 def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
-    """A TLS 1.2+ server context, or CertificateError naming the file that is wrong."""
+    """A TLS 1.2+ server context without renegotiation, or CertificateError naming the file that is
+    wrong. OpenSSL's SSL_MODE_RELEASE_BUFFERS (set by CPython on every context) frees an idle
+    connection's record buffers; TLS 1.3 session tickets stay on (resumption for reconnecting
+    clients; they cost ~0.04 ms of a full handshake's ~0.27 ms server CPU)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # No TLS 1.2 renegotiation (RFC 7457 §2.2 attacks; TLS 1.3 has none): a connection's reads and
+    # writes then never wait on each other's direction (convergence.connection is non-blocking).
+    context.options |= ssl.OP_NO_RENEGOTIATION
     try:
         context.load_cert_chain(cert_path, key_path)
     except (OSError, ssl.SSLError) as exc:

@@ -1,19 +1,25 @@
-"""A TCP connection for protocol transports: a reader loop feeding a sans-IO core, bounded writes.
+"""A TCP connection for protocol transports: event-driven reads feeding a sans-IO core, bounded writes.
 
 DESIGN §4: every accepted socket gets TCP_NODELAY; every connection has a bounded outbound queue —
 a peer that stops reading is disconnected once ``max_queued`` bytes wait for it, never buffered
 without bound; a peer silent for ``idle_timeout`` seconds is asked about by ``on_idle`` (send a
 keep-alive, or give up). ``start_tls`` upgrades in place after the plain-text bytes queued before it
-(XMPP ``<proceed/>``) have gone out. The writer greenlet exists only while bytes wait, so an idle
-connection costs one greenlet (its reader). This and the plugins' transports are the only socket code.
+(XMPP ``<proceed/>``) have gone out. This and the plugins' transports are the only socket code.
+
+The socket is non-blocking and watched by the event loop: a silent connection costs no greenlet
+(no saved stack), only its watcher and timer. When bytes arrive a short-lived greenlet reads until
+the socket is drained, calling ``on_data`` (and ``on_idle``) one at a time, so a connection's
+callbacks never overlap. ``send`` only queues: the loop writes what was queued in one turn in one
+go, and what the socket does not take when it has room; no greenlet waits to write.
 """
 from __future__ import annotations
 
 import logging
-import socket
-from collections import deque
+import ssl
+import time
 
 import gevent
+from gevent.event import Event
 
 from .listeners import set_nodelay
 
@@ -21,97 +27,206 @@ log = logging.getLogger(__name__)
 
 MAX_QUEUED = 1 << 20
 RECV_SIZE = 65536
+READ, WRITE = 1, 2  # libev event masks
+_WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class Connection:
-    __slots__ = ("sock", "peer", "max_queued", "idle_timeout", "write_timeout", "closed",
-                 "close_reason", "tls", "_queue", "_queued", "_writer")
+    __slots__ = ("sock", "peer", "max_queued", "write_timeout", "closed", "close_reason", "tls",
+                 "_idle_timeout", "_queue", "_queued", "_on_data", "_on_idle", "_on_close", "_busy",
+                 "_last", "_due", "_reading", "_timer", "_writing", "_write_timer", "_drained")
 
     def __init__(self, sock, peer, *, max_queued: int = MAX_QUEUED, idle_timeout: float | None = None,
                  write_timeout: float = 30.0):
         set_nodelay(sock)
+        sock.settimeout(0.0)
         self.sock = sock
         self.peer = peer  # (host, port) it came from
         self.max_queued = max_queued
-        self.idle_timeout = idle_timeout
         self.write_timeout = write_timeout
         self.closed = False
         self.close_reason: str | None = None
         self.tls = False
-        self._queue: deque[bytes] = deque()
-        self._queued = 0
-        self._writer = None  # a greenlet while bytes wait to be written; none on an idle connection
+        self._idle_timeout = idle_timeout
+        self._queue: list[bytes] = []  # what the socket has not taken yet, oldest first
+        self._queued = 0  # bytes in _queue
+        self._on_data = self._on_idle = self._on_close = None
+        self._busy = False  # a greenlet is running on_data / on_idle
+        self._last = self._due = 0.0  # when the peer last sent something; when the timer fires
+        self._reading = self._timer = self._writing = self._write_timer = None  # loop watchers
+        self._drained: Event | None = None  # while someone waits in flush()
 
     # -- writing --
     def send(self, data: bytes) -> bool:
-        """Queue ``data``; False (and the connection closes) when the peer is that far behind."""
+        """Queue ``data``; False (and the connection closes) when the peer is that far behind.
+
+        Never blocks: the caller may be any greenlet (a message from another connection). What is
+        queued during one turn of the event loop goes out together, in one write."""
         if self.closed:
             return False
         if self._queued + len(data) > self.max_queued:
             self.close("outbound queue full: the peer is not reading")
             return False
+        if not self._queue and self._writing is None:
+            gevent.get_hub().loop.run_callback(self._write)
         self._queue.append(data)
         self._queued += len(data)
-        if self._writer is None:
-            self._writer = gevent.spawn(self._write_loop)
         return True
 
-    def _write_loop(self) -> None:
+    def _write(self) -> None:
+        """In the loop: give the queue to the socket; if it does not take everything, watch for
+        room (and give up after ``write_timeout``)."""
+        if self.closed or not self._queue:
+            return
+        data = self._queue[0] if len(self._queue) == 1 else b"".join(self._queue)
         try:
-            while self._queue and not self.closed:
-                data = b"".join(self._queue)
-                self._queue.clear()
-                try:
-                    with gevent.Timeout(self.write_timeout):
-                        self.sock.sendall(data)
-                except (OSError, gevent.Timeout) as exc:
-                    self.close(f"write failed: {exc or 'timeout'}")
-                finally:
-                    self._queued -= len(data)
-        finally:
-            self._writer = None
+            # A TLS write that did not complete is retried with the same leading bytes, as OpenSSL
+            # requires (CPython sets SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER: the buffer may move).
+            sent = self.sock.send(data)
+        except _WOULD_BLOCK:
+            sent = 0
+        except OSError as exc:
+            return self.close(f"write failed: {exc}")
+        if sent == len(data):
+            self._queue.clear()
+            self._queued = 0
+            self._stop(self._writing, self._write_timer)
+            self._writing = self._write_timer = None
+            if self._drained is not None:
+                self._drained.set()
+            return
+        self._queue[:] = [data[sent:]]
+        self._queued = len(data) - sent
+        if self._writing is None:
+            loop = gevent.get_hub().loop
+            self._writing = loop.io(self.sock.fileno(), WRITE)
+            self._writing.start(self._write)
+            self._write_timer = loop.timer(self.write_timeout)
+            self._write_timer.start(self.close, "write failed: timeout")
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued has been written (or the connection closed)."""
-        writer = self._writer
-        if writer is not None:
-            writer.join(timeout)
-        return self._writer is None or self.closed
+        if self._queue and not self.closed:
+            if self._drained is None:
+                self._drained = Event()
+            self._drained.clear()
+            self._drained.wait(timeout)
+        return not self._queue or self.closed
 
     # -- TLS --
     def start_tls(self, context, timeout: float = 10.0) -> None:
         """Upgrade to TLS as the server (RFC 6120 §5.4.3.3, RFC 7590); the handshake runs here."""
+        self._write()  # the plain-text bytes before it (<proceed/>) go now, if the socket has room
         self.flush(self.write_timeout)
         if self.closed:
             return
+        self._stop(self._reading)  # it watches the plain socket object
+        self._reading = None
         self.sock.settimeout(timeout)
         self.sock = context.wrap_socket(self.sock, server_side=True)
+        self.sock.settimeout(0.0)
         self.tls = True
 
     # -- reading --
-    def run(self, on_data, on_idle=None) -> None:
-        """Read until the peer goes away or ``close()``; ``on_data(bytes)`` gets each chunk.
+    @property
+    def idle_timeout(self) -> float | None:
+        """Seconds of silence (since the peer last sent something) before ``on_idle``."""
+        return self._idle_timeout
 
-        ``on_idle()`` runs after ``idle_timeout`` silent seconds; without it, silence closes."""
+    @idle_timeout.setter
+    def idle_timeout(self, value: float | None) -> None:
+        self._idle_timeout = value
+        if self._on_data is not None and not self._busy:
+            self._arm_timer()
+
+    def start(self, on_data, on_idle=None, on_close=None) -> None:
+        """Read in the background and return at once: ``on_data(bytes)`` gets each chunk,
+        ``on_idle()`` runs after ``idle_timeout`` silent seconds (without it, silence closes), and
+        ``on_close()`` runs once, in a greenlet of its own, after the connection closed. The socket
+        is the connection's from now on: a StreamServer handler that returns after ``start`` must
+        keep the server from closing it (override ``do_close``)."""
+        self._on_data, self._on_idle, self._on_close = on_data, on_idle, on_close
+        self._last = time.monotonic()
+        self._watch(READ)
+
+    def run(self, on_data, on_idle=None) -> None:
+        """Like ``start``, but return only once the connection has closed."""
+        done = Event()
+        self.start(on_data, on_idle, done.set)
+        done.wait()
+
+    def _watch(self, events: int) -> None:
+        """Let the loop wait for the peer (no greenlet meanwhile), and for its silence."""
+        if self.closed:
+            return
+        if self._reading is None or self._reading.events & (READ | WRITE) != events:
+            self._stop(self._reading)
+            self._reading = gevent.get_hub().loop.io(self.sock.fileno(), events)
+        self._reading.start(self._wake, False)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        """Have the loop call back once the peer has been silent for ``idle_timeout`` seconds."""
+        if self.closed:
+            return
+        due = None if self._idle_timeout is None else self._last + self._idle_timeout
+        if self._timer is not None:
+            if due is not None and self._timer.active and self._due <= due:
+                return  # fires in time; _wake re-arms it if the peer spoke meanwhile
+            self._stop(self._timer)
+            self._timer = None
+        if due is not None:
+            self._due = due
+            self._timer = gevent.get_hub().loop.timer(max(0.0, due - time.monotonic()))
+            self._timer.start(self._wake, True)
+
+    @staticmethod
+    def _stop(*watchers) -> None:
+        for watcher in watchers:
+            if watcher is not None:
+                watcher.stop()
+                watcher.close()
+
+    def _wake(self, silent: bool) -> None:
+        """The loop's callback: the peer sent bytes (or was silent); serve them in a greenlet."""
+        if self._busy or self.closed:
+            return
+        if silent and time.monotonic() < self._last + (self._idle_timeout or 0):
+            return self._arm_timer()  # the peer spoke since the timer was set
+        self._busy = True
+        self._reading.stop()
+        gevent.spawn_raw(self._serve, silent)
+
+    def _serve(self, silent: bool) -> None:
+        """Run on_idle if silent, then on_data for everything readable now; watch again after."""
+        events = READ
         try:
+            if silent:
+                if self._on_idle is None:
+                    return self.close("idle timeout")
+                self._on_idle()
             while not self.closed:
-                self.sock.settimeout(self.idle_timeout)
                 try:
                     data = self.sock.recv(RECV_SIZE)
-                except socket.timeout:
-                    if on_idle is None:
-                        self.close("idle timeout")
-                    else:
-                        on_idle()
-                    continue
-                if not data:
-                    self.close("closed by peer")
+                except ssl.SSLWantWriteError:  # TLS must write before it reads (renegotiation)
+                    events = WRITE
                     break
-                on_data(data)
+                except (BlockingIOError, ssl.SSLWantReadError):
+                    break
+                if not data:
+                    return self.close("closed by peer")
+                self._last = time.monotonic()
+                self._on_data(data)
         except OSError as exc:
             self.close(f"read failed: {exc}")
+        except Exception:  # a bug in a protocol core must not leave the connection half alive
+            log.exception("error handling data from %s", self.peer)
+            self.close("internal error")
         finally:
-            self.close(self.close_reason or "done")
+            if silent:
+                self._last = time.monotonic()  # on_idle answered this silence; the next counts anew
+            self._busy = False
+            self._watch(events)
 
     def close(self, reason: str = "closed") -> None:
         if self.closed:
@@ -119,10 +234,18 @@ class Connection:
         self.closed = True
         self.close_reason = reason
         log.debug("connection %s closed: %s", self.peer, reason)
+        self._stop(self._reading, self._timer, self._writing, self._write_timer)
+        self._reading = self._timer = self._writing = self._write_timer = None
+        self._queue.clear()
+        self._queued = 0
         try:
             self.sock.close()
         except OSError:
             pass
+        if self._drained is not None:
+            self._drained.set()
+        if self._on_close is not None:
+            gevent.spawn(self._on_close)
 
     def close_after_flush(self, reason: str, timeout: float = 2.0) -> None:
         """Close once queued bytes (a final stream error, say) are written, or after ``timeout``."""

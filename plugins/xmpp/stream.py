@@ -103,6 +103,11 @@ def _refuse(what: str):
     return handler
 
 
+# Made once: every stream restart makes a parser, and an idle stream keeps its handlers.
+_REFUSE_DTD, _REFUSE_COMMENT, _REFUSE_PI = (_refuse(what) for what in
+                                            ("DTD", "comment", "processing instruction"))
+
+
 def _tag(name: str) -> str:
     """expat's ``uri}local`` as ElementTree's ``{uri}local``."""
     return "{" + name if "}" in name else name
@@ -132,9 +137,9 @@ class StreamParser:
         parser.XmlDeclHandler = self._xml_declaration
         # A DOCTYPE is refused as it starts, so no entity can be declared and no external entity or
         # parameter entity read: handlers for those could never fire.
-        parser.StartDoctypeDeclHandler = _refuse("DTD")
-        parser.CommentHandler = _refuse("comment")
-        parser.ProcessingInstructionHandler = _refuse("processing instruction")
+        parser.StartDoctypeDeclHandler = _REFUSE_DTD
+        parser.CommentHandler = _REFUSE_COMMENT
+        parser.ProcessingInstructionHandler = _REFUSE_PI
         parser.StartNamespaceDeclHandler = self._namespace_declaration
         parser.StartElementHandler = self._start
         parser.EndElementHandler = self._end

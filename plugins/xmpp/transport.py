@@ -2,8 +2,8 @@
 
 This file and ``convergence.connection`` are the only socket code of the plugin. Each accepted
 socket gets a :class:`~convergence.connection.Connection` (TCP_NODELAY, a bounded outbound queue
-of ``[xmpp] max_queued`` bytes: a client that stops reading is disconnected) whose reader loop
-feeds the session and asks it how long silence may last (``Session.idle_timeout``: the negotiation
+of ``[xmpp] max_queued`` bytes: a client that stops reading is disconnected) whose reads
+feed the session and ask it how long silence may last (``Session.idle_timeout``: the negotiation
 deadline, then keep-alive pings that detect half-open connections). The ``listen`` port speaks
 STARTTLS (RFC 6120 §5); ``tls_listen`` is Direct TLS (XEP-0368), TLS from the first byte.
 """
@@ -29,7 +29,8 @@ def tls_context(core, settings):
 
 
 def serve_connection(service, sock, peer, direct_tls: bool = False) -> None:
-    """Run one client connection to its end (the StreamServer's handler greenlet)."""
+    """Start serving one client connection (in the StreamServer's handler greenlet, which then
+    ends: a connection waiting for its client costs no greenlet)."""
     settings = service.settings
     conn = Connection(sock, peer, max_queued=settings["max_queued"],
                       idle_timeout=settings["negotiation_timeout"])
@@ -49,11 +50,11 @@ def serve_connection(service, sock, peer, direct_tls: bool = False) -> None:
         session.idle()
         conn.idle_timeout = session.idle_timeout()
 
-    try:
-        conn.run(on_data, on_idle)
-    finally:
+    def on_close() -> None:
         session.connection_lost()
         log.debug("xmpp session %s ended: %s", session, conn.close_reason)
+
+    conn.start(on_data, on_idle, on_close)
 
 
 class C2SListener(StreamServer):
@@ -65,7 +66,14 @@ class C2SListener(StreamServer):
         self.direct_tls = direct_tls
 
     def _accept(self, sock, peer) -> None:
-        serve_connection(self.service, sock, peer, self.direct_tls)
+        try:
+            serve_connection(self.service, sock, peer, self.direct_tls)
+        except BaseException:
+            sock.close()
+            raise
+
+    def do_close(self, sock, *args) -> None:
+        """The handler has returned: the socket now belongs to its Connection (which closes it)."""
 
     def stop(self, timeout=None):
         self.service.shutdown()

@@ -50,3 +50,9 @@ def test_configured_files_must_exist_and_come_in_pairs(tmp_path):
     cert, key = files("example.org", tmp_path, str(tmp_path / "no.crt"), str(tmp_path / "no.key"))
     with pytest.raises(CertificateError, match="no.crt"):
         server_context(cert, key)
+
+
+def test_server_context_refuses_renegotiation(tmp_path):
+    """Connection reads and writes never block, so TLS must not want to write while reading."""
+    cert, key = files("localhost", tmp_path)
+    assert server_context(cert, key).options & ssl.OP_NO_RENEGOTIATION
