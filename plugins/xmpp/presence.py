@@ -151,21 +151,25 @@ def _broadcast(service, session, element: ET.Element) -> None:
     service.core.presence.update(session)
     if not (available or was_available):
         return  # unavailable from a resource that never was available: nobody to tell
-    _send(_watchers(service, session.account) + _own(service, session.account), element)
+    account = session.account
+    # What initial presence needs from the store, read in one transaction.
+    state = store.initial_presence(service.core.db, account.local, account.jid,
+                                   watchers=not roster.shared_on(service)) if initial else None
+    _send(_watchers(service, account, state) + _own(service, account), element)
     if not available:
         for target in session.directed:
             _deliver(service, target, _readdressed(element, session.address, target))
         session.directed.clear()
     if initial:
         last = _memory(service).last
-        for other in _own(service, session.account):  # the account's other resources (§4.3.2)
+        for other in _own(service, account):  # the account's other resources (§4.3.2)
             if other is not session:
                 session.send(_readdressed(last[other.address][1], other.address, session.address))
-        for contact in _watched(service, session.account):
+        for contact in _watched(service, account, state):
             _show_contact(service, contact, [session])
-        for _, text in store.requests(service.core.db, session.account.local):
+        for _, text in state.requests:
             session.send(ET.fromstring(text))  # §3.1.3: still waiting for an answer
-        service.core.router.deliver_stored(session.account)
+        service.core.router.deliver_stored(account)
 
 
 def _directed(service, session, to: Address, element: ET.Element) -> None:
@@ -274,22 +278,23 @@ def _follow(service, account: Address, contact: Address, outcome) -> None:
 
 
 # -- who sees whom --
-def _watcher_accounts(service, account: Address) -> set[Address]:
-    """The local accounts that see ``account``'s presence."""
+def _watcher_accounts(service, account: Address, state: store.InitialPresence | None = None) -> set[Address]:
+    """The local accounts that see ``account``'s presence (``state``: read already)."""
     core = service.core
     if roster.shared_on(service):
         return {s.account for s in service.all_sessions()} - {account.bare}
-    return {core.address(name) for name in store.watchers(core.db, account.jid)}
+    names = state.watchers if state else store.watchers(core.db, account.jid)
+    return {core.address(name) for name in names}
 
 
-def _watchers(service, account: Address) -> list:
+def _watchers(service, account: Address, state: store.InitialPresence | None = None) -> list:
     """The available sessions that see ``account``'s presence."""
-    return [s for a in _watcher_accounts(service, account) for s in _own(service, a)]
+    return [s for a in _watcher_accounts(service, account, state) for s in _own(service, a)]
 
 
-def _watched(service, account: Address) -> list[Address]:
+def _watched(service, account: Address, state: store.InitialPresence | None = None) -> list[Address]:
     """The local contacts whose presence ``account`` sees (subscription ``to``/``both``)."""
-    items, _ = roster.view(service, account)
+    items, _ = roster.view(service, account, (state.items, state.version) if state else None)
     return [a for a in (_address(i.jid) for i in items if i.subscription in ("to", "both"))
             if a.domain == service.domain and a.local and not a.resource]
 

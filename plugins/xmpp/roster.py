@@ -65,9 +65,10 @@ def is_shared(service, account: Address, contact: Address) -> bool:
             or accounts.exists(core.db, contact.local))
 
 
-def view(service, account: Address) -> tuple[list[Item], str]:
-    """The items ``account`` sees and the roster version string (§2.6)."""
-    stored, version = store.items(service.core.db, account.local)
+def view(service, account: Address, stored: tuple[list[Item], int] | None = None) -> tuple[list[Item], str]:
+    """The items ``account`` sees and the roster version string (§2.6); ``stored`` is what
+    ``store.items`` returns when the caller has read it already."""
+    stored, version = stored or store.items(service.core.db, account.local)
     shared = {c.jid: c for c in shared_contacts(service, account)}
     if not shared_on(service):
         return stored, str(version)

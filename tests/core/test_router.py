@@ -1,4 +1,6 @@
 """Routing through resolve_recipient to endpoints and the offline store (RFC 6121 §8.5, XEP-0160)."""
+from dataclasses import replace
+
 import pytest
 
 from convergence import Message, Presence, RoutingError
@@ -49,6 +51,14 @@ def test_offline_messages_are_stored_and_delivered_in_order(core, alice):
     assert [m.body for m in phone.received] == ["m0", "m1", "m2"]
     assert all(m.stamp is not None for m in phone.received)
     assert offline.count(core.db, "alice") == 0
+
+
+def test_a_stored_message_comes_back_whole(core, alice):  # XEP-0160, stamped as XEP-0203
+    sent = Message(core.address("bob", "laptop"), alice.with_resource("gone"), "body", "subject",
+                   "thread-1", "chat", "id-1")
+    assert core.send(sent) == "stored"
+    [(_, kept)] = offline.pending(core.db, "alice")
+    assert kept.stamp is not None and replace(kept, stamp=None) == sent
 
 
 def test_a_refused_stored_message_stays_stored(core, alice):
