@@ -72,8 +72,6 @@ class Authenticator:
                 if result.reason == WRONG_PASSWORD:  # not stale nonces, nor ones from before a
                     self.limiter.failed(source, now)  # restart: only what guesses a password
         name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
-        offers = {c.split("algorithm=")[1].split(",")[0]: c
-                  for c in self.digest.challenges(now, stale)}
-        st.respond(407 if proxy else 401,
-                   headers=[(name, offers[algorithm]) for algorithm in self.algorithms])
+        st.respond(407 if proxy else 401, headers=[
+            (name, challenge) for challenge in self.digest.challenges(now, stale, self.algorithms)])
         return None

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 #: RFC 8760 §2.1 algorithm names → hashlib names, in the order challenges are offered.
 ALGORITHMS = {"SHA-256": "sha256", "MD5": "md5"}
 
+_ESCAPE = re.compile(r"\\(.)")  # quoted-pair
 _PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,"]+)\s*(?:,|$)')
 
 
@@ -44,7 +45,10 @@ def parse_credentials(value: str) -> dict[str, str]:
         name, raw = match.group(1).lower(), match.group(2)
         if name in params:
             raise DigestError(f"duplicate auth-param {name!r}")
-        params[name] = re.sub(r"\\(.)", r"\1", raw[1:-1]) if raw.startswith('"') else raw
+        if raw.startswith('"'):
+            raw = raw[1:-1]
+            raw = _ESCAPE.sub(r"\1", raw) if "\\" in raw else raw
+        params[name] = raw
         pos = match.end()
     return params
 
@@ -85,12 +89,14 @@ class DigestServer:
         mac = hmac.digest(self.secret, body + self.realm.encode(), "sha256")[:16]
         return base64.urlsafe_b64encode(body + mac).decode().rstrip("=")
 
-    def challenges(self, now: float, stale: bool = False) -> list[str]:
-        """``WWW-Authenticate``/``Proxy-Authenticate`` values, SHA-256 first (RFC 8760 §2.4)."""
+    def challenges(self, now: float, stale: bool = False,
+                   algorithms: tuple[str, ...] | list[str] = tuple(ALGORITHMS)) -> list[str]:
+        """``WWW-Authenticate``/``Proxy-Authenticate`` values, one per algorithm in the order
+        given (by default SHA-256 first, RFC 8760 §2.4), sharing one nonce."""
         nonce = self.nonce(now)
         extra = ", stale=true" if stale else ""
         return [f'Digest realm="{self.realm}", nonce="{nonce}", algorithm={name}, qop="auth"{extra}'
-                for name in ALGORITHMS]
+                for name in algorithms]
 
     def _issued(self, nonce: str) -> float | None:
         """The issue time of a nonce we signed, or None."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import time
 from datetime import datetime, timedelta, timezone
 from urllib.parse import unquote
 
@@ -72,6 +73,7 @@ class Registrar:
         self.aors: dict[str, dict[str, BindingEndpoint]] = {}  # account → contact URI → binding
         self.by_uri: dict[str, BindingEndpoint] = {}  # contact URI → binding (in-dialog routing)
         self._queue: list[tuple] = []  # refreshes live but not stored yet: (name, rows, st)
+        self._date = (0, "")  # (second, Date value): formatted once a second, not per 200
 
     # -- queries --
     def contacts(self, name: str) -> list[BindingEndpoint]:
@@ -179,7 +181,14 @@ class Registrar:
 
     def _accept(self, st, name: str) -> None:
         st.respond(200, headers=[("Contact", self._contact(ep)) for ep in self.contacts(name)]
-                   + [("Date", utcnow().strftime("%a, %d %b %Y %H:%M:%S GMT"))])
+                   + [("Date", self._date_value())])
+
+    def _date_value(self) -> str:
+        """The ``Date`` of a 200 (§10.3 step 8, §20.17: RFC 1123 form, GMT)."""
+        second = int(time.time())
+        if second != self._date[0]:
+            self._date = (second, time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(second)))
+        return self._date[1]
 
     def _refresh(self, name: str, changes: list, st, request) -> None:
         """Bindings that only move on: live at once, written with the others of this batch

@@ -1,5 +1,6 @@
 """SIP over real loopback UDP, TCP and TLS: framing, bad input, local answers, retransmissions."""
 import os
+import time
 from pathlib import Path
 
 import gevent
@@ -178,6 +179,24 @@ def test_retransmitted_request_gets_the_same_response(sip_server):
     client.send(request)  # same branch: absorbed, the last response is sent again
     again = client.recv_for(request)
     assert first.status == 401 and bytes(again) == bytes(first)
+
+
+def test_answered_transaction_ends_after_timer_j(sip_server):
+    """The completed non-INVITE transaction is kept as its answer only for 64*T1 (§17.2.2):
+    then the same request is a new one (a new challenge, with a new nonce)."""
+    t1 = 0.02
+    client = sip_server(t1=t1).client()
+    request = client.request("REGISTER", headers=[("Contact", f"<sip:alice@{client.host}>")])
+    first = client.ask(request)
+    started = time.monotonic()
+    with gevent.Timeout(64 * t1 + 5):
+        while True:
+            client.send(request)
+            again = client.recv_for(request)
+            if bytes(again) != bytes(first):
+                break
+            gevent.sleep(t1)  # pacing the retransmissions, not synchronisation
+    assert again.status == 401 and time.monotonic() - started >= 64 * t1 - t1
 
 
 def test_sip_uri_with_our_address_is_local(sip_server):
