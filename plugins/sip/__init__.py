@@ -11,7 +11,8 @@ import time
 
 from convergence import hookimpl
 from convergence.certificates import files, server_context
-from convergence.config import Option, Section, listen_address, positive_int
+from convergence.config import (Option, Section, listen_address, optional_listen_address, positive_int,
+                                positive_number)
 
 from . import transaction
 from .digest import ALGORITHMS
@@ -22,22 +23,11 @@ _running: dict[int, Dispatcher] = {}  # id(core) → its SIP element
 _DEFAULT_TIMERS = transaction.T1, transaction.T2  # the transaction module reads its globals
 
 
-def optional_listen_address(value):
-    """``""`` (off) or ``host:port``."""
-    return listen_address(value) if value else None
-
-
 def digest_algorithms(value) -> list[str]:
     if (not isinstance(value, list) or not value
             or not all(isinstance(v, str) and v.upper() in ALGORITHMS for v in value)):
         raise ValueError(f"expected a list of {' and '.join(ALGORITHMS)}")
     return [v.upper() for v in dict.fromkeys(value)]
-
-
-def positive_number(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError("expected a positive number")
-    return float(value)
 
 
 @hookimpl
