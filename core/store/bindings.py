@@ -52,16 +52,15 @@ def save(db: Database, binding: Binding) -> None:
 def refresh(db: Database, binding: Binding) -> bool:
     """Rewrite an existing binding (a re-REGISTER) in one UPDATE, without reading it first;
     False when there is no such binding (then ``save`` it)."""
-    with db.write() as session:
-        done = session.connection().execute(_UPDATE, _parameters(binding))
-        return done.rowcount == 1
+    with db.write_connection() as conn:
+        return conn.execute(_UPDATE, _parameters(binding)).rowcount == 1
 
 
 def refresh_many(db: Database, rows: list[Binding]) -> None:
     """``refresh`` bindings known to exist, all in one transaction (a registrar committing a
     batch of re-REGISTERs at once); a row that vanished meanwhile is skipped."""
-    with db.write() as session:
-        session.connection().execute(_UPDATE, [_parameters(row) for row in rows])
+    with db.write_connection() as conn:
+        conn.execute(_UPDATE, [_parameters(row) for row in rows])
 
 
 def _parameters(binding: Binding) -> dict:

@@ -17,7 +17,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -64,7 +64,8 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
-        self._writer = sessionmaker(self.engine.execution_options(write=True), expire_on_commit=False)
+        self._write_engine = self.engine.execution_options(write=True)
+        self._writer = sessionmaker(self._write_engine, expire_on_commit=False)
         # threading.RLock is gevent's cooperative lock once ``monkey.patch_all()`` has run.
         self._write_lock = threading.RLock() if self.is_sqlite else None
         self.version_locations = [str(importlib.resources.files("convergence.migrations") / "versions")]
@@ -80,6 +81,12 @@ class Database:
         """A session committed on success, rolled back on error. Do no network I/O inside."""
         with self._write_lock or nullcontext(), self._writer() as session, session.begin():
             yield session
+
+    @contextmanager
+    def write_connection(self) -> Connection:
+        """Like ``write``, a plain connection: for Core statements built once (no Session cost)."""
+        with self._write_lock or nullcontext(), self._write_engine.begin() as conn:
+            yield conn
 
     def check(self) -> None:
         """Connect once (creating a SQLite file's folder), or raise DatabaseError naming the reason."""

@@ -3,15 +3,17 @@
 Rules: no I/O; time comes in as an argument. The server offers SHA-256 then MD5 challenges with
 ``qop="auth"`` (RFC 8760 §2.4); it checks responses against the HA1 values stored at password-set
 time (:mod:`convergence.credentials`), never a password. Nonces are stateless and signed
-(HMAC-SHA-256 over issue time and randomness, so a forged or foreign nonce is refused); they expire
-after ``lifetime`` seconds (answered with ``stale=true``, RFC 7616 §3.3); each (nonce, nc) pair is
-accepted once, so a captured request cannot be replayed (RFC 7616 §3.4 nonce-count).
+(HMAC-SHA-256 over issue time, a random per-server tag and a counter, so a forged or foreign nonce
+is refused); they expire after ``lifetime`` seconds (answered with ``stale=true``, RFC 7616
+§3.3); each (nonce, nc) pair is accepted once, so a captured request cannot be replayed (RFC 7616
+§3.4 nonce-count).
 """
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+import itertools
 import os
 import re
 import struct
@@ -21,7 +23,11 @@ from dataclasses import dataclass
 ALGORITHMS = {"SHA-256": "sha256", "MD5": "md5"}
 
 _ESCAPE = re.compile(r"\\(.)")  # quoted-pair
-_PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,"]+)\s*(?:,|$)')
+_PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("[^"\\]*(?:\\.[^"\\]*)*"|[^\s,"]+)\s*(?:,|$)')
+_NC = re.compile(r"[0-9a-fA-F]{8}")
+_NEEDED_ORDER = ("username", "realm", "nonce", "uri", "response", "qop", "nc", "cnonce")
+_NEEDED = frozenset(_NEEDED_ORDER)
+_BODY = struct.Struct(">d4sQ")  # a nonce's signed body: issue time, instance tag, counter
 
 
 class DigestError(ValueError):
@@ -83,10 +89,15 @@ class DigestServer:
         self.secret = secret or os.urandom(32)
         self._seen: dict[str, tuple[float, set[str]]] = {}  # nonce -> (issued, nc values used)
         self._pruned = float("-inf")  # when expired nonces were last dropped
+        self._signed = realm.encode()  # what the MAC covers besides the nonce body
+        self._instance = os.urandom(4)  # with the issue time and a counter: unique nonces
+        self._count = itertools.count()
 
     def nonce(self, now: float) -> str:
-        body = struct.pack(">d", now) + os.urandom(12)
-        mac = hmac.digest(self.secret, body + self.realm.encode(), "sha256")[:16]
+        """Issue time, this server's random instance tag and a counter (unique without a
+        ``getrandom`` call per nonce), then their MAC: unforgeable without ``secret``."""
+        body = _BODY.pack(now, self._instance, next(self._count))
+        mac = hmac.digest(self.secret, body + self._signed, "sha256")[:16]
         return base64.urlsafe_b64encode(body + mac).decode().rstrip("=")
 
     def challenges(self, now: float, stale: bool = False,
@@ -105,26 +116,25 @@ class DigestServer:
         except ValueError:
             return None
         body, mac = raw[:-16], raw[-16:]
-        expected = hmac.digest(self.secret, body + self.realm.encode(), "sha256")[:16]
-        if len(body) != 20 or not hmac.compare_digest(mac, expected):
+        expected = hmac.digest(self.secret, body + self._signed, "sha256")[:16]
+        if len(body) != _BODY.size or not hmac.compare_digest(mac, expected):
             return None
-        return struct.unpack(">d", body[:8])[0]
+        return _BODY.unpack(body)[0]
 
     def verify(self, params: dict[str, str], method: str, ha1_of, now: float) -> Verified | Rejected:
         """Check parsed credentials for a request with ``method``.
 
         ``ha1_of(username, algorithm)`` returns the stored HA1 hex string or None.
         """
-        missing = [p for p in ("username", "realm", "nonce", "uri", "response", "qop", "nc", "cnonce")
-                   if p not in params]
-        if missing:
+        if not params.keys() >= _NEEDED:
+            missing = [p for p in _NEEDED_ORDER if p not in params]
             return Rejected(f"missing {', '.join(missing)} (qop=auth is required)")
         algorithm = params.get("algorithm", "MD5").upper()
         if algorithm not in ALGORITHMS:
             return Rejected(f"unsupported algorithm {algorithm}")
         if params["realm"] != self.realm:
             return Rejected(f"realm must be {self.realm}")
-        if params["qop"] != "auth" or not re.fullmatch(r"[0-9a-fA-F]{8}", params["nc"]):
+        if params["qop"] != "auth" or not _NC.fullmatch(params["nc"]):
             return Rejected("qop must be auth with an 8-digit hex nc")
         issued = self._issued(params["nonce"])
         if issued is None:

@@ -24,7 +24,9 @@ def test_parse_credentials():
                                'uri="sip:example.org", response="00", algorithm=SHA-256, qop=auth, '
                                'nc=00000001, cnonce="x,y"')
     assert params["nonce"] == 'a"b' and params["cnonce"] == "x,y" and params["qop"] == "auth"
-    for bad in ('Basic Ym9iOnB3', 'Digest username="bob", username="eve"', 'Digest username="bob'):
+    assert parse_credentials('Digest a="x\\\\", b = "y"') == {"a": "x\\", "b": "y"}  # a = x\
+    for bad in ('Basic Ym9iOnB3', 'Digest username="bob", username="eve"', 'Digest username="bob',
+                'Digest a="x\\", b=c'):  # the escaped quote leaves the string open
         with pytest.raises(DigestError):
             parse_credentials(bad)
 
@@ -80,6 +82,16 @@ def test_expired_nonce_is_stale():
     challenge = server.challenges(now=0)[0]
     assert server.verify(answer(server, challenge), "REGISTER", ha1_of, 301) == \
         Rejected("nonce expired", stale=True)
+
+
+def test_nonces_issued_at_once_differ_and_each_verifies():
+    secret = bytes(32)
+    servers = [DigestServer("example.org", secret=secret), DigestServer("example.org", secret=secret)]
+    nonces = {parse_credentials(server.challenges(now=0)[0])["nonce"]
+              for server in servers for _ in range(3)}
+    assert len(nonces) == 6
+    challenge = servers[1].challenges(now=0)[0]
+    assert servers[1].verify(answer(servers[1], challenge), "REGISTER", ha1_of, 1) == Verified("bob")
 
 
 def test_foreign_or_forged_nonce_is_refused():
