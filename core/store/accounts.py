@@ -75,7 +75,7 @@ _CREDENTIALS = select(Account.scram_salt, Account.scram_iterations, Account.scra
 def credentials(db: Database, name: str) -> Credentials | None:
     """The stored secrets of ``name`` (for SASL, SIP digest, HTTP auth), or None. Read each time:
     a password changed by the CLI in another process counts at the next login."""
-    with db.engine.connect() as conn:
+    with db.read_connection() as conn:
         a = conn.execute(_CREDENTIALS, {"name": name}).first()
     if a is None:
         return None

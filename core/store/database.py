@@ -76,6 +76,11 @@ class Database:
         with self._reader() as session:
             yield session
 
+    def read_connection(self) -> Connection:
+        """Like ``read``, a plain connection (use as a context manager): for Core statements built
+        once, on hot paths where a Session's cost exceeds the query's."""
+        return self.engine.connect()
+
     @contextmanager
     def write(self) -> Session:
         """A session committed on success, rolled back on error. Do no network I/O inside."""

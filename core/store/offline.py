@@ -39,7 +39,7 @@ _PENDING = (select(OfflineMessage.id, OfflineMessage.sender, OfflineMessage.reci
 
 def pending(db: Database, account: str) -> list[tuple[int, Message]]:
     """The messages kept for ``account`` as (row id, message), oldest first, stamped (XEP-0203)."""
-    with db.engine.connect() as conn:
+    with db.read_connection() as conn:
         rows = conn.execute(_PENDING, {"name": account}).all()
     return [(r.id, Message(Address.parse(r.sender), Address.parse(r.recipient), r.body, r.subject,
                            r.thread, r.type, r.message_id, r.stored_at)) for r in rows]

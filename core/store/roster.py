@@ -85,7 +85,7 @@ def _watchers(conn, jid: str) -> list[str]:
 
 def items(db: Database, account: str) -> tuple[list[Item], int]:
     """Every item of ``account``'s roster, and the roster version."""
-    with db.engine.connect() as conn:
+    with db.read_connection() as conn:
         owner = _owner(conn, account)
         return _items(conn, owner.id), owner.roster_version
 
@@ -93,7 +93,7 @@ def items(db: Database, account: str) -> tuple[list[Item], int]:
 def initial_presence(db: Database, account: str, jid: str, watchers: bool = True) -> InitialPresence:
     """``items``, ``requests`` and (if ``watchers``) ``watchers`` of ``account`` (bare JID ``jid``),
     read in one transaction."""
-    with db.engine.connect() as conn:
+    with db.read_connection() as conn:
         owner = _owner(conn, account)
         return InitialPresence(_items(conn, owner.id), owner.roster_version, _requests(conn, owner.id),
                                _watchers(conn, jid) if watchers else None)
@@ -141,7 +141,7 @@ def remove(db: Database, account: str, jid: str) -> int | None:
 
 def requests(db: Database, account: str) -> list[tuple[str, str]]:
     """The pending inbound subscription requests of ``account`` as (bare JID, stanza), oldest first."""
-    with db.engine.connect() as conn:
+    with db.read_connection() as conn:
         return _requests(conn, _owner(conn, account).id)
 
 
@@ -172,5 +172,5 @@ def remove_request(db: Database, account: str, jid: str) -> None:
 def watchers(db: Database, jid: str) -> list[str]:
     """The accounts whose roster has ``jid`` with subscription ``to`` or ``both``: those who see
     its presence (§4.2.2 from the other side)."""
-    with db.engine.connect() as conn:
+    with db.read_connection() as conn:
         return _watchers(conn, jid)
