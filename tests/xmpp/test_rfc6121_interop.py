@@ -23,7 +23,7 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from convergence.testing import ServerProcess, create_schema, toml_value
 
-from .conftest import XmppServer
+from conftest import XmppServer
 from .roster_client import (ROSTER, befriend, condition, groups, iq, manual, next_presence, next_push,
                             roster_get, roster_remove, roster_set, send_presence)
 
@@ -41,7 +41,7 @@ def server(tmp_path_factory, pytestconfig):
         path.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in t.items())
                                 for name, t in config.items()))
         return ServerProcess(path, (), tmp)
-    running = XmppServer(serve, tmp, database_url, {}, {"shared_roster": False})
+    running = XmppServer(serve, tmp, database_url, {}, {"xmpp": {"shared_roster": False}})
     yield running
     running.process.stop()
     running.close()

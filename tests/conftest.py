@@ -1,4 +1,8 @@
-"""Fixtures for XMPP scenario tests: a real ``convergence serve``, its accounts, slixmpp clients.
+"""Fixtures for scenario tests: a real ``convergence serve``, its accounts, slixmpp clients.
+
+``convergence_server(accounts=None, **sections)`` — the same server as ``xmpp_server`` with every
+  table overridable (``http={...}``, ``sip={...}``, ``server={...}``); ``http_port``,
+  ``http_url`` and ``sip_port`` (UDP and TCP) name its other listeners.
 
 ``xmpp_server(accounts=None, **xmpp)`` — starts a server for domain ``example.org`` with
   ``[xmpp] listen`` on a free loopback port; ``xmpp`` keys override the ``[xmpp]`` table (use
@@ -52,7 +56,7 @@ import slixmpp
 from convergence.config import load
 from convergence.core import Core
 from convergence.plugins.xmpp.stream import Stanza, StreamClose, StreamParser
-from convergence.testing import free_port
+from convergence.testing import free_port, free_udp_tcp_port
 
 DOMAIN = "example.org"
 
@@ -147,18 +151,25 @@ class Client:
 
 
 class XmppServer:
-    def __init__(self, serve, tmp_path: Path, database_url: str, accounts: dict, xmpp: dict):
+    """A real server with every listener on a free loopback port; ``sections`` override tables."""
+
+    def __init__(self, serve, tmp_path: Path, database_url: str, accounts: dict, sections: dict):
         self.domain = DOMAIN
         self.port = free_port()
+        xmpp = dict(sections.get("xmpp", {}))
         self.tls_port = free_port() if xmpp.pop("tls_listen", False) else None
+        self.http_port = free_port()
+        self.sip_port = free_udp_tcp_port()
         data = tmp_path / "data"
         self.cert = data / "tls" / f"{DOMAIN}.crt"
         self.config = {
-            "server": {"domain": DOMAIN, "data_dir": str(data), "database": database_url},
+            **sections,
+            "server": {"domain": DOMAIN, "data_dir": str(data), "database": database_url,
+                       **sections.get("server", {})},
             "xmpp": {"listen": f"127.0.0.1:{self.port}", **xmpp,
                      **({"tls_listen": f"127.0.0.1:{self.tls_port}"} if self.tls_port else {})},
-            "http": {"listen": f"127.0.0.1:{free_port()}"},
-            "sip": {"listen": f"127.0.0.1:{free_port()}"},
+            "http": {"listen": f"127.0.0.1:{self.http_port}", **sections.get("http", {})},
+            "sip": {"listen": f"127.0.0.1:{self.sip_port}", **sections.get("sip", {})},
         }
         self.passwords = dict(accounts)
         self._core = Core.create(load(None, self.config))
@@ -166,6 +177,10 @@ class XmppServer:
         for name, password in accounts.items():
             self._core.add_account(name, password)
         self.process = serve(self.config)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     def jid(self, name: str, resource: str | None = None) -> str:
         return f"{name}@{self.domain}" + (f"/{resource}" if resource else "")
@@ -258,17 +273,22 @@ def raw_client():
 
 
 @pytest.fixture
-def xmpp_server(serve, tmp_path, database_url):
+def convergence_server(serve, tmp_path, database_url):
     started = []
 
-    def start(accounts: dict | None = None, **xmpp) -> XmppServer:
+    def start(accounts: dict | None = None, **sections) -> XmppServer:
         started.append(XmppServer(serve, tmp_path / f"s{len(started)}", database_url,
-                                   accounts or {}, xmpp))
+                                   accounts or {}, sections))
         return started[-1]
 
     yield start
     for server in started:
         server.close()
+
+
+@pytest.fixture
+def xmpp_server(convergence_server):
+    return lambda accounts=None, **xmpp: convergence_server(accounts, xmpp=xmpp)
 
 
 @pytest.fixture
