@@ -25,6 +25,8 @@ class Message:
 
     ``sender`` carries the resource of the endpoint it came from, so a reply addressed to it reaches
     that very endpoint. ``stamp`` is set when the message was stored offline (XEP-0203 delay).
+    An ``error`` message names what went wrong in ``error``, an RFC 6120 §8.3.3 condition
+    (``recipient-unavailable`` …), with the human text in ``body``.
     """
 
     sender: Address
@@ -35,6 +37,7 @@ class Message:
     type: str = "normal"
     id: str = field(default_factory=new_id)
     stamp: datetime | None = None
+    error: str | None = None
 
     def __post_init__(self):
         if self.type not in MESSAGE_TYPES:
@@ -43,7 +46,15 @@ class Message:
     def reply(self, **changes) -> Message:
         """A message back to the sender: addresses swapped, same type, subject and thread, new id."""
         return dataclasses.replace(self, sender=self.recipient, recipient=self.sender,
-                                   id=new_id(), stamp=None, **changes)
+                                   id=new_id(), stamp=None, **{"error": None, **changes})
+
+    def failed(self, condition: str, text: str) -> Message:
+        """The error message (RFC 6120 §8.3) telling the sender this message failed."""
+        return self.reply(type="error", error=condition, body=text)
+
+    def size(self) -> int:
+        """Bytes of body and subject in UTF-8: what a protocol's size limit applies to."""
+        return len(self.body.encode()) + len((self.subject or "").encode())
 
 
 class RoutingError(Exception):
@@ -51,7 +62,7 @@ class RoutingError(Exception):
 
     ``condition`` is an RFC 6120 §8.3.3 stanza error condition (``item-not-found``,
     ``service-unavailable``, ``remote-server-not-found``, ``resource-constraint``, …); each protocol
-    maps it to its own error (RFC 7247 §7 for SIP response codes).
+    maps it to its own error (RFC 7247 §8 for SIP response codes).
     """
 
     def __init__(self, condition: str, text: str):

@@ -7,6 +7,11 @@ with non-negative priority (§8.5.2.1.1 allows "all non-negative resources": tha
 account reaches XMPP, SIP and HTTP at once), else to the offline store (XEP-0160) if it is worth
 storing (``storable``); ``error`` messages, and ``headline`` messages for a resource that is gone,
 are delivered only to a live named resource and otherwise silently ignored.
+
+Size (issue "bad input": refused at entry, never truncated): a protocol declares the largest body
+plus subject it carries with ``Router.limit``; a message bigger than the smallest limit on its path
+— the endpoints it would reach, or every limited protocol when it is stored for later — is refused
+with ``policy-violation`` before any endpoint gets it.
 """
 from __future__ import annotations
 
@@ -68,7 +73,10 @@ class LocalAccountRoute:
         if not named and (message.type == "error" or
                           message.type == "headline" and message.recipient.resource):
             return DISCARDED  # §8.5.2.1.1, §8.5.3.2.1: silently ignored unless for a live resource
-        delivered = deliver_to([named] if named else live_endpoints(self.core, self.account), message)
+        targets = [named] if named else live_endpoints(self.core, self.account)
+        router = self.core.router
+        router.check_size(message, {e.protocol for e in targets} if targets else router.limits)
+        delivered = deliver_to(targets, message)
         if delivered:
             return DELIVERED
         if not storable(message):
@@ -96,6 +104,23 @@ def resolve_recipient(core, address):
 class Router:
     def __init__(self, core):
         self.core = core
+        #: protocol → largest body plus subject (UTF-8 bytes) it carries; see :meth:`limit`.
+        self.limits: dict[str, int] = {}
+
+    def limit(self, protocol: str, max_bytes: int) -> None:
+        """Declare that ``protocol`` endpoints carry at most ``max_bytes`` of body plus subject."""
+        self.limits[protocol] = max_bytes
+
+    def check_size(self, message: Message, protocols) -> None:
+        """RoutingError ``policy-violation`` if ``message`` exceeds a limit of ``protocols``."""
+        limits = [(self.limits[p], p) for p in protocols if p in self.limits]
+        if not limits:
+            return
+        smallest, protocol = min(limits)
+        rough = 4 * (len(message.body) + len(message.subject or ""))  # UTF-8 is ≤ 4 bytes a char
+        if rough > smallest and (size := message.size()) > smallest:
+            raise RoutingError("policy-violation", f"the message has {size} bytes of text; "
+                                                   f"{protocol} carries at most {smallest}")
 
     def route(self, message: Message) -> str:
         """Deliver ``message``; return ``"delivered"``, ``"stored"`` or ``"discarded"``, or raise RoutingError."""

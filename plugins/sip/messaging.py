@@ -5,17 +5,22 @@ to any address the router knows. ``text/plain`` in any charset Python knows (UTF
 and ``text/html`` (reduced to its text) are accepted, other types get ``415`` with Accept. The
 message goes through ``core.send`` as a ``chat`` message (RFC 7572 §5) from the sender's binding
 (so replies reach that phone): ``200`` when delivered, ``202`` when stored for later, and for a
-:class:`RoutingError` the status RFC 7247 §8 maps its condition to (``item-not-found`` → 404 …).
+:class:`RoutingError` the status RFC 7247 §8.1 maps its condition to (``item-not-found`` → 404 …).
+RFC 7572 §4: Subject → subject, Call-ID → thread.
 
 Out: a binding endpoint's ``deliver`` sends a MESSAGE in a client transaction (retransmitted on
-UDP, Timer E/F); an error response or a timeout is reported to the original sender through the
-router as a message of type ``error`` (which XMPP shows as an error stanza), never for an error
-message itself, so failures cannot loop.
+UDP, Timer E/F); RFC 7572 §5: subject → Subject, thread → Call-ID (when it is a valid Call-ID),
+From is the sender's AOR. An error response or a timeout is reported to the original sender
+through the router as a message of type ``error`` whose condition RFC 7247 §8.2 maps from the
+status (which XMPP shows as an error stanza), never for an error message itself, so failures
+cannot loop. Bodies plus subjects longer than ``max_message_size`` minus ``HEADROOM`` are refused
+by the router before they reach a phone (``Router.limit``).
 """
 from __future__ import annotations
 
 import codecs
 import logging
+import re
 from html.parser import HTMLParser
 from urllib.parse import unquote
 
@@ -27,17 +32,46 @@ from .message import Headers, ParseError, Request, SipUri
 log = logging.getLogger(__name__)
 
 ACCEPT = "text/plain, text/html"
+#: Bytes of an outgoing MESSAGE that are not body or subject: request line, Via, From, To,
+#: Call-ID, CSeq, Content-Type, Content-Length with long addresses fit in this with room to spare.
+HEADROOM = 2048
+#: RFC 3261 §25.1 ``callid = word [ "@" word ]``: a thread that matches becomes the Call-ID.
+_WORD = r"""[\w\-.!%*+`'~()<>:\\"/\[\]?{}]+"""
+CALL_ID = re.compile(f"{_WORD}(@{_WORD})?", re.ASCII)
 
-#: RFC 7247 §8 (XMPP error condition → SIP response code); unknown conditions are 500.
+#: RFC 7247 §8.1 (XMPP error condition → SIP response code), our reading: where the RFC gives two
+#: codes we take the one that fits a MESSAGE (501, not 405; 410, as we know no new address; 491).
 STATUS_OF_CONDITION = {
     "bad-request": 400, "conflict": 400, "feature-not-implemented": 501, "forbidden": 403,
-    "gone": 410, "internal-server-error": 500, "item-not-found": 404, "jid-malformed": 484,
-    "not-acceptable": 406, "not-allowed": 405, "not-authorized": 401, "payment-required": 402,
-    "policy-violation": 403, "recipient-unavailable": 480, "redirect": 302,
-    "registration-required": 407, "remote-server-not-found": 404, "remote-server-timeout": 408,
-    "resource-constraint": 500, "service-unavailable": 503, "subscription-required": 400,
-    "undefined-condition": 500, "unexpected-request": 491,
+    "gone": 410, "internal-server-error": 500, "item-not-found": 404, "jid-malformed": 400,
+    "not-acceptable": 406, "not-allowed": 403, "not-authorized": 401, "policy-violation": 403,
+    "recipient-unavailable": 480, "redirect": 302, "registration-required": 400,
+    "remote-server-not-found": 404, "remote-server-timeout": 408, "resource-constraint": 500,
+    "service-unavailable": 503, "subscription-required": 400, "undefined-condition": 400,
+    "unexpected-request": 491,
 }
+
+#: RFC 7247 §8.2 (SIP response code → XMPP error condition), then by class for other codes;
+#: our reading of the RFC (the text was not at hand to check line by line: see docs/sip.md).
+CONDITION_OF_STATUS = {
+    400: "bad-request", 401: "not-authorized", 402: "bad-request", 403: "forbidden",
+    404: "item-not-found", 405: "feature-not-implemented", 406: "not-acceptable",
+    407: "not-authorized", 408: "remote-server-timeout", 410: "gone",
+    413: "policy-violation", 414: "jid-malformed", 415: "not-acceptable", 416: "jid-malformed",
+    420: "feature-not-implemented", 421: "not-acceptable", 423: "resource-constraint",
+    430: "recipient-unavailable", 433: "not-allowed", 480: "recipient-unavailable",
+    481: "item-not-found", 482: "not-acceptable", 483: "not-acceptable", 484: "item-not-found",
+    485: "item-not-found", 486: "recipient-unavailable", 487: "service-unavailable",
+    488: "not-acceptable", 489: "policy-violation", 491: "unexpected-request",
+    493: "service-unavailable", 494: "policy-violation",
+    500: "internal-server-error", 501: "feature-not-implemented", 502: "remote-server-not-found",
+    503: "service-unavailable", 504: "remote-server-timeout", 505: "not-acceptable",
+    513: "policy-violation",
+    600: "service-unavailable", 603: "service-unavailable", 604: "item-not-found",
+    606: "not-acceptable",
+}
+CONDITION_OF_CLASS = {3: "redirect", 4: "bad-request", 5: "internal-server-error",
+                      6: "service-unavailable"}
 
 
 class _TextOfHtml(HTMLParser):
@@ -95,10 +129,16 @@ def body_text(content_type: str | None, body: bytes) -> str:
     return html_to_text(text) if media == "text/html" else text
 
 
+def condition_of_status(status: int) -> str:
+    """RFC 7247 §8.2: the XMPP error condition for a SIP failure response (or a timeout, 408)."""
+    return CONDITION_OF_STATUS.get(status) or CONDITION_OF_CLASS[min(status // 100, 6)]
+
+
 class Messaging:
     def __init__(self, dispatcher):
         self.dispatcher = dispatcher
         self.core = dispatcher.core
+        self.core.router.limit("sip", dispatcher.settings["max_message_size"] - HEADROOM)
 
     # -- in --
     def handle(self, st) -> None:
@@ -122,7 +162,7 @@ class Messaging:
         binding = dispatcher.registrar.binding_on(user, st.flow)
         sender = binding.address if binding else core.address(user)
         message = Message(sender, recipient, text, subject=request.headers.get("Subject"),
-                          type="chat")
+                          thread=request.call_id, type="chat")
         try:
             outcome = core.send(message)
         except RoutingError as err:
@@ -140,7 +180,8 @@ class Messaging:
             ("Max-Forwards", "70"),
             ("From", f"<{message.sender.bare.sip_uri}>;tag={dispatcher.new_id()}"),
             ("To", f"<{endpoint.address.bare.sip_uri}>"),
-            ("Call-ID", f"{dispatcher.new_id()}@{dispatcher.host}"),
+            ("Call-ID", message.thread if message.thread and CALL_ID.fullmatch(message.thread)
+                        else f"{dispatcher.new_id()}@{dispatcher.host}"),
             ("CSeq", "1 MESSAGE"),
             ("Content-Type", "text/plain;charset=UTF-8"),
         ])
@@ -157,8 +198,8 @@ class Messaging:
         if message.type == "error":
             log.info("SIP: error message to %s not delivered: %s", endpoint.uri, problem)
             return
-        report = message.reply(type="error", body=f"Message not delivered to "
-                                                  f"{endpoint.address.bare}: {problem}")
+        report = message.failed(condition_of_status(response.status),
+                                f"Message not delivered to {endpoint.address.bare}: {problem}")
         try:
             self.core.send(report)
         except RoutingError as err:

@@ -6,7 +6,8 @@ the offline store). A :class:`RoutingError` comes back as an error message (RFC 
 except to an error message (§8.3.1). A message to an account that does not exist gets
 ``service-unavailable`` rather than the core's ``item-not-found`` (RFC 6121 §8.5.1: no account
 harvesting). ``element`` renders a core message for a session, with the XEP-0203 delay stamp of an
-offline message. Payloads the core does not model (chat states, receipts, encryption) travel in
+offline message and, for an error from another protocol (``Message.error``), the <error/> child
+(RFC 6120 §8.3.2) with the condition and the body as its text. Payloads the core does not model (chat states, receipts, encryption) travel in
 ``XmppMessage.extensions`` to XMPP recipients; the offline store keeps only the core fields, and
 only takes messages with a body or subject unless a XEP-0334 ``<store/>`` or ``<no-store/>`` hint
 says otherwise (``store_hint``).
@@ -27,13 +28,14 @@ from convergence import Address, AddressError, Message, RoutingError
 from convergence.message import MESSAGE_TYPES, new_id
 
 from . import iq
-from .stanzas import ERROR_TYPES, StanzaError, error_reply, iq_result, tag
+from .stanzas import ERROR_TYPES, STANZA_ERROR_NS, StanzaError, error_reply, iq_result, tag
 
 CARBONS_NS = "urn:xmpp:carbons:2"
 FORWARD_NS = "urn:xmpp:forward:0"
 DELAY_NS = "urn:xmpp:delay"
 HINTS_NS = "urn:xmpp:hints"
 MESSAGE, BODY, SUBJECT, THREAD = tag("message"), tag("body"), tag("subject"), tag("thread")
+ERROR = tag("error")
 CORE_CHILDREN = (BODY, SUBJECT, THREAD)
 NO_CARBONS = (tag("private", CARBONS_NS), tag("no-copy", HINTS_NS))
 STORE, NO_STORE = tag("store", HINTS_NS), tag("no-store", HINTS_NS)
@@ -101,7 +103,13 @@ def element(service, message: Message) -> ET.Element:
     for name, text in ((SUBJECT, message.subject), (BODY, message.body), (THREAD, message.thread)):
         if text:
             ET.SubElement(stanza, name).text = text
-    stanza.extend(getattr(message, "extensions", ()))
+    extensions = getattr(message, "extensions", ())
+    stanza.extend(extensions)
+    if message.error and not any(x.tag == ERROR for x in extensions):
+        error = ET.SubElement(stanza, ERROR, type=ERROR_TYPES.get(message.error, "cancel"))
+        ET.SubElement(error, tag(message.error, STANZA_ERROR_NS))
+        if message.body:
+            ET.SubElement(error, tag("text", STANZA_ERROR_NS)).text = message.body
     if message.stamp is not None:  # XEP-0203 §4: when the server first received it
         stamp = message.stamp.replace(tzinfo=message.stamp.tzinfo or timezone.utc)
         ET.SubElement(stanza, tag("delay", DELAY_NS), {

@@ -142,3 +142,33 @@ def test_headline_to_a_gone_resource_is_discarded(core, alice):  # RFC 6121 §8.
     assert core.send(msg(core, alice.with_resource("gone"), type="headline")) == "discarded"
     assert core.send(msg(core, alice, type="headline")) == "delivered"
     assert len(phone.received) == 1
+
+
+def test_a_message_larger_than_a_protocol_on_its_path_is_refused_whole(core, alice):
+    core.router.limit("sip", 10)
+    xmpp = RecordingEndpoint(alice.with_resource("laptop"), "xmpp")
+    sip = RecordingEndpoint(alice.with_resource("sip-1"), "sip")
+    core.presence.login(xmpp)
+    assert core.send(msg(core, alice, "x" * 40)) == "delivered"  # no SIP endpoint on the path
+    core.presence.login(sip)
+    with pytest.raises(RoutingError) as refused:
+        core.send(msg(core, alice, "ü" * 6))  # 12 bytes of UTF-8 in 6 characters
+    assert refused.value.condition == "policy-violation" and "12 bytes" in refused.value.text
+    assert (len(xmpp.received), sip.received) == (1, [])  # nobody got a truncated copy
+    assert core.send(msg(core, alice, "12345", subject="12345")) == "delivered"  # exactly 10
+
+
+def test_a_message_stored_for_later_fits_every_limited_protocol(core, alice):
+    core.router.limit("sip", 10)
+    with pytest.raises(RoutingError, match="sip carries at most 10"):
+        core.send(msg(core, alice, "x" * 11))
+    assert offline.count(core.db, "alice") == 0
+    assert core.send(msg(core, alice, "x" * 10)) == "stored"
+
+
+def test_failed_is_an_error_reply_naming_the_condition(core):
+    original = msg(core, core.address("alice"), thread="t1")
+    report = original.failed("recipient-unavailable", "phone is busy")
+    assert (report.type, report.error, report.body) == ("error", "recipient-unavailable", "phone is busy")
+    assert (report.sender, report.recipient, report.thread) == (original.recipient, original.sender, "t1")
+    assert report.reply().error is None

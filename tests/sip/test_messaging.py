@@ -146,8 +146,50 @@ def test_failed_delivery_is_reported_to_the_sender(users):
     answer(bob, incoming, 486)
     wait_for(lambda: xmpp_alice.received)
     (report,) = xmpp_alice.received
-    assert report.type == "error"
+    assert (report.type, report.error) == ("error", "recipient-unavailable")  # RFC 7247 §8.2
     assert report.recipient == xmpp_alice.address and "486 Busy Here" in report.body
+
+
+@pytest.mark.parametrize("status, condition", [
+    (404, "item-not-found"), (408, "remote-server-timeout"), (415, "not-acceptable"),
+    (480, "recipient-unavailable"), (503, "service-unavailable"), (302, "redirect"),
+    (499, "bad-request"), (599, "internal-server-error"), (603, "service-unavailable")])
+def test_sip_failures_map_to_xmpp_conditions(status, condition):  # RFC 7247 §8.2
+    from convergence.plugins.sip.messaging import condition_of_status
+    assert condition_of_status(status) == condition
+
+
+def test_thread_and_call_id_map_both_ways(users):  # RFC 7572 §4, §5
+    alice = users.client()
+    assert alice.register("alice", "secret").status == 200
+    laptop = RecordingEndpoint(users.core.address("bob", "laptop"))
+    users.core.presence.login(laptop)
+    sent = alice.request("MESSAGE", uri=f"sip:bob@{DOMAIN}", user="alice", to=f"<sip:bob@{DOMAIN}>",
+                         body=b"hi", headers=[("Content-Type", "text/plain"), ("Subject", "plans")])
+    challenge = alice.ask(sent)
+    assert alice.ask(alice.authorize(sent, challenge, "alice", "secret")).status == 200
+    (got,) = laptop.received
+    assert (got.thread, got.subject, got.type) == (sent.call_id, "plans", "chat")
+    for thread, same in (("th-42.x", True), ("two words", False)):
+        users.core.send(Message(laptop.address, users.core.address("alice"), "re", thread=thread))
+        incoming = received(alice)
+        assert (incoming.call_id == thread) is same
+        answer(alice, incoming)
+
+
+def test_a_message_too_big_for_sip_is_refused_before_the_phone(users):
+    bob = users.client()
+    assert bob.register("bob", "hunter2").status == 200
+    limit = users.core.router.limits["sip"]
+    assert limit == 65535 - 2048
+    from convergence import RoutingError
+    with pytest.raises(RoutingError) as refused:
+        users.core.send(Message(users.core.address("alice"), users.core.address("bob"), "x" * (limit + 1)))
+    assert refused.value.condition == "policy-violation"
+    users.core.send(Message(users.core.address("alice"), users.core.address("bob"), "x" * limit))
+    incoming = received(bob)  # the largest allowed body still fits one SIP message
+    assert len(incoming.body) == limit
+    answer(bob, incoming)
 
 
 def test_failure_of_a_message_from_a_phone_comes_back_to_the_phone(users):
