@@ -2,7 +2,8 @@
 
 ``convergence_server(accounts=None, **sections)`` — the same server as ``xmpp_server`` with every
   table overridable (``http={...}``, ``sip={...}``, ``server={...}``); ``http_port``,
-  ``http_url`` and ``sip_port`` (UDP and TCP) name its other listeners.
+  ``http_url`` and ``sip_port`` (UDP and TCP) name its other listeners; ``restart()`` stops it
+  and starts it again on the same data.
 
 ``xmpp_server(accounts=None, **xmpp)`` — starts a server for domain ``example.org`` with
   ``[xmpp] listen`` on a free loopback port; ``xmpp`` keys override the ``[xmpp]`` table (use
@@ -92,8 +93,8 @@ class Loop:
 
 
 class Client:
-    WATCHED = ("message", "presence", "roster_update", "carbon_received", "carbon_sent",
-               "disconnected", "stream_error")
+    WATCHED = ("message", "message_error", "presence", "roster_update", "carbon_received",
+               "carbon_sent", "disconnected", "stream_error")
 
     def __init__(self, loop: Loop, xmpp: slixmpp.ClientXMPP):
         self.loop = loop
@@ -176,7 +177,13 @@ class XmppServer:
         self._core.db.upgrade()
         for name, password in accounts.items():
             self._core.add_account(name, password)
+        self._serve = serve
         self.process = serve(self.config)
+
+    def restart(self) -> None:
+        """Stop the server (SIGTERM, clean exit) and start it again on the same data and ports."""
+        assert self.process.stop() == 0, "".join(self.process.output)
+        self.process = self._serve(self.config)
 
     @property
     def http_url(self) -> str:
