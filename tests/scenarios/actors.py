@@ -1,11 +1,9 @@
-"""The actors of the convergence scenarios: the demo server, ``sipuserf``'s phone, helpers.
+"""The actors of the convergence scenarios: ``sipuserf``'s phone, the demo accounts, helpers.
 
 The phone is two SIPp runs: a user agent client that registers and sends, and a user agent
 server listening on the registered contact's port that receives.
 """
 import socket
-
-import pytest
 
 from convergence.testing import free_port
 from sipp_runner import Sipp, register, reply, request
@@ -15,11 +13,6 @@ PHONE_PASSWORD = "phone-secret"
 ACCOUNTS = {"convergence": "1", "sipuserf": PHONE_PASSWORD, "userc": "c"}
 # SIPp 3.6 answers only the first challenge and knows only MD5: offer MD5 first.
 SIP = {"digest_algorithms": ["MD5", "SHA-256"], "t1": 0.1, "min_expires": 1}
-
-
-@pytest.fixture
-def demo(convergence_server):
-    return convergence_server(ACCOUNTS, sip=SIP)
 
 
 class Phone:
@@ -55,13 +48,6 @@ class Phone:
         name = self._name("incoming")
         process = self.sipp.start(name, '  <recv request="MESSAGE"/>\n' + reply(answer), self.port)
         return lambda: self.sipp.wait(name, process)
-
-
-@pytest.fixture
-def phone(demo, tmp_path):
-    folder = tmp_path / "sipp"
-    folder.mkdir()
-    return Phone(Sipp(demo.sip_port, folder))
 
 
 def sent_by(jid: str, kind: str = "available"):

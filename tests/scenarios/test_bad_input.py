@@ -3,9 +3,7 @@
 Unknown recipients, bodies SIP cannot carry, spoofed senders and too-large messages, with the same
 real clients as the convergence story (slixmpp, SIPp) on one real server.
 """
-import pytest
-
-from actors import DOMAIN, PHONE_PASSWORD, condition, demo, phone, received_messages  # noqa: F401
+from actors import DOMAIN, PHONE_PASSWORD, condition, received_messages
 from sipp_runner import needs_sipp, request
 
 pytestmark = needs_sipp

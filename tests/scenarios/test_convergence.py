@@ -11,8 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from actors import (ACCOUNTS, DOMAIN, SIP, call_id, condition, demo, phone,  # noqa: F401
-                    received_messages, sent_by)
+from actors import ACCOUNTS, DOMAIN, SIP, call_id, condition, received_messages, sent_by
 from sipp_runner import needs_sipp
 
 pytestmark = needs_sipp

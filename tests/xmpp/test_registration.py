@@ -3,7 +3,7 @@ import pytest
 import slixmpp
 from slixmpp.exceptions import IqError
 
-from conftest import LoginFailed
+from scenario_kit import LoginFailed
 from .roster_client import condition, iq, next_push
 
 REGISTER = "<query xmlns='jabber:iq:register'>{}</query>"

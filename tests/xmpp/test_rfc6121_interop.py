@@ -23,7 +23,7 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from convergence.testing import ServerProcess, create_schema, toml_value
 
-from conftest import XmppServer
+from scenario_kit import XmppServer
 from .roster_client import (ROSTER, befriend, condition, groups, iq, manual, next_presence, next_push,
                             roster_get, roster_remove, roster_set, send_presence)
 
