@@ -49,8 +49,8 @@ class Message:
                                    id=new_id(), stamp=None, **{"error": None, **changes})
 
     def failed(self, condition: str, text: str) -> Message:
-        """The error message (RFC 6120 §8.3) telling the sender this message failed."""
-        return self.reply(type="error", error=condition, body=text)
+        """The error message telling the sender this message failed, with its id (RFC 6120 §8.3.1)."""
+        return dataclasses.replace(self.reply(type="error", error=condition, body=text), id=self.id)
 
     def size(self) -> int:
         """Bytes of body and subject in UTF-8: what a protocol's size limit applies to."""

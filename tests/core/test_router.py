@@ -171,4 +171,5 @@ def test_failed_is_an_error_reply_naming_the_condition(core):
     report = original.failed("recipient-unavailable", "phone is busy")
     assert (report.type, report.error, report.body) == ("error", "recipient-unavailable", "phone is busy")
     assert (report.sender, report.recipient, report.thread) == (original.recipient, original.sender, "t1")
+    assert report.id == original.id  # RFC 6120 §8.3.1
     assert report.reply().error is None
