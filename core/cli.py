@@ -96,7 +96,7 @@ def serve(ctx, demo):
                            f"(set its password with: convergence user passwd {name})")
     try:
         server.serve(core)
-    except server.ListenError as exc:
+    except (server.ListenError, ConfigError) as exc:  # a plugin's on_startup may refuse its settings
         raise Fatal(str(exc)) from None
 
 

@@ -5,13 +5,9 @@ the same body, subject, thread and type. It has no account and no protocol code:
 address through ``resolve_recipient`` and replies through the router, so the answer goes back to
 the very endpoint (XMPP resource, SIP phone, HTTP stream) the message came from.
 """
-import logging
-
-from convergence import Presence, RoutingError, hookimpl
+from convergence import Presence, hookimpl
 from convergence.config import Option, Section
-from convergence.router import DELIVERED
-
-log = logging.getLogger(__name__)
+from convergence.services import EchoRoute
 
 
 @hookimpl
@@ -36,25 +32,11 @@ def on_shutdown(core):
     core.presence.set_service(echo_address(core), None)
 
 
-class EchoRoute:
-    """A route is anything with ``deliver(message)``; this one answers instead of delivering."""
-
-    def __init__(self, core):
-        self.core = core
-
-    def deliver(self, message):
-        if message.type == "error":  # never answer an error: two echoes would loop forever
-            return DELIVERED
-        try:
-            self.core.send(message.reply())
-        except RoutingError as exc:  # the sender is gone for good; their message did arrive
-            log.info("echo reply to %s not routed: %s", message.sender, exc)
-        return DELIVERED
-
-
 @hookimpl(tryfirst=True)
 def resolve_recipient(core, address):
     # Claim echo@<domain> (any resource); None lets the next plugin decide for other addresses.
+    # A route is anything with deliver(message): EchoRoute (convergence.services, shared with the
+    # HTTP user) answers through the router instead of delivering, and never answers an error.
     if address.bare == echo_address(core):
         return EchoRoute(core)
     return None

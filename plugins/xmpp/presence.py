@@ -29,7 +29,7 @@ from __future__ import annotations
 import weakref
 import xml.etree.ElementTree as ET
 
-from convergence import Address, AddressError, Presence
+from convergence import Address, AddressError, Presence, contacts
 from convergence.presence import UNAVAILABLE
 from convergence.store import accounts
 from convergence.store import roster as store
@@ -154,7 +154,7 @@ def _broadcast(service, session, element: ET.Element) -> None:
     account = session.account
     # What initial presence needs from the store, read in one transaction.
     state = store.initial_presence(service.core.db, account.local, account.jid,
-                                   watchers=not roster.shared_on(service)) if initial else None
+                                   watchers=not contacts.shared_on(service.core)) if initial else None
     _send(_watchers(service, account, state) + _own(service, account), element)
     if not available:
         for target in session.directed:
@@ -211,7 +211,7 @@ def _subscription(service, session, kind: str, to: Address | None, element: ET.E
     if contact.domain != service.domain:
         raise StanzaError("remote-server-not-found", f"no route to {contact.domain}")
     routed = _readdressed(element, account, contact)  # §3.1.2: stamped with the bare JID
-    if roster.is_shared(service, account, contact):
+    if contacts.is_shared(service.core, account, contact):
         if kind == "subscribe":  # already "both": answered at once (§3.1.3)
             _deliver(service, account, _stanza("subscribed", contact, account))
             _show_contact(service, contact, _own(service, account))
@@ -226,7 +226,7 @@ def _subscription(service, session, kind: str, to: Address | None, element: ET.E
 def _receive(service, user: Address, contact: Address, kind: str, element: ET.Element) -> None:
     """``user`` (local) receives a subscription stanza from ``contact`` (Appendix A.3)."""
     core = service.core
-    if user in roster.service_users(core):  # service users approve everyone (and keep no state)
+    if user in contacts.service_users(core):  # service users approve everyone (and keep no state)
         if kind in ("subscribe", "unsubscribe"):
             answer = "subscribed" if kind == "subscribe" else "unsubscribed"
             _receive(service, contact, user, answer, _stanza(answer, user, contact))
@@ -281,7 +281,7 @@ def _follow(service, account: Address, contact: Address, outcome) -> None:
 def _watcher_accounts(service, account: Address, state: store.InitialPresence | None = None) -> set[Address]:
     """The local accounts that see ``account``'s presence (``state``: read already)."""
     core = service.core
-    if roster.shared_on(service):
+    if contacts.shared_on(service.core):
         return {s.account for s in service.all_sessions()} - {account.bare}
     names = state.watchers if state else store.watchers(core.db, account.jid)
     return {core.address(name) for name in names}
@@ -294,9 +294,7 @@ def _watchers(service, account: Address, state: store.InitialPresence | None = N
 
 def _watched(service, account: Address, state: store.InitialPresence | None = None) -> list[Address]:
     """The local contacts whose presence ``account`` sees (subscription ``to``/``both``)."""
-    items, _ = roster.view(service, account, (state.items, state.version) if state else None)
-    return [a for a in (_address(i.jid) for i in items if i.subscription in ("to", "both"))
-            if a.domain == service.domain and a.local and not a.resource]
+    return contacts.watched(service.core, account, (state.items, state.version) if state else None)
 
 
 def _own(service, account: Address) -> list:
@@ -307,7 +305,7 @@ def _own(service, account: Address) -> list:
 def _foreign(core, account: Address) -> dict[Address, Presence]:
     """What to show of ``account`` besides its XMPP sessions: each available non-XMPP endpoint by
     its full JID, or a service user's presence by its bare JID."""
-    if account.bare in roster.service_users(core):
+    if account.bare in contacts.service_users(core):
         presence = core.presence.presence(account)
         return {account.bare: presence} if presence.available else {}
     return {e.address: e.presence for e in core.presence.endpoints(account)

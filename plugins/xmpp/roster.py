@@ -3,23 +3,19 @@
 An account's roster is what it stored (``convergence.store.roster``) combined with the **shared
 roster** (``[xmpp] shared_roster``, on by default): every other account of the domain and the
 service users (echo, the HTTP user) appear in the group ``Friends`` with subscription ``both``,
-like the original sample. For a JID in both, the stored item supplies the name and groups (the
-user may rename or regroup a shared contact) and the shared roster the subscription; a shared
-contact cannot be removed (``not-allowed``). The roster version (§2.6) is the stored version,
-plus a digest of the shared contacts when the shared roster is on, so creating or deleting an
-account also changes every version.
+like the original sample. The combination and the roster version (§2.6) are protocol-neutral and
+live in :mod:`convergence.contacts` (the HTTP API shows the same roster); a shared contact cannot
+be removed (``not-allowed``).
 
 A resource that asked for the roster is *interested* (§2.1.6) and gets every roster push.
 """
 from __future__ import annotations
 
-import hashlib
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 
-from convergence import Address, AddressError
-from convergence.store import accounts
+from convergence import Address, AddressError, contacts
 from convergence.store import roster as store
 from convergence.store.roster import Item
 
@@ -31,53 +27,7 @@ NS = "jabber:iq:roster"
 QUERY = f"{{{NS}}}query"
 #: The roster versioning stream feature (§2.6.1), offered by the c2s stream.
 VERSIONING_FEATURE = "{urn:xmpp:features:rosterver}ver"
-SHARED_GROUP = "Friends"
 MAX_TEXT = 1023  # bytes of a name or a group name; longer is not-acceptable (§2.3.3)
-
-
-# -- the roster of an account --
-def service_users(core) -> list[Address]:
-    """The domain's account-less contacts: echo (when its plugin is loaded) and the HTTP user."""
-    names = [core.config.values.get(section, {}).get("user") for section in ("echo", "http")]
-    return [core.address(name) for name in names if name]
-
-
-def shared_on(service) -> bool:
-    return bool(service.settings.get("shared_roster", True))
-
-
-def shared_contacts(service, account: Address) -> list[Address]:
-    """The contacts the shared roster gives ``account`` (none when it is off)."""
-    if not shared_on(service):
-        return []
-    core = service.core
-    others = [core.address(name) for name in accounts.names(core.db)]
-    return [a for a in dict.fromkeys(others + service_users(core)) if a != account.bare]
-
-
-def is_shared(service, account: Address, contact: Address) -> bool:
-    """``contact`` is on ``account``'s roster through the shared roster."""
-    core = service.core
-    if not shared_on(service) or contact.domain != core.domain or not contact.local \
-            or contact.resource or contact == account.bare:
-        return False
-    return (contact in service_users(core) or bool(core.presence.endpoints(contact))
-            or accounts.exists(core.db, contact.local))
-
-
-def view(service, account: Address, stored: tuple[list[Item], int] | None = None) -> tuple[list[Item], str]:
-    """The items ``account`` sees and the roster version string (§2.6); ``stored`` is what
-    ``store.items`` returns when the caller has read it already."""
-    stored, version = stored or store.items(service.core.db, account.local)
-    shared = {c.jid: c for c in shared_contacts(service, account)}
-    if not shared_on(service):
-        return stored, str(version)
-    items = [replace(i, subscription="both", ask=False, approved=False) if i.jid in shared else i
-             for i in stored]
-    known = {i.jid for i in stored}
-    items += [Item(jid, None, "both", groups=(SHARED_GROUP,)) for jid in shared if jid not in known]
-    digest = hashlib.sha1("\n".join(sorted(shared)).encode()).hexdigest()[:10]
-    return items, f"{version}-{digest}"
 
 
 def item_element(item: Item) -> ET.Element:
@@ -102,7 +52,7 @@ def push(service, account: Address, jid: str) -> None:
     sessions = [s for s in service.sessions(account) if s.interested]
     if not sessions:
         return
-    items, version = view(service, account)
+    items, version = contacts.view(service.core, account)
     item = next((i for i in items if i.jid == jid), None)
     element = item_element(item) if item else ET.Element(tag("item", NS), jid=jid, subscription="remove")
     for session in sessions:
@@ -115,7 +65,7 @@ def push(service, account: Address, jid: str) -> None:
 def account_changed(service, account: Address, change: str) -> None:
     """An account was created or deleted (core ``on_account``): with the shared roster on, push it
     to the interested resources of every other account."""
-    if change not in ("created", "deleted") or not shared_on(service):
+    if change not in ("created", "deleted") or not contacts.shared_on(service.core):
         return
     for owner in {s.account for s in service.all_sessions() if s.interested} - {account}:
         push(service, owner, account.jid)
@@ -134,7 +84,7 @@ def roster_iq(service, session, iq: ET.Element) -> ET.Element:
 
 def _get(service, session, iq, query) -> ET.Element:
     session.interested = True
-    items, version = view(service, session.account)
+    items, version = contacts.view(service.core, session.account)
     if query.get("ver") == version:
         return iq_result(iq)  # §2.6.3: nothing changed since the client's version
     result = ET.Element(QUERY, ver=version)
@@ -170,7 +120,7 @@ def _set(service, session, query) -> None:
 
 def _remove(service, account: Address, contact: Address) -> None:
     """§2.5: drop the item; subscriptions both ways are cancelled (§2.5.2) by the presence code."""
-    if is_shared(service, account, contact):
+    if contacts.is_shared(service.core, account, contact):
         raise StanzaError("not-allowed", "a shared roster contact cannot be removed")
     item = store.get(service.core.db, account.local, contact.jid)
     if item is None:

@@ -106,7 +106,8 @@ def test_shared_roster_lists_accounts_and_echo_with_live_presence(xmpp_server, x
     bob = xmpp_client(server, "bob", roster=True)
     alice = xmpp_client(server, "alice", roster=True)
     items, _ = roster_get(alice)
-    assert set(items) == {"bob@example.org", "carol@example.org", "echo@example.org"}
+    assert set(items) == {"bob@example.org", "carol@example.org", "echo@example.org",
+                          "httpuser@example.org"}  # the HTTP user ([http] user) too
     for item in items.values():
         assert (item.get("subscription"), groups(item)) == ("both", ["Friends"])
     available_from(alice, "echo@example.org", bob.jid)  # echo is always available, bob is online
