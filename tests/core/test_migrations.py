@@ -15,4 +15,4 @@ def test_migrations_match_models(core):
 def test_upgrade_is_idempotent_and_current_is_head(core):
     core.db.upgrade()
     current, heads, up_to_date = core.db.current()
-    assert up_to_date and "0002" in heads
+    assert up_to_date and "0003" in heads

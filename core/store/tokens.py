@@ -1,0 +1,71 @@
+"""API token repository: bearer tokens (RFC 6750) of the HTTP API.
+
+A token is 32 random bytes, URL-safe base64 (43 characters), shown once at creation; only its
+SHA-256 digest is stored, so a leaked database gives no usable token. Tokens go with their
+account (``ON DELETE CASCADE``).
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import bindparam, delete, select
+
+from .accounts import NoSuchAccount
+from .database import Database
+from .models import Account, ApiToken
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What ``convergence token list`` shows: never the token itself."""
+    id: int
+    name: str
+    created_at: datetime
+
+
+def digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def create(db: Database, account: str, name: str = "") -> tuple[int, str]:
+    """A new token for ``account`` labelled ``name``: (its id, the token)."""
+    token = secrets.token_urlsafe(32)
+    with db.write() as session:
+        account_id = session.scalar(select(Account.id).where(Account.name == account))
+        if account_id is None:
+            raise NoSuchAccount(account)
+        row = ApiToken(account_id=account_id, name=name, digest=digest(token))
+        session.add(row)
+        session.flush()
+        return row.id, token
+
+
+#: Built once: every API request with a bearer token runs it.
+_OWNER = (select(Account.name).join(ApiToken, ApiToken.account_id == Account.id)
+          .where(ApiToken.digest == bindparam("digest")))
+
+
+def owner(db: Database, token: str) -> str | None:
+    """The account name ``token`` authenticates, or None."""
+    with db.read_connection() as conn:
+        return conn.execute(_OWNER, {"digest": digest(token)}).scalar()
+
+
+def tokens(db: Database, account: str) -> list[TokenInfo]:
+    """The tokens of ``account``, oldest first."""
+    with db.read() as session:
+        account_id = session.scalar(select(Account.id).where(Account.name == account))
+        if account_id is None:
+            raise NoSuchAccount(account)
+        rows = session.execute(select(ApiToken.id, ApiToken.name, ApiToken.created_at)
+                               .where(ApiToken.account_id == account_id).order_by(ApiToken.id))
+        return [TokenInfo(*row) for row in rows]
+
+
+def revoke(db: Database, token_id: int) -> bool:
+    """Delete the token ``token_id``; False when there is none."""
+    with db.write() as session:
+        return session.execute(delete(ApiToken).where(ApiToken.id == token_id)).rowcount > 0
