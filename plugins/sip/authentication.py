@@ -12,6 +12,8 @@ guesser is stopped cheaply while users elsewhere keep authenticating.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 from convergence import AddressError
 from convergence.ratelimit import FailureLimiter
 from convergence.store import accounts
@@ -28,15 +30,22 @@ class Authenticator:
         self.limiter = FailureLimiter(settings["auth_failures"], settings["auth_failure_window"])
         self.algorithms = settings["digest_algorithms"]  # offered in this order
         self._ha1: dict[str, tuple[str, str] | None] = {}  # account → (MD5, SHA-256) HA1
+        self._account = lru_cache(maxsize=1024)(self._normalized)  # the same few usernames
+
+    def _normalized(self, username: str) -> str | None:
+        """The account name a digest username means (RFC 7622 localpart), or None."""
+        try:
+            return self.core.address(username).local
+        except AddressError:
+            return None
 
     def forget(self, name: str) -> None:
         """The account changed (password, deletion): read its HA1 again next time."""
         self._ha1.pop(name, None)
 
     def _ha1_of(self, username: str, algorithm: str) -> str | None:
-        try:
-            name = self.core.address(username).local
-        except AddressError:
+        name = self._account(username)
+        if name is None:
             return None
         if name not in self._ha1:
             creds = accounts.credentials(self.core.db, name)
@@ -64,10 +73,7 @@ class Authenticator:
             if params is not None:
                 result = self.digest.verify(params, request.method, self._ha1_of, now)
                 if not isinstance(result, Rejected):
-                    try:
-                        return self.core.address(result.username).local
-                    except AddressError:  # cannot happen: it had an HA1
-                        return None
+                    return self._account(result.username)  # known: it had an HA1
                 stale = result.stale
                 if result.reason == WRONG_PASSWORD:  # not stale nonces, nor ones from before a
                     self.limiter.failed(source, now)  # restart: only what guesses a password

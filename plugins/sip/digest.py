@@ -18,6 +18,7 @@ import os
 import re
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 
 #: RFC 8760 §2.1 algorithm names → hashlib names, in the order challenges are offered.
 ALGORITHMS = {"SHA-256": "sha256", "MD5": "md5"}
@@ -63,8 +64,14 @@ def response(algorithm: str, ha1: str, nonce: str, nc: str, cnonce: str, qop: st
              uri: str) -> str:
     """RFC 7616 §3.4.1 with qop=auth: KD(HA1, nonce:nc:cnonce:qop:H(method:uri))."""
     h = ALGORITHMS[algorithm]
-    ha2 = hashlib.new(h, f"{method}:{uri}".encode()).hexdigest()
-    return hashlib.new(h, f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}".encode()).hexdigest()
+    return hashlib.new(h, f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{_ha2(h, method, uri)}".encode()
+                       ).hexdigest()
+
+
+@lru_cache(maxsize=256)  # a phone signs the same few method:uri pairs again and again
+def _ha2(h: str, method: str, uri: str) -> str:
+    """RFC 7616 §3.4.3 A2 for qop=auth, hashed: H(method:uri)."""
+    return hashlib.new(h, f"{method}:{uri}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -110,7 +117,11 @@ class DigestServer:
                 for name in algorithms]
 
     def _issued(self, nonce: str) -> float | None:
-        """The issue time of a nonce we signed, or None."""
+        """The issue time of a nonce we signed, or None. A nonce that already verified a request
+        is in ``_seen`` with its time (its MAC was checked then): no base64 nor MAC again."""
+        seen = self._seen.get(nonce)
+        if seen is not None:
+            return seen[0]
         try:
             raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
         except ValueError:

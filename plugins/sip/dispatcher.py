@@ -373,7 +373,13 @@ class Dispatcher:
             self.timers.call_at(deadline, self._fire, entry, deadline)
 
     def _fire(self, entry, at: float) -> None:
+        """A transaction's timer. Over UDP, one that waits for the peer first reads what waits on
+        the socket: under load the answer may be queued there behind other datagrams, and a
+        retransmission (Timer A, E, G) or a timeout (B, F, H) would be wrong (and, resent,
+        more load)."""
         if entry.scheduled != at:
             return  # superseded by an earlier timer
+        if not entry.flow.reliable and entry.txn.waiting:
+            self.transport.read_waiting()
         entry.scheduled = None
         entry.handle(entry.txn.on_timer(self.clock()))

@@ -10,8 +10,11 @@ back. The transport owns the sockets and decides what a :class:`ParseError` cost
 - :class:`Headers` keeps the fields in order with their names as received; lookups ignore case and
   know the compact forms (§7.3.3). Folded lines are unfolded (§7.3.1); list-valued fields are split
   into one entry per value at the commas outside quotes and ``<>``; other fields are never split.
-- Typed values (``msg.via``, ``msg.cseq``, ``msg.to``...) are parsed from those strings on every
-  access, so editing ``msg.headers`` never leaves a stale copy behind.
+- Typed values (``msg.via``, ``msg.cseq``, ``msg.to``...) are read from those strings on every
+  access, so editing ``msg.headers`` never leaves a stale copy behind; what a string parses to is
+  cached by the string itself (:data:`CACHED` per kind, shared between messages: URIs and Via,
+  From, To... recur within a message's handling and between messages), so the same text is parsed
+  once. Typed values are frozen; their ``params``/``headers`` dicts are shared: read-only too.
 - Every message read passes the stateless checks of §8.2.1–§8.2.2, §16.3 step 1 and §18.1.2;
   errors say what is wrong in the reason phrase (§21.4.1: "Missing Call-ID header field").
 - Reading is the hot path (bench/sip_parser.py): the usual shapes of a start line, name-addr and
@@ -27,6 +30,7 @@ from typing import ClassVar, Iterable, Iterator
 
 MAX_MESSAGE_SIZE = 65535  # bytes, StreamParser default
 MAX_LINE_SIZE = 8192  # characters in one unfolded header field line
+CACHED = 512  # parses kept per kind of typed value (each reader and each ``parse``), the latest
 
 #: RFC 3261 §7.3.3 and the IANA SIP header registry: compact form → full name.
 COMPACT_FORMS = {
@@ -282,8 +286,10 @@ def _named(name: str, err: ParseError) -> ParseError:
 
 
 # The readers below return a typed value's fields in order: ``X.parse`` builds the object from
-# them, message validation only reads (building the objects would cost as much again).
+# them, message validation only reads (building the objects would cost as much again). Both are
+# cached by text: what validation read, a later ``X.parse`` of the same text only builds.
 
+@lru_cache(maxsize=CACHED)
 def _read_sip_uri(text: str) -> tuple:
     match = _SIP_URI_RE.fullmatch(text)
     if not match or match[2] == "":
@@ -314,6 +320,7 @@ class SipUri:
     headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
+    @lru_cache(maxsize=CACHED)
     def parse(cls, text: str) -> SipUri:
         return cls(*_read_sip_uri(text))
 
@@ -326,6 +333,7 @@ class SipUri:
                 + (f"?{headers}" if headers else ""))
 
 
+@lru_cache(maxsize=CACHED)
 def _read_name_addr(text: str) -> tuple:
     text = text.strip()
     match = _NAME_ADDR_RE.fullmatch(text)
@@ -377,6 +385,7 @@ class NameAddr:
     params: dict[str, str | None] = field(default_factory=dict)
 
     @classmethod
+    @lru_cache(maxsize=CACHED)
     def parse(cls, text: str) -> NameAddr:
         return cls(*_read_name_addr(text))
 
@@ -406,6 +415,7 @@ class NameAddr:
         return f"{name}<{self.uri}>{_format_params(self.params)}"
 
 
+@lru_cache(maxsize=CACHED)
 def _read_via(text: str) -> tuple:
     match = _VIA_RE.fullmatch(text.strip())
     if not match:
@@ -426,6 +436,7 @@ class Via:
     protocol: str = "SIP/2.0"
 
     @classmethod
+    @lru_cache(maxsize=CACHED)
     def parse(cls, text: str) -> Via:
         return cls(*_read_via(text))
 
@@ -448,6 +459,7 @@ class Via:
         return f"{self.protocol}/{self.transport} {self.host}{port}{_format_params(self.params)}"
 
 
+@lru_cache(maxsize=CACHED)
 def _read_cseq(text: str) -> tuple[int, str]:
     match = _CSEQ_RE.fullmatch(text.strip())
     if not match:
@@ -462,6 +474,7 @@ class CSeq:
     method: str
 
     @classmethod
+    @lru_cache(maxsize=CACHED)
     def parse(cls, text: str) -> CSeq:
         return cls(*_read_cseq(text))
 

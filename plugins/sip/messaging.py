@@ -21,6 +21,7 @@ from __future__ import annotations
 import codecs
 import logging
 import re
+from functools import lru_cache
 from html.parser import HTMLParser
 from urllib.parse import unquote
 
@@ -134,11 +135,22 @@ def condition_of_status(status: int) -> str:
     return CONDITION_OF_STATUS.get(status) or CONDITION_OF_CLASS[min(status // 100, 6)]
 
 
+@lru_cache(maxsize=1024)  # addresses are frozen; the same few send and receive
+def _aor(address) -> str:
+    """The SIP URI of an address's account (From and To of an outgoing MESSAGE)."""
+    return address.bare.sip_uri
+
+
 class Messaging:
     def __init__(self, dispatcher):
         self.dispatcher = dispatcher
         self.core = dispatcher.core
         self.core.router.limit("sip", dispatcher.settings["max_message_size"] - HEADROOM)
+        self._recipient = lru_cache(maxsize=1024)(self._address_of)  # the same few Request-URIs
+
+    def _address_of(self, uri: str):
+        """The address a MESSAGE's Request-URI names (AddressError if none)."""
+        return self.core.address(unquote(SipUri.parse(uri).user or ""))
 
     # -- in --
     def handle(self, st) -> None:
@@ -151,7 +163,7 @@ class Messaging:
         if dispatcher.registrar.account_of(request.from_.uri) != user:
             return st.respond(403, "From is not the authenticated user")
         try:
-            recipient = core.address(unquote(SipUri.parse(request.uri).user or ""))
+            recipient = self._recipient(request.uri)
         except AddressError:
             return st.respond(404, "No such user")
         try:
@@ -178,8 +190,8 @@ class Messaging:
             raise RoutingError("recipient-unavailable", f"no way to reach {endpoint.uri}")
         headers = Headers([
             ("Max-Forwards", "70"),
-            ("From", f"<{message.sender.bare.sip_uri}>;tag={dispatcher.new_id()}"),
-            ("To", f"<{endpoint.address.bare.sip_uri}>"),
+            ("From", f"<{_aor(message.sender)}>;tag={dispatcher.new_id()}"),
+            ("To", f"<{_aor(endpoint.address)}>"),
             ("Call-ID", message.thread if message.thread and CALL_ID.fullmatch(message.thread)
                         else f"{dispatcher.new_id()}@{dispatcher.host}"),
             ("CSeq", "1 MESSAGE"),

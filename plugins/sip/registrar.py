@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from urllib.parse import unquote
 
 from convergence import AddressError, Presence
@@ -74,6 +75,7 @@ class Registrar:
         self.by_uri: dict[str, BindingEndpoint] = {}  # contact URI → binding (in-dialog routing)
         self._queue: list[tuple] = []  # refreshes live but not stored yet: (name, rows, st)
         self._date = (0, "")  # (second, Date value): formatted once a second, not per 200
+        self.account_of = lru_cache(maxsize=1024)(self._account_of)  # each MESSAGE's From
 
     # -- queries --
     def contacts(self, name: str) -> list[BindingEndpoint]:
@@ -218,8 +220,9 @@ class Registrar:
             else:  # the account was deleted meanwhile
                 st.respond(404, "No such account")
 
-    def account_of(self, uri: str) -> str | None:
-        """The local account an AOR names, or None."""
+    def _account_of(self, uri: str) -> str | None:
+        """The local account an AOR names, or None (``account_of``: cached by URI, as the answer
+        depends on nothing else that changes)."""
         try:
             parsed = SipUri.parse(uri)
         except ParseError:

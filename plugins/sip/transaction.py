@@ -107,6 +107,10 @@ STATE_TIMERS = {
     ("ist", "confirmed"): {"I"},
     ("nist", "trying"): set(), ("nist", "proceeding"): set(), ("nist", "completed"): {"J"},
 }
+#: States that wait for the peer: a response (client), the ACK of a final non-2xx (§17.2.1).
+#: A timer firing there retransmits or gives up for want of that message.
+WAITING = frozenset({("ict", "calling"), ("ict", "proceeding"), ("nict", "trying"),
+                     ("nict", "proceeding"), ("ist", "completed")})
 
 
 class Transaction:
@@ -131,6 +135,11 @@ class Transaction:
         """A server transaction and the effects of starting it (delivering the request)."""
         kind = "ist" if request.method == "INVITE" else "nist"
         return cls(kind, request, reliable, now), [Deliver(request)]
+
+    @property
+    def waiting(self) -> bool:
+        """Waiting for the peer (:data:`WAITING`): what it sent must be read before a timer."""
+        return (self.kind, self.state) in WAITING
 
     @property
     def deadline(self) -> float | None:

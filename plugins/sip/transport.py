@@ -7,6 +7,10 @@ response always leaves over the connection its request arrived on.
 
 - UDP: one greenlet reads datagrams in a tight loop and handles each in place (no greenlet per
   datagram), yielding to the hub every :data:`UDP_BATCH` datagrams so TCP peers and timers run.
+  :meth:`Transport.read_waiting` handles at once what already waits on the socket: the dispatcher
+  calls it before a transaction timer retransmits or gives up, so that an answer queued behind a
+  backlog is seen first (else an overloaded server resends requests already answered, adding to
+  its load).
 - TCP/TLS: :class:`convergence.connection.Connection` (bounded outbound queue) with a
   :class:`StreamParser` per connection; CRLFCRLF pings get a CRLF pong (RFC 5626 §4.4.1); a message
   left unfinished for ``message_timeout`` seconds, or framing that is lost, closes the connection.
@@ -156,7 +160,7 @@ class UdpListener:
         self._reader = gevent.spawn(self._read)
 
     def _read(self) -> None:
-        sock, receive = self.socket, self.transport.dispatcher.datagram
+        sock = self.socket
         while True:
             for _ in range(UDP_BATCH):
                 try:
@@ -166,11 +170,39 @@ class UdpListener:
                         return
                     log.debug("SIP UDP read: %s", exc)  # ICMP errors of earlier sends
                     continue
-                try:
-                    receive(data, UdpFlow(sock, peer))
-                except Exception:
-                    log.exception("SIP: failed to handle a datagram from %s:%s", *peer[:2])
+                self._receive(data, peer)
             gevent.sleep(0)
+
+    def _receive(self, data: bytes, peer) -> None:
+        try:
+            self.transport.dispatcher.datagram(data, UdpFlow(self.socket, peer))
+        except Exception:
+            log.exception("SIP: failed to handle a datagram from %s:%s", *peer[:2])
+
+    def read_waiting(self) -> None:
+        """Handle the datagrams waiting on the socket now, the oldest :data:`UDP_BATCH` at most
+        (as many as the reader handles between yields), without blocking. Called from another
+        greenlet than the reader's: they are read with a zero timeout first, so the reader never
+        sees that timeout, then handled in order."""
+        sock, waiting = self.socket, []
+        if sock is None or sock.fileno() < 0:
+            return
+        timeout = sock.gettimeout()
+        sock.settimeout(0.0)  # gevent then raises at once where it would wait
+        try:
+            for _ in range(UDP_BATCH):
+                try:
+                    waiting.append(sock.recvfrom(MAX_DATAGRAM))
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if sock.fileno() < 0:
+                        break
+                    log.debug("SIP UDP read: %s", exc)  # ICMP errors of earlier sends
+        finally:
+            sock.settimeout(timeout)
+        for data, peer in waiting:
+            self._receive(data, peer)
 
     def stop(self, timeout=None) -> None:
         if self._reader is not None:
@@ -197,6 +229,11 @@ class Transport:
             servers.append(StreamServer(self.settings["tls_listen"],
                                         lambda sock, peer: self._serve(sock, peer, "TLS")))
         return servers
+
+    def read_waiting(self) -> None:
+        """Handle what already waits on the UDP socket (see :meth:`UdpListener.read_waiting`)."""
+        if self.udp is not None:
+            self.udp.read_waiting()
 
     # -- outbound --
     def flow(self, transport: str, host: str, port: int | None):

@@ -5,8 +5,10 @@ from pathlib import Path
 
 import gevent
 import pytest
+from gevent.event import Event
 
-from convergence.plugins.sip.message import ParseError, Response, parse_datagram
+from convergence.plugins.sip.message import (Headers, ParseError, Request, Response, make_response,
+                                             parse_datagram)
 
 DOMAIN = "example.com"  # tests/sip/conftest.py's
 
@@ -204,3 +206,30 @@ def test_sip_uri_with_our_address_is_local(sip_server):
     client = server.client()
     request = client.request("OPTIONS", uri=f"sip:127.0.0.1:{server.port}")
     assert client.ask(request).status == 200
+
+
+def test_answer_waiting_on_the_socket_is_read_before_a_retransmission(sip_server):
+    """Timer E of a MESSAGE we sent over UDP finds the phone's 200 still queued on the socket
+    (the reader is behind a backlog; here it reads nothing at all): the 200 is handled, ending the
+    transaction, and the MESSAGE is not sent again."""
+    server = sip_server()
+    element = server.element
+    element.transport.udp._reader.kill()  # only the timer's read_waiting reads the socket now
+    phone = server.client()
+    answered, outcomes = Event(), []
+
+    def on_response(response):
+        outcomes.append(response.status)
+        answered.set()
+
+    headers = Headers([("Max-Forwards", "70"), ("From", f"<sip:alice@{DOMAIN}>;tag=a1"),
+                       ("To", f"<sip:bob@{DOMAIN}>"), ("Call-ID", "queued-1@test"),
+                       ("CSeq", "1 MESSAGE")])
+    flow = element.transport.flow("UDP", "127.0.0.1", phone.port)
+    ct = element.send_request(Request("MESSAGE", f"sip:bob@127.0.0.1:{phone.port}", headers,
+                                      b"hi"), flow, on_response)
+    phone.send(make_response(phone.recv(), 200, to_tag="phone"))  # queued: nobody reads it
+    assert ct.txn.state == "trying" and ct.txn.timers["E"] < ct.txn.timers["F"]
+    assert answered.wait(5)  # Timer E fires after T1 (0.05 s) and reads the 200 first
+    assert outcomes == [200] and ct.txn.state == "completed"
+    assert phone.recv(timeout=0) is None  # no retransmission came
