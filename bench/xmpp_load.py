@@ -182,30 +182,31 @@ class Client:
         self.sock.close()
 
 
-def worker(pipe, address) -> None:
-    """A client process: runs the parent's commands (login, chat) and sends back results; None ends it."""
-    import gevent
-    from gevent import ssl as gssl
-    from gevent.pool import Pool
+class ClientProcess:
+    """A client process's state, its logged-in clients; each method is a command of the parent."""
 
-    tls = gssl.SSLContext(gssl.PROTOCOL_TLS_CLIENT)
-    tls.check_hostname, tls.verify_mode = False, gssl.CERT_NONE
-    keys, clients = {}, []
+    def __init__(self, address):
+        from gevent import ssl as gssl
+        self.address = address
+        self.tls = gssl.SSLContext(gssl.PROTOCOL_TLS_CLIENT)
+        self.tls.check_hostname, self.tls.verify_mode = False, gssl.CERT_NONE
+        self.keys, self.clients = {}, []
 
-    def login(indexes, concurrency, keep):
+    def login(self, indexes, concurrency, keep):
+        from gevent.pool import Pool
         errors = []
 
         def one(index):
             client = Client(index)
             try:
-                client.login(address, tls, keys)
+                client.login(self.address, self.tls, self.keys)
             except Exception as exc:  # counted and reported, the run goes on
                 errors.append(f"{client.name}: {type(exc).__name__}: {exc}")
                 if client.sock:
                     client.sock.close()
                 return
             if keep:
-                clients.append(client)
+                self.clients.append(client)
             else:
                 client.close()
 
@@ -213,18 +214,24 @@ def worker(pipe, address) -> None:
         Pool(concurrency).map(one, indexes)
         return started, time.monotonic(), len(indexes) - len(errors), errors[:3]
 
-    def chat(window, start, stop):
+    def chat(self, window, start, stop):
+        import gevent
+        clients = self.clients
         pairs = list(zip(clients[0::2], clients[1::2]))
         jobs = [gevent.spawn(a.chat, b.jid, window, start, stop) for a, b in pairs]
         jobs += [gevent.spawn(b.chat, a.jid, window, start, stop) for a, b in pairs]
         gevent.joinall(jobs, raise_error=True)
         return [x for job in jobs for x in job.value]
 
-    commands = {"login": login, "chat": chat}
+
+def worker(pipe, address, kind=ClientProcess) -> None:
+    """A client process: runs the parent's commands (a method of ``kind`` and its kwargs) and
+    sends back results; None ends it."""
+    state = kind(address)
     while (request := pipe.recv()) is not None:
         name, kwargs = request
         try:
-            pipe.send(("ok", commands[name](**kwargs)))
+            pipe.send(("ok", getattr(state, name)(**kwargs)))
         except Exception:
             pipe.send(("error", traceback.format_exc()))
 
@@ -232,12 +239,12 @@ def worker(pipe, address) -> None:
 class Workers:
     """``procs`` client processes; account ``userN`` always belongs to process ``N % procs``."""
 
-    def __init__(self, procs: int, address):
+    def __init__(self, procs: int, address, kind=ClientProcess):
         context = multiprocessing.get_context("spawn")
         self.pipes, self.procs = [], []
         for _ in range(procs):
             parent, child = context.Pipe()
-            proc = context.Process(target=worker, args=(child, address), daemon=True)
+            proc = context.Process(target=worker, args=(child, address, kind), daemon=True)
             proc.start()
             child.close()  # so that a dead worker is an EOFError here, not a hang
             self.pipes.append(parent)
@@ -389,13 +396,17 @@ listen = "127.0.0.1:{sip_port}"
 """
 
 
-def start_convergence(tmp: Path, port: int) -> subprocess.Popen:
+def start_convergence(tmp: Path, port: int, http_port: int = 0, sip_port: int = 0) -> subprocess.Popen:
     config = tmp / "convergence.toml"
-    config.write_text(convergence_config(tmp, port, free_port(), free_port()))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGENCE_")}
+    config.write_text(convergence_config(tmp, port, http_port or free_port(), sip_port or free_port()))
     with (tmp / "convergence.log").open("a") as log:
         return subprocess.Popen([str(Path(sys.executable).parent / "convergence"), "--config", str(config),
-                                 "serve"], stdout=log, stderr=subprocess.STDOUT, cwd=tmp, env=env)
+                                 "serve"], stdout=log, stderr=subprocess.STDOUT, cwd=tmp, env=environment())
+
+
+def environment() -> dict:
+    """Ours without CONVERGENCE_ variables, which would override the configuration file."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CONVERGENCE_")}
 
 
 SERVERS = {  # name: (create the accounts, start on a port, log file)
@@ -407,11 +418,13 @@ SERVERS = {  # name: (create the accounts, start on a port, log file)
 # ---- one run against one server -------------------------------------------------------------------
 
 @contextlib.contextmanager
-def serving(name: str, tmp: Path, procs: int):
-    """A freshly started server and its client processes: yields (server process, Workers, login fn)."""
+def serving(name: str, tmp: Path, procs: int, kind=ClientProcess, **options):
+    """A freshly started server and its client processes (``kind``: :class:`ClientProcess` or a
+    subclass with more commands; ``options`` go to the server's start function): yields (server
+    process, Workers, login fn)."""
     _, start, log = SERVERS[name]
     port, log = free_port(), tmp / log
-    proc, workers = start(tmp, port), None
+    proc, workers = start(tmp, port, **options), None
 
     def login(count: int, concurrency: int, keep: bool) -> float:
         rate, ok, errors = workers.login(count, concurrency, keep)
@@ -422,7 +435,7 @@ def serving(name: str, tmp: Path, procs: int):
 
     try:
         wait_listening(proc, port, name, log)
-        workers = Workers(procs, ("127.0.0.1", port))
+        workers = Workers(procs, ("127.0.0.1", port), kind)
         yield proc, workers, login
     finally:
         proc.terminate()
