@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import quote, unquote
 
 #: RFC 7622 §3.3.1: characters a localpart never contains (besides controls and spaces).
@@ -23,6 +24,7 @@ class AddressError(ValueError):
     """The text is not a valid address; the message says why."""
 
 
+@lru_cache(maxsize=4096)  # every message names the same few accounts and service users
 def normalize_localpart(text: str) -> str:
     """RFC 7622 §3.3 (PRECIS UsernameCaseMapped, simplified): width/case map, NFC, forbidden chars."""
     if not text:
@@ -39,6 +41,7 @@ def normalize_localpart(text: str) -> str:
     return local
 
 
+@lru_cache(maxsize=256)  # the same few domains
 def normalize_domain(text: str) -> str:
     """RFC 7622 §3.2: a DNS domain name (lower-cased, IDNA) or an IP literal; no trailing dot."""
     domain = text.rstrip(".").lower()

@@ -106,18 +106,22 @@ class Router:
         self.core = core
         #: protocol → largest body plus subject (UTF-8 bytes) it carries; see :meth:`limit`.
         self.limits: dict[str, int] = {}
+        self._floor: int | None = None  # the smallest of ``limits``
 
     def limit(self, protocol: str, max_bytes: int) -> None:
         """Declare that ``protocol`` endpoints carry at most ``max_bytes`` of body plus subject."""
         self.limits[protocol] = max_bytes
+        self._floor = min(self.limits.values())
 
     def check_size(self, message: Message, protocols) -> None:
         """RoutingError ``policy-violation`` if ``message`` exceeds a limit of ``protocols``."""
+        rough = 4 * (len(message.body) + len(message.subject or ""))  # UTF-8 is ≤ 4 bytes a char
+        if self._floor is None or rough <= self._floor:
+            return  # within every limit: the usual case, decided without looking at protocols
         limits = [(self.limits[p], p) for p in protocols if p in self.limits]
         if not limits:
             return
         smallest, protocol = min(limits)
-        rough = 4 * (len(message.body) + len(message.subject or ""))  # UTF-8 is ≤ 4 bytes a char
         if rough > smallest and (size := message.size()) > smallest:
             raise RoutingError("policy-violation", f"the message has {size} bytes of text; "
                                                    f"{protocol} carries at most {smallest}")

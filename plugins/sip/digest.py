@@ -45,18 +45,20 @@ def parse_credentials(value: str) -> dict[str, str]:
         raise DigestError(f"unsupported authentication scheme {scheme!r}")
     params, pos = {}, 0
     rest = rest.strip()
-    while pos < len(rest):
-        match = _PARAM.match(rest, pos)
-        if not match:
-            raise DigestError(f"malformed auth-param at {rest[pos:pos + 20]!r}")
-        name, raw = match.group(1).lower(), match.group(2)
+    for match in _PARAM.finditer(rest):  # each one must start where the previous one ended
+        if match.start() != pos:
+            break
+        name, raw = match.groups()
+        name = name.lower()
         if name in params:
             raise DigestError(f"duplicate auth-param {name!r}")
-        if raw.startswith('"'):
+        if raw[0] == '"':
             raw = raw[1:-1]
             raw = _ESCAPE.sub(r"\1", raw) if "\\" in raw else raw
         params[name] = raw
         pos = match.end()
+    if pos < len(rest):
+        raise DigestError(f"malformed auth-param at {rest[pos:pos + 20]!r}")
     return params
 
 
