@@ -12,6 +12,9 @@ from datetime import datetime
 
 from .addresses import Address
 
+#: Characters outside XML 1.0 ``Char`` (§2.2), as a regex class: no XMPP client can be given them.
+NOT_XML_CHARS = "\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff"
+
 #: RFC 6121 §5.2.2 message types.
 MESSAGE_TYPES = ("chat", "error", "groupchat", "headline", "normal")
 

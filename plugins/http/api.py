@@ -12,7 +12,7 @@ import re
 from flask import Blueprint, Response, current_app, g, request
 
 from convergence import Address, AddressError, Message, RoutingError, contacts
-from convergence.message import MESSAGE_TYPES
+from convergence.message import MESSAGE_TYPES, NOT_XML_CHARS
 from convergence.router import STORED
 
 from . import events, openapi
@@ -28,8 +28,7 @@ STATUS = {"item-not-found": 404, "service-unavailable": 404, "remote-server-not-
           "recipient-unavailable": 404, "policy-violation": 413, "resource-constraint": 503,
           "not-allowed": 403, "forbidden": 403, "bad-request": 400, "jid-malformed": 400,
           "not-acceptable": 400, "remote-server-timeout": 504}
-#: Characters outside XML 1.0 ``Char`` (§2.2): no XMPP client could be given them.
-NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+NOT_XML = re.compile(f"[{NOT_XML_CHARS}]")
 
 
 @blueprint.record_once

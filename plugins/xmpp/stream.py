@@ -36,6 +36,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from xml.parsers import expat
 
+from convergence.message import NOT_XML_CHARS
+
 STREAM_NS = "http://etherx.jabber.org/streams"
 STREAM_ERROR_NS = "urn:ietf:params:xml:ns:xmpp-streams"
 CLIENT_NS = "jabber:client"
@@ -229,9 +231,8 @@ class StreamParser:
 
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "'": "&apos;", '"': "&quot;",
              "\t": "&#9;", "\n": "&#10;", "\r": "&#13;"}
-_NOT_XML_CHARS = "\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff"  # outside XML 1.0 Char
-_TEXT = re.compile(f"[&<>\r{_NOT_XML_CHARS}]")
-_ATTR = re.compile(f"[&<>'\"\t\n\r{_NOT_XML_CHARS}]")
+_TEXT = re.compile(f"[&<>\r{NOT_XML_CHARS}]")
+_ATTR = re.compile(f"[&<>'\"\t\n\r{NOT_XML_CHARS}]")
 
 
 def _entity(match: re.Match) -> str:
