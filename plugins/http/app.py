@@ -20,7 +20,10 @@ def create_app(core) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        return jsonify(status=exc.code, message=exc.description), exc.code
+        """The body becomes JSON; the exception's own headers stay (a 405 carries ``Allow``, as
+        RFC 9110 §15.5.6 requires)."""
+        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+        return jsonify(status=exc.code, message=exc.description), exc.code, headers
 
     @app.errorhandler(Exception)
     def server_error(exc: Exception):

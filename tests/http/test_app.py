@@ -34,3 +34,13 @@ def test_a_failing_view_is_a_logged_json_500(make_core, caplog):
     response = create_app(make_core(plugins={"broken": Plugin()})).test_client().get("/broken")
     assert (response.status_code, response.json["status"]) == (500, 500)
     assert "boom" in caplog.text
+
+
+def test_a_405_names_the_allowed_methods(core):
+    """RFC 9110 §15.5.6: a 405 response MUST carry Allow; TRACE is not served (no route allows it)."""
+    client = create_app(core).test_client()
+    for method in ("TRACE", "POST", "DELETE"):
+        response = client.open("/api/status", method=method)
+        assert response.status_code == 405, method
+        assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}, method
+        assert response.json["status"] == 405
