@@ -62,6 +62,12 @@ class Message:
         """The error message telling the sender this message failed, with its id (RFC 6120 §8.3.1)."""
         return dataclasses.replace(self.reply(type="error", error=condition, body=text), id=self.id)
 
+    @property
+    def has_text(self) -> bool:
+        """Whether there is a body or subject: a chat state or receipt alone (XEP-0085, XEP-0184)
+        has neither, and means nothing to a text-only endpoint (a SIP phone, the HTTP callback)."""
+        return bool(self.body or self.subject)
+
     def size(self) -> int:
         """Bytes of body and subject in UTF-8: what a protocol's size limit applies to."""
         return len(self.body.encode()) + len((self.subject or "").encode())

@@ -173,7 +173,7 @@ class Forwarder:
         self.workers = [gevent.spawn(self._work) for _ in range(settings["workers"])]
 
     def deliver(self, message: Message) -> str:
-        if message.type == "error":
+        if message.type == "error" or not message.has_text:  # errors, typing notices (XEP-0085)
             return DISCARDED
         try:
             self.queue.put_nowait(message)

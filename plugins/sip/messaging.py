@@ -183,7 +183,14 @@ class Messaging:
 
     # -- out --
     def send(self, endpoint, message: Message) -> None:
-        """MESSAGE ``message`` to a binding; failures come back to the sender as errors."""
+        """MESSAGE ``message`` to a binding; failures come back to the sender as errors.
+
+        A message without text (an XMPP typing notice, XEP-0085) is not sent: a phone would show
+        an empty message. RFC 3994 isComposing is not used instead: the stock phones we test
+        (baresip, sipsak, linphonec) do not render it, and XEP-0085 states do not map onto its
+        refresh/idle model one to one."""
+        if not message.has_text:
+            return
         dispatcher = self.dispatcher
         flow = dispatcher.registrar.flow_for(endpoint)
         if flow is None:

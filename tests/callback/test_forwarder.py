@@ -16,6 +16,7 @@ from convergence.plugins.callback.forwarder import Failure, Policy, Response, fo
 from convergence.testing import free_port
 
 PEOPLE = {"alice": "wonderland"}
+CHAT_STATES = "http://jabber.org/protocol/chatstates"
 HTTP_USER = "httpuser@example.org"
 FAST = {"backoff": 0.05}  # [callback] for tests: short back-off
 
@@ -185,6 +186,16 @@ def test_error_messages_are_not_forwarded(target, alice_and):
     alice.send_message(HTTP_USER, "an error", type="error")
     assert reply_to(alice, "a question")["body"] == "A QUESTION"
     assert target.next()["json"]["body"] == "a question"  # the error never reached the callback
+    assert target.requests.empty()
+
+
+def test_typing_notices_are_not_forwarded(target, alice_and):
+    """A chat state alone (XEP-0085) has no text: the callback never sees an empty message."""
+    alice = alice_and(target.url)
+    alice.call(lambda: alice.xmpp.send_raw(
+        f'<message to="{HTTP_USER}" type="chat"><composing xmlns="{CHAT_STATES}"/></message>'))
+    assert reply_to(alice, "a question")["body"] == "A QUESTION"
+    assert target.next()["json"]["body"] == "a question"  # the typing notice never reached it
     assert target.requests.empty()
 
 

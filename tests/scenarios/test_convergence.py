@@ -62,7 +62,10 @@ def test_4_the_xmpp_user_writes_to_the_phone_stored_while_away_errors_when_refus
     log = incoming()
     (first,) = received_messages(log)
     assert "are you there?" in first and f"From: <sip:convergence@{DOMAIN}>" in first
-    incoming = phone.receive()
+    incoming = phone.receive()  # takes one MESSAGE: a typing notice must not be it (XEP-0085)
+    user.call(lambda: user.xmpp.send_raw(
+        f'<message to="{demo.jid("sipuserf")}" type="chat">'
+        '<composing xmlns="http://jabber.org/protocol/chatstates"/></message>'))
     user.send_message(demo.jid("sipuserf"), "now?")
     assert "now?" in received_messages(incoming())[0]
     busy = phone.receive("486 Busy Here")
