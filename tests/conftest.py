@@ -69,8 +69,16 @@ def xmpp_client(client_loop):
             async def session_start(_):
                 if roster:
                     await xmpp.get_roster()
-                if presence:
+                if presence:  # return once the server has processed it: it echoes it (RFC 6121 §4.2.2)
+                    echoed = client_loop.loop.create_future()
+
+                    def own(stanza):
+                        if str(stanza["from"]) == str(xmpp.boundjid) and not echoed.done():
+                            echoed.set_result(True)
+                    xmpp.add_event_handler("presence", own)
                     xmpp.send_presence()
+                    await echoed
+                    xmpp.del_event_handler("presence", own)
                 started.done() or started.set_result(True)
 
             def failed(reason):

@@ -33,8 +33,11 @@ def online_accounts(core) -> list[Address]:
 
 def page(sent: list[Address], refused: list[tuple[Address, str]]) -> str:
     """The HTML answer: one line per recipient, or a clear word that nobody was online."""
-    lines = ["<!DOCTYPE html>", '<html><head><meta charset="utf-8">',
-             "<title>ThreeProtocolCommunication</title></head><body>"]
+    lines = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             "<title>ThreeProtocolCommunication</title>",
+             "<style>body{font-family:sans-serif;margin:2em;line-height:1.5}</style>",
+             "</head><body>", "<h1>ThreeProtocolCommunication</h1>"]
     if sent:
         lines.append("<p>Sent message to:<br>")
         lines += [f"{escape(str(jid))}<br>" for jid in sent]

@@ -21,13 +21,6 @@ def expose(server, method="GET"):
         return response.status, response.headers["Content-Type"], response.read().decode()
 
 
-def online(xmpp_client, server, name, **options):
-    """A client whose initial presence the server has processed (it echoes it back, RFC 6121 §4.2.2)."""
-    client = xmpp_client(server, name, **options)
-    client.next("presence", match=lambda p: str(p["from"]) == client.jid)
-    return client
-
-
 def from_http_user(message) -> bool:
     return str(message["from"]) == HTTP_USER
 
@@ -36,12 +29,13 @@ def from_http_user(message) -> bool:
 def test_every_online_account_gets_the_text_and_the_page_lists_them(method, convergence_server,
                                                                       xmpp_client):
     server = convergence_server({**PEOPLE, "carol": "offline"})
-    alice, bob = online(xmpp_client, server, "alice"), online(xmpp_client, server, "bob")
+    alice, bob = xmpp_client(server, "alice"), xmpp_client(server, "bob")
     status, content_type, html = expose(server, method)
     assert (status, content_type) == (200, "text/html; charset=utf-8")
     for client in (alice, bob):
         message = client.next("message", match=from_http_user)
         assert (message["body"], message["type"]) == ("hello, this is XMPP servlet client.", "chat")
+    assert html.startswith("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">")  # HTML5
     assert "<title>ThreeProtocolCommunication</title>" in html
     assert "Sent message to:<br>\nalice@example.org<br>\nbob@example.org<br>\n" in html
     assert "carol" not in html and "echo@" not in html  # offline accounts and service users get nothing
@@ -49,7 +43,7 @@ def test_every_online_account_gets_the_text_and_the_page_lists_them(method, conv
 
 def test_the_http_user_shows_online_to_watchers(convergence_server, xmpp_client):
     server = convergence_server(PEOPLE)
-    alice = online(xmpp_client, server, "alice", roster=True)
+    alice = xmpp_client(server, "alice", roster=True)
     expose(server)
     seen = alice.next("presence", match=lambda p: str(p["from"].bare) == HTTP_USER)
     assert seen["type"] == "available"
@@ -64,14 +58,14 @@ def test_nobody_online_says_so(convergence_server):
 
 def test_the_text_is_configurable(convergence_server, xmpp_client):
     server = convergence_server(PEOPLE, http={"expose_text": "hello, this is from http."})
-    alice = online(xmpp_client, server, "alice")
+    alice = xmpp_client(server, "alice")
     expose(server, "POST")
     assert alice.next("message", match=from_http_user)["body"] == "hello, this is from http."
 
 
 def test_a_reply_to_the_http_user_is_echoed(convergence_server, xmpp_client):
     server = convergence_server(PEOPLE)
-    alice = online(xmpp_client, server, "alice")
+    alice = xmpp_client(server, "alice")
     expose(server)
     alice.next("message", match=from_http_user)
     alice.send_message(HTTP_USER, "hi back", subject="re", thread="t7")
