@@ -105,13 +105,15 @@ class Connection:
             self._write_timer.start(self.close, "write failed: timeout")
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything queued has been written (or the connection closed)."""
+        """Wait until everything queued has been written, the connection closed or ``timeout``
+        passed; True only if the socket took every byte and the connection is still open (a
+        closed connection threw its queue away: what was queued may not have been written)."""
         if self._queue and not self.closed:
             if self._drained is None:
                 self._drained = Event()
             self._drained.clear()
             self._drained.wait(timeout)
-        return not self._queue or self.closed
+        return not self._queue and not self.closed
 
     # -- TLS --
     def start_tls(self, context, timeout: float = 10.0) -> None:

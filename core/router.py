@@ -8,6 +8,12 @@ account reaches XMPP, SIP and HTTP at once), else to the offline store (XEP-0160
 storing (``storable``); ``error`` messages, and ``headline`` messages for a resource that is gone,
 are delivered only to a live named resource and otherwise silently ignored.
 
+Nothing acknowledged is lost (issue 11): a stored message is deleted only once a live endpoint
+handed it to its transport (``Endpoint.flush``), and ``deliver_stored`` waits for that before it
+hands on the next, so a backlog of any size reaches a session with a bounded outbound queue. An
+endpoint that took a message and then lost its connection before writing it gives it back with
+``Router.returned``, which stores it.
+
 Size (issue "bad input": refused at entry, never truncated): a protocol declares the largest body
 plus subject it carries with ``Router.limit``; a message bigger than the smallest limit on its path
 — the endpoints it would reach, or every limited protocol when it is stored for later — is refused
@@ -35,16 +41,23 @@ def live_endpoints(core, account: Address) -> list:
             if e.presence.available and e.presence.priority >= 0]
 
 
-def deliver_to(endpoints, message: Message) -> int:
-    """Hand ``message`` to each endpoint; return how many took it."""
-    delivered = 0
+def deliver_to(endpoints, message: Message) -> list:
+    """Hand ``message`` to each endpoint; return those that took it."""
+    took = []
     for endpoint in endpoints:
         try:
             endpoint.deliver(message)
-            delivered += 1
+            took.append(endpoint)
         except RoutingError as exc:
             log.info("endpoint %s refused %s: %s", endpoint.address, message.id, exc)
-    return delivered
+    return took
+
+
+def flushed(endpoint, timeout: float) -> bool:
+    """Whether what ``endpoint`` took has been handed to its transport (``Endpoint.flush``;
+    an endpoint without ``flush`` hands a message on within ``deliver``)."""
+    flush = getattr(endpoint, "flush", None)
+    return True if flush is None else flush(timeout)
 
 
 def storable(message: Message) -> bool:
@@ -76,8 +89,7 @@ class LocalAccountRoute:
         targets = [named] if named else live_endpoints(self.core, self.account)
         router = self.core.router
         router.check_size(message, {e.protocol for e in targets} if targets else router.limits)
-        delivered = deliver_to(targets, message)
-        if delivered:
+        if deliver_to(targets, message):
             return DELIVERED
         if not storable(message):
             return DISCARDED
@@ -102,8 +114,14 @@ def resolve_recipient(core, address):
 
 
 class Router:
+    #: stored messages read at a time by ``deliver_stored``
+    PAGE = 100
+    #: seconds ``deliver_stored`` waits for an endpoint to hand a stored message to its transport
+    FLUSH_TIMEOUT = 60.0
+
     def __init__(self, core):
         self.core = core
+        self._delivering: set[Address] = set()  # accounts whose backlog deliver_stored is sending
         #: protocol → largest body plus subject (UTF-8 bytes) it carries; see :meth:`limit`.
         self.limits: dict[str, int] = {}
         self._floor: int | None = None  # the smallest of ``limits``
@@ -141,12 +159,50 @@ class Router:
     def deliver_stored(self, account: Address) -> int:
         """Deliver what was stored for ``account`` (oldest first) now that it is online (XEP-0160).
 
-        Messages no endpoint takes stay stored. Returns how many were delivered.
+        Flow-controlled, so a backlog of any size reaches a session whose outbound queue is
+        bounded: the backlog is read ``PAGE`` messages at a time; each message goes to the live
+        endpoints and the router waits (``Endpoint.flush``) until one of them has handed it to its
+        transport before the next goes out. A page's messages that were handed on are then
+        deleted; the first message no endpoint took or handed on, and everything after it, stays
+        stored for the next login. One delivery runs per account at a time: a call while one
+        runs returns 0 (the running one reaches endpoints that came meanwhile).
+        Returns how many were delivered.
         """
-        delivered = []
-        for row_id, message in offline.pending(self.core.db, account.local):
-            if not deliver_to(live_endpoints(self.core, account), message):
-                break  # keep the order: stop at the first message nobody took
-            delivered.append(row_id)
-        offline.remove(self.core.db, delivered)
-        return len(delivered)
+        account = account.bare
+        if account in self._delivering:
+            return 0
+        self._delivering.add(account)
+        total = 0
+        try:
+            while page := offline.pending(self.core.db, account.local, self.PAGE):
+                done = []
+                for row_id, message in page:
+                    took = deliver_to(live_endpoints(self.core, account), message)
+                    # every endpoint that took it is waited for (none is let overrun its queue)
+                    if not [e for e in took if flushed(e, self.FLUSH_TIMEOUT)]:
+                        break  # keep the order: stop at the first message not handed on
+                    done.append(row_id)
+                offline.remove(self.core.db, done)
+                total += len(done)
+                if len(done) < self.PAGE:
+                    return total
+            return total
+        finally:
+            self._delivering.discard(account)
+
+    def returned(self, message: Message) -> None:
+        """An endpoint gives back ``message``, which it took but could not hand on (its
+        connection went away first): it is stored for its recipient's account (XEP-0160), to be
+        delivered at the next login, rather than lost. Call it after the endpoint left the
+        presence hub. Messages not worth storing (``storable``) are dropped, as for any offline
+        account; a full store or a deleted account is logged."""
+        if not storable(message):
+            return
+        account = message.recipient.bare
+        limit = self.core.config["server"]["max_offline_messages"]
+        try:
+            kept = offline.store(self.core.db, account.local, message, limit)
+        except accounts.NoSuchAccount:
+            kept = False
+        if not kept:
+            log.warning("message %s to %s was not delivered and cannot be stored", message.id, account)

@@ -37,10 +37,11 @@ _PENDING = (select(OfflineMessage.id, OfflineMessage.sender, OfflineMessage.reci
             .where(Account.name == bindparam("name")).order_by(OfflineMessage.id))
 
 
-def pending(db: Database, account: str) -> list[tuple[int, Message]]:
-    """The messages kept for ``account`` as (row id, message), oldest first, stamped (XEP-0203)."""
+def pending(db: Database, account: str, limit: int | None = None) -> list[tuple[int, Message]]:
+    """The messages kept for ``account`` as (row id, message), oldest first, stamped (XEP-0203);
+    only the ``limit`` oldest if given (a page: the router delivers a backlog page by page)."""
     with db.read_connection() as conn:
-        rows = conn.execute(_PENDING, {"name": account}).all()
+        rows = conn.execute(_PENDING.limit(limit), {"name": account}).all()
     return [(r.id, Message(Address.parse(r.sender), Address.parse(r.recipient), r.body, r.subject,
                            r.thread, r.type, r.message_id, r.stored_at)) for r in rows]
 

@@ -2,7 +2,8 @@
 
 Rules of this file: no gevent, socket or ssl imports. The transport feeds ``receive(bytes)`` and
 ``idle()``; the session writes through its ``link`` (``send(bytes) -> bool``,
-``start_tls(context)``, ``close_after_flush(reason)``) and calls the core. A test drives it with a
+``flush(timeout) -> bool``, ``start_tls(context)``, ``close_after_flush(reason)``) and calls the
+core. A test drives it with a
 link that records bytes, so every stage reads as a transcript.
 
 Stages (RFC 6120 §9.1): stream header → features → STARTTLS (§5, required unless
@@ -349,6 +350,11 @@ class Session:
         if self.closed or self.address is None or not self.send(messages.element(self.service, message)):
             raise RoutingError("recipient-unavailable", f"{self} is gone")
         messages.delivered(self.service, self, message)
+
+    def flush(self, timeout: float) -> bool:
+        """Endpoint.flush: wait until what was queued for the client has been written to the
+        socket; False if the connection closed first (its queue thrown away) or ``timeout``."""
+        return not self.closed and self.link.flush(timeout)
 
     # ---- timers: the transport calls idle() after idle_timeout() silent seconds ----------------
     def idle_timeout(self) -> float:

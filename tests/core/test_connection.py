@@ -1,5 +1,6 @@
 """core.connection over real loopback sockets (gevent clients: the tests share the hub with the server)."""
 import socket
+import struct
 
 import gevent
 import gevent.socket
@@ -75,6 +76,35 @@ def test_peer_that_never_reads_is_disconnected_not_buffered():
         # the queue's bound plus what the kernel buffers hold (small send and receive buffers)
         assert sum(accepted) <= 2 * 256 * 1024
         client.close()
+    finally:
+        srv.stop(timeout=1)
+
+
+def test_flush_is_true_only_once_the_socket_took_everything():
+    outcomes = []
+    done = Event()
+
+    def handle(sock, peer):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        conn = Connection(sock, peer, max_queued=4 << 20, write_timeout=30)
+        conn.send(b"x" * (2 << 20))  # more than the kernel buffers hold: flush has to wait
+        outcomes.append(conn.flush(10))  # the client reads it all
+        conn.send(b"y" * (2 << 20))
+        outcomes.append(conn.flush(10))  # the client goes away: the queue is thrown away
+        done.set()
+
+    srv = StreamServer(("127.0.0.1", 0), handle)
+    srv.start()
+    try:
+        client = gevent.socket.create_connection(srv.address)
+        client.settimeout(10)
+        got = 0
+        while got < 2 << 20:
+            got += len(client.recv(65536))
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # a reset: the server's next write fails
+        assert done.wait(10)
+        assert outcomes == [True, False]
     finally:
         srv.stop(timeout=1)
 

@@ -173,3 +173,60 @@ def test_failed_is_an_error_reply_naming_the_condition(core):
     assert (report.sender, report.recipient, report.thread) == (original.recipient, original.sender, "t1")
     assert report.id == original.id  # RFC 6120 §8.3.1
     assert report.reply().error is None
+
+
+class Unflushed(RecordingEndpoint):
+    """Takes messages but never hands them to its transport: its connection died meanwhile."""
+
+    def __init__(self, address, written=0):
+        super().__init__(address)
+        self.written = written  # how many flushes succeed before the connection dies
+
+    def flush(self, timeout):
+        self.written -= 1
+        return self.written >= 0
+
+
+def test_a_stored_message_is_deleted_only_once_an_endpoint_wrote_it(core, alice):
+    for n in range(5):
+        core.send(msg(core, alice, f"m{n}"))
+    dying = Unflushed(alice.with_resource("phone"), written=2)
+    core.presence.login(dying)
+    assert core.router.deliver_stored(alice) == 2
+    assert [m.body for _, m in offline.pending(core.db, "alice")] == ["m2", "m3", "m4"]
+    core.presence.logout(dying)
+    desk = RecordingEndpoint(alice.with_resource("desk"))
+    core.presence.login(desk)
+    assert core.router.deliver_stored(alice) == 3
+    assert [m.body for m in desk.received] == ["m2", "m3", "m4"]
+
+
+def test_one_endpoint_that_wrote_it_is_enough(core, alice):
+    core.send(msg(core, alice, "kept once"))
+    for endpoint in (Unflushed(alice.with_resource("a")), RecordingEndpoint(alice.with_resource("b"))):
+        core.presence.login(endpoint)
+    assert core.router.deliver_stored(alice) == 1
+    assert offline.count(core.db, "alice") == 0
+
+
+def test_a_backlog_longer_than_a_page_is_delivered_page_by_page(core, alice, monkeypatch):
+    monkeypatch.setattr(core.router, "PAGE", 2)
+    for n in range(5):
+        core.send(msg(core, alice, f"m{n}"))
+    phone = RecordingEndpoint(alice.with_resource("phone"))
+    core.presence.login(phone)
+    assert core.router.deliver_stored(alice) == 5
+    assert [m.body for m in phone.received] == [f"m{n}" for n in range(5)]
+    assert offline.count(core.db, "alice") == 0
+
+
+def test_a_message_an_endpoint_gives_back_is_stored(core, alice):
+    phone = RecordingEndpoint(alice.with_resource("phone"))
+    core.presence.login(phone)
+    assert core.send(msg(core, alice, "queued, then the connection died")) == "delivered"
+    core.presence.logout(phone)
+    core.router.returned(phone.received[0])
+    [(_, kept)] = offline.pending(core.db, "alice")
+    assert kept.body == "queued, then the connection died"
+    core.router.returned(msg(core, alice, type="headline"))  # not worth storing: dropped
+    assert offline.count(core.db, "alice") == 1
