@@ -50,6 +50,15 @@ class Endpoint(Protocol):
 
     def deliver(self, message) -> None: ...
 
+    # Optional (the router uses it when present; without it a message counts as handed on when
+    # ``deliver`` returns): ``flush(timeout) -> bool`` waits until everything ``deliver`` took has
+    # been handed to the transport (written to the socket), and is False when the connection went
+    # away first or ``timeout`` seconds passed. The router waits on it between the messages of a
+    # stored backlog and deletes a stored message only after it returned True (flow control), so
+    # it must not wait on the greenlet that does the writing. An endpoint whose connection goes
+    # away holding messages it took but did not write gives each to ``core.router.returned``
+    # (after ``logout``), which stores it: a message is never acknowledged and then lost.
+
 
 class PresenceHub:
     def __init__(self, core):
