@@ -9,10 +9,13 @@ the RFC 6121 §4.7.2.1 ``show`` order. Service users (echo, the HTTP user) set t
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Protocol
 
 from .addresses import Address
+
+log = logging.getLogger(__name__)
 
 #: RFC 6121 §4.7.2.1 ``show`` values, most available first; None is plain "available".
 SHOW_ORDER = ("chat", None, "away", "xa", "dnd")
@@ -41,7 +44,8 @@ class Endpoint(Protocol):
     a tag per SIP binding or HTTP stream), unique within the account. ``protocol`` is ``"xmpp"``,
     ``"sip"``, ``"http"`` or a plugin's own name. ``deliver(message)`` hands a message to the peer
     and returns without waiting for it; it raises :class:`convergence.message.RoutingError` when
-    the endpoint cannot take it right now.
+    the endpoint cannot take it right now. An endpoint may also have ``peer``, where it connects
+    from (``(host, port)`` or text), which the hub names in its login and registration log lines.
     """
 
     address: Address
@@ -60,6 +64,15 @@ class Endpoint(Protocol):
     # (after ``logout``), which stores it: a message is never acknowledged and then lost.
 
 
+def _source(endpoint) -> str:
+    """`` from <peer>`` for the log, when the endpoint says where it connects from (an optional
+    ``peer`` attribute: ``(host, port)`` or a string such as a SIP flow)."""
+    peer = getattr(endpoint, "peer", None)
+    if isinstance(peer, tuple):
+        peer = f"{peer[0]}:{peer[1]}"
+    return f" from {peer}" if peer else ""
+
+
 class PresenceHub:
     def __init__(self, core):
         self._core = core
@@ -71,6 +84,7 @@ class PresenceHub:
     # -- endpoints reported by protocol plugins --
     def login(self, endpoint: Endpoint) -> None:
         """A session endpoint came online (fires ``on_login``)."""
+        log.info("login %s (%s)%s", endpoint.address, endpoint.protocol, _source(endpoint))
         self._add(endpoint)
         self._hook.on_login(core=self._core, account=endpoint.address.bare, endpoint=endpoint)
         self._recompute(endpoint.address.bare)
@@ -78,6 +92,7 @@ class PresenceHub:
     def logout(self, endpoint: Endpoint) -> None:
         """A session endpoint went away (fires ``on_logout``); unknown endpoints are ignored."""
         if self._remove(endpoint):
+            log.info("logout %s (%s)", endpoint.address, endpoint.protocol)
             self._hook.on_logout(core=self._core, account=endpoint.address.bare, endpoint=endpoint)
             self._recompute(endpoint.address.bare)
 
@@ -85,6 +100,9 @@ class PresenceHub:
         """A SIP binding was added or refreshed for ``expires`` seconds (fires ``on_register``)."""
         if expires <= 0:
             return self.unregister(endpoint)
+        if self.endpoint(endpoint.address) is not endpoint:  # new, not a refresh
+            log.info("registered %s (%s)%s for %d s", endpoint.address, endpoint.protocol,
+                     _source(endpoint), expires)
         self._add(endpoint)
         self._hook.on_register(core=self._core, account=endpoint.address.bare, endpoint=endpoint,
                                expires=expires)
@@ -93,6 +111,7 @@ class PresenceHub:
     def unregister(self, endpoint: Endpoint) -> None:
         """A SIP binding was removed or expired (fires ``on_register`` with ``expires=0``)."""
         if self._remove(endpoint):
+            log.info("unregistered %s (%s)", endpoint.address, endpoint.protocol)
             self._hook.on_register(core=self._core, account=endpoint.address.bare,
                                    endpoint=endpoint, expires=0)
             self._recompute(endpoint.address.bare)

@@ -29,6 +29,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -184,7 +185,8 @@ def toml_value(value) -> str:
 
 
 class ServerProcess:
-    """A running ``convergence serve``: ``output`` holds its log lines so far."""
+    """A running ``convergence serve``: ``output`` holds its log lines so far (a thread keeps
+    reading them, so a chatty server never blocks on a full pipe); ``wait_for`` waits for one."""
 
     def __init__(self, config_path: Path, args, cwd: Path, timeout: float = 30):
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGENCE_")}
@@ -193,16 +195,37 @@ class ServerProcess:
             [str(Path(sys.executable).parent / "convergence"), "--config", str(config_path), "serve",
              *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env)
         self.output: list[str] = []
+        self._more = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        try:
+            self.wait_for("convergence serving", timeout)
+        except AssertionError:
+            self.stop()
+            raise RuntimeError("convergence serve did not start:\n" + "".join(self.output)) from None
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            with self._more:
+                self.output.append(line)
+                self._more.notify_all()
+        with self._more:
+            self._more.notify_all()  # the end: waiters need not wait out their timeout
+
+    def wait_for(self, text: str, timeout: float = 10, start: int = 0) -> str:
+        """The first line from index ``start`` on that contains ``text`` (AssertionError after
+        ``timeout`` seconds, or once the server's output has ended without it)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:  # wait for the event, not a sleep
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.output.append(line)
-            if "convergence serving" in line:
-                return
-        self.stop()
-        raise RuntimeError("convergence serve did not start:\n" + "".join(self.output))
+        with self._more:
+            while True:
+                found = next((line for line in self.output[start:] if text in line), None)
+                if found is not None:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._reader.is_alive():
+                    raise AssertionError(f"no log line with {text!r} within {timeout}s:\n"
+                                         + "".join(self.output[-20:]))
+                self._more.wait(left)
 
     def stop(self, timeout: float = 10) -> int:
         """SIGTERM, then wait; returns the exit status (killing it if it does not stop in time)."""
@@ -213,9 +236,7 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        if not self.proc.stdout.closed:
-            self.output.extend(self.proc.stdout.readlines())
-            self.proc.stdout.close()
+        self._reader.join(timeout)
         return self.proc.returncode
 
 

@@ -24,7 +24,8 @@ class Authenticator:
     def __init__(self, core):
         self.core = core
         settings = core.config["http"]
-        self.limiter = FailureLimiter(settings["login_failures"], settings["login_failure_window"])
+        self.limiter = FailureLimiter(settings["login_failures"], settings["login_failure_window"],
+                                      what="HTTP login")
         self.now = time.monotonic
 
     def account(self, authorization: Authorization | None, source: str) -> Address:
@@ -36,7 +37,7 @@ class Authenticator:
             raise self._refused("authentication required (HTTP Basic or a bearer token)")
         account = self._verify(authorization)
         if account is None:
-            self.limiter.failed(source, self.now())
+            self.limiter.failed(source, self.now(), authorization.username)
             raise self._refused("wrong credentials", authorization.type == "bearer")
         return account
 

@@ -27,7 +27,8 @@ class Authenticator:
     def __init__(self, core, settings: dict, clock):
         self.core, self.clock = core, clock
         self.digest = DigestServer(core.domain, settings["nonce_lifetime"])
-        self.limiter = FailureLimiter(settings["auth_failures"], settings["auth_failure_window"])
+        self.limiter = FailureLimiter(settings["auth_failures"], settings["auth_failure_window"],
+                                      what="SIP digest")
         self.algorithms = settings["digest_algorithms"]  # offered in this order
         self._ha1: dict[str, tuple[str, str] | None] = {}  # account → (MD5, SHA-256) HA1
         self._account = lru_cache(maxsize=1024)(self._normalized)  # the same few usernames
@@ -76,7 +77,8 @@ class Authenticator:
                     return self._account(result.username)  # known: it had an HA1
                 stale = result.stale
                 if result.reason == WRONG_PASSWORD:  # not stale nonces, nor ones from before a
-                    self.limiter.failed(source, now)  # restart: only what guesses a password
+                    # restart: only what guesses a password counts
+                    self.limiter.failed(source, now, params.get("username"))
         name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         st.respond(407 if proxy else 401, headers=[
             (name, challenge) for challenge in self.digest.challenges(now, stale, self.algorithms)])

@@ -53,6 +53,11 @@ class BindingEndpoint:
         self.timer_at: float | None = None  # when its expiry timer fires
         self.presence = Presence()
 
+    @property
+    def peer(self) -> str:
+        """Where the phone registered from (``udp:host:port``…), for the hub's log lines."""
+        return self.flow_key
+
     def deliver(self, message) -> None:
         """RFC 3428 MESSAGE to the contact, in a client transaction (does not wait for it)."""
         self.messaging.send(self, message)

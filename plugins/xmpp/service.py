@@ -22,7 +22,8 @@ class C2SService:
         self.settings = settings  # the parsed [xmpp] table
         self.domain: str = core.domain
         self.tls_context = tls_context  # an ssl.SSLContext once listeners exist; None: no STARTTLS
-        self.limiter = FailureLimiter(settings["login_failures"], settings["login_failure_window"])
+        self.limiter = FailureLimiter(settings["login_failures"], settings["login_failure_window"],
+                                      what="XMPP login")
         self.secret = os.urandom(32)  # SCRAM salts simulated for unknown users (RFC 5802 §5.1)
         self.now = time.monotonic
         self._bound: dict[Address, dict[str, object]] = {}
