@@ -18,6 +18,7 @@ def manual(xmpp_client, server, name: str, roster: bool = True, **options):
         client.xmpp.auto_subscribe = False
         client.xmpp.send_presence()
     client.call(off)
+    client.next("presence", match=lambda p: str(p["from"]) == client.jid)  # processed (§4.2.2)
     return client
 
 
