@@ -12,6 +12,23 @@ def _error(description: str) -> dict:
 
 
 NULLABLE_STRING = {"type": ["string", "null"]}
+
+# What the server accepts (core/addresses.py, RFC 7622 and RFC 7247 §5.2), written for generators:
+# ASCII localparts and domains; any other address the server takes (Unicode localparts, IDN
+# domains, IP literals) is described in prose, not matched.
+_LOCAL = r"[A-Za-z0-9!#$*+=^_`{|}~.-]{1,1023}"
+_DOMAIN = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+#: Text XML 1.0 can carry (§2.2; convergence.message.NOT_XML_CHARS): no other control characters.
+XML_TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]*$"
+ADDRESS = {
+    "type": "string", "minLength": 1, "maxLength": 3071,
+    "pattern": rf"^(?:(?:xmpp:|im:|pres:)?(?:{_LOCAL}@)?{_DOMAIN}(?:/[^\x00-\x20][^\x00-\x1f]{{0,1022}})?"
+               rf"|sips?:{_LOCAL}@{_DOMAIN})$",
+    "description": "a JID (alice@example.org[/resource]) or a sip:, xmpp:, im: or pres: URI "
+                   "(RFC 7247 §5.2); localparts may also be Unicode (RFC 7622), domains IDNs",
+}
+TEXT = {"type": "string", "pattern": XML_TEXT}
+NULLABLE_TEXT = {"type": ["string", "null"], "pattern": XML_TEXT}
 UNAUTHORIZED = {"$ref": "#/components/responses/Unauthorized"}
 THROTTLED = {"$ref": "#/components/responses/Throttled"}
 
@@ -28,16 +45,19 @@ SCHEMAS = {
     "SendRequest": {
         "type": "object", "required": ["to", "body"], "additionalProperties": False,
         "properties": {
-            "to": {"type": "string", "description": "a JID (alice@example.org[/resource]) or a "
-                   "sip:, xmpp: or im: URI"},
-            "body": {"type": "string", "description": "the text; may be empty only with a subject"},
+            "to": ADDRESS,
+            "body": {**TEXT, "description": "the text; may be empty only with a subject"},
             "type": {"type": "string", "enum": ["chat", "normal", "headline", "groupchat"],
                      "default": "chat"},
-            "subject": NULLABLE_STRING,
-            "thread": NULLABLE_STRING,
-            "stream": {"type": "string", "description": "send from this open event stream of the "
-                       "account (its id from the `stream` event), so that replies come back to it"},
+            "subject": NULLABLE_TEXT,
+            "thread": NULLABLE_TEXT,
+            "stream": {"type": "string", "pattern": "^http-[0-9a-f]{16}$",
+                       "description": "send from this open event stream of the account (its id "
+                       "from the `stream` event), so that replies come back to it"},
         },
+        "anyOf": [{"properties": {"body": {"minLength": 1}}},
+                  {"required": ["subject"], "properties": {"subject": {"type": "string",
+                                                                       "minLength": 1}}}],
         "description": "There is no `from`: the sender is always the authenticated account "
                        "(a `from` field is refused with 400).",
     },

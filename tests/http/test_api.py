@@ -1,5 +1,7 @@
 """The JSON API with a real HTTP client: sending across protocols, the roster and presence of
 contacts, the OpenAPI document, and every kind of bad input answered with a JSON 4xx."""
+import re
+
 import pytest
 from api_client import call
 from xmpp.roster_client import roster_set
@@ -156,3 +158,28 @@ def test_openapi_document_describes_every_route(core, server):
     assert {s["scheme"] for s in components["securitySchemes"].values()} == {"basic", "bearer"}
     assert components["schemas"]["Error"]["required"] == ["status", "message"]
     assert set(components["schemas"]["SendRequest"]["properties"]) == set(api.MESSAGE_FIELDS)
+
+
+
+ADDRESSES = ["bob@example.org", "xmpp:bob@example.org/phone", "sip:bob@example.org", "im:bob@example.org",
+             "nobody@example.org", "example.org", "bob@example.net",  # valid shapes (404 or sent)
+             "", " ", "bob@", "@example.org", "a@b@example.org", "bob@-x.org", "bob@x..org",
+             "sip:bob@example.org/phone", "bob@example.org/", "bob@example.org/ ", "b<b@example.org"]
+TEXTS = [({"body": "", "subject": "s"}, True), ({"body": ""}, False), ({"body": "a\x01b"}, False),
+         ({"body": "b", "subject": "a\x1fb"}, False)]
+
+
+def test_the_openapi_document_describes_what_the_server_accepts(server):
+    """A client generating requests from the document (schemathesis) gets no 400 for them, and
+    what the document rules out is refused (issue: clients sent ``to: ""``)."""
+    schema = call(server, "GET", "/api/openapi.json").json["components"]["schemas"]["SendRequest"]
+    to_rule = schema["properties"]["to"]
+    for to in ADDRESSES:
+        described = len(to) >= to_rule["minLength"] and re.search(to_rule["pattern"], to) is not None
+        assert described == (send(server, {"to": to, "body": "hi"}).status != 400), to
+    text_rule = schema["properties"]["body"]["pattern"]
+    for fields, valid in TEXTS:
+        texts = [fields["body"], fields.get("subject") or ""]
+        described = all(re.search(text_rule, t) for t in texts) and any(texts)  # pattern and anyOf
+        assert described == valid
+        assert (send(server, {"to": "bob@example.org", **fields}).status != 400) == valid, fields
