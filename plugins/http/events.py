@@ -15,15 +15,29 @@ A ``: keep-alive`` comment goes out every ``[http] sse_keepalive`` seconds, so a
 gone is noticed by a failed write. At most ``[http] sse_queue`` events wait for a client: a full
 queue refuses the message with ``resource-constraint`` (the router stores it) and ends the stream
 after the events already queued; the client reconnects and gets the stored messages.
+
+A message is never reported delivered and then lost (issue 11). The client sends nothing after its
+request, so its socket turning readable means it closed: the loop watches for that and the stream
+leaves the presence hub at once; ``deliver`` looks too (a message for a client that has gone is
+refused, so the router stores it: the API answers 202), and so does the stream after writing each
+message. A message the stream took but did not write goes back to the router (``Router.returned``
+stores it). ``flush``, the Endpoint method the router waits on while it hands over a stored
+backlog (which runs in a greenlet of its own, as the stream's generator does the writing), returns
+once the WSGI server has written every message taken so far.
 """
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import socket
+import time
 from datetime import datetime, timezone
 from weakref import WeakKeyDictionary
 
 import gevent
+from flask import has_request_context, request
+from gevent.event import Event
 from gevent.queue import Empty, Full, Queue
 
 from convergence import Address, Presence, RoutingError, contacts
@@ -52,6 +66,15 @@ def message_data(message) -> dict:
             "thread": message.thread, "stamp": _utc(message.stamp), "error": message.error}
 
 
+class MessageEvent(bytes):
+    """A ``message`` event, knowing its message: given back to the router if it is not written."""
+
+    def __new__(cls, message):
+        chunk = super().__new__(cls, event("message", message_data(message)))
+        chunk.message = message
+        return chunk
+
+
 def presence_data(contact: Address, presence: Presence) -> dict:
     return {"jid": contact.jid, "available": presence.available, "show": presence.show,
             "status": presence.status}
@@ -68,14 +91,37 @@ class Stream:
         self.presence = Presence()
         self.queue: Queue = Queue(max_queued)
         self.ended = False
+        self.taken = self.written = 0  # messages deliver took; of those, written to the client
+        self._progress = Event()  # set at each written message and at the end (``flush``)
+        # The client's socket (a duplicate descriptor: looked at, never read from) and the loop's
+        # watcher for it turning readable.
+        # The WSGI handler puts the connection's socket in the environ as ``convergence.socket``.
+        self._client = self._watcher = None
+        client = request.environ.get("convergence.socket") if has_request_context() else None
+        if client is not None:
+            self._client = socket.socket(fileno=os.dup(client.fileno()))
+            self._client.settimeout(0.0)
 
     @property
     def id(self) -> str:
         return self.address.resource
 
     def deliver(self, message) -> None:
-        if not self._put(event("message", message_data(message))):
+        if self._client_gone():
+            raise RoutingError("recipient-unavailable", f"the client of event stream {self.id} left")
+        if not self._put(MessageEvent(message)):
             raise RoutingError("resource-constraint", f"the event stream {self.id} is not reading")
+        self.taken += 1
+
+    def flush(self, timeout: float) -> bool:
+        """Endpoint.flush: wait until every message taken so far has been written to the client;
+        False if the stream ended first (it gave back what it did not write) or ``timeout``."""
+        target, deadline = self.taken, time.monotonic() + timeout
+        while self.written < target and not self.ended:
+            self._progress.clear()
+            if not self._progress.wait(max(0.0, deadline - time.monotonic())):
+                return False
+        return self.written >= target
 
     def show(self, contact: Address, presence: Presence) -> None:
         self._put(event("presence", presence_data(contact, presence)))
@@ -91,31 +137,88 @@ class Stream:
             gevent.spawn(self.core.presence.logout, self)
             return False
 
+    def _client_gone(self) -> bool:
+        """Whether the client has closed its end; if so the stream ends at once: it leaves the
+        presence hub and gives back the messages still queued (none can reach the client)."""
+        if self._client is None or self._client.fileno() < 0:
+            return False
+        try:
+            if self._client.recv(1, socket.MSG_PEEK):
+                return False  # bytes after the request: not a close (and nothing we read)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            pass  # reset: gone
+        self._stop_watching()
+        self.ended = True
+        self._progress.set()
+        unwritten = list(self.queue.queue)
+        self.queue.queue.clear()
+        self.queue.put_nowait(b"")  # wake ``events``: it ends (an empty chunk sends nothing)
+        self.core.presence.logout(self)
+        self._give_back(unwritten)
+        return True
+
+    def _give_back(self, chunks) -> None:
+        for chunk in chunks:
+            if isinstance(chunk, MessageEvent):
+                self.core.router.returned(chunk.message)
+
+    def _watch(self) -> None:
+        """Let the loop tell us when the client's socket turns readable (at its close)."""
+        if self._client is not None:
+            self._watcher = gevent.get_hub().loop.io(self._client.fileno(), 1)
+            self._watcher.start(lambda: gevent.spawn(self._client_gone) and self._stop_watching())
+
+    def _stop_watching(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher.close()
+            self._watcher = None
+
     def events(self, keepalive: float):
         """The response body: log in, announce, snapshot, stored messages, then live events."""
         account = self.address.bare
         STREAMS.setdefault(self.core, {}).setdefault(account, set()).add(self)
         self.core.presence.login(self)
+        self._watch()
+        chunk = backlog = None  # the chunk being written; the greenlet sending the backlog
         try:
             yield event("stream", {"stream": self.id, "jid": self.address.jid})
             for contact in contacts.watched(self.core, account):
                 presence = self.core.presence.presence(contact)
                 if presence.available:
                     yield event("presence", presence_data(contact, presence))
-            self.core.router.deliver_stored(account)
+            backlog = gevent.spawn(self.core.router.deliver_stored, account)  # waits on flush
             while not (self.ended and self.queue.empty()):
                 try:
-                    yield self.queue.get(timeout=keepalive)
+                    chunk = self.queue.get(timeout=keepalive)
                 except Empty:
-                    yield KEEPALIVE
+                    chunk = KEEPALIVE
+                yield chunk
+                if isinstance(chunk, MessageEvent):
+                    if self._client_gone():  # written, but to a client that had gone
+                        break
+                    self.written += 1
+                    self._progress.set()
+                chunk = None
         finally:  # the client went away (a failed write closes this generator) or the stream ended
             self.ended = True
+            self._progress.set()
+            self._stop_watching()
+            unwritten = [chunk, *self.queue.queue]
+            self.queue.queue.clear()
             streams = STREAMS.get(self.core, {})
             mine = streams.get(account, set())
             mine.discard(self)
             if not mine:
                 streams.pop(account, None)
             self.core.presence.logout(self)
+            self._give_back(unwritten)
+            if backlog is not None and not backlog:  # not started yet (``not``: unstarted or dead)
+                backlog.kill(block=False)
+            if self._client is not None:
+                self._client.close()
 
 
 def presence_changed(core, account: Address, presence: Presence) -> None:
