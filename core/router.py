@@ -195,9 +195,11 @@ class Router:
         connection went away first): it is stored for its recipient's account (XEP-0160), to be
         delivered at the next login, rather than lost. Call it after the endpoint left the
         presence hub. Messages not worth storing (``storable``) are dropped, as for any offline
-        account; a full store or a deleted account is logged."""
-        if not storable(message):
-            return
+        account, and a message that came from the store (it has a ``stamp``) is still there:
+        ``deliver_stored`` deletes it only once an endpoint wrote it. A full store or a deleted
+        account is logged."""
+        if message.stamp is not None or not storable(message):
+            return  # a stored message: its row stays until an endpoint wrote it (deliver_stored)
         account = message.recipient.bare
         limit = self.core.config["server"]["max_offline_messages"]
         try:

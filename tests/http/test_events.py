@@ -135,3 +135,17 @@ def test_a_full_queue_stores_the_message_and_ends_the_stream(make_core):
     messages = [e for e in body if e.startswith(b"event: message")]  # the queue drains, then ends
     assert len(messages) == 2 and b'"m0"' in messages[0] and b'"m1"' in messages[1]
     assert core.presence.endpoints(alice) == []
+
+
+def test_a_message_to_a_stream_whose_client_left_is_stored_not_delivered(convergence_server):
+    """Issue 11: the stream leaves at once when its client closes (not at the next keep-alive),
+    and a message for it is stored (202), then reaches the next stream."""
+    server = convergence_server(PEOPLE, http={"sse_keepalive": 60.0})
+    for n in range(3):  # each time the client has just gone
+        stream = EventStream(server, "alice")
+        stream.close()
+        sent = call(server, "POST", "/api/messages", {"to": "alice@example.org", "body": f"m{n}"},
+                    user="carol")
+        assert (sent.status, sent.json["outcome"]) == (202, "stored")
+    again = EventStream(server, "alice")
+    assert [again.next("message")["body"] for _ in range(3)] == ["m0", "m1", "m2"]
