@@ -13,6 +13,7 @@ from convergence import hookimpl
 from convergence.certificates import files, server_context
 from convergence.config import (Option, Section, listen_address, optional_listen_address, positive_int,
                                 positive_number)
+from convergence.listeners import connection_limit_options
 
 from . import transaction
 from .digest import ALGORITHMS
@@ -48,9 +49,11 @@ def add_config_section():
         "max_expires": Option(3600, "longest registration granted, in seconds", positive_int),
         "default_expires": Option(3600, "registration time when the client names none",
                                   positive_int),
-        "digest_algorithms": Option(["SHA-256", "MD5"], "digest algorithms offered, in order "
-                                    "(RFC 8760; put MD5 first for clients that read only the "
-                                    "first challenge)", digest_algorithms),
+        "digest_algorithms": Option(["MD5"], "digest algorithms offered, in order (RFC 8760); "
+                                    "MD5 alone by default: stock phones fail on any SHA-256 "
+                                    "challenge (docs/sip.md)", digest_algorithms),
+        "digest": Option(True, "SIP digest authentication; false: refused with 403, and no "
+                               "password-equivalent HA1 is stored when a password is set"),
         "nonce_lifetime": Option(300, "seconds a digest nonce stays valid", positive_int),
         "auth_failures": Option(10, "wrong credentials accepted per source address per window "
                                     "before it is refused with 403", positive_int),
@@ -64,6 +67,7 @@ def add_config_section():
         "t2": Option(_DEFAULT_TIMERS[1], "RFC 3261 timer T2 in seconds (longest retransmission "
                                          "interval)",
                      positive_number),
+        **connection_limit_options("SIP TCP/TLS"),
     }, "the SIP plugin: registrar, MESSAGE and call proxy")
 
 

@@ -1,7 +1,7 @@
 """Sans-IO SIP digest authentication (RFC 3261 §22, RFC 7616 §3, RFC 8760).
 
-Rules: no I/O; time comes in as an argument. The server offers SHA-256 then MD5 challenges with
-``qop="auth"`` (RFC 8760 §2.4); it checks responses against the HA1 values stored at password-set
+Rules: no I/O; time comes in as an argument. The server offers one challenge per configured
+algorithm, in the configured order (RFC 8760 §2.4), with ``qop="auth"``; it checks responses against the HA1 values stored at password-set
 time (:mod:`convergence.credentials`), never a password. Nonces are stateless and signed
 (HMAC-SHA-256 over issue time, a random per-server tag and a counter, so a forged or foreign nonce
 is refused); they expire after ``lifetime`` seconds (answered with ``stale=true``, RFC 7616

@@ -36,25 +36,28 @@ def contacts_of(response):
 
 
 @pytest.fixture
-def registrar(sip_server):
+def registrar(sip_server, request):
     seen = Registrations()
-    server = sip_server(plugins={"recorder": seen})
+    server = sip_server(plugins={"recorder": seen}, **getattr(request, "param", {}))
     server.core.add_account("alice", "secret")
     server.core.add_account("bob", "hunter2")
     server.seen = seen
     return server
 
 
-@pytest.mark.parametrize("algorithm", ["SHA-256", "MD5"])
-def test_register_with_digest(registrar, algorithm):
+@pytest.mark.parametrize("registrar, offered, algorithm", [
+    ({}, ["MD5"], "MD5"),  # the default: what every stock phone answers (docs/sip.md)
+    ({"digest_algorithms": ["SHA-256", "MD5"]}, ["SHA-256", "MD5"], "SHA-256"),  # RFC 8760 §2.4
+    ({"digest_algorithms": ["SHA-256", "MD5"]}, ["SHA-256", "MD5"], "MD5"),
+], indirect=["registrar"])
+def test_register_with_digest(registrar, offered, algorithm):
     client = registrar.client()
     contact = f"<sip:alice@{client.host}:{client.port}>"
     request = client.request("REGISTER", headers=[("Contact", contact), ("Expires", "300")])
     challenge = client.ask(request)
     assert challenge.status == 401
-    offered = [c.split("algorithm=")[1].split(",")[0]
-               for c in challenge.headers.get_all("WWW-Authenticate")]
-    assert offered == ["SHA-256", "MD5"]  # RFC 8760 §2.4 order
+    assert [c.split("algorithm=")[1].split(",")[0]
+            for c in challenge.headers.get_all("WWW-Authenticate")] == offered
     assert 'realm="example.com"' in challenge.headers.get("WWW-Authenticate")
     response = client.ask(client.authorize(request, challenge, "alice", "secret",
                                            algorithm=algorithm))
