@@ -2,7 +2,9 @@
 
 - SCRAM-SHA-1 and SCRAM-SHA-256 (RFC 5802 §3, RFC 7677): one salt and iteration count,
   ``StoredKey``/``ServerKey`` per hash. PLAIN and HTTP Basic verify against the SHA-256 set.
-- SIP digest HA1 = H(username:realm:password) for MD5 and SHA-256 (RFC 8760 §2, RFC 7616 §3.4.2).
+- SIP digest HA1 = H(username:realm:password) for MD5 and SHA-256 (RFC 8760 §2, RFC 7616 §3.4.2),
+  unless ``digest=False``: HA1 is password-equivalent for digest and a fast hash to guess
+  passwords from, so it is left empty (``""``) where no digest client needs it.
 Passwords are SASLprep'ed (RFC 4013) first, as SCRAM clients do. Pure functions, no I/O.
 """
 from __future__ import annotations
@@ -74,15 +76,16 @@ def ha1(hash_name: str, username: str, realm: str, password: str) -> str:
 
 
 def derive(username: str, realm: str, password: str, iterations: int = DEFAULT_ITERATIONS,
-           salt: bytes | None = None) -> Credentials:
-    """Derive every stored secret for ``username`` in ``realm`` (CPU: two PBKDF2 runs)."""
+           salt: bytes | None = None, digest: bool = True) -> Credentials:
+    """Derive every stored secret for ``username`` in ``realm`` (CPU: two PBKDF2 runs); the
+    digest HA1 values only with ``digest``."""
     prepared = saslprep(password)
     salt = salt or os.urandom(16)
     return Credentials(salt, iterations,
                        scram_keys("sha1", prepared, salt, iterations),
                        scram_keys("sha256", prepared, salt, iterations),
-                       realm, ha1("md5", username, realm, password),
-                       ha1("sha256", username, realm, password))
+                       realm, ha1("md5", username, realm, password) if digest else "",
+                       ha1("sha256", username, realm, password) if digest else "")
 
 
 def verify(credentials: Credentials, password: str) -> bool:

@@ -2,13 +2,16 @@
 
 The registrar challenges with ``401``/``WWW-Authenticate``, a proxy-like element (MESSAGE, calls)
 with ``407``/``Proxy-Authenticate`` (§22.3), one challenge per algorithm of
-``digest_algorithms`` in that order (RFC 8760 §2.4 puts SHA-256 first; clients that read
-only the first challenge and know only MD5, such as SIPp 3.6, need MD5 first). The realm is the domain; the HA1 values stored at
+``digest_algorithms`` in that order (RFC 8760 §2.4). The default is MD5 alone, as in Kamailio,
+Asterisk and FreeSWITCH: baresip 1.0 gives up on any 401/407 that carries a SHA-256 challenge, and
+sipsak 0.9.8 and SIPp 3.6 refuse one that comes first (measured: docs/sip.md). The realm is the
+domain; the HA1 values stored at
 password-set time are the secrets (:mod:`convergence.credentials`) and are cached until the account
 changes. A source address that sends ``failures`` wrong credentials within ``window`` seconds is
 answered ``403`` without verification until the window ends (no SIP status means "too many
 requests" here: RFC 6585's 429 is HTTP's, SIP's 429 is RFC 3892's Referrer error), so a password
-guesser is stopped cheaply while users elsewhere keep authenticating.
+guesser is stopped cheaply while users elsewhere keep authenticating. With ``digest = false``
+every request that needs authentication gets ``403`` (no HA1 is stored to check it against).
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ class Authenticator:
         self.limiter = FailureLimiter(settings["auth_failures"], settings["auth_failure_window"],
                                       what="SIP digest")
         self.algorithms = settings["digest_algorithms"]  # offered in this order
+        self.enabled = settings["digest"]
         self._ha1: dict[str, tuple[str, str] | None] = {}  # account → (MD5, SHA-256) HA1
         self._account = lru_cache(maxsize=1024)(self._normalized)  # the same few usernames
 
@@ -57,6 +61,9 @@ class Authenticator:
     def authenticate(self, st, proxy: bool) -> str | None:
         """The account name the request's credentials prove, or None once it has been answered
         (challenge, or 403 for a blocked source). ``proxy`` picks 407 over 401 (§22.3)."""
+        if not self.enabled:
+            st.respond(403, "SIP digest authentication is disabled on this server")
+            return None
         request, now = st.request, self.clock()
         source = st.flow.peer[0]
         if self.limiter.blocked(source, now):

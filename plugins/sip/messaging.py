@@ -1,7 +1,8 @@
 """RFC 3428 MESSAGE: SIP instant messages into the core router, and out to SIP bindings.
 
 In: a MESSAGE from a local user, authenticated with digest (``407``, §22.3) as the From account,
-to any address the router knows. ``text/plain`` in any charset Python knows (UTF-8 by default)
+to any address the router knows; a From of another domain gets ``403`` without a challenge (no
+one can authenticate for it here). ``text/plain`` in any charset Python knows (UTF-8 by default)
 and ``text/html`` (reduced to its text) are accepted, other types get ``415`` with Accept. The
 message goes through ``core.send`` as a ``chat`` message (RFC 7572 §5) from the sender's binding
 (so replies reach that phone): ``200`` when delivered, ``202`` when stored for later, and for a
@@ -157,10 +158,13 @@ class Messaging:
         dispatcher, request, core = self.dispatcher, st.request, self.core
         if dispatcher.unsupported(st, "Require"):
             return
+        sender = dispatcher.registrar.account_of(request.from_.uri)
+        if sender is None:  # another domain (no federation): nobody can authenticate for it
+            return st.respond(403, "From is not an address of this domain")  # here, no 407
         user = dispatcher.auth.authenticate(st, proxy=True)
         if user is None:
             return
-        if dispatcher.registrar.account_of(request.from_.uri) != user:
+        if sender != user:
             return st.respond(403, "From is not the authenticated user")
         try:
             recipient = self._recipient(request.uri)

@@ -1,7 +1,7 @@
 """Digest authentication (RFC 7616 / RFC 8760) with a fake clock."""
 import pytest
 
-from convergence.credentials import ha1
+from convergence.credentials import derive, ha1, verify
 from convergence.plugins.sip.digest import (DigestError, DigestServer, Rejected, Verified,
                                              parse_credentials, response)
 
@@ -112,3 +112,43 @@ def test_malformed_credentials(change, reason):
     creds.update(change)
     creds = {k: v for k, v in creds.items() if v is not None}
     assert reason in server.verify(creds, "REGISTER", ha1_of, 1).reason
+
+
+# ---- over the wire: who may be challenged at all ----
+
+def test_message_from_another_domain_is_refused_without_a_challenge(sip_server):
+    """Nobody can authenticate here for a domain we do not serve: 403 at once, not 407."""
+    server = sip_server()
+    server.core.add_account("bob", "pw")
+    client = server.client()
+    request = client.request("MESSAGE", uri="sip:bob@example.com", body=b"x",
+                             headers=[("Content-Type", "text/plain")])
+    local = client.ask(request)
+    assert local.status == 407  # a From of ours is challenged
+    request = client.request("MESSAGE", uri="sip:bob@example.com", body=b"x",
+                             headers=[("Content-Type", "text/plain")])
+    request.headers.set("From", f"<sip:mallory@elsewhere.example>;tag={client.tag}")
+    foreign = client.ask(request)
+    assert foreign.status == 403 and foreign.reason == "From is not an address of this domain"
+    assert "Proxy-Authenticate" not in foreign.headers
+
+
+def test_derive_without_digest_stores_no_ha1():
+    creds = derive("bob", "example.org", "pw", digest=False)
+    assert creds.ha1_md5 == creds.ha1_sha256 == ""
+    assert verify(creds, "pw")  # SCRAM, PLAIN and HTTP Basic are unaffected
+    assert derive("bob", "example.org", "pw").ha1_md5 == ha1("md5", "bob", "example.org", "pw")
+
+
+def test_digest_off_refuses_register_and_message_with_403(sip_server):
+    server = sip_server(digest=False)
+    server.core.add_account("alice", "secret")
+    client = server.client()
+    for request in (client.request("REGISTER", headers=[("Contact", "<sip:alice@192.0.2.1>")]),
+                    client.request("MESSAGE", uri="sip:alice@example.com", body=b"x",
+                                   headers=[("Content-Type", "text/plain")])):
+        refused = client.ask(request)
+        assert refused.status == 403, request.method
+        assert refused.reason == "SIP digest authentication is disabled on this server"
+        assert "WWW-Authenticate" not in refused.headers
+        assert "Proxy-Authenticate" not in refused.headers
