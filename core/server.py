@@ -8,6 +8,7 @@ import gevent
 from gevent.event import Event
 
 from .core import Core
+from .listeners import raise_file_limit
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ def stop(core: Core, servers: list, timeout: float = 3.0) -> None:
 
 def serve(core: Core) -> None:
     """Run until SIGTERM or SIGINT."""
+    raise_file_limit()  # every connection holds a descriptor
     done = Event()  # handlers first: a signal during start-up must still stop cleanly
     handlers = [gevent.signal_handler(sig, done.set) for sig in (signal.SIGTERM, signal.SIGINT)]
     servers = []

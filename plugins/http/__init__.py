@@ -5,11 +5,9 @@ blueprints other plugins add with ``add_blueprints``. The HTTP user (``[http] us
 user: ExposeURL speaks as it, and messages to it are echoed back unless the callback forwarder
 plugin (``convergence.plugins.callback``) sends them to ``[http] callback_url``.
 """
-from gevent.pywsgi import WSGIServer
-
 from convergence import hookimpl
 from convergence.config import Option, Section, listen_address, positive_int, positive_number
-from convergence.listeners import NoDelayWSGIHandler
+from convergence.listeners import AddressLimit, GuardedWSGIServer, connection_limit_options
 from convergence.services import EchoRoute
 
 from . import events
@@ -39,6 +37,14 @@ def add_config_section():
                                  "login_failure_window before it gets 429", positive_int),
         "login_failure_window": Option(60.0, "seconds over which login_failures count",
                                        positive_number),
+        "header_timeout": Option(10.0, "seconds a client may take to send a request's line and "
+                                 "header fields, counted from when the server waits for them (also "
+                                 "the longest an idle keep-alive connection is kept); then the "
+                                 "connection is closed, with 408 if a request had begun",
+                                 positive_number),
+        "body_timeout": Option(30.0, "seconds a client may take to send a request body",
+                               positive_number),
+        **connection_limit_options("HTTP"),
     }, "the HTTP plugin")
 
 
@@ -79,5 +85,7 @@ def resolve_recipient(core, address):
 
 @hookimpl
 def add_listeners(core):
-    return [WSGIServer(core.config["http"]["listen"], create_app(core),
-                       handler_class=NoDelayWSGIHandler, log=None)]
+    settings = core.config["http"]
+    return [GuardedWSGIServer(settings["listen"], create_app(core),
+                              AddressLimit.from_settings("HTTP", settings),
+                              settings["header_timeout"], settings["body_timeout"])]

@@ -31,9 +31,9 @@ import ssl
 import gevent
 import gevent.socket
 from gevent.event import Event
-from gevent.server import StreamServer
 
 from convergence.connection import Connection
+from convergence.listeners import AddressLimit, GuardedStreamServer
 
 from .message import KeepAlive, ParseError, StreamParser
 
@@ -227,12 +227,17 @@ class Transport:
         self.connections: dict[str, StreamFlow] = {}  # flow key → live stream flow
 
     def listeners(self) -> list:
+        """UDP and TCP on ``listen``, TLS on ``tls_listen``; the TCP and TLS listeners share one
+        per-address limit (``max_connections_per_address``)."""
         listen = self.settings["listen"]
+        limit = AddressLimit.from_settings("SIP", self.settings)
         servers = [UdpListener(listen, self),
-                   StreamServer(listen, lambda sock, peer: self._serve(sock, peer, "TCP"))]
+                   GuardedStreamServer(listen, lambda sock, peer: self._serve(sock, peer, "TCP"),
+                                       limit)]
         if self.settings["tls_listen"] and self.tls_context is not None:
-            servers.append(StreamServer(self.settings["tls_listen"],
-                                        lambda sock, peer: self._serve(sock, peer, "TLS")))
+            servers.append(GuardedStreamServer(self.settings["tls_listen"],
+                                               lambda sock, peer: self._serve(sock, peer, "TLS"),
+                                               limit))
         return servers
 
     def read_waiting(self) -> None:

@@ -13,6 +13,7 @@ from weakref import WeakKeyDictionary
 from convergence import hookimpl
 from convergence.config import (Option, Section, listen_address, one_of, optional_listen_address,
                                 positive_int, positive_number)
+from convergence.listeners import connection_limit_options
 
 # Handler modules register their IQ payloads with iq.handler on import.
 from . import discovery, messages, registration, roster, transport, vcard  # noqa: F401
@@ -49,6 +50,7 @@ def add_config_section():
                                     one_of("replace", "rename")),
         "shared_roster": Option(True, "every roster shows the domain's accounts and service users"),
         "allow_registration": Option(False, "in-band registration (XEP-0077)"),
+        **connection_limit_options("XMPP"),
     }, "the XMPP plugin")
 
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import logging
 
-from gevent.server import StreamServer
-
 from convergence import certificates
 from convergence.connection import Connection
+from convergence.listeners import AddressLimit, GuardedStreamServer
 
 from .c2s import Session
 
@@ -28,9 +27,10 @@ def tls_context(core, settings):
     return certificates.server_context(cert, key)
 
 
-def serve_connection(service, sock, peer, direct_tls: bool = False) -> None:
+def serve_connection(service, sock, peer, direct_tls: bool = False, ended=lambda: None) -> None:
     """Start serving one client connection (in the StreamServer's handler greenlet, which then
-    ends: a connection waiting for its client costs no greenlet)."""
+    ends: a connection waiting for its client costs no greenlet); ``ended()`` runs once it is
+    closed."""
     settings = service.settings
     conn = Connection(sock, peer, max_queued=settings["max_queued"],
                       idle_timeout=settings["negotiation_timeout"])
@@ -39,6 +39,7 @@ def serve_connection(service, sock, peer, direct_tls: bool = False) -> None:
             conn.start_tls(service.tls_context, timeout=settings["negotiation_timeout"])
         except OSError as exc:
             conn.close(f"TLS handshake failed: {exc}")
+            ended()
             return
     session = Session(service, conn, peer, encrypted=direct_tls)
 
@@ -51,25 +52,29 @@ def serve_connection(service, sock, peer, direct_tls: bool = False) -> None:
         conn.idle_timeout = session.idle_timeout()
 
     def on_close() -> None:
+        ended()
         session.connection_lost()
         log.debug("xmpp session %s ended: %s", session, conn.close_reason)
 
     conn.start(on_data, on_idle, on_close)
 
 
-class C2SListener(StreamServer):
-    """A StreamServer whose ``stop`` first ends every session with ``system-shutdown``."""
+class C2SListener(GuardedStreamServer):
+    """A StreamServer whose ``stop`` first ends every session with ``system-shutdown``; ``limit``
+    counts a connection until its Connection closes (``[xmpp] max_connections_per_address``)."""
 
-    def __init__(self, address, service, direct_tls: bool = False):
-        super().__init__(address, self._accept)
+    def __init__(self, address, service, limit: AddressLimit, direct_tls: bool = False):
+        super().__init__(address, self._accept, limit)
         self.service = service
         self.direct_tls = direct_tls
 
     def _accept(self, sock, peer) -> None:
         try:
-            serve_connection(self.service, sock, peer, self.direct_tls)
+            serve_connection(self.service, sock, peer, self.direct_tls,
+                             lambda: self.connection_ended(peer))
         except BaseException:
             sock.close()
+            self.connection_ended(peer)
             raise
 
     def do_close(self, sock, *args) -> None:
@@ -80,11 +85,13 @@ class C2SListener(StreamServer):
         super().stop(timeout)
 
 
-def listeners(service) -> list[StreamServer]:
-    """The STARTTLS listener on ``listen`` and, if set, the Direct TLS one on ``tls_listen``."""
+def listeners(service) -> list[C2SListener]:
+    """The STARTTLS listener on ``listen`` and, if set, the Direct TLS one on ``tls_listen``
+    (one per-address limit for both)."""
     settings = service.settings
     service.tls_context = tls_context(service.core, settings)
-    servers = [C2SListener(settings["listen"], service)]
+    limit = AddressLimit.from_settings("XMPP", settings)
+    servers = [C2SListener(settings["listen"], service, limit)]
     if settings["tls_listen"]:
-        servers.append(C2SListener(settings["tls_listen"], service, direct_tls=True))
+        servers.append(C2SListener(settings["tls_listen"], service, limit, direct_tls=True))
     return servers

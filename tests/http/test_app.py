@@ -1,5 +1,10 @@
-"""The HTTP plugin's Flask app: status endpoint and JSON errors for every HTTP failure."""
+"""The HTTP plugin's Flask app: status endpoint and JSON errors for every HTTP failure; its
+listener's request timeouts leave a long response alone."""
+import time
+
 from convergence.plugins.http.app import create_app
+
+from api_client import EventStream, call
 
 
 def test_status(core):
@@ -44,3 +49,19 @@ def test_a_405_names_the_allowed_methods(core):
         assert response.status_code == 405, method
         assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}, method
         assert response.json["status"] == 405
+
+
+def test_request_timeouts_do_not_end_an_event_stream(convergence_server):
+    """``header_timeout``/``body_timeout`` bound reading a request (tests/core/test_listeners.py),
+    not the response: an event stream outlives both several times over and still delivers."""
+    server = convergence_server({"alice": "pw-a", "bob": "pw-b"},
+                                http={"header_timeout": 0.3, "body_timeout": 0.3, "sse_keepalive": 0.2})
+    stream = EventStream(server, "alice")
+    until = time.monotonic() + 1.5
+    while time.monotonic() < until:
+        stream.next("comment", timeout=1)  # keep-alives keep coming
+    sent = call(server, "POST", "/api/messages", {"to": "alice@example.org", "body": "still there"},
+                user="bob")
+    assert (sent.status, sent.json["outcome"]) == (200, "delivered")
+    assert stream.next("message")["body"] == "still there"
+    stream.close()
