@@ -12,7 +12,9 @@
   Max-Forwards 0 → ``483``; unsupported Require (local) or Proxy-Require (proxied) → ``420``;
   SUBSCRIBE/NOTIFY/PUBLISH/REFER → ``405`` with Allow; unknown methods → ``501``.
 - Errors found by the parser are answered as it says (``400`` naming the problem, ``505``,
-  ``416``, ``513`` over ``max_message_size``) or dropped (responses, ACKs).
+  ``416``, ``513`` over ``max_message_size``) or dropped (responses, ACKs). An answer that cannot
+  be made is not sent, and logged as one line naming the source, at most one a minute per source
+  (:class:`Complaints`): bad input is the sender's problem, and must not flood the log.
 
 No sockets here: flows (``send``, ``reliable``, ``transport``, ``peer``) and ``Timers.call_at``
 come from :mod:`.transport`.
@@ -41,7 +43,8 @@ SUPPORTED = ""  # no option tags (§20.37 allows an empty list)
 KNOWN_ELSEWHERE = frozenset({"SUBSCRIBE", "NOTIFY", "PUBLISH", "REFER"})  # 405, not 501
 PROXIED = frozenset({"INVITE", "BYE", "INFO", "UPDATE", "PRACK", "OPTIONS"})
 COOKIE = "z9hG4bK"  # §8.1.1.7
-_RPORT_RE = re.compile(r";\s*rport\s*(?=;|$)", re.I)  # an rport asking for its value
+_RPORT_RE = re.compile(r";\s*+rport\s*+(?=;|$)", re.I)  # an rport asking for its value
+COMPLAINT_INTERVAL = 60.0  # seconds: at most one log line per source about input not answered
 
 
 class Wire:
@@ -126,6 +129,32 @@ class ClientTransaction:
         dispatcher.schedule(self)
 
 
+class Complaints:
+    """One log line (and traceback, with ``exc_info``) per source address per ``interval``
+    seconds; the lines held back meanwhile are counted in the next. Sources are forgotten once their interval is over; when ``limit``
+    sources are remembered (spoofed UDP sources can be many) the others share one entry."""
+
+    def __init__(self, clock, interval: float = COMPLAINT_INTERVAL, limit: int = 1024):
+        self.clock, self.interval, self.limit = clock, interval, limit
+        self._sources: dict[str, list] = {}  # source → [end of its interval, lines held back]
+
+    def __call__(self, source: str, text: str, exc_info: bool = False) -> None:
+        now, sources = self.clock(), self._sources
+        if source not in sources and len(sources) >= self.limit:
+            self._sources = sources = {key: entry for key, entry in sources.items()
+                                       if now < entry[0]}
+            if len(sources) >= self.limit:
+                source = "other sources"
+        entry = sources.get(source)
+        if entry is not None and now < entry[0]:
+            entry[1] += 1
+            return
+        held = entry[1] if entry is not None else 0
+        sources[source] = [now + self.interval, 0]
+        log.warning("SIP: %s%s", text, f" ({held} more from {source} held back)" if held else "",
+                    exc_info=exc_info)
+
+
 def local_hosts(domain: str, settings: dict) -> set[str]:
     """The hosts a Request-URI may name to mean this server: the domain, the aliases, the
     listening addresses (every address of the machine when listening on all of them)."""
@@ -161,6 +190,7 @@ class Dispatcher:
         self._prefix = os.urandom(4).hex()
         self._ids = itertools.count(1)
         self.auth = Authenticator(core, settings, clock)
+        self.complaints = Complaints(clock)
         self.registrar = Registrar(self)
         self.messaging = Messaging(self)
         self.proxy = Proxy(self)
@@ -191,8 +221,14 @@ class Dispatcher:
     def refuse(self, err: ParseError, flow) -> None:
         """A message the parser refused: answered as it says, or dropped."""
         log.debug("SIP from %s: %s", flow.peer, err)
-        if not err.drop and "Via" in err.headers:  # without a Via no answer can be routed
-            flow.send(bytes(err.response()))
+        if err.drop or "Via" not in err.headers:  # without a Via no answer can be routed
+            return
+        try:
+            answer = bytes(err.response())
+        except Exception as exc:  # what the parser kept cannot be sent back: tell, once
+            return self.complaints(flow.peer[0], f"cannot answer {err.status} {err.reason!r} "
+                                   f"to {flow.key}: {exc}")
+        flow.send(answer)
 
     def receive(self, message, flow) -> None:
         if isinstance(message, Response):
@@ -238,8 +274,9 @@ class Dispatcher:
         self.server[key] = st
         try:
             self._dispatch(st)
-        except Exception:
-            log.exception("SIP: failed to handle %s %s", method, request.uri)
+        except Exception:  # a bug: its traceback, but not one per datagram of a flood
+            self.complaints(host, f"failed to handle {method} {request.uri} from {flow.key}",
+                            exc_info=True)
             if not st.answered:
                 st.respond(500)
 

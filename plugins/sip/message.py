@@ -16,7 +16,12 @@ back. The transport owns the sockets and decides what a :class:`ParseError` cost
   From, To... recur within a message's handling and between messages), so the same text is parsed
   once. Typed values are frozen; their ``params``/``headers`` dicts are shared: read-only too.
 - Every message read passes the stateless checks of §8.2.1–§8.2.2, §16.3 step 1 and §18.1.2;
-  errors say what is wrong in the reason phrase (§21.4.1: "Missing Call-ID header field").
+  errors say what is wrong in the reason phrase (§21.4.1: "Missing Call-ID header field"). A CR
+  that ends no line, or a NUL outside a quoted-pair, is refused (400, the §25.1 grammar): what is
+  read can always be written back in an answer.
+- Reading costs time linear in the message's size, whatever the input: unfolding is one scan, and
+  every repetition in the regular expressions is possessive, so none can backtrack
+  (tests/sip/test_parse_cost.py measures it).
 - Reading is the hot path (bench/sip_parser.py): the usual shapes of a start line, name-addr and
   list value are read in one regex match each, anything else step by step, with the same result
   and errors; validation reads each typed value once without building its object.
@@ -72,35 +77,37 @@ _KNOWN_METHODS = frozenset("ACK BYE CANCEL INFO INVITE MESSAGE NOTIFY OPTIONS PR
                            "REGISTER SUBSCRIBE UPDATE".split())
 _COPIED_ONCE = ("from", "to", "call-id", "cseq")  # §8.2.6.2
 
-# RFC 3261 §25.1 grammar pieces.
+# RFC 3261 §25.1 grammar pieces. Every repetition is possessive (``++``, ``*+``): a pattern never
+# gives back what it read to try another split, so no match costs more than one pass over the
+# text, whatever an attacker sends (tests/sip/test_parse_cost.py). Each possessive repetition is
+# followed by something it cannot read, so it matches what the greedy one would.
 _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]"
 _WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]"
-_QUOTED = r'"(?:[^"\\]|\\.)*"'
-_HOST = r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+"
-_TOKEN_RE = re.compile(f"{_TOKEN}+")
+_QUOTED = r'"(?:[^"\\]++|\\.)*+"'
+_HOST = r"\[[0-9A-Fa-f:.]++\]|[A-Za-z0-9\-.]++"
+_TOKEN_RE = re.compile(f"{_TOKEN}++")
 _QUOTED_RE = re.compile(_QUOTED, re.S)
-_DISPLAY_TOKENS_RE = re.compile(rf"{_TOKEN}+(?:\s+{_TOKEN}+)*")
-_URI = r"[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>\"]+"
+_DISPLAY_TOKENS = rf"{_TOKEN}++(?:\s++{_TOKEN}++)*+"
+_DISPLAY_TOKENS_RE = re.compile(_DISPLAY_TOKENS)
+_URI = r"[A-Za-z][A-Za-z0-9+\-.]*+:[^\s<>\"]++"
 _URI_RE = re.compile(_URI)
 # The usual name-addr, display name (quoted or tokens) optional: ``NameAddr.parse`` in one match.
-_NAME_ADDR_RE = re.compile(
-    rf"(?:({_QUOTED})\s*|({_TOKEN}+(?:\s+{_TOKEN}+)*)\s*)?<({_URI})>(.*)", re.S)
-_PARAM_RE = re.compile(rf"\s*;\s*({_TOKEN}+)(?:\s*=\s*({_QUOTED}|(?:{_TOKEN}|[\[\]:])+))?\s*", re.S)
-_SIP_URI_RE = re.compile(rf"(sips?):(?:([^@]*)@)?({_HOST})(?::(\d+))?((?:;[^;?]*)*)(?:\?(.*))?",
-                         re.I | re.S)
-_VIA_RE = re.compile(
-    rf"({_TOKEN}+)\s*/\s*({_TOKEN}+)\s*/\s*({_TOKEN}+)\s+({_HOST})(?:\s*:\s*(\d+))?(.*)", re.S)
-_CSEQ_RE = re.compile(rf"(\d+)\s+({_TOKEN}+)")
-_CALL_ID_RE = re.compile(rf"{_WORD}+(?:@{_WORD}+)?")
+_NAME_ADDR_RE = re.compile(rf"(?:({_QUOTED})\s*+|({_DISPLAY_TOKENS})\s*+)?<({_URI})>(.*)", re.S)
+_PARAM_RE = re.compile(
+    rf"\s*+;\s*+({_TOKEN}++)(?:\s*+=\s*+({_QUOTED}|[A-Za-z0-9\-.!%*_+`'~\[\]:]++))?\s*+", re.S)
+_SIP_URI_RE = re.compile(
+    rf"(sips?):(?:([^@]*+)@)?({_HOST})(?::(\d++))?((?:;[^;?]*+)*+)(?:\?(.*))?", re.I | re.S)
+_VIA_RE = re.compile(rf"({_TOKEN}++)\s*+/\s*+({_TOKEN}++)\s*+/\s*+({_TOKEN}++)\s++({_HOST})"
+                     rf"(?:\s*+:\s*+(\d++))?(.*)", re.S)
+_CSEQ_RE = re.compile(rf"(\d++)\s++({_TOKEN}++)")
+_CALL_ID_RE = re.compile(rf"{_WORD}++(?:@{_WORD}++)?")
 _QVALUE_RE = re.compile(r"0(?:\.\d{0,3})?|1(?:\.0{0,3})?")
-_VERSION_RE = re.compile(r"SIP/\d+\.\d+", re.I)
-_REQUEST_LINE_RE = re.compile(rf"({_TOKEN}+) ({_URI}) SIP/2\.0")  # the usual one, in one match
-_STATUS_LINE_RE = re.compile(r"(SIP/\d+\.\d+) (\d+)(?: (.*))?", re.I | re.S)
-_FIELD_NAME_RE = re.compile(rf"({_TOKEN}+)[ \t]*")
-_LIST_ITEM_RE = re.compile(rf'(?:[^,"<]+|{_QUOTED}|<[^>]*>)*', re.S)
+_VERSION_RE = re.compile(r"SIP/\d++\.\d++", re.I)
+_REQUEST_LINE_RE = re.compile(rf"({_TOKEN}++) ({_URI}) SIP/2\.0")  # the usual one, in one match
+_STATUS_LINE_RE = re.compile(r"(SIP/\d++\.\d++) (\d++)(?: (.*))?", re.I | re.S)
+_FIELD_NAME_RE = re.compile(rf"({_TOKEN}++)[ \t]*+")
+_LIST_ITEM_RE = re.compile(rf'(?:[^,"<]++|{_QUOTED}|<[^>]*+>)*+', re.S)
 _ESCAPE_RE = re.compile(r"\\(.)", re.S)  # quoted-pair
-_FOLD_RE = re.compile(r"[ \t]*\r?\n[ \t]+")  # LWS = [*WSP CRLF] 1*WSP, §7.3.1
-_EOL_RE = re.compile(r"\r?\n")  # bare LF tolerated on input, CRLF always written
 
 
 class ParseError(Exception):
@@ -695,16 +702,61 @@ def _start_line(line: str, headers: Headers) -> Request | Response:
     return Request(method, uri, headers, version=version)
 
 
+def _unfold(lines: list[str]) -> list[str]:
+    """A line that starts with SP or HTAB continues the one before, and the ``LWS = [*WSP CRLF]
+    1*WSP`` between them reads as one SP (§7.3.1). One pass: each line's pieces joined once."""
+    unfolded: list[list[str]] = []
+    for line in lines:
+        if unfolded and line[:1] in (" ", "\t"):
+            pieces = unfolded[-1]
+            pieces[-1] = pieces[-1].rstrip(" \t")
+            pieces.append(line.lstrip(" \t"))
+        else:
+            unfolded.append([line])
+    return [" ".join(pieces) for pieces in unfolded]
+
+
+def _bad_characters(line: str, where: str) -> ParseError | None:
+    """A CR that does not end a line, or a NUL outside a quoted-pair: the §25.1 grammar allows
+    neither in a start line or a header field (a NUL only as ``\\`` NUL in a quoted string, as
+    RFC 4475 §3.1.1.2 has it; a bare LF always ends a line)."""
+    if "\r" in line:
+        return ParseError(400, f"Bare CR in {where} (RFC 3261 section 25.1)")
+    at = line.find("\0")
+    while at >= 0:  # each NUL must follow an odd run of backslashes (runs apart: one pass)
+        escape = at
+        while escape and line[escape - 1] == "\\":
+            escape -= 1
+        if (at - escape) % 2 == 0:
+            return ParseError(400, f"NUL in {where} (RFC 3261 section 25.1)")
+        at = line.find("\0", at + 1)
+    return None
+
+
 def _parse_head(head: bytes, max_line_size: int) -> Request | Response:
     """Start line and header fields, unfolded; bad field lines are skipped so that the error
     raised still carries the fields needed to answer it."""
     text = head.decode("utf-8", "surrogateescape")
+    lines = text.split("\r\n")
+    rest = "".join(lines)  # what is not a line end; a search of it (memchr) is cheaper than counts
+    if "\n" in rest:  # bare LFs end lines too (tolerated; CRLF is always written)
+        lines = [line[:-1] if line[-1:] == "\r" else line for line in text.split("\n")]
+        rest = "".join(lines)
+    suspect = "\r" in rest or "\0" in rest  # a bare CR or a NUL somewhere: in which line?
     if "\n " in text or "\n\t" in text:  # else there is no folding to undo
-        text = _FOLD_RE.sub(" ", text)
-    start, *lines = text.split("\r\n")
-    if len(lines) < text.count("\n"):  # bare LFs too
-        start, *lines = _EOL_RE.split(text)
-    fields, index, problem = [], {}, None  # what Headers holds; the first bad line's error
+        lines = _unfold(lines)
+    start, *lines = lines
+    problem = None  # the first bad line's error
+    if suspect:
+        kept = []
+        for line in lines:
+            bad = _bad_characters(line, "a header field")
+            if bad is None:
+                kept.append(line)
+            else:
+                problem = problem or bad
+        lines = kept
+    fields, index = [], {}  # what Headers holds
     for line in lines:
         name, colon, value = line.partition(":")
         name_key = _field_name(name) if colon and len(line) <= max_line_size else None
@@ -728,6 +780,8 @@ def _parse_head(head: bytes, max_line_size: int) -> Request | Response:
     try:
         if len(start) > max_line_size:
             raise ParseError(513, "Start line too long")
+        if suspect and (bad := _bad_characters(start, "the start line")):
+            raise bad
         message = _start_line(start, headers)
         if problem:
             raise problem
@@ -850,8 +904,11 @@ class StreamParser:
     @property
     def pending(self) -> bool:
         """Bytes of an unfinished message are waiting (keep-alive CRLFs aside): a peer that
-        stops here has sent a truncated message (RFC 3261 §18.3)."""
-        return bool(self._buffer.lstrip(b"\r\n"))
+        stops here has sent a truncated message (RFC 3261 §18.3). Asked after every read, so it
+        looks at the first bytes only: what reading left that is no (partial) CRLF keep-alive
+        is a message begun, or junk that never becomes one."""
+        buffer = self._buffer
+        return bool(buffer) and not b"\r\n\r\n".startswith(buffer)
 
     def __iter__(self) -> Iterator[Request | Response | KeepAlive]:
         while (event := self.next_message()) is not None:
