@@ -12,11 +12,13 @@ connection exhaustion and slow clients.
   turns an accept that fails for want of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) into one log
   line and a pause of 50 ms doubling up to 1 s, instead of gevent's traceback on every attempt.
   The connection waits in the listen backlog meanwhile and is accepted once a descriptor is free.
-- :class:`HTTPHandler`: slowloris guards for HTTP/1.1 (RFC 9112): the request line and header
-  fields must arrive within ``[http] header_timeout`` seconds of the handler starting to wait for
-  them (this also bounds an idle keep-alive connection), else 408 (RFC 9110 §15.5.9) and close;
-  a request body within ``body_timeout`` seconds. Only reads are bounded: once the application
-  answers (an API event stream, say) nothing is timed here.
+- :class:`HTTPHandler`: puts the connection's socket in the WSGI environ as ``convergence.socket``
+  (an API event stream watches it to notice at once that its client left), and guards against
+  slowloris (RFC 9112): the request line and header fields must arrive within ``[http]
+  header_timeout`` seconds of the handler starting to wait for them (this also bounds an idle
+  keep-alive connection), else 408 (RFC 9110 §15.5.9) and close; a request body within
+  ``body_timeout`` seconds. Only reads are bounded: once the application answers (an API event
+  stream, say) nothing is timed here.
 - :func:`raise_file_limit`: ``serve`` raises the soft RLIMIT_NOFILE to the hard limit at start-up,
   since every connection holds a descriptor.
 """
@@ -259,6 +261,11 @@ class HTTPHandler(WSGIHandler):
         self.rfile.close()  # gevent's makefile(); reads go through the deadline instead
         self._reader = _DeadlineReader(sock)
         self.rfile = io.BufferedReader(self._reader)
+
+    def get_environ(self):
+        environ = super().get_environ()
+        environ["convergence.socket"] = self.socket  # an event stream watches it for the client leaving
+        return environ
 
     def read_requestline(self):
         self._reader.deadline = time.monotonic() + self.server.header_timeout
