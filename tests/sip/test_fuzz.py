@@ -93,7 +93,7 @@ def check_answerable(outcome) -> None:
 
 @pytest.mark.parametrize("seed", range(4))
 def test_mutated_datagrams_parse_or_fail_cleanly(seed):
-    for data in cases(1000, seed):
+    for data in cases(1250, seed):
         try:
             outcome = parse_datagram(data)
         except ParseError as err:
