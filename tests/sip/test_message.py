@@ -442,6 +442,23 @@ def test_line_feeds_alone_are_tolerated():
     assert parse_datagram(REGISTER.replace(b"\r\n", b"\n")) == parse_datagram(REGISTER)
 
 
+@pytest.mark.parametrize("folded, value", [
+    (b"Subject: a  \r\n  b", "a b"),  # LWS = [*WSP CRLF] 1*WSP reads as one SP (§7.3.1)
+    (b"Subject: a\r\n\tb\r\n c", "a b c"),
+    (b"Subject: a\n b", "a b"),  # a bare LF folds too
+    (b"Subject:\r\n a", "a"),
+    (b"Subject: a \t" + b" " * 10000 + b"\r\n b" + b" " * 10000, "a b"),
+])
+def test_folded_lines_are_unfolded(folded, value):
+    m = parse_datagram(REGISTER.replace(b"Timestamp: 54", folded), max_line_size=1 << 16)
+    assert m.headers.get("Subject") == value and m.headers.get("Timestamp") is None
+
+
+def test_folded_list_values_are_split():
+    m = parse_datagram(REGISTER.replace(b"Timestamp: 54", b"Route: <sip:p1;lr>,\r\n <sip:p2>"))
+    assert m.headers.get_all("Route") == ["<sip:p1;lr>", "<sip:p2>"]
+
+
 # ---- framing: datagrams and streams (§18.3, RFC 5626 §4.4.1) -----------------------------------
 
 @pytest.mark.parametrize("empty_line", [b"\r\n\n", b"\n\r\n", b"\n\n"])
