@@ -12,9 +12,7 @@ import selectors
 import socket
 import time
 
-import pytest
-
-from convergence.listeners import AddressLimit, LogThrottle, raise_file_limit
+from convergence.listeners import AddressLimit, LogThrottle, networks, raise_file_limit
 
 XMPP_HEADER = (b"<?xml version='1.0'?><stream:stream to='example.org' version='1.0' "
                b"xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
@@ -32,7 +30,6 @@ class Clock:
 
 
 def test_address_limit_counts_per_address_and_exempts_networks(caplog):
-    from convergence.listeners import networks
     clock = Clock()
     limit = AddressLimit("XMPP", 2, networks(["10.0.0.0/8", "::1"]), clock=clock)
     caplog.set_level(logging.WARNING, "convergence.listeners")
