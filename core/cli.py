@@ -113,6 +113,12 @@ def _password(password: str | None) -> str:
     return password
 
 
+def no_account(core: Core, name: str) -> click.ClickException:
+    """The refusal for an unknown account, naming the database (a relative data_dir run from
+    another folder is another, empty, database). For plugins' commands too."""
+    return click.ClickException(f"no account {name!r} in {core.database_location}")
+
+
 @user.command("add")
 @click.argument("name")
 @click.option("--password", "-p", help="The password (prompted for when omitted).")
@@ -134,10 +140,11 @@ def user_add(ctx, name, password):
 @click.pass_context
 def user_del(ctx, name):
     """Delete the account NAME with its roster, bindings and stored messages."""
+    core = get_core(ctx)
     try:
-        get_core(ctx).delete_account(name)
+        core.delete_account(name)
     except (AddressError, NoSuchAccount):
-        raise click.ClickException(f"no account {name!r}") from None
+        raise no_account(core, name) from None
     click.echo(f"deleted {name}")
 
 
@@ -160,7 +167,7 @@ def user_passwd(ctx, name, password):
     try:
         core.set_password(name, _password(password))
     except (AddressError, NoSuchAccount):
-        raise click.ClickException(f"no account {name!r}") from None
+        raise no_account(core, name) from None
     except PasswordError as exc:
         raise click.ClickException(f"cannot set password: {exc}") from None
     click.echo(f"password of {name} changed")

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import gevent
 
+from pathlib import Path
+
 from . import credentials
 from .addresses import Address, AddressError, normalize_localpart
 from .config import Config
+from .control import Control
 from .message import Message
 from .plugin_manager import PluginManager, available
 from .presence import PresenceHub
@@ -25,6 +28,7 @@ class Core:
         self.domain: str = config["server"]["domain"]
         self.router = Router(self)
         self.presence = PresenceHub(self)
+        self.control = Control(self)  # account changes to and from other processes
 
     @classmethod
     def create(cls, config: Config, db: Database | None = None, load_entry_points: bool = True,
@@ -60,23 +64,31 @@ class Core:
         credentials.saslprep(password)  # a refused password raises here, not in the pool
         return gevent.get_hub().threadpool.apply(credentials.derive, (address.local, self.domain, password))
 
-    def add_account(self, name: str, password: str) -> Address:
+    def add_account(self, name: str, password: str, endpoint=None) -> Address:
         """Create ``name@domain``; raises AddressError, PasswordError or AccountExists."""
         address = self.address(name)
         accounts.create(self.db, address.local, self._derive(address, password))
-        self.hook.on_account(core=self, account=address, change="created")
+        self._changed(address, "created", endpoint)
         return address
 
-    def set_password(self, name: str, password: str) -> None:
-        """Replace the secrets of ``name``; raises AddressError, PasswordError or NoSuchAccount."""
+    def set_password(self, name: str, password: str, endpoint=None) -> None:
+        """Replace the secrets of ``name``; raises AddressError, PasswordError or NoSuchAccount.
+        ``endpoint``: the session that asked (in-band registration), which stays connected."""
         address = self.address(name)
         accounts.set_credentials(self.db, address.local, self._derive(address, password))
-        self.hook.on_account(core=self, account=address, change="changed")
+        self._changed(address, "changed", endpoint)
 
-    def delete_account(self, name: str) -> None:
+    def delete_account(self, name: str, endpoint=None) -> None:
+        """Delete ``name`` with its data; raises AddressError or NoSuchAccount. ``endpoint``: the
+        session that asked, which the caller ends itself (after answering it)."""
         address = self.address(name)
         accounts.remove(self.db, address.local)
-        self.hook.on_account(core=self, account=address, change="deleted")
+        self._changed(address, "deleted", endpoint)
+
+    def _changed(self, account: Address, change: str, endpoint) -> None:
+        """The change is committed: this process's plugins react, then other processes hear of it."""
+        self.hook.on_account(core=self, account=account, change=change, endpoint=endpoint)
+        self.control.publish(account, change)
 
     def check_password(self, name: str, password: str) -> bool:
         """SASL PLAIN / HTTP Basic: verify against the stored SCRAM-SHA-256 keys."""
@@ -91,6 +103,15 @@ class Core:
     def send(self, message: Message) -> str:
         """Route ``message`` (see :meth:`convergence.router.Router.route`)."""
         return self.router.route(message)
+
+    @property
+    def database_location(self) -> str:
+        """The database URL without its password, a SQLite file's path made absolute (a relative
+        ``data_dir`` means another database in another folder)."""
+        url = self.db.url
+        if self.db.is_sqlite and url.database not in (None, "", ":memory:"):
+            url = url.set(database=str(Path(url.database).absolute()))
+        return url.render_as_string(hide_password=True)
 
     def close(self) -> None:
         self.db.close()

@@ -99,8 +99,15 @@ def on_message(core, message):
 # ---- accounts, sessions and bindings -----------------------------------------------------------
 
 @hookspec
-def on_account(core, account, change):
-    """An account was ``"created"``, ``"deleted"`` or its password ``"changed"`` (``change``)."""
+def on_account(core, account, change, endpoint):
+    """An account was ``"created"``, ``"deleted"`` or its password ``"changed"`` (``change``).
+
+    Fired in the process that made the change and, through the control path
+    (:mod:`convergence.control`), in every running server. A server ends the live sessions of a
+    deleted account, and those that authenticated with the old password. ``endpoint`` is the
+    session that asked for the change (in-band registration): it is left alone, its owner
+    answers and ends it. It is None for a change made elsewhere (the CLI, another process).
+    """
 
 
 @hookspec

@@ -53,6 +53,11 @@ def serve(core: Core) -> None:
     handlers = [gevent.signal_handler(sig, done.set) for sig in (signal.SIGTERM, signal.SIGINT)]
     servers = []
     try:
+        log.info("database: %s", core.database_location)
+        try:  # first: a second server on this data_dir stops here, before touching any port
+            core.control.listen()
+        except OSError as exc:
+            raise ListenError(f"cannot listen: {core.control.describe()}: {exc.strerror or exc}") from exc
         servers = start(core)
         log.info("convergence serving %s; stop with Ctrl-C or SIGTERM", core.domain)
         done.wait()
@@ -60,4 +65,5 @@ def serve(core: Core) -> None:
         log.info("shutting down")
         for handler in handlers:
             handler.cancel()
+        core.control.stop()
         stop(core, servers)

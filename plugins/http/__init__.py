@@ -71,6 +71,11 @@ def add_cli_commands(cli):
 
 
 @hookimpl
+def on_account(core, account, change):
+    events.account_changed(core, account, change)  # streams of a deleted account or old password end
+
+
+@hookimpl
 def on_presence(core, account, presence):
     events.presence_changed(core, account, presence)  # to the API event streams that see it
 

@@ -24,6 +24,10 @@ message. A message the stream took but did not write goes back to the router (``
 stores it). ``flush``, the Endpoint method the router waits on while it hands over a stored
 backlog (which runs in a greenlet of its own, as the stream's generator does the writing), returns
 once the WSGI server has written every message taken so far.
+
+The streams of a deleted account end, and so do those opened with the password (HTTP Basic) when
+the password changes (``account_changed``, run from the ``on_account`` hook, also for changes made
+by the CLI: docs/operations.md).
 """
 from __future__ import annotations
 
@@ -87,6 +91,8 @@ class Stream:
 
     def __init__(self, core, account: Address, max_queued: int):
         self.core = core
+        # Opened with the password (HTTP Basic), not a bearer token: ends when the password changes.
+        self.by_password = not has_request_context() or request.authorization.type == "basic"
         self.address = account.with_resource(f"http-{secrets.token_hex(8)}")
         self.presence = Presence()
         self.queue: Queue = Queue(max_queued)
@@ -125,6 +131,16 @@ class Stream:
 
     def show(self, contact: Address, presence: Presence) -> None:
         self._put(event("presence", presence_data(contact, presence)))
+
+    def end(self) -> None:
+        """End the stream after the events already queued (``account_changed``)."""
+        if not self.ended:
+            self.ended = True
+            self._progress.set()
+            try:  # wake ``events`` if it waits for the queue (PEP 3333: an empty chunk sends nothing)
+                self.queue.put_nowait(b"")
+            except Full:
+                pass  # it is not waiting: it drains the queue, then ends
 
     def _put(self, data: bytes) -> bool:
         if self.ended:
@@ -227,3 +243,13 @@ def presence_changed(core, account: Address, presence: Presence) -> None:
         if streams and contacts.sees(core, owner, account):
             for stream in list(streams):
                 stream.show(account.bare, presence)
+
+
+def account_changed(core, account: Address, change: str) -> None:
+    """``on_account``: the streams of a deleted account end, and those that logged in with the
+    password when it changes (a bearer token stays valid: its streams go on)."""
+    if change not in ("deleted", "changed"):
+        return
+    for stream in list(STREAMS.get(core, {}).get(account, ())):
+        if change == "deleted" or stream.by_password:
+            stream.end()

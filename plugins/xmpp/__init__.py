@@ -3,8 +3,9 @@
 ``on_startup`` creates the :class:`~.service.C2SService`; ``add_listeners`` returns the STARTTLS
 listener (``[xmpp] listen``) and the optional Direct TLS one (``tls_listen``). The core's
 ``on_presence`` hook, and ``on_register``/``on_login``/``on_logout`` for non-XMPP endpoints, go to
-``presence.py``; ``on_account`` to ``roster.py``; ``on_shutdown``
-ends every session with a ``system-shutdown`` stream error. See docs/xmpp.md.
+``presence.py``; ``on_account`` to ``roster.py`` (roster pushes) after ending the sessions of a
+deleted account or a changed password (``ENDED_BY``); ``on_shutdown`` ends every session with a
+``system-shutdown`` stream error. See docs/xmpp.md.
 """
 from __future__ import annotations
 
@@ -93,11 +94,23 @@ def _endpoint_changed(core, account, endpoint):
         xmpp_presence.account_changed(service, account)
 
 
+#: RFC 6120 §4.9.3 stream errors for the sessions of a changed account: a deleted account is no
+#: longer authorized (§4.9.3.12); a new password revokes the authentication of every stream, which
+#: must negotiate again (§4.9.3.16 ``reset``), as Prosody does.
+ENDED_BY = {"deleted": ("not-authorized", "the account was deleted"),
+            "changed": ("reset", "the password was changed; log in again")}
+
+
 @hookimpl
-def on_account(core, account, change):
+def on_account(core, account, change, endpoint):
     service = SERVICES.get(core)
-    if service is not None:
-        roster.account_changed(service, account, change)
+    if service is None:
+        return
+    if change in ENDED_BY:  # the session that asked (in-band registration) is its handler's business
+        for session in service.sessions(account):
+            if session is not endpoint:
+                session.close(*ENDED_BY[change])
+    roster.account_changed(service, account, change)
 
 
 @hookimpl

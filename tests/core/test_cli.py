@@ -152,3 +152,14 @@ def test_serve_exits_2_when_the_port_is_taken(tmp_path):
         result = run(tmp_path, "serve", config="".join(f'[{table}]\nlisten = "{keys["listen"]}"\n'
                                                        for table, keys in config.items()))
     assert result.returncode == 2 and f"127.0.0.1:{port}" in result.stderr
+
+
+def test_no_account_names_the_database_a_relative_data_dir_meant(tmp_path):
+    """Issue 10 §5: run from another folder, the default ./convergence-data is another database."""
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir(), elsewhere.mkdir()
+    assert run(here, "user", "add", "bob", "-p", "pw").returncode == 0
+    for args in (["del", "bob"], ["passwd", "bob", "-p", "x"]):
+        result = run(elsewhere, "user", *args)
+        assert result.returncode == 1
+        assert f"no account 'bob' in sqlite:///{elsewhere}/convergence-data/convergence.db" in result.stderr

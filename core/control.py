@@ -1,0 +1,275 @@
+"""The control path: an account change made in one process reaches every running server.
+
+``convergence user add|del|passwd`` runs in a process of its own; the server that holds the live
+sessions must hear of the change at once (roster pushes, sessions of a deleted account ended;
+docs/operations.md). Every :class:`~convergence.core.Core` has a :class:`Control` that
+**publishes** each change it makes after the change is committed, and ``convergence serve``
+**listens** for the changes other processes publish and fires ``on_account`` for them, so the
+plugins' ``on_account`` implementations react the same way to a change made in-process (in-band
+registration) or elsewhere. The transport depends on the database, because the database is what
+the processes share:
+
+- **PostgreSQL**: ``NOTIFY`` on the channel :data:`CHANNEL` (sent after the commit), ``LISTEN`` on
+  a dedicated autocommit connection read by a greenlet. Every server on the database hears every
+  change; this is also the cross-node event path of a cluster.
+- **SQLite** (file): a Unix domain socket ``<data_dir>/control.sock`` (mode 0600) that ``serve``
+  binds; a publisher connects, writes its message lines and closes. Without a server there is no
+  socket (or a stale one that refuses): the change is simply not announced (a debug line).
+- **SQLite in memory** (tests): nothing to share, no control path.
+
+A message is one line of JSON (:func:`encode` / :func:`decode`, no I/O):
+``{"account": "bob", "change": "deleted", "origin": "<publisher id>"}``. A server ignores the
+messages of its own ``origin``: it fired ``on_account`` already when it made the change. Delivery
+is at most once: a change published while no server listens (or while the PostgreSQL connection is
+being re-established) is not replayed; the database itself is always right.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import gevent
+from gevent import socket  # cooperative even where socket is not monkey-patched (the tests)
+from gevent.server import StreamServer
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from .addresses import AddressError
+
+log = logging.getLogger(__name__)
+
+CHANGES = ("created", "changed", "deleted")
+CHANNEL = "convergence_accounts"  # PostgreSQL NOTIFY/LISTEN channel
+SOCKET_NAME = "control.sock"  # under data_dir, for SQLite
+MAX_LINE = 1024  # bytes of one message line; a longer line ends the connection
+CONNECT_TIMEOUT = 2.0  # seconds a publisher waits for the socket
+RETRY = (1.0, 30.0)  # first and longest wait before reconnecting a lost LISTEN connection
+
+
+# ---- the message (sans-IO) ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AccountChange:
+    account: str  # the localpart
+    change: str  # one of CHANGES
+    origin: str = ""  # the publishing Control's id
+
+
+def encode(message: AccountChange) -> bytes:
+    """One line of JSON, without the line break."""
+    return json.dumps({"account": message.account, "change": message.change,
+                       "origin": message.origin}, ensure_ascii=False).encode()
+
+
+def decode(data: bytes | str) -> AccountChange:
+    """The message in ``data`` (one line of JSON); ValueError if it is not one."""
+    fields = json.loads(data)  # JSONDecodeError is a ValueError
+    if not isinstance(fields, dict):
+        raise ValueError("not a JSON object")
+    account, change, origin = fields.get("account"), fields.get("change"), fields.get("origin", "")
+    if not isinstance(account, str) or not account:
+        raise ValueError("no account")
+    if change not in CHANGES:
+        raise ValueError(f"change is not one of {', '.join(CHANGES)}")
+    if not isinstance(origin, str):
+        raise ValueError("origin is not a string")
+    return AccountChange(account, change, origin)
+
+
+# ---- the control of one core -------------------------------------------------------------------
+
+class Control:
+    """Publishes this core's account changes; in ``serve``, listens for the others' (``listen``)."""
+
+    def __init__(self, core):
+        self.core = core
+        self.origin = secrets.token_hex(8)
+        db = core.db
+        if not db.is_sqlite:
+            self.channel = NotifyChannel(db)
+        elif db.url.database not in (None, "", ":memory:"):
+            self.channel = SocketChannel(core.config.data_dir / SOCKET_NAME)
+        else:
+            self.channel = None
+
+    def describe(self) -> str:
+        return self.channel.describe() if self.channel else "no control path (in-memory database)"
+
+    def publish(self, account, change: str) -> None:
+        """Announce a committed change of ``account`` (an Address). Never raises: the change is
+        made; a server that does not hear of it sees it in the database."""
+        if self.channel is not None:
+            self.channel.publish(encode(AccountChange(account.local, change, self.origin)))
+
+    def listen(self) -> None:
+        """Start receiving (``serve``); OSError if the path is taken (another server on this
+        data_dir) or the database refuses."""
+        if self.channel is not None:
+            self.channel.listen(self.receive)
+            log.info("control path: %s", self.describe())
+
+    def stop(self) -> None:
+        if self.channel is not None:
+            self.channel.stop()
+
+    def receive(self, data: bytes | str) -> None:
+        """A message from another process: fire ``on_account`` for it (not for our own)."""
+        try:
+            message = decode(data)
+            account = self.core.address(message.account)
+        except (ValueError, AddressError) as exc:
+            log.warning("control path: ignored a bad message (%s)", exc)
+            return
+        if message.origin == self.origin:
+            return
+        log.info("account %s %s (announced by another process)", account, message.change)
+        try:
+            self.core.hook.on_account(core=self.core, account=account, change=message.change,
+                                      endpoint=None)
+        except Exception:  # a plugin's failure must not end the listener
+            log.exception("control path: on_account failed for %s %s", account, message.change)
+
+
+# ---- transports --------------------------------------------------------------------------------
+
+class SocketChannel:
+    """SQLite: a Unix domain socket under data_dir, bound by the serving process."""
+
+    def __init__(self, path: Path):
+        self.path = path.absolute()
+        self.server: StreamServer | None = None
+        self.inode = None  # of the socket file we bound (stop removes only that one)
+
+    def describe(self) -> str:
+        return f"Unix socket {self.path}"
+
+    def publish(self, line: bytes) -> None:
+        if self.server is not None:
+            return  # we are the server: nobody else listens on this data_dir
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(CONNECT_TIMEOUT)
+                sock.connect(str(self.path))
+                sock.sendall(line + b"\n")
+        except (FileNotFoundError, ConnectionRefusedError):
+            log.debug("control path: no server listens on %s", self.path)
+        except OSError as exc:
+            log.warning("control path: cannot reach the server on %s: %s", self.path, exc)
+
+    def listen(self, receive) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._remove_stale()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(self.path))
+            os.chmod(self.path, 0o600)  # before listen(): nobody could connect yet
+            sock.listen(16)
+        except OSError:
+            sock.close()
+            raise
+        self.inode = os.stat(self.path).st_ino
+        self.server = StreamServer(sock, lambda conn, _: self._serve(conn, receive))
+        self.server.start()
+
+    def _remove_stale(self) -> None:
+        """A socket file left by a server that died is removed; a live one means another server."""
+        if not self.path.exists():
+            return
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(CONNECT_TIMEOUT)
+            try:
+                probe.connect(str(self.path))
+            except ConnectionRefusedError:
+                self.path.unlink()
+                return
+        raise OSError(98, "another convergence serve is using this data_dir")
+
+    @staticmethod
+    def _serve(conn, receive) -> None:
+        with conn, conn.makefile("rb") as lines:
+            while True:
+                line = lines.readline(MAX_LINE + 1)
+                if not line or not line.endswith(b"\n"):
+                    return  # closed, or a line too long
+                receive(line)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+            try:
+                if os.stat(self.path).st_ino == self.inode:  # still ours
+                    self.path.unlink()
+            except FileNotFoundError:
+                pass
+
+
+class NotifyChannel:
+    """PostgreSQL: NOTIFY after the commit, LISTEN on a connection of its own."""
+
+    def __init__(self, db):
+        self.db = db
+        self.conn = None
+        self.greenlet = None
+
+    def describe(self) -> str:
+        return f"PostgreSQL LISTEN {CHANNEL} on {self.db.url.render_as_string()}"
+
+    def publish(self, line: bytes) -> None:
+        try:
+            with self.db.write_connection() as conn:
+                conn.execute(text("SELECT pg_notify(:channel, :payload)"),
+                             {"channel": CHANNEL, "payload": line.decode()})
+        except SQLAlchemyError as exc:
+            log.warning("control path: NOTIFY failed: %s", exc)
+
+    def _connect(self):
+        import psycopg  # the postgres extra; only imported for a PostgreSQL database
+
+        url = self.db.url.set(drivername="postgresql")
+        conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True,
+                               connect_timeout=5)
+        conn.execute(f"LISTEN {CHANNEL}")
+        return conn
+
+    def listen(self, receive) -> None:
+        import psycopg
+
+        try:
+            self.conn = self._connect()
+        except psycopg.Error as exc:
+            raise OSError(f"cannot LISTEN on the database: {exc}") from exc
+        self.greenlet = gevent.spawn(self._run, receive)
+
+    def _run(self, receive) -> None:
+        import psycopg
+
+        wait = RETRY[0]
+        while True:
+            try:
+                if self.conn is None:
+                    self.conn = self._connect()
+                    log.info("control path: listening again on %s", CHANNEL)
+                    wait = RETRY[0]
+                for notify in self.conn.notifies():
+                    receive(notify.payload)
+            except psycopg.Error as exc:
+                log.warning("control path: LISTEN connection lost (%s); retrying in %.0f s", exc, wait)
+                self._close()
+                gevent.sleep(wait)  # back-off between reconnection attempts
+                wait = min(wait * 2, RETRY[1])
+
+    def _close(self) -> None:
+        if self.conn is not None:
+            conn, self.conn = self.conn, None
+            conn.close()
+
+    def stop(self) -> None:
+        if self.greenlet is not None:
+            self.greenlet.kill()
+            self.greenlet = None
+        self._close()
