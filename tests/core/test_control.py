@@ -123,8 +123,7 @@ def test_user_passwd_ends_the_sessions_that_used_the_old_password(server, xmpp_c
     assert bob.call(bob.xmpp.is_connected)
 
 
-def test_serve_names_its_database_and_a_second_server_on_its_data_dir_is_refused(
-        server, tmp_path, database_url):
+def test_serve_names_its_database_and_a_second_server_on_its_data_dir_is_refused(server, database_url):
     if database_url:  # on PostgreSQL any number of servers listen: the cluster case
         assert "PostgreSQL LISTEN" in "".join(server.process.output)
         return
