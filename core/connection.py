@@ -11,6 +11,15 @@ The socket is non-blocking and watched by the event loop: a silent connection co
 the socket is drained, calling ``on_data`` (and ``on_idle``) one at a time, so a connection's
 callbacks never overlap. ``send`` only queues: the loop writes what was queued in one turn in one
 go, and what the socket does not take when it has room; no greenlet waits to write.
+
+Two running counts let a protocol tell which of its messages a closed connection never wrote
+(issue 11: a message is never acknowledged and then lost): ``accepted``, the bytes ``send`` ever
+queued (after a ``send``, the offset at which its data ends), and ``written``, the bytes the socket
+ever took. Over TLS each write is one record (16 KiB at most), so a record is counted written
+exactly when the whole record went to the kernel; a record cut short by the close cannot be
+decrypted by the peer. What the kernel took may still never reach the peer (a reset discards the
+socket buffers, the host may vanish): closing that gap needs acknowledgements from the peer
+(XEP-0198 for XMPP), not this count.
 """
 from __future__ import annotations
 
@@ -27,12 +36,14 @@ log = logging.getLogger(__name__)
 
 MAX_QUEUED = 1 << 20
 RECV_SIZE = 65536
+TLS_RECORD = 16384  # the largest TLS plaintext record (RFC 8446 §5.1, RFC 5246 §6.2.1)
 READ, WRITE = 1, 2  # libev event masks
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class Connection:
     __slots__ = ("sock", "peer", "max_queued", "write_timeout", "closed", "close_reason", "tls",
+                 "accepted", "written",
                  "_idle_timeout", "_queue", "_queued", "_on_data", "_on_idle", "_on_close", "_busy",
                  "_last", "_due", "_reading", "_timer", "_writing", "_write_timer", "_drained")
 
@@ -47,6 +58,8 @@ class Connection:
         self.closed = False
         self.close_reason: str | None = None
         self.tls = False
+        self.accepted = 0  # bytes send() ever queued
+        self.written = 0  # bytes the socket ever took
         self._idle_timeout = idle_timeout
         self._queue: list[bytes] = []  # what the socket has not taken yet, oldest first
         self._queued = 0  # bytes in _queue
@@ -71,6 +84,7 @@ class Connection:
             gevent.get_hub().loop.run_callback(self._write)
         self._queue.append(data)
         self._queued += len(data)
+        self.accepted += len(data)
         return True
 
     def _write(self) -> None:
@@ -79,14 +93,25 @@ class Connection:
         if self.closed or not self._queue:
             return
         data = self._queue[0] if len(self._queue) == 1 else b"".join(self._queue)
+        sent = 0
         try:
-            # A TLS write that did not complete is retried with the same leading bytes, as OpenSSL
-            # requires (CPython sets SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER: the buffer may move).
-            sent = self.sock.send(data)
+            if self.tls:
+                # One record per write, so that ``written`` counts whole records (a write OpenSSL
+                # reports incomplete may have sent part of its records). A write that did not
+                # complete (gevent's SSLSocket returns 0) is retried with the same leading bytes,
+                # as OpenSSL requires (CPython sets SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER: the
+                # buffer may move).
+                view = memoryview(data)
+                while sent < len(data) and (took := self.sock.send(view[sent:sent + TLS_RECORD])):
+                    sent += took
+            else:
+                sent = self.sock.send(data)
         except _WOULD_BLOCK:
-            sent = 0
+            pass
         except OSError as exc:
+            self.written += sent
             return self.close(f"write failed: {exc}")
+        self.written += sent
         if sent == len(data):
             self._queue.clear()
             self._queued = 0

@@ -1,10 +1,11 @@
 """One client-to-server session (RFC 6120) as a sans-IO state machine: bytes in, bytes out.
 
 Rules of this file: no gevent, socket or ssl imports. The transport feeds ``receive(bytes)`` and
-``idle()``; the session writes through its ``link`` (``send(bytes) -> bool``,
-``flush(timeout) -> bool``, ``start_tls(context)``, ``close_after_flush(reason)``) and calls the
-core. A test drives it with a
-link that records bytes, so every stage reads as a transcript.
+``idle()``, and ``connection_lost()`` once the connection has closed; the session writes through
+its ``link`` (``send(bytes) -> bool``, ``flush(timeout) -> bool``, ``start_tls(context)``,
+``close_after_flush(reason)``, and ``closed``, ``accepted`` and ``written``: see
+:class:`convergence.connection.Connection`) and calls the core. A test drives it with a link that
+records bytes, so every stage reads as a transcript.
 
 Stages (RFC 6120 §9.1): stream header → features → STARTTLS (§5, required unless
 ``require_tls = false``) → restart → SASL (§6) → restart → resource binding (§7) → stanzas (§8).
@@ -22,6 +23,17 @@ credentials are even looked at.
 After binding the session is a core endpoint (``address``, ``protocol``, ``presence``, ``deliver``)
 registered with ``core.presence.login``; when it ends for any reason, ``presence.closed`` runs
 first, then ``core.presence.logout``.
+
+A message the session took (``deliver``) is answered as delivered, so it must not be lost when the
+connection closes before writing it (issue 11): a client that stops reading is disconnected once
+``[xmpp] max_queued`` bytes wait for it, a dead peer by a write failure or timeout, and the queue
+goes with the connection. The session remembers, for each message it took, the link's ``accepted``
+offset where its stanza ends; once the link has closed, every message that ends beyond what the
+socket took (``written``) goes back to the router (``Router.returned``), which stores it for the
+next login, oldest first. The message whose ``send`` found the link closed (the one that
+overflowed the queue, say) is refused after those went back, so the router stores it after them.
+Bytes the kernel took can still be lost with the connection, and a message to the bare JID that
+another resource also received is stored again: see docs/xmpp.md, "Slow readers".
 """
 from __future__ import annotations
 
@@ -31,6 +43,7 @@ import logging
 import secrets
 import unicodedata
 import xml.etree.ElementTree as ET
+from collections import deque
 
 from convergence import Address, AddressError, RoutingError
 from convergence.addresses import normalize_domain
@@ -85,7 +98,7 @@ class Session:
     __slots__ = ("service", "link", "peer", "parser", "encrypted", "username", "address", "account",
                  "presence", "available", "interested", "directed", "carbons", "closed",
                  "header_sent", "stream_open", "lang", "generation", "mechanism", "deadline",
-                 "pinged", "__weakref__")
+                 "pinged", "unwritten", "__weakref__")
 
     protocol = "xmpp"
 
@@ -111,6 +124,7 @@ class Session:
         self.mechanism = None  # the SASL server of an exchange in progress
         self.deadline = service.now() + service.settings["negotiation_timeout"]
         self.pinged = False  # a keep-alive ping is out and unanswered (XEP-0199)
+        self.unwritten: deque = deque()  # (link offset where its stanza ends, Message), oldest first
         service.connected(self)
 
     def __repr__(self):
@@ -346,9 +360,18 @@ class Session:
         return self.link.send(serialize(element))
 
     def deliver(self, message) -> None:
-        """Endpoint.deliver: a core Message as a <message/> stanza (RFC 6121 §5)."""
-        if self.closed or self.address is None or not self.send(messages.element(self.service, message)):
+        """Endpoint.deliver: a core Message as a <message/> stanza (RFC 6121 §5), remembered until
+        the socket has taken it. A link that closed (a full queue) refuses it, after the messages
+        it did not write went back to the router: the store keeps them in order."""
+        if self.closed or self.address is None:
             raise RoutingError("recipient-unavailable", f"{self} is gone")
+        if not self.send(messages.element(self.service, message)):
+            self.connection_lost()
+            raise RoutingError("recipient-unavailable", f"{self} is gone")
+        written, unwritten = self.link.written, self.unwritten
+        while unwritten and unwritten[0][0] <= written:
+            unwritten.popleft()
+        unwritten.append((self.link.accepted, message))
         messages.delivered(self.service, self, message)
 
     def flush(self, timeout: float) -> bool:
@@ -393,9 +416,17 @@ class Session:
         self.connection_lost()
 
     def connection_lost(self) -> None:
-        """The session is over (closed by either side, or the TCP connection died)."""
-        if self.closed:
-            return
+        """The session is over (closed by either side, or the TCP connection died); once the link
+        has closed too (a closing stream may still be flushing), the messages it did not write go
+        back to the router, after the session left the presence hub."""
+        try:
+            if not self.closed:
+                self._leave()
+        finally:
+            if self.link.closed:
+                self._give_back()
+
+    def _leave(self) -> None:
         self.closed = True
         self.mechanism = None
         service = self.service
@@ -406,3 +437,11 @@ class Session:
                 service.unbind(self)
                 service.core.presence.logout(self)
         service.disconnected(self)
+
+    def _give_back(self) -> None:
+        """``Router.returned`` for every message whose stanza the socket did not take whole."""
+        written, unwritten = self.link.written, self.unwritten
+        while unwritten:
+            end, message = unwritten.popleft()
+            if end > written:
+                self.service.core.router.returned(message)

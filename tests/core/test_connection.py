@@ -4,10 +4,12 @@ import struct
 
 import gevent
 import gevent.socket
+import gevent.ssl as gssl
 import pytest
 from gevent.event import Event
 from gevent.server import StreamServer
 
+from convergence import certificates
 from convergence.connection import Connection
 
 
@@ -218,5 +220,51 @@ def test_on_idle_runs_after_each_silence_and_on_close_once():
                 got += chunk
         assert got == b"ping 1\nping 2\nping 3\n"
         assert done.wait(5) and closes == ["enough"]
+    finally:
+        srv.stop(timeout=1)
+
+
+def test_a_closed_tls_connection_counts_as_written_exactly_what_its_peer_can_read(tmp_path):
+    """``written`` counts whole TLS records: the peer of a connection closed for a full queue
+    reads exactly ``written`` bytes of what was sent (they were in the kernel; the close sends
+    them, then FIN) and nothing more (a record cut short cannot be decrypted). Queued 40 KB at a
+    time, a write covers several records, some of which the kernel takes before it is full."""
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    certificates.generate("example.org", cert, key)
+    server_context = gssl.SSLContext(gssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    conns, sent, closed = [], [], Event()
+
+    def handle(sock, peer):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        conn = Connection(sock, peer, max_queued=256 * 1024)
+        conn.start_tls(server_context)
+        conns.append(conn)
+        while True:
+            for _ in range(10):  # queued in one turn of the loop: one write
+                sent.append(b"%07d;" % len(sent) + b"." * 4088)
+                if not conn.send(sent[-1]):
+                    closed.set()
+                    return
+            gevent.sleep(0)
+
+    srv = StreamServer(("127.0.0.1", 0), handle)
+    srv.start()
+    try:
+        raw = gevent.socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.connect(srv.address)
+        client_context = gssl.SSLContext(gssl.PROTOCOL_TLS_CLIENT)
+        client_context.load_verify_locations(cert)
+        client = client_context.wrap_socket(raw, server_hostname="example.org")
+        assert closed.wait(10)  # the client read nothing, so the queue overflowed
+        client.settimeout(10)
+        received = bytearray()
+        while data := client.recv(65536):
+            received += data
+        assert conns[0].close_reason == "outbound queue full: the peer is not reading"
+        assert 0 < len(received) == conns[0].written < conns[0].accepted
+        assert received == b"".join(sent)[:len(received)]
+        client.close()
     finally:
         srv.stop(timeout=1)

@@ -13,6 +13,7 @@ from slixmpp.util.sasl import client as sasl_client
 from convergence import Presence
 from convergence.plugins.xmpp import SERVICES, c2s
 from convergence.plugins.xmpp.stream import Stanza, StreamClose, StreamOpen, StreamParser
+from convergence.store import offline
 
 DOMAIN = "example.org"
 SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
@@ -27,21 +28,35 @@ def header(to=DOMAIN, ns="jabber:client", version="1.0"):
 
 
 class Link:
-    """What the transport gives a session, recording instead of writing to a socket."""
+    """What the transport gives a session, recording instead of writing to a socket: what it
+    accepts counts as written at once, unless ``hold()`` made it keep bytes back (a client that
+    does not read)."""
 
     def __init__(self):
         self.out = bytearray()
         self.tls = False
         self.closed = None
+        self.accepted = self.written = 0
+        self.holding = False
 
     def send(self, data: bytes) -> bool:
         if self.closed:
             return False
         self.out += data
+        self.accepted += len(data)
+        if not self.holding:
+            self.written = self.accepted
         return True
 
-    def flush(self, timeout) -> bool:  # everything "sent" is already in ``out``
-        return not self.closed
+    def hold(self) -> None:
+        self.holding = True
+
+    def close(self, reason: str) -> None:
+        """As the connection closes when its queue overflows or its peer is gone."""
+        self.closed = reason
+
+    def flush(self, timeout) -> bool:
+        return not self.closed and self.written == self.accepted
 
     def start_tls(self, context) -> None:
         self.tls = True
@@ -426,6 +441,39 @@ def test_message_to_an_offline_account_is_stored_and_later_delivered_with_a_dela
     [message] = [e for e in bob.say(b"") if e.tag == "{jabber:client}message"]
     assert message.findtext("{jabber:client}body") == "while you were out"
     assert message.find("{urn:xmpp:delay}delay").get("from") == DOMAIN
+
+
+def available(peer) -> Peer:
+    peer.session.presence = Presence()  # what presence.py does on initial presence
+    peer.session.service.core.presence.update(peer.session)
+    return peer
+
+
+def test_messages_a_closed_connection_did_not_write_are_stored_in_order(svc):
+    alice, bob = login(svc, "alice"), available(login(svc, "bob"))
+    say = lambda n: alice.say(b"<message to='bob@example.org' type='chat'><body>%d</body></message>" % n)
+    say(0)  # written
+    bob.link.hold()  # bob stops reading: what follows stays queued
+    say(1), say(2)
+    bob.link.close("outbound queue full: the peer is not reading")
+    say(3)  # refused by the closed link, after 1 and 2 went back
+    stored = lambda: [m.body for _, m in offline.pending(svc.core.db, "bob", 10)]
+    assert stored() == ["1", "2", "3"]
+    assert svc.core.presence.endpoint(bob.session.address) is None  # it left the hub first
+    bob.session.connection_lost()  # the transport's on_close, later: nothing goes back twice
+    assert stored() == ["1", "2", "3"]
+
+
+def test_a_closing_stream_gives_back_what_it_did_not_write_once_its_connection_closed(svc):
+    alice, bob = login(svc, "alice"), available(login(svc, "bob"))
+    bob.link.hold()
+    alice.say(b"<message to='bob@example.org' type='chat'><body>held</body></message>")
+    bob.link.close_after_flush = lambda reason: None  # the stream error is still being written
+    bob.session.close("connection-timeout")
+    assert offline.count(svc.core.db, "bob") == 0  # it may still be written
+    bob.link.close("write failed: timeout")
+    bob.session.connection_lost()
+    assert [m.body for _, m in offline.pending(svc.core.db, "bob", 10)] == ["held"]
 
 
 def test_extension_payloads_travel_with_the_message(svc):
