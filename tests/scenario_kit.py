@@ -13,8 +13,9 @@ Fixtures for scenario tests: a real ``convergence serve``, its accounts, slixmpp
   TLS). ``accounts`` (name → password) are created in its database *before* it starts, so they
   exist for the shared roster. Returns an :class:`XmppServer`: ``domain``, ``port``,
   ``tls_port``, ``cert`` (the generated certificate, for clients to trust), ``jid(name,
-  resource=None)``, ``add_account(name, password)`` (while running: the server sees no
-  ``on_account`` for it), ``process`` (``.output`` is the server log, ``.stop()``).
+  resource=None)``, ``add_account(name, password)`` (while running, the server hears of it
+  through the control path, as of ``convergence user add``), ``process`` (``.output`` is the
+  server log, ``wait_for(text)``, ``.stop()``).
 
 ``xmpp_client(server, name, password=None, resource="test", mechanism=None, presence=True,
   roster=False, direct_tls=False, timeout=10)`` — a slixmpp client logged in over STARTTLS (or

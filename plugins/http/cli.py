@@ -5,7 +5,7 @@ Exit status as for every command: 0 done, 1 refused (no such account or token), 
 import click
 
 from convergence.addresses import AddressError
-from convergence.cli import get_core
+from convergence.cli import get_core, no_account
 from convergence.store import tokens
 from convergence.store.accounts import NoSuchAccount
 
@@ -19,7 +19,7 @@ def _account(core, user: str):
     try:
         return core.address(user)
     except AddressError:
-        raise click.ClickException(f"no account {user!r}") from None
+        raise no_account(core, user) from None
 
 
 @token.command("create")
@@ -33,7 +33,7 @@ def token_create(ctx, user, name):
     try:
         token_id, secret = tokens.create(core.db, account.local, name)
     except NoSuchAccount:
-        raise click.ClickException(f"no account {user!r}") from None
+        raise no_account(core, user) from None
     click.echo(f"token {token_id} for {account}; keep it now, it cannot be shown again:", err=True)
     click.echo(secret)
 
@@ -47,7 +47,7 @@ def token_list(ctx, user):
     try:
         infos = tokens.tokens(core.db, _account(core, user).local)
     except NoSuchAccount:
-        raise click.ClickException(f"no account {user!r}") from None
+        raise no_account(core, user) from None
     for info in infos:
         click.echo(f"{info.id}\t{info.created_at.isoformat(' ', 'seconds')}\t{info.name}")
 

@@ -49,7 +49,7 @@ def register(service, session, iq: ET.Element) -> ET.Element:
         if account is None:
             core.add_account(address.local, password)
         else:
-            core.set_password(address.local, password)  # §3.3
+            core.set_password(address.local, password, endpoint=session)  # §3.3: it stays
     except (AddressError, PasswordError) as exc:
         raise StanzaError("not-acceptable", str(exc)) from None
     except accounts.AccountExists:
@@ -76,7 +76,7 @@ def _remove(service, session, iq, account) -> None:
         raise StanzaError("not-authorized", "log in to remove your account")
     core = service.core
     try:
-        core.delete_account(account.local)
+        core.delete_account(account.local, endpoint=session)  # answered before it ends
     except accounts.NoSuchAccount:
         raise StanzaError("item-not-found", f"{account} does not exist") from None
     session.send(iq_result(iq))

@@ -2,7 +2,7 @@
 
 ``sessions(account)`` / ``session(full)`` / ``all_sessions()`` are the bound sessions (RFC 6120 §7),
 by account and resource; ``connected``/``disconnected`` track every open stream, bound or not, so
-that ``shutdown`` can end each with a ``system-shutdown`` stream error (§4.9.3.22). Failed logins
+that ``shutdown`` can end each with a ``system-shutdown`` stream error (§4.9.3.20). Failed logins
 count per source address in ``limiter``. No I/O here: the transport owns the sockets, the TLS
 context is handed in.
 """
