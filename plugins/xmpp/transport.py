@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 
+from gevent.event import Event
+
 from convergence import certificates
 from convergence.connection import Connection
 from convergence.listeners import AddressLimit, GuardedStreamServer
@@ -52,23 +54,32 @@ def serve_connection(service, sock, peer, direct_tls: bool = False, ended=lambda
         conn.idle_timeout = session.idle_timeout()
 
     def on_close() -> None:
-        ended()
-        session.connection_lost()
+        try:
+            session.connection_lost()  # stores what the connection did not write
+        finally:
+            ended()
         log.debug("xmpp session %s ended: %s", session, conn.close_reason)
 
     conn.start(on_data, on_idle, on_close)
 
 
 class C2SListener(GuardedStreamServer):
-    """A StreamServer whose ``stop`` first ends every session with ``system-shutdown``; ``limit``
-    counts a connection until its Connection closes (``[xmpp] max_connections_per_address``)."""
+    """A StreamServer whose ``stop`` first ends every session with ``system-shutdown`` and waits
+    for their connections to close (a session stores what its connection did not write when it
+    closes: that must happen before the store closes); ``limit`` counts a connection until its
+    Connection closes (``[xmpp] max_connections_per_address``)."""
 
     def __init__(self, address, service, limit: AddressLimit, direct_tls: bool = False):
         super().__init__(address, self._accept, limit)
         self.service = service
         self.direct_tls = direct_tls
+        self._open = 0  # connections not yet ended
+        self._none_open = Event()
+        self._none_open.set()
 
     def _accept(self, sock, peer) -> None:
+        self._open += 1
+        self._none_open.clear()
         try:
             serve_connection(self.service, sock, peer, self.direct_tls,
                              lambda: self.connection_ended(peer))
@@ -77,11 +88,20 @@ class C2SListener(GuardedStreamServer):
             self.connection_ended(peer)
             raise
 
+    def connection_ended(self, address) -> None:
+        super().connection_ended(address)
+        self._open -= 1
+        if not self._open:
+            self._none_open.set()
+
     def do_close(self, sock, *args) -> None:
         """The handler has returned: the socket now belongs to its Connection (which closes it)."""
 
     def stop(self, timeout=None):
+        """End every stream, wait up to ``timeout`` (default ``stop_timeout``) for the connections
+        to close (each has two seconds to flush its stream error), then stop listening."""
         self.service.shutdown()
+        self._none_open.wait(self.stop_timeout if timeout is None else timeout)
         super().stop(timeout)
 
 

@@ -65,3 +65,26 @@ def test_a_client_that_stops_reading_gets_every_message_once_in_order(xmpp_serve
     rest = [alice.next("message", timeout=10)["body"] for _ in range(COUNT - len(first))]
     alice.none("message", wait=0.3)
     assert first + rest == [BODY.format(n) for n in range(COUNT)]  # each once, in order
+
+
+def test_messages_queued_for_a_slow_reader_when_the_server_stops_are_stored(xmpp_server, raw_client,
+                                                                           xmpp_client):
+    """At shutdown each stream gets ``system-shutdown`` and two seconds to flush; a client that
+    does not read cannot take its queue, which must be stored before the server exits."""
+    server = xmpp_server({"alice": "pw-a", "bob": "pw-b"}, max_queued=1 << 20)
+    slow = slow_reader(raw_client, server)
+    slow.login("alice", "pw-a")
+    slow.send(b"<presence/>")
+    slow.next("presence")
+    bob = xmpp_client(server, "bob")
+    for n in range(COUNT):  # 400 KB: more than the kernel buffers, less than the queue
+        bob.send_message(server.jid("alice"), BODY.format(n))
+    bob.call(bob.xmpp.get_roster)
+    bob.disconnect()
+    server.restart()  # SIGTERM, a clean exit, and up again on the same database
+    first = read_to_the_end(slow)
+    assert len(first) < COUNT // 2
+    alice = xmpp_client(server, "alice")
+    rest = [alice.next("message", timeout=10)["body"] for _ in range(COUNT - len(first))]
+    alice.none("message", wait=0.3)
+    assert first + rest == [BODY.format(n) for n in range(COUNT)]
