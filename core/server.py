@@ -62,7 +62,8 @@ def serve(core: Core) -> None:
         log.info("convergence serving %s; stop with Ctrl-C or SIGTERM", core.domain)
         done.wait()
     finally:
-        log.info("shutting down")
+        if servers:  # started: a failed start says only why (cli prints the ListenError)
+            log.info("shutting down")
         for handler in handlers:
             handler.cancel()
         core.control.stop()

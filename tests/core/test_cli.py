@@ -152,6 +152,7 @@ def test_serve_exits_2_when_the_port_is_taken(tmp_path):
         result = run(tmp_path, "serve", config="".join(f'[{table}]\nlisten = "{keys["listen"]}"\n'
                                                        for table, keys in config.items()))
     assert result.returncode == 2 and f"127.0.0.1:{port}" in result.stderr
+    assert "shutting down" not in result.stderr  # it never started: the error line says it all
 
 
 def test_no_account_names_the_database_a_relative_data_dir_meant(tmp_path):
