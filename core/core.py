@@ -62,7 +62,9 @@ class Core:
         # PBKDF2 is ~2 ms of CPU: the hub's threadpool keeps other connections served meanwhile.
         # Storing and the on_account hook stay on the calling greenlet (hooks are not thread-safe).
         credentials.saslprep(password)  # a refused password raises here, not in the pool
-        return gevent.get_hub().threadpool.apply(credentials.derive, (address.local, self.domain, password))
+        wanted = {name for names in self.hook.password_secrets(core=self) for name in names or ()}
+        return gevent.get_hub().threadpool.apply(credentials.derive, (address.local, self.domain, password),
+                                                 {"digest": "digest" in wanted})
 
     def add_account(self, name: str, password: str, endpoint=None) -> Address:
         """Create ``name@domain``; raises AddressError, PasswordError or AccountExists."""

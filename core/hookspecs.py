@@ -111,6 +111,17 @@ def on_account(core, account, change, endpoint):
 
 
 @hookspec
+def password_secrets(core):
+    """Which password-derived secrets, besides the SCRAM keys, the plugin needs stored.
+
+    Return an iterable of names, or None. ``"digest"`` is the HA1 of HTTP/SIP digest (RFC 7616
+    §3.4.2, RFC 3261 §22.4), which is password-equivalent for digest. Asked each time a password
+    is set (account created or password changed), by ``serve`` and the command line alike; a
+    secret no plugin asks for is not stored.
+    """
+
+
+@hookspec
 def on_login(core, account, endpoint):
     """An endpoint of ``account`` came online through a login (an XMPP session, an HTTP stream)."""
 

@@ -92,6 +92,12 @@ def add_listeners(core):
 
 
 @hookimpl
+def password_secrets(core):
+    """The digest HA1 (RFC 3261 §22.4), unless ``[sip] digest = false``."""
+    return ["digest"] if core.config["sip"]["digest"] else None
+
+
+@hookimpl
 def on_account(core, account, change):
     dispatcher = _running.get(id(core))
     if dispatcher is not None:

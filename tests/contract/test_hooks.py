@@ -9,6 +9,8 @@ from sqlalchemy import text
 from convergence import Message, Presence, hookimpl, server
 from convergence.cli import cli
 from convergence.config import Option, Section
+from convergence.credentials import ha1
+from convergence.store import accounts
 from convergence.testing import RecordingEndpoint
 
 
@@ -174,6 +176,22 @@ def test_hook_on_account(core, register_plugin):
     core.delete_account("bob")
     assert calls(rec, "on_account") == [("bob@localhost", "created"), ("bob@localhost", "changed"),
                                         ("bob@localhost", "deleted")]
+
+
+def test_hook_password_secrets(make_core):
+    """HA1 (password-equivalent for digest) is stored only when a plugin asks for it."""
+    class Digest:
+        @hookimpl
+        def password_secrets(self, core):
+            return ["digest"]
+
+    without = make_core(load_entry_points=False)
+    without.add_account("bob", "a")
+    assert accounts.credentials(without.db, "bob").ha1_md5 == ""
+    asking = make_core(load_entry_points=False, plugins={"digest": Digest()})
+    asking.add_account("bob", "a")
+    asking.set_password("bob", "b")
+    assert accounts.credentials(asking.db, "bob").ha1_md5 == ha1("md5", "bob", "localhost", "b")
 
 
 def test_hook_on_login(core, register_plugin):

@@ -4,6 +4,7 @@ import pytest
 from convergence.credentials import derive, ha1, verify
 from convergence.plugins.sip.digest import (DigestError, DigestServer, Rejected, Verified,
                                              parse_credentials, response)
+from convergence.store import accounts
 
 RFC7616 = dict(nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", nc="00000001", qop="auth",
                cnonce="f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ", method="GET",
@@ -143,6 +144,7 @@ def test_derive_without_digest_stores_no_ha1():
 def test_digest_off_refuses_register_and_message_with_403(sip_server):
     server = sip_server(digest=False)
     server.core.add_account("alice", "secret")
+    assert accounts.credentials(server.core.db, "alice").ha1_md5 == ""  # no HA1 kept to steal
     client = server.client()
     for request in (client.request("REGISTER", headers=[("Contact", "<sip:alice@192.0.2.1>")]),
                     client.request("MESSAGE", uri="sip:alice@example.com", body=b"x",
