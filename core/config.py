@@ -94,6 +94,11 @@ def positive_number(value) -> float:
     return float(value)
 
 
+def non_negative_number(value) -> float:
+    """Zero (off) or a positive number of seconds → float."""
+    return 0.0 if value == 0 and not isinstance(value, bool) else positive_number(value)
+
+
 def domain_name(value) -> str:
     try:
         return normalize_domain(value if isinstance(value, str) else "")
@@ -111,6 +116,8 @@ SERVER = Section("server", {
     "max_offline_messages": Option(1000, "messages kept per account while it is offline (XEP-0160)",
                                    positive_int),
     "log_level": Option("info", "logging level", one_of("debug", "info", "warning", "error")),
+    "stats_interval": Option(60.0, "seconds between the info lines counting the messages routed "
+                             "(none when nothing was routed); 0 turns them off", non_negative_number),
 }, "the core")
 
 

@@ -22,6 +22,7 @@ with ``policy-violation`` before any endpoint gets it.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 from .addresses import Address
 from .hookspecs import hookimpl
@@ -122,6 +123,8 @@ class Router:
     def __init__(self, core):
         self.core = core
         self._delivering: set[Address] = set()  # accounts whose backlog deliver_stored is sending
+        #: outcomes of ``route`` since the last ``take_counts``: delivered, stored, … and refused
+        self.counts: Counter = Counter()
         #: protocol → largest body plus subject (UTF-8 bytes) it carries; see :meth:`limit`.
         self.limits: dict[str, int] = {}
         self._floor: int | None = None  # the smallest of ``limits``
@@ -147,14 +150,24 @@ class Router:
     def route(self, message: Message) -> str:
         """Deliver ``message``; return ``"delivered"``, ``"stored"`` or ``"discarded"``, or raise RoutingError."""
         recipient = message.recipient
-        route = self.core.hook.resolve_recipient(core=self.core, address=recipient)
-        if route is None:
-            if recipient.domain != self.core.domain:
-                raise RoutingError("remote-server-not-found", f"no route to domain {recipient.domain}")
-            raise RoutingError("item-not-found", f"{recipient.bare} does not exist")
-        outcome = route.deliver(message)
+        try:
+            route = self.core.hook.resolve_recipient(core=self.core, address=recipient)
+            if route is None:
+                if recipient.domain != self.core.domain:
+                    raise RoutingError("remote-server-not-found", f"no route to domain {recipient.domain}")
+                raise RoutingError("item-not-found", f"{recipient.bare} does not exist")
+            outcome = route.deliver(message)
+        except RoutingError:
+            self.counts["refused"] += 1
+            raise
+        self.counts[outcome] += 1
         self.core.hook.on_message(core=self.core, message=message)
         return outcome
+
+    def take_counts(self) -> Counter:
+        """The outcomes counted since the last call (the server logs them every minute)."""
+        counts, self.counts = self.counts, Counter()
+        return counts
 
     def deliver_stored(self, account: Address) -> int:
         """Deliver what was stored for ``account`` (oldest first) now that it is online (XEP-0160).

@@ -46,6 +46,16 @@ def stop(core: Core, servers: list, timeout: float = 3.0) -> None:
     core.close()
 
 
+def log_counts(core: Core, interval: float) -> None:
+    """Every ``interval`` seconds, one line counting the messages routed meanwhile, by outcome
+    (operators expect them, as Prosody and Kamailio print them); nothing when none was."""
+    while True:
+        gevent.sleep(interval)
+        if counts := core.router.take_counts():
+            log.info("messages in the last %g s: %s", interval,
+                     ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())))
+
+
 def serve(core: Core) -> None:
     """Run until SIGTERM or SIGINT."""
     raise_file_limit()  # every connection holds a descriptor
@@ -59,11 +69,15 @@ def serve(core: Core) -> None:
         except OSError as exc:
             raise ListenError(f"cannot listen: {core.control.describe()}: {exc.strerror or exc}") from exc
         servers = start(core)
+        interval = core.config["server"]["stats_interval"]
+        counting = gevent.spawn(log_counts, core, interval) if interval else None
         log.info("convergence serving %s; stop with Ctrl-C or SIGTERM", core.domain)
         done.wait()
     finally:
         if servers:  # started: a failed start says only why (cli prints the ListenError)
             log.info("shutting down")
+            if counting is not None:
+                counting.kill(block=False)
         for handler in handlers:
             handler.cancel()
         core.control.stop()

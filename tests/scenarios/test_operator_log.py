@@ -1,6 +1,7 @@
 """What an operator reads at ``info`` (Prosody and Kamailio print the same): logins, logouts,
 registrations and failed authentication with the source address — never a password or a body."""
 import base64
+from collections import Counter
 import urllib.error
 import urllib.request
 
@@ -38,3 +39,19 @@ def test_logins_registrations_and_failures_are_logged_without_secrets(demo, xmpp
     text = "".join(log.output)
     for secret in ("a body nobody logs", "guess-xmpp", "guess-http", PHONE_PASSWORD):
         assert secret not in text
+
+
+def test_messages_routed_are_counted_in_one_line_per_interval(convergence_server, xmpp_client):
+    server = convergence_server({"alice": "a"}, server={"stats_interval": 0.2})
+    alice = xmpp_client(server, "alice")
+    alice.send_message(server.jid("echo"), "one")  # delivered to echo, its answer to alice
+    alice.send_message("nobody@example.org", "two")  # refused: no such account
+    alice.next("message")
+    counted, seen = Counter(), 0
+    while counted != Counter(delivered=2, refused=1):  # the three may straddle two intervals
+        line = server.process.wait_for("messages in the last 0.2 s:", start=seen)
+        seen = server.process.output.index(line) + 1
+        for part in line.split(": ")[-1].split(", "):
+            n, outcome = part.split()
+            counted[outcome] += int(n)
+        assert counted <= Counter(delivered=2, refused=1), line
