@@ -45,7 +45,8 @@ class Connection:
     __slots__ = ("sock", "peer", "max_queued", "write_timeout", "closed", "close_reason", "tls",
                  "accepted", "written",
                  "_idle_timeout", "_queue", "_queued", "_on_data", "_on_idle", "_on_close", "_busy",
-                 "_last", "_due", "_reading", "_timer", "_writing", "_write_timer", "_drained")
+                 "_last", "_due", "_reading", "_timer", "_writing", "_write_timer", "_drained",
+                 "_ending")
 
     def __init__(self, sock, peer, *, max_queued: int = MAX_QUEUED, idle_timeout: float | None = None,
                  write_timeout: float = 30.0):
@@ -68,6 +69,7 @@ class Connection:
         self._last = self._due = 0.0  # when the peer last sent something; when the timer fires
         self._reading = self._timer = self._writing = self._write_timer = None  # loop watchers
         self._drained: Event | None = None  # while someone waits in flush()
+        self._ending = False  # the peer has closed its side; what is queued still goes out
 
     # -- writing --
     def send(self, data: bytes) -> bool:
@@ -184,7 +186,7 @@ class Connection:
 
     def _watch(self, events: int) -> None:
         """Let the loop wait for the peer (no greenlet meanwhile), and for its silence."""
-        if self.closed:
+        if self.closed or self._ending:
             return
         if self._reading is None or self._reading.events & (READ | WRITE) != events:
             self._stop(self._reading)
@@ -240,8 +242,9 @@ class Connection:
                     break
                 except (BlockingIOError, ssl.SSLWantReadError):
                     break
-                if not data:
-                    return self.close("closed by peer")
+                if not data:  # the peer closed its side; a half-close still reads our answers
+                    self._ending = True  # (a request then FIN: its response is queued, not sent)
+                    return self.close_after_flush("closed by peer", self.write_timeout)
                 self._last = time.monotonic()
                 self._on_data(data)
         except OSError as exc:

@@ -46,6 +46,20 @@ def test_echoes_in_order_and_sets_nodelay(server):
         assert connections[0].sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
+def test_a_peer_that_half_closes_after_its_request_still_gets_the_answer(server):
+    """The answer to the last bytes before a FIN is queued in that same turn: it still goes out."""
+    address, connections, ready = server
+    with gevent.socket.create_connection(address) as client:
+        client.settimeout(5)
+        client.sendall(b"request")
+        client.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := client.recv(65536):
+            got += chunk
+        assert got == b"request"  # then the server closed
+    assert connections[0].close_reason == "closed by peer"
+
+
 def test_idle_peer_is_closed_without_on_idle(server):
     address, connections, ready = server
     with gevent.socket.create_connection(address) as client:
