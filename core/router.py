@@ -24,6 +24,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
+import gevent
+
 from .addresses import Address
 from .hookspecs import hookimpl
 from .message import Message, RoutingError
@@ -123,6 +125,7 @@ class Router:
     def __init__(self, core):
         self.core = core
         self._delivering: set[Address] = set()  # accounts whose backlog deliver_stored is sending
+        self._again: set[Address] = set()  # of those, asked again meanwhile: go round once more
         #: outcomes of ``route`` since the last ``take_counts``: delivered, stored, … and refused
         self.counts: Counter = Counter()
         #: protocol → largest body plus subject (UTF-8 bytes) it carries; see :meth:`limit`.
@@ -178,36 +181,47 @@ class Router:
         transport before the next goes out. A page's messages that were handed on are then
         deleted; the first message no endpoint took or handed on, and everything after it, stays
         stored for the next login. One delivery runs per account at a time: a call while one
-        runs returns 0 (the running one reaches endpoints that came meanwhile).
-        Returns how many were delivered.
+        runs returns 0, and the running one goes round once more when it is done (it reaches
+        endpoints and rows that came meanwhile). Returns how many were delivered.
         """
         account = account.bare
         if account in self._delivering:
+            self._again.add(account)
             return 0
         self._delivering.add(account)
         total = 0
         try:
-            while page := offline.pending(self.core.db, account.local, self.PAGE):
-                done = []
-                for row_id, message in page:
-                    took = deliver_to(live_endpoints(self.core, account), message)
-                    # every endpoint that took it is waited for (none is let overrun its queue)
-                    if not [e for e in took if flushed(e, self.FLUSH_TIMEOUT)]:
-                        break  # keep the order: stop at the first message not handed on
-                    done.append(row_id)
-                offline.remove(self.core.db, done)
-                total += len(done)
-                if len(done) < self.PAGE:
+            while True:
+                self._again.discard(account)
+                total += self._deliver_pages(account)
+                if account not in self._again:
                     return total
-            return total
         finally:
             self._delivering.discard(account)
+            self._again.discard(account)
+
+    def _deliver_pages(self, account: Address) -> int:
+        total = 0
+        while page := offline.pending(self.core.db, account.local, self.PAGE):
+            done = []
+            for row_id, message in page:
+                took = deliver_to(live_endpoints(self.core, account), message)
+                # every endpoint that took it is waited for (none is let overrun its queue)
+                if not [e for e in took if flushed(e, self.FLUSH_TIMEOUT)]:
+                    break  # keep the order: stop at the first message not handed on
+                done.append(row_id)
+            offline.remove(self.core.db, done)
+            total += len(done)
+            if len(done) < self.PAGE:
+                break
+        return total
 
     def returned(self, message: Message) -> None:
         """An endpoint gives back ``message``, which it took but could not hand on (its
         connection went away first): it is stored for its recipient's account (XEP-0160), to be
-        delivered at the next login, rather than lost. Call it after the endpoint left the
-        presence hub. Messages not worth storing (``storable``) are dropped, as for any offline
+        delivered at the next login, rather than lost — or at once, when the account has live
+        endpoints now (a client that reconnected before its old connection finished closing).
+        Call it after the endpoint left the presence hub. Messages not worth storing (``storable``) are dropped, as for any offline
         account, and a message that came from the store (it has a ``stamp``) is still there:
         ``deliver_stored`` deletes it only once an endpoint wrote it. A full store or a deleted
         account is logged."""
@@ -221,3 +235,5 @@ class Router:
             kept = False
         if not kept:
             log.warning("message %s to %s was not delivered and cannot be stored", message.id, account)
+        elif live_endpoints(self.core, account):  # not from the caller's greenlet: it may be a
+            gevent.spawn(self.deliver_stored, account)  # connection closing, or the sender's

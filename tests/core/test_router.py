@@ -1,6 +1,7 @@
 """Routing through resolve_recipient to endpoints and the offline store (RFC 6121 §8.5, XEP-0160)."""
 from dataclasses import replace
 
+import gevent
 import pytest
 
 from convergence import Message, Presence, RoutingError
@@ -230,3 +231,33 @@ def test_a_message_an_endpoint_gives_back_is_stored(core, alice):
     assert kept.body == "queued, then the connection died"
     core.router.returned(msg(core, alice, type="headline"))  # not worth storing: dropped
     assert offline.count(core.db, "alice") == 1
+
+
+def test_a_message_given_back_while_the_account_is_online_elsewhere_goes_there(core, alice):
+    """A client that reconnected before its old connection finished closing gets what the old
+    one gives back at once, not at its next login."""
+    old, new = (RecordingEndpoint(alice.with_resource(r)) for r in ("old", "new"))
+    core.presence.login(old)
+    assert core.send(msg(core, alice, "taken by the old connection")) == "delivered"
+    core.presence.login(new)
+    core.presence.logout(old)
+    core.router.returned(old.received[0])
+    gevent.wait(timeout=5)  # the delivery runs in a greenlet of its own
+    assert [m.body for m in new.received] == ["taken by the old connection"]
+    assert offline.count(core.db, "alice") == 0
+
+
+def test_a_backlog_asked_for_while_it_is_being_sent_goes_round_again(core, alice):
+    """Rows stored while a delivery runs are not left behind until the next login."""
+    offline.store(core.db, "alice", msg(core, alice, "stored 1"), 10)
+
+    class Storing(RecordingEndpoint):  # while it takes a message, another one is stored
+        def deliver(self, message):
+            super().deliver(message)
+            if message.body == "stored 1":
+                offline.store(core.db, "alice", msg(core, alice, "stored 2"), 10)
+                assert core.router.deliver_stored(alice) == 0  # busy: the running one goes again
+    storing = Storing(alice.with_resource("desk"))
+    core.presence.login(storing)
+    assert core.router.deliver_stored(alice) == 2
+    assert [m.body for m in storing.received] == ["stored 1", "stored 2"]
