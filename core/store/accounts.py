@@ -17,6 +17,15 @@ class NoSuchAccount(Exception):
     """No account of that name exists."""
 
 
+def lookup(session, name: str, what=Account.id):
+    """``what`` (a column of, or the whole, :class:`Account`) of account ``name`` in ``session``,
+    for a change that needs the account; raises NoSuchAccount when there is none."""
+    found = session.scalar(select(what).where(Account.name == name))
+    if found is None:
+        raise NoSuchAccount(name)
+    return found
+
+
 def _apply(account: Account, creds: Credentials) -> None:
     account.scram_salt = creds.salt
     account.scram_iterations = creds.iterations
@@ -43,10 +52,7 @@ def create(db: Database, name: str, creds: Credentials) -> None:
 
 def set_credentials(db: Database, name: str, creds: Credentials) -> None:
     with db.write() as session:
-        account = session.scalar(select(Account).where(Account.name == name))
-        if account is None:
-            raise NoSuchAccount(name)
-        _apply(account, creds)
+        _apply(lookup(session, name, Account), creds)
 
 
 def remove(db: Database, name: str) -> None:

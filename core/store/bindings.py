@@ -10,7 +10,7 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, delete, select, update
 
-from .accounts import NoSuchAccount
+from .accounts import lookup
 from .database import Database
 from .models import Account, SipBinding, utcnow
 
@@ -37,9 +37,7 @@ def _binding(row: SipBinding, account: str) -> Binding:
 def save(db: Database, binding: Binding) -> None:
     """Add or refresh the binding of ``binding.contact`` for its account."""
     with db.write() as session:
-        account_id = session.scalar(select(Account.id).where(Account.name == binding.account))
-        if account_id is None:
-            raise NoSuchAccount(binding.account)
+        account_id = lookup(session, binding.account)
         row = session.scalar(select(SipBinding).where(SipBinding.account_id == account_id,
                                                       SipBinding.contact == binding.contact))
         if row is None:

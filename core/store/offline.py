@@ -5,21 +5,15 @@ from sqlalchemy import bindparam, delete, func, select
 
 from ..addresses import Address
 from ..message import Message
-from .accounts import NoSuchAccount
+from .accounts import lookup
 from .database import Database
 from .models import Account, OfflineMessage
-
-
-def _account_id(session, name: str) -> int | None:
-    return session.scalar(select(Account.id).where(Account.name == name))
 
 
 def store(db: Database, account: str, message: Message, limit: int) -> bool:
     """Keep ``message`` for ``account``; False when ``limit`` messages are already waiting."""
     with db.write() as session:
-        account_id = _account_id(session, account)
-        if account_id is None:
-            raise NoSuchAccount(account)
+        account_id = lookup(session, account)
         if session.scalar(select(func.count()).where(OfflineMessage.account_id == account_id)) >= limit:
             return False
         session.add(OfflineMessage(account_id=account_id, message_id=message.id,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from sqlalchemy import bindparam, delete, select
 
-from .accounts import NoSuchAccount
+from .accounts import NoSuchAccount, lookup
 from .database import Database
 from .models import Account, RosterItem, SubscriptionRequest
 
@@ -30,13 +30,6 @@ class Item:
     ask: bool = False  # an outbound subscription request is pending (§3.1.2)
     approved: bool = False  # a pre-approval (§3.4)
     groups: tuple[str, ...] = field(default=())
-
-
-def _account(session, name: str) -> Account:
-    account = session.scalar(select(Account).where(Account.name == name))
-    if account is None:
-        raise NoSuchAccount(name)
-    return account
 
 
 @dataclass(frozen=True)
@@ -108,7 +101,7 @@ def save(db: Database, account: str, item: Item) -> int:
     if item.subscription not in SUBSCRIPTIONS:
         raise ValueError(f"subscription must be one of {SUBSCRIPTIONS}")
     with db.write() as session:
-        owner = _account(session, account)
+        owner = lookup(session, account, Account)
         row = session.scalar(select(RosterItem).where(RosterItem.account_id == owner.id,
                                                       RosterItem.jid == item.jid))
         if row is None:
@@ -129,7 +122,7 @@ def update(db: Database, account: str, jid: str, **changes) -> tuple[Item, int]:
 def remove(db: Database, account: str, jid: str) -> int | None:
     """Delete the item; returns the new roster version, or None if there was no such item."""
     with db.write() as session:
-        owner = _account(session, account)
+        owner = lookup(session, account, Account)
         row = session.scalar(select(RosterItem).where(RosterItem.account_id == owner.id,
                                                       RosterItem.jid == jid))
         if row is None:
@@ -152,7 +145,7 @@ def has_request(db: Database, account: str, jid: str) -> bool:
 def add_request(db: Database, account: str, jid: str, stanza: str) -> None:
     """Keep the request from ``jid`` (the complete stanza, §3.1.3); a newer one replaces it."""
     with db.write() as session:
-        owner = _account(session, account)
+        owner = lookup(session, account, Account)
         row = session.scalar(select(SubscriptionRequest).where(
             SubscriptionRequest.account_id == owner.id, SubscriptionRequest.jid == jid))
         if row is None:
@@ -164,7 +157,7 @@ def add_request(db: Database, account: str, jid: str, stanza: str) -> None:
 def remove_request(db: Database, account: str, jid: str) -> None:
     """Forget the request from ``jid`` (answered, cancelled, or the item was removed)."""
     with db.write() as session:
-        owner = _account(session, account)
+        owner = lookup(session, account, Account)
         session.execute(delete(SubscriptionRequest).where(
             SubscriptionRequest.account_id == owner.id, SubscriptionRequest.jid == jid))
 

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, delete, select
 
-from .accounts import NoSuchAccount
+from .accounts import lookup
 from .database import Database
 from .models import Account, ApiToken
 
@@ -34,9 +34,7 @@ def create(db: Database, account: str, name: str = "") -> tuple[int, str]:
     """A new token for ``account`` labelled ``name``: (its id, the token)."""
     token = secrets.token_urlsafe(32)
     with db.write() as session:
-        account_id = session.scalar(select(Account.id).where(Account.name == account))
-        if account_id is None:
-            raise NoSuchAccount(account)
+        account_id = lookup(session, account)
         row = ApiToken(account_id=account_id, name=name, digest=digest(token))
         session.add(row)
         session.flush()
@@ -57,9 +55,7 @@ def owner(db: Database, token: str) -> str | None:
 def tokens(db: Database, account: str) -> list[TokenInfo]:
     """The tokens of ``account``, oldest first."""
     with db.read() as session:
-        account_id = session.scalar(select(Account.id).where(Account.name == account))
-        if account_id is None:
-            raise NoSuchAccount(account)
+        account_id = lookup(session, account)
         rows = session.execute(select(ApiToken.id, ApiToken.name, ApiToken.created_at)
                                .where(ApiToken.account_id == account_id).order_by(ApiToken.id))
         return [TokenInfo(*row) for row in rows]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from .accounts import NoSuchAccount
+from .accounts import lookup
 from .database import Database
 from .models import Account, VCard
 
@@ -18,9 +18,7 @@ def get(db: Database, account: str) -> str | None:
 def save(db: Database, account: str, vcard: str) -> None:
     """Replace ``account``'s vCard."""
     with db.write() as session:
-        account_id = session.scalar(select(Account.id).where(Account.name == account))
-        if account_id is None:
-            raise NoSuchAccount(account)
+        account_id = lookup(session, account)
         row = session.get(VCard, account_id)
         if row is None:
             session.add(VCard(account_id=account_id, vcard=vcard))
