@@ -50,7 +50,11 @@ class ConvergenceGroup(click.Group):
 
 
 def get_core(ctx: click.Context, migrate: bool = True, overrides: dict | None = None) -> Core:
-    """The Core for this invocation, built once; errors become one-line exit-2 messages."""
+    """The Core for this invocation, built once; errors become one-line exit-2 messages.
+
+    Plugin objects given as ``obj={"plugins": {name: plugin}}`` to ``cli.main`` (or to click's
+    ``CliRunner.invoke``) are registered next to the installed ones: how an embedding program or a
+    test adds plugins to the command line without installing a distribution."""
     root = ctx.find_root()
     core = root.meta.get("convergence.core")
     try:
@@ -61,7 +65,8 @@ def get_core(ctx: click.Context, migrate: bool = True, overrides: dict | None = 
                                 format="%(asctime)s %(levelname)s %(name)s: %(message)s")
             if config["server"]["log_level"] != "debug":
                 logging.getLogger("alembic").setLevel(logging.WARNING)
-            core = root.meta["convergence.core"] = Core.create(config)
+            plugins = (root.obj or {}).get("plugins")
+            core = root.meta["convergence.core"] = Core.create(config, plugins=plugins)
             root.call_on_close(core.close)
         if migrate:
             core.db.upgrade()

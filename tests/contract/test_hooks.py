@@ -65,12 +65,8 @@ def test_hook_add_cli_commands(tmp_path, monkeypatch):
             @cli.command("hello")
             def hello():
                 click.echo("hello from a plugin")
-    import convergence.core
-    original = convergence.core.Core.create.__func__
-    monkeypatch.setattr(convergence.core.Core, "create", classmethod(
-        lambda cls, config, **kw: original(cls, config, plugins={"p": Plugin()}, **kw)))
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(cli, ["hello"])
+    result = CliRunner().invoke(cli, ["hello"], obj={"plugins": {"p": Plugin()}})
     assert result.output == "hello from a plugin\n", result.output
     cli.commands.pop("hello", None)
 
