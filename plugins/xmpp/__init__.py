@@ -1,28 +1,19 @@
 """XMPP: a client-to-server service (RFC 6120/6121) on the core's router and presence hub.
 
-``on_startup`` creates the :class:`~.service.C2SService`; ``add_listeners`` returns the STARTTLS
-listener (``[xmpp] listen``) and the optional Direct TLS one (``tls_listen``). The core's
-``on_presence`` hook, and ``on_register``/``on_login``/``on_logout`` for non-XMPP endpoints, go to
-``presence.py``; ``on_account`` to ``roster.py`` (roster pushes) after ending the sessions of a
-deleted account or a changed password (``ENDED_BY``); ``on_shutdown`` ends every session with a
-``system-shutdown`` stream error. See docs/xmpp.md.
+This module holds only the stateless hooks: the ``[xmpp]`` settings, and ``on_startup``, which
+builds the plugin's object for that core (:class:`~.server.XmppServer`, owning its
+:class:`~.service.C2SService`) and registers it on the core's plugin manager as ``xmpp:server``;
+that object takes the other hooks. See docs/xmpp.md.
 """
 from __future__ import annotations
-
-from weakref import WeakKeyDictionary
 
 from convergence import hookimpl
 from convergence.config import (Option, Section, listen_address, one_of, optional_listen_address,
                                 positive_int, positive_number)
 from convergence.listeners import connection_limit_options
 
-# Handler modules register their IQ payloads with iq.handler on import.
-from . import discovery, messages, registration, roster, transport, vcard  # noqa: F401
-from . import presence as xmpp_presence  # the on_presence hook's argument is called presence
-from .service import C2SService
-
-#: The service of each running core (tests run several cores in one process).
-SERVICES: WeakKeyDictionary = WeakKeyDictionary()
+from .contract import shared_roster  # noqa: F401 - a hook of this plugin
+from .server import XmppServer
 
 
 @hookimpl
@@ -57,64 +48,4 @@ def add_config_section():
 
 @hookimpl
 def on_startup(core):
-    SERVICES[core] = C2SService(core, core.config["xmpp"])
-
-
-@hookimpl
-def add_listeners(core):
-    return transport.listeners(SERVICES[core])
-
-
-@hookimpl
-def on_presence(core, account, presence):
-    service = SERVICES.get(core)
-    if service is not None:
-        xmpp_presence.account_changed(service, account, presence)
-
-
-@hookimpl
-def on_register(core, account, endpoint, expires):
-    _endpoint_changed(core, account, endpoint)
-
-
-@hookimpl
-def on_login(core, account, endpoint):
-    _endpoint_changed(core, account, endpoint)
-
-
-@hookimpl
-def on_logout(core, account, endpoint):
-    _endpoint_changed(core, account, endpoint)
-
-
-def _endpoint_changed(core, account, endpoint):
-    """A SIP binding or HTTP stream came or went: XMPP watchers see it as a resource."""
-    service = SERVICES.get(core)
-    if service is not None and endpoint.protocol != "xmpp":
-        xmpp_presence.account_changed(service, account)
-
-
-#: RFC 6120 §4.9.3 stream errors for the sessions of a changed account: a deleted account is no
-#: longer authorized (§4.9.3.12); a new password revokes the authentication of every stream, which
-#: must negotiate again (§4.9.3.16 ``reset``), as Prosody does.
-ENDED_BY = {"deleted": ("not-authorized", "the account was deleted"),
-            "changed": ("reset", "the password was changed; log in again")}
-
-
-@hookimpl
-def on_account(core, account, change, endpoint):
-    service = SERVICES.get(core)
-    if service is None:
-        return
-    if change in ENDED_BY:  # the session that asked (in-band registration) is its handler's business
-        for session in service.sessions(account):
-            if session is not endpoint:
-                session.close(*ENDED_BY[change])
-    roster.account_changed(service, account, change)
-
-
-@hookimpl
-def on_shutdown(core):
-    service = SERVICES.pop(core, None)
-    if service is not None:
-        service.shutdown()
+    core.pm.register_plugin(XmppServer(core, core.config["xmpp"]), "xmpp:server")

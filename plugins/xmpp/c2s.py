@@ -11,8 +11,8 @@ Stages (RFC 6120 §9.1): stream header → features → STARTTLS (§5, required 
 ``require_tls = false``) → restart → SASL (§6) → restart → resource binding (§7) → stanzas (§8).
 Before binding only negotiation elements are accepted; anything else is a ``not-authorized``
 stream error. After binding every stanza gets ``from`` = the session's full JID (§8.1.2.1, a
-spoofed one is replaced) and goes to ``iq.dispatch``, ``messages.outbound`` or
-``presence.outbound``. Stream errors (§4.9) are preceded by our header when none was sent yet
+spoofed one is replaced) and goes to the service's IQ router (``service.iq``),
+``messages.outbound`` or ``presence.outbound``. Stream errors (§4.9) are preceded by our header when none was sent yet
 (§4.9.1.2) and end the stream.
 
 Failed SASL attempts count per source address (``[xmpp] login_failures`` per
@@ -49,7 +49,7 @@ from convergence import Address, AddressError, RoutingError
 from convergence.addresses import normalize_domain
 from convergence.presence import UNAVAILABLE
 
-from . import iq, messages, presence, sasl
+from . import messages, presence, sasl
 from .stanzas import StanzaError, error_reply, iq_result, tag
 from .stream import (CLIENT_NS, STREAM_CLOSE, STREAM_NS, StreamClose, StreamError, StreamOpen,
                      StreamParser, serialize, stream_error, stream_header)
@@ -86,7 +86,10 @@ def resourcepart(text: str) -> str:
     return resource
 
 
-@iq.handler(tag("session", SESSION_NS))
+def register_iq(router) -> None:
+    router.register(tag("session", SESSION_NS), legacy_session)
+
+
 def legacy_session(service, session, stanza):
     """RFC 3921 §3 session establishment, a no-op kept for old clients (RFC 6121 Appendix E)."""
     return iq_result(stanza)
@@ -220,7 +223,7 @@ class Session:
         elif name == IQ and self.username is not None and element.find(BIND) is not None:
             self._bind(element)
         elif name == IQ and self.username is None and self._before_auth(element):
-            iq.dispatch(self.service, self, element)
+            self.service.iq.dispatch(self.service, self, element)
         else:
             self.close("not-authorized", "authenticate and bind a resource first (RFC 6120 §6, §7)")
 
@@ -228,7 +231,7 @@ class Session:
         """An IQ for a handler that works before authentication (XEP-0077 registration)."""
         if self.service.settings["require_tls"] and not self.encrypted:
             return False
-        handler = iq.HANDLERS.get(element[0].tag) if len(element) == 1 else None
+        handler = self.service.iq.handler(element[0].tag) if len(element) == 1 else None
         return handler is not None and handler.before_auth
 
     def _starttls(self) -> None:
@@ -342,7 +345,7 @@ class Session:
         element.set("from", self.address.jid)  # §8.1.2.1: the server stamps the real sender
         try:
             if name == IQ:
-                iq.dispatch(self.service, self, element)
+                self.service.iq.dispatch(self.service, self, element)
             elif name == MESSAGE:
                 messages.outbound(self.service, self, element)
             else:

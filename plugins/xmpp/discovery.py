@@ -1,7 +1,7 @@
 """Service discovery (XEP-0030), XMPP ping (XEP-0199) and software version (XEP-0092).
 
 disco#info on the server lists an ``server/im`` identity and every feature the IQ handlers declare
-(``iq.features(service)``); on an account's bare JID it answers for the account (``account/registered``,
+(``service.iq.features(service)``); on an account's bare JID it answers for the account (``account/registered``,
 XEP-0030 §3.1), and ``service-unavailable`` when there is no such account (RFC 6121 §8.5.1).
 disco#items lists nothing yet (no components). Ping and version answer for the server. A
 get-only namespace sent as ``set`` is ``feature-not-implemented`` (RFC 6120 §8.3.3.3).
@@ -14,7 +14,6 @@ import convergence
 from convergence import Address
 from convergence.store import accounts
 
-from .iq import features, handler
 from .stanzas import StanzaError, iq_result, tag
 
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
@@ -40,7 +39,13 @@ def _account(service, stanza):
     return account
 
 
-@handler(tag("query", DISCO_INFO), features=(DISCO_INFO,), to_account=True)
+def register_iq(router) -> None:
+    router.register(tag("query", DISCO_INFO), disco_info, features=(DISCO_INFO,), to_account=True)
+    router.register(tag("query", DISCO_ITEMS), disco_items, features=(DISCO_ITEMS,), to_account=True)
+    router.register(tag("ping", PING), ping, features=(PING,))
+    router.register(tag("query", VERSION), version, features=(VERSION,))
+
+
 def disco_info(service, session, stanza):
     _get(stanza)
     query = ET.Element(tag("query", DISCO_INFO))
@@ -49,26 +54,23 @@ def disco_info(service, session, stanza):
         names = [DISCO_INFO]
     else:
         ET.SubElement(query, tag("identity", DISCO_INFO), category="server", type="im", name="Convergence")
-        names = features(service)
+        names = service.iq.features(service)
     for name in names:
         ET.SubElement(query, tag("feature", DISCO_INFO), var=name)
     return iq_result(stanza, query)
 
 
-@handler(tag("query", DISCO_ITEMS), features=(DISCO_ITEMS,), to_account=True)
 def disco_items(service, session, stanza):
     _get(stanza)
     _account(service, stanza)
     return iq_result(stanza, ET.Element(tag("query", DISCO_ITEMS)))
 
 
-@handler(tag("ping", PING), features=(PING,))
 def ping(service, session, stanza):
     _get(stanza)
     return iq_result(stanza)
 
 
-@handler(tag("query", VERSION), features=(VERSION,))
 def version(service, session, stanza):
     _get(stanza)
     query = ET.Element(tag("query", VERSION))

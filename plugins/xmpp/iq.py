@@ -1,19 +1,21 @@
-"""IQ handlers by payload (RFC 6120 §8.2.3): one registry that the c2s session dispatches through.
+"""IQ handlers by payload (RFC 6120 §8.2.3): each service's table that its sessions dispatch through.
 
-A handler module declares what it answers with the ``handler`` decorator::
+A handler module exposes ``register_iq(router)``, which the service calls when it is built::
 
-    @handler("{jabber:iq:roster}query", features=("jabber:iq:roster",))
-    def roster(service, session, iq):  # -> reply element, or None when it answered itself
+    def register_iq(router):
+        router.register("{jabber:iq:roster}query", roster_iq, features=("jabber:iq:roster",))
+
+    def roster_iq(service, session, iq):  # -> reply element, or None when it answered itself
         ...
 
 ``features`` are the service discovery (XEP-0030) features the handler provides (only while
 ``offered(service)`` is true, when given: registration is listed only when enabled); ``before_auth``
 handlers (in-band registration, XEP-0077) are also reached before SASL. A handler raises
 ``stanzas.StanzaError`` to answer with an error. An IQ nobody handles gets ``service-unavailable``
-(RFC 6120 §8.4). ``feature(...)`` declares a feature that has no IQ of its own (``msgoffline``).
-No I/O here: handlers call the core.
+(RFC 6120 §8.4). ``router.feature(...)`` declares a feature that has no IQ of its own
+(``msgoffline``). No I/O here: handlers call the core.
 
-``dispatch`` routes every IQ a session sends (RFC 6120 §8.2.3, §10.3.3; RFC 6121 §8.5):
+``IqRouter.dispatch`` routes every IQ a session sends (RFC 6120 §8.2.3, §10.3.3; RFC 6121 §8.5):
 
     to a full JID       forwarded to that bound session; none: service-unavailable (§8.5.3.2.3)
     to absent/domain    the ``to_server`` handler of the payload
@@ -44,67 +46,69 @@ class Handler:
     offered: Callable | None = None  # offered(service): the features are listed only when true
 
 
-HANDLERS: dict[str, Handler] = {}
-FEATURES: set[str] = set()
+class IqRouter:
+    """The IQ handlers and extra features of one service (built with it, never shared)."""
 
+    def __init__(self):
+        self._handlers: dict[str, Handler] = {}
+        self._features: set[str] = set()
 
-def handler(payload: str, *, features=(), before_auth=False, to_server=True, to_account=False,
-            offered=None):
-    """Register the decorated function for IQs whose child is ``payload`` (``{ns}local``)."""
-    def register(func):
-        HANDLERS[payload] = Handler(func, tuple(features), before_auth, to_server, to_account, offered)
-        return func
-    return register
+    def register(self, payload: str, func: Callable, *, features=(), before_auth=False,
+                 to_server=True, to_account=False, offered=None) -> None:
+        """Answer IQs whose child is ``payload`` (``{ns}local``) with ``func``."""
+        self._handlers[payload] = Handler(func, tuple(features), before_auth, to_server, to_account,
+                                          offered)
 
+    def feature(self, *names: str) -> None:
+        """Declare features provided without an IQ handler (e.g. XEP-0160 ``msgoffline``)."""
+        self._features.update(names)
 
-def feature(*names: str) -> None:
-    """Declare features provided without an IQ handler (e.g. XEP-0160 ``msgoffline``)."""
-    FEATURES.update(names)
+    def handler(self, payload: str) -> Handler | None:
+        return self._handlers.get(payload)
 
+    def features(self, service) -> list[str]:
+        """Every feature ``service`` offers, for disco#info (XEP-0030 §3.1)."""
+        offered = (h.features for h in self._handlers.values()
+                   if h.offered is None or h.offered(service))
+        return sorted(self._features.union(*offered))
 
-def features(service) -> list[str]:
-    """Every feature ``service`` offers, for disco#info (XEP-0030 §3.1)."""
-    offered = (h.features for h in HANDLERS.values() if h.offered is None or h.offered(service))
-    return sorted(FEATURES.union(*offered))
-
-
-def dispatch(service, session, iq) -> None:
-    """Route or answer one IQ from ``session`` (``from`` already stamped once bound)."""
-    kind = iq.get("type")
-    request = kind in ("get", "set")
-    try:
-        if kind not in ("get", "set", "result", "error") or iq.get("id") is None:
-            raise StanzaError("bad-request", "an IQ needs an id and a type of get, set, result or error")
-        to = Address.from_jid(iq.get("to")) if iq.get("to") else None
-    except (StanzaError, AddressError) as exc:
-        error = exc if isinstance(exc, StanzaError) else StanzaError("jid-malformed", str(exc))
-        if kind != "error":
-            session.send(error_reply(iq, error))
-        return
-    try:
-        if to is not None and to.resource and to.local:
-            peer = service.session(to)
-            if peer is not None:
-                peer.send(iq)
-                return
-        if not request:
+    def dispatch(self, service, session, iq) -> None:
+        """Route or answer one IQ from ``session`` (``from`` already stamped once bound)."""
+        kind = iq.get("type")
+        request = kind in ("get", "set")
+        try:
+            if kind not in ("get", "set", "result", "error") or iq.get("id") is None:
+                raise StanzaError("bad-request", "an IQ needs an id and a type of get, set, result or error")
+            to = Address.from_jid(iq.get("to")) if iq.get("to") else None
+        except (StanzaError, AddressError) as exc:
+            error = exc if isinstance(exc, StanzaError) else StanzaError("jid-malformed", str(exc))
+            if kind != "error":
+                session.send(error_reply(iq, error))
             return
-        if to is not None and to.domain != service.domain:
-            raise StanzaError("remote-server-not-found", f"no route to {to.domain}")
-        if len(iq) != 1:
-            raise StanzaError("bad-request", "an IQ get or set carries exactly one payload (RFC 6120 §8.2.3)")
-        handler = HANDLERS.get(iq[0].tag)
-        if to is None or not to.local:
-            allowed = handler is not None and handler.to_server and not (to and to.resource)
-        elif to.resource:
-            allowed = False  # a full JID with no session behind it (RFC 6121 §8.5.3.2.3)
-        else:
-            allowed = handler is not None and (
-                handler.to_account or (handler.to_server and to == session.account))
-        if not allowed:
-            raise StanzaError("service-unavailable")
-        reply = handler.func(service, session, iq)
-    except StanzaError as exc:
-        reply = error_reply(iq, exc)
-    if reply is not None:
-        session.send(reply)
+        try:
+            if to is not None and to.resource and to.local:
+                peer = service.session(to)
+                if peer is not None:
+                    peer.send(iq)
+                    return
+            if not request:
+                return
+            if to is not None and to.domain != service.domain:
+                raise StanzaError("remote-server-not-found", f"no route to {to.domain}")
+            if len(iq) != 1:
+                raise StanzaError("bad-request", "an IQ get or set carries exactly one payload (RFC 6120 §8.2.3)")
+            handler = self._handlers.get(iq[0].tag)
+            if to is None or not to.local:
+                allowed = handler is not None and handler.to_server and not (to and to.resource)
+            elif to.resource:
+                allowed = False  # a full JID with no session behind it (RFC 6121 §8.5.3.2.3)
+            else:
+                allowed = handler is not None and (
+                    handler.to_account or (handler.to_server and to == session.account))
+            if not allowed:
+                raise StanzaError("service-unavailable")
+            reply = handler.func(service, session, iq)
+        except StanzaError as exc:
+            reply = error_reply(iq, exc)
+        if reply is not None:
+            session.send(reply)

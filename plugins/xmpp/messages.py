@@ -27,7 +27,6 @@ from datetime import timezone
 from convergence import Address, AddressError, Message, RoutingError
 from convergence.message import MESSAGE_TYPES, new_id
 
-from . import iq
 from .stanzas import ERROR_TYPES, STANZA_ERROR_NS, StanzaError, error_reply, iq_result, tag
 
 CARBONS_NS = "urn:xmpp:carbons:2"
@@ -39,9 +38,6 @@ ERROR = tag("error")
 CORE_CHILDREN = (BODY, SUBJECT, THREAD)
 NO_CARBONS = (tag("private", CARBONS_NS), tag("no-copy", HINTS_NS))
 STORE, NO_STORE = tag("store", HINTS_NS), tag("no-store", HINTS_NS)
-
-iq.feature("msgoffline")  # XEP-0160 §4
-
 
 @dataclasses.dataclass(frozen=True)
 class XmppMessage(Message):
@@ -153,5 +149,8 @@ def _carbons_enabled(enabled: bool):
     return handle
 
 
-iq.handler(tag("enable", CARBONS_NS), features=(CARBONS_NS,))(_carbons_enabled(True))
-iq.handler(tag("disable", CARBONS_NS))(_carbons_enabled(False))
+def register_iq(router) -> None:
+    """Carbons on and off (XEP-0280 §4), and offline storage (XEP-0160 §4) as a feature."""
+    router.register(tag("enable", CARBONS_NS), _carbons_enabled(True), features=(CARBONS_NS,))
+    router.register(tag("disable", CARBONS_NS), _carbons_enabled(False))
+    router.feature("msgoffline")

@@ -17,7 +17,6 @@ from convergence import AddressError
 from convergence.credentials import PasswordError
 from convergence.store import accounts
 
-from .iq import handler
 from .stanzas import StanzaError, iq_result, tag
 
 NS = "jabber:iq:register"
@@ -28,7 +27,10 @@ def enabled(service) -> bool:
     return bool(service.settings["allow_registration"])
 
 
-@handler(QUERY, features=(NS,), before_auth=True, offered=enabled)
+def register_iq(router) -> None:
+    router.register(QUERY, register, features=(NS,), before_auth=True, offered=enabled)
+
+
 def register(service, session, iq: ET.Element) -> ET.Element:
     if not enabled(service):
         raise StanzaError("service-unavailable", "in-band registration is off")

@@ -1,19 +1,30 @@
-"""The c2s service: one per server, the tables every XMPP session and handler shares.
+"""The c2s service: one per core, the tables every XMPP session and handler of that core shares.
 
 ``sessions(account)`` / ``session(full)`` / ``all_sessions()`` are the bound sessions (RFC 6120 §7),
 by account and resource; ``connected``/``disconnected`` track every open stream, bound or not, so
 that ``shutdown`` can end each with a ``system-shutdown`` stream error (§4.9.3.20). Failed logins
-count per source address in ``limiter``. No I/O here: the transport owns the sockets, the TLS
-context is handed in.
+count per source address in ``limiter``. ``iq`` is this service's IQ router (RFC 6120 §8.2.3),
+filled when the service is built by the ``register_iq`` of each module in ``IQ_PROVIDERS``.
+Presence remembers here the last available stanza of each session (``last_presence``, for
+probes, RFC 6121 §4.3.2) and the non-XMPP presence last shown of each account (``shown``). No I/O
+here: the transport owns the sockets, the TLS context is handed in.
 """
 from __future__ import annotations
 
 import os
 import time
 
-from convergence import Address
+import xml.etree.ElementTree as ET
+
+from convergence import Address, Presence
 from convergence.ratelimit import FailureLimiter
 from convergence.store import accounts
+
+from . import c2s, discovery, messages, registration, roster, vcard
+from .iq import IqRouter
+
+#: The modules whose ``register_iq(router)`` fills a service's IQ router.
+IQ_PROVIDERS = (c2s, discovery, messages, registration, roster, vcard)
 
 
 class C2SService:
@@ -28,6 +39,11 @@ class C2SService:
         self.now = time.monotonic
         self._bound: dict[Address, dict[str, object]] = {}
         self._open: set = set()
+        self.iq = IqRouter()
+        for module in IQ_PROVIDERS:
+            module.register_iq(self.iq)
+        self.last_presence: dict[Address, tuple[object, ET.Element]] = {}  # full JID -> (session, stanza)
+        self.shown: dict[Address, dict[Address, Presence]] = {}  # account -> {JID: presence shown}
 
     def credentials(self, username: str):
         """The stored SCRAM keys of ``username`` (SASL lookups), or None."""

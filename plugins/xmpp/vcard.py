@@ -11,14 +11,16 @@ import xml.etree.ElementTree as ET
 from convergence import Address
 from convergence.store import accounts, vcards
 
-from .iq import handler
 from .stanzas import StanzaError, iq_result
 
 NS = "vcard-temp"
 VCARD = f"{{{NS}}}vCard"
 
 
-@handler(VCARD, features=(NS,), to_account=True)
+def register_iq(router) -> None:
+    router.register(VCARD, vcard, features=(NS,), to_account=True)
+
+
 def vcard(service, session, iq: ET.Element) -> ET.Element:
     own = session.account
     owner = Address.parse(iq.get("to")).bare if iq.get("to") else own

@@ -11,7 +11,7 @@ import pytest
 from slixmpp.util.sasl import client as sasl_client
 
 from convergence import Presence
-from convergence.plugins.xmpp import SERVICES, c2s
+from convergence.plugins.xmpp import c2s
 from convergence.plugins.xmpp.stream import Stanza, StreamClose, StreamOpen, StreamParser
 from convergence.store import offline
 
@@ -103,7 +103,7 @@ def stanza_error(element) -> str:
 def service(make_core):
     def make(**xmpp):
         core = make_core({"server": {"domain": DOMAIN}, "xmpp": xmpp})
-        service = SERVICES[core]
+        service = core.pm.get_plugin("xmpp:server").service
         service.tls_context = object()  # the Link "does" TLS
         return service
     return make

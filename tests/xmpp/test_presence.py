@@ -3,8 +3,8 @@ and the presence of accounts online through other protocols."""
 import pytest
 
 from convergence import Presence
-from convergence.plugins.xmpp import SERVICES
 from convergence.plugins.xmpp import presence as xmpp_presence
+from convergence.plugins.xmpp import visibility
 from convergence.presence import UNAVAILABLE
 from convergence.testing import RecordingEndpoint
 
@@ -99,7 +99,7 @@ def hub(core):
     """The core with the xmpp plugin's service, alice online over XMPP, bob with an account."""
     core.add_account("alice", "pw")
     core.add_account("bob", "pw")
-    service = SERVICES[core]
+    service = core.pm.get_plugin("xmpp:server").service
     alice = FakeSession(core.address("alice", "desk"))
     service.bind(alice)
     core.presence.login(alice)
@@ -147,7 +147,7 @@ def test_probe_answers_and_new_sessions_list_every_endpoint(hub):
     phone = RecordingEndpoint(core.address("bob", "sip-1"), "sip", Presence(status="desk phone"))
     core.presence.register(phone, 3600)
     late = FakeSession(core.address("alice", "tablet"))
-    xmpp_presence._show_contact(service, core.address("bob"), [late])
+    visibility.show(service, core.address("bob"), [late])
     (stanza,) = late.sent
     assert (stanza.get("from"), stanza.findtext("{jabber:client}status")) == ("bob@localhost/sip-1", "desk phone")
 

@@ -1,0 +1,73 @@
+"""The XMPP plugin's object for one core: owns its :class:`~.service.C2SService` and takes the
+core's hooks for it.
+
+``on_startup`` (``__init__.py``) builds one per core and registers it on that core's plugin
+manager as ``xmpp:server``; tests and other code reach the running service through
+``core.pm.get_plugin("xmpp:server").service``. ``add_listeners`` returns the STARTTLS listener
+(``[xmpp] listen``) and the optional Direct TLS one (``tls_listen``). The core's ``on_presence``,
+and ``on_register``/``on_login``/``on_logout`` for non-XMPP endpoints, go to the presence
+broadcast (``presence.account_changed``); ``on_account`` ends the sessions of a deleted account
+or a changed password (``ENDED_BY``) and pushes the change to rosters (``roster_push``);
+``on_shutdown`` ends every session with a ``system-shutdown`` stream error and unregisters the
+object. See docs/xmpp.md.
+"""
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from convergence import hookimpl
+
+from . import presence as broadcast, roster_push, transport
+from .service import C2SService
+
+#: RFC 6120 §4.9.3 stream errors for the sessions of a changed account: a deleted account is no
+#: longer authorized (§4.9.3.12); a new password revokes the authentication of every stream, which
+#: must negotiate again (§4.9.3.16 ``reset``), as Prosody does.
+ENDED_BY = MappingProxyType({"deleted": ("not-authorized", "the account was deleted"),
+                             "changed": ("reset", "the password was changed; log in again")})
+
+
+class XmppServer:
+    """The XMPP plugin for one core (registered as ``xmpp:server`` on its plugin manager)."""
+
+    def __init__(self, core, settings: dict):
+        self.core = core
+        self.service = C2SService(core, settings)
+
+    @hookimpl
+    def add_listeners(self):
+        return transport.listeners(self.service)
+
+    @hookimpl
+    def on_presence(self, account, presence):
+        broadcast.account_changed(self.service, account, presence)
+
+    @hookimpl
+    def on_register(self, account, endpoint):
+        self._endpoint_changed(account, endpoint)
+
+    @hookimpl
+    def on_login(self, account, endpoint):
+        self._endpoint_changed(account, endpoint)
+
+    @hookimpl
+    def on_logout(self, account, endpoint):
+        self._endpoint_changed(account, endpoint)
+
+    def _endpoint_changed(self, account, endpoint) -> None:
+        """A SIP binding or HTTP stream came or went: XMPP watchers see it as a resource."""
+        if endpoint.protocol != "xmpp":
+            broadcast.account_changed(self.service, account)
+
+    @hookimpl
+    def on_account(self, account, change, endpoint):
+        if change in ENDED_BY:  # the session that asked (in-band registration) is its handler's business
+            for session in self.service.sessions(account):
+                if session is not endpoint:
+                    session.close(*ENDED_BY[change])
+        roster_push.account_changed(self.service, account, change)
+
+    @hookimpl
+    def on_shutdown(self):
+        self.service.shutdown()
+        self.core.pm.unregister(self)
