@@ -1,27 +1,22 @@
 """SIP: registrar, MESSAGE and a stateful proxy for calls over UDP, TCP and TLS (RFC 3261, 3428).
 
-The ``[sip]`` table configures it (docs/sip.md). ``on_startup`` builds the element (dispatcher,
-registrar, messaging, proxy) and restores the stored bindings; ``add_listeners`` returns the UDP,
-TCP and optional TLS listeners; account changes drop cached digest secrets and deleted accounts'
-bindings.
+The ``[sip]`` table configures it (docs/sip.md). Module level: the settings, and the secrets
+digest needs at password-set time (``password_secrets``), both read from the configuration only.
+``on_startup`` builds the element for that core, a :class:`~.server.SipServer` registered on the
+core's plugin manager as ``sip:server``; it takes the other hooks (listeners, account changes,
+shutdown).
 """
 from __future__ import annotations
 
-import time
-
 from convergence import hookimpl
-from convergence.certificates import files, server_context
 from convergence.config import (Option, Section, listen_address, optional_listen_address, positive_int,
                                 positive_number)
 from convergence.listeners import connection_limit_options
 
-from . import transaction
 from .digest import ALGORITHMS
-from .dispatcher import Dispatcher
-from .transport import Timers, Transport
-
-_running: dict[int, Dispatcher] = {}  # id(core) → its SIP element
-_DEFAULT_TIMERS = transaction.T1, transaction.T2  # the transaction module reads its globals
+from .server import SipServer
+from .transaction import Timing
+from .transport import Clock
 
 
 def digest_algorithms(value) -> list[str]:
@@ -62,9 +57,9 @@ def add_config_section():
                                         "started (64*T1)", positive_number),
         "idle_timeout": Option(3600.0, "seconds a silent TCP/TLS connection is kept",
                                positive_number),
-        "t1": Option(_DEFAULT_TIMERS[0], "RFC 3261 timer T1 in seconds (round-trip estimate)",
+        "t1": Option(Timing.t1, "RFC 3261 timer T1 in seconds (round-trip estimate)",
                      positive_number),
-        "t2": Option(_DEFAULT_TIMERS[1], "RFC 3261 timer T2 in seconds (longest retransmission "
+        "t2": Option(Timing.t2, "RFC 3261 timer T2 in seconds (longest retransmission "
                                          "interval)",
                      positive_number),
         **connection_limit_options("SIP TCP/TLS"),
@@ -73,43 +68,10 @@ def add_config_section():
 
 @hookimpl
 def on_startup(core):
-    settings = core.config["sip"]
-    transaction.T1, transaction.T2 = settings["t1"], settings["t2"]
-    context = None
-    if settings["tls_listen"]:
-        context = server_context(*files(core.domain, core.config.data_dir, settings["tls_cert"],
-                                        settings["tls_key"]))
-    timers = Timers(time.monotonic)
-    dispatcher = Dispatcher(core, settings, Transport(settings, context), timers, time.monotonic)
-    _running[id(core)] = dispatcher
-    dispatcher.registrar.restore()
-    timers.start()
-
-
-@hookimpl
-def add_listeners(core):
-    return _running[id(core)].transport.listeners()
+    core.pm.register_plugin(SipServer(core, core.config["sip"], Clock()), "sip:server")
 
 
 @hookimpl
 def password_secrets(core):
     """The digest HA1 (RFC 3261 §22.4), unless ``[sip] digest = false``."""
     return ["digest"] if core.config["sip"]["digest"] else None
-
-
-@hookimpl
-def on_account(core, account, change):
-    dispatcher = _running.get(id(core))
-    if dispatcher is not None:
-        dispatcher.auth.forget(account.local)
-        if change == "deleted":
-            dispatcher.registrar.forget_account(account.local)
-
-
-@hookimpl
-def on_shutdown(core):
-    dispatcher = _running.pop(id(core), None)
-    if dispatcher is not None:
-        dispatcher.registrar.flush()  # refreshes still waiting for their write and 200
-        dispatcher.timers.stop()
-    transaction.T1, transaction.T2 = _DEFAULT_TIMERS

@@ -28,7 +28,7 @@ WRONG_PASSWORD = "wrong username or password"  # digest.DigestServer.verify's re
 
 class Authenticator:
     def __init__(self, core, settings: dict, clock):
-        self.core, self.clock = core, clock
+        self.core, self.now = core, clock.monotonic
         self.digest = DigestServer(core.domain, settings["nonce_lifetime"])
         self.limiter = FailureLimiter(settings["auth_failures"], settings["auth_failure_window"],
                                       what="SIP digest")
@@ -64,7 +64,7 @@ class Authenticator:
         if not self.enabled:
             st.respond(403, "SIP digest authentication is disabled on this server")
             return None
-        request, now = st.request, self.clock()
+        request, now = st.request, self.now()
         source = st.flow.peer[0]
         if self.limiter.blocked(source, now):
             st.respond(403, "Too many failed authentication attempts")

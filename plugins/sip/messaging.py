@@ -24,6 +24,7 @@ import logging
 import re
 from functools import lru_cache
 from html.parser import HTMLParser
+from types import MappingProxyType
 from urllib.parse import unquote
 
 from convergence import AddressError, Message, RoutingError
@@ -43,7 +44,7 @@ CALL_ID = re.compile(f"{_WORD}(@{_WORD})?", re.ASCII)
 
 #: RFC 7247 §8.1 (XMPP error condition → SIP response code), our reading: where the RFC gives two
 #: codes we take the one that fits a MESSAGE (501, not 405; 410, as we know no new address; 491).
-STATUS_OF_CONDITION = {
+STATUS_OF_CONDITION = MappingProxyType({
     "bad-request": 400, "conflict": 400, "feature-not-implemented": 501, "forbidden": 403,
     "gone": 410, "internal-server-error": 500, "item-not-found": 404, "jid-malformed": 400,
     "not-acceptable": 406, "not-allowed": 403, "not-authorized": 401, "policy-violation": 403,
@@ -51,11 +52,11 @@ STATUS_OF_CONDITION = {
     "remote-server-not-found": 404, "remote-server-timeout": 408, "resource-constraint": 500,
     "service-unavailable": 503, "subscription-required": 400, "undefined-condition": 400,
     "unexpected-request": 491,
-}
+})
 
 #: RFC 7247 §8.2 (SIP response code → XMPP error condition), then by class for other codes;
 #: our reading of the RFC (the text was not at hand to check line by line: see docs/sip.md).
-CONDITION_OF_STATUS = {
+CONDITION_OF_STATUS = MappingProxyType({
     400: "bad-request", 401: "not-authorized", 402: "bad-request", 403: "forbidden",
     404: "item-not-found", 405: "feature-not-implemented", 406: "not-acceptable",
     407: "not-authorized", 408: "remote-server-timeout", 410: "gone",
@@ -71,9 +72,9 @@ CONDITION_OF_STATUS = {
     513: "policy-violation",
     600: "service-unavailable", 603: "service-unavailable", 604: "item-not-found",
     606: "not-acceptable",
-}
-CONDITION_OF_CLASS = {3: "redirect", 4: "bad-request", 5: "internal-server-error",
-                      6: "service-unavailable"}
+})
+CONDITION_OF_CLASS = MappingProxyType({3: "redirect", 4: "bad-request",
+                                       5: "internal-server-error", 6: "service-unavailable"})
 
 
 class _TextOfHtml(HTMLParser):
@@ -143,10 +144,13 @@ def _aor(address) -> str:
 
 
 class Messaging:
-    def __init__(self, dispatcher):
-        self.dispatcher = dispatcher
-        self.core = dispatcher.core
-        self.core.router.limit("sip", dispatcher.settings["max_message_size"] - HEADROOM)
+    """MESSAGE for one server: in through ``handle``, out through ``send`` (a binding's
+    ``deliver``). ``host`` names this server in the Call-IDs it makes."""
+
+    def __init__(self, core, max_message_size: int, transactions, auth, location, host: str):
+        self.core, self.transactions, self.auth, self.location = core, transactions, auth, location
+        self.host = host
+        core.router.limit("sip", max_message_size - HEADROOM)
         self._recipient = lru_cache(maxsize=1024)(self._address_of)  # the same few Request-URIs
 
     def _address_of(self, uri: str):
@@ -155,13 +159,13 @@ class Messaging:
 
     # -- in --
     def handle(self, st) -> None:
-        dispatcher, request, core = self.dispatcher, st.request, self.core
-        if dispatcher.unsupported(st, "Require"):
+        request, core, location = st.request, self.core, self.location
+        if st.unsupported("Require"):
             return
-        sender = dispatcher.registrar.account_of(request.from_.uri)
+        sender = location.account_of(request.from_.uri)
         if sender is None:  # another domain (no federation): nobody can authenticate for it
             return st.respond(403, "From is not an address of this domain")  # here, no 407
-        user = dispatcher.auth.authenticate(st, proxy=True)
+        user = self.auth.authenticate(st, proxy=True)
         if user is None:
             return
         if sender != user:
@@ -175,7 +179,7 @@ class Messaging:
         except ParseError as err:
             return st.respond(err.status, err.reason,
                               headers=[("Accept", ACCEPT)] if err.status == 415 else ())
-        binding = dispatcher.registrar.binding_on(user, st.flow)
+        binding = location.binding_on(user, st.flow)
         sender = binding.address if binding else core.address(user)
         message = Message(sender, recipient, text, subject=request.headers.get("Subject"),
                           thread=request.call_id, type="chat")
@@ -195,24 +199,24 @@ class Messaging:
         refresh/idle model one to one."""
         if not message.has_text:
             return
-        dispatcher = self.dispatcher
-        flow = dispatcher.registrar.flow_for(endpoint)
+        transactions = self.transactions
+        flow = self.location.flow_for(endpoint)
         if flow is None:
             raise RoutingError("recipient-unavailable", f"no way to reach {endpoint.uri}")
         headers = Headers([
             ("Max-Forwards", "70"),
-            ("From", f"<{_aor(message.sender)}>;tag={dispatcher.new_id()}"),
+            ("From", f"<{_aor(message.sender)}>;tag={transactions.new_id()}"),
             ("To", f"<{_aor(endpoint.address)}>"),
             ("Call-ID", message.thread if message.thread and CALL_ID.fullmatch(message.thread)
-                        else f"{dispatcher.new_id()}@{dispatcher.host}"),
+                        else f"{transactions.new_id()}@{self.host}"),
             ("CSeq", "1 MESSAGE"),
             ("Content-Type", "text/plain;charset=UTF-8"),
         ])
         if message.subject:
             headers.add("Subject", message.subject)
         request = Request("MESSAGE", endpoint.uri, headers, message.body.encode())
-        dispatcher.send_request(request, flow,
-                                lambda response: self._outcome(endpoint, message, response))
+        transactions.send_request(request, flow,
+                                  lambda response: self._outcome(endpoint, message, response))
 
     def _outcome(self, endpoint, message: Message, response) -> None:
         if response.status < 300:

@@ -18,7 +18,10 @@
   (§16.11, §16.7 step 2 with RFC 6026).
 - A CANCEL (§16.10) is answered by the dispatcher and cancels every pending branch here.
 
-Decision logic only: messages go out through the dispatcher's transactions and flows.
+Decision logic only: requests go out in client transactions of the transaction layer
+(``transactions``), bindings and their flows come from the location service (``location``), and
+stateless forwards through ``flows`` (the transport). ``names`` is what this server is called
+(the host and port of its Via and Record-Route, and which Route entries name it).
 """
 from __future__ import annotations
 
@@ -26,11 +29,10 @@ import hashlib
 
 from convergence.store import accounts
 
+from .dispatcher import OUR_BRANCH
 from .message import Headers, NameAddr, ParseError, Request, Response, SipUri, Via
-from .registrar import target_flow
 
 PREFERRED = (401, 407, 415, 420, 484)  # §16.7 step 6
-OUR_BRANCH = "z9hG4bK-cv"  # §8.1.1.7 magic cookie, then our mark: "-cv<loop hash>.<id>"
 
 
 class Branch:
@@ -74,15 +76,15 @@ def upstream(response: Response) -> Response:
 
 
 class Proxy:
-    def __init__(self, dispatcher):
-        self.dispatcher = dispatcher
-        self.registrar = dispatcher.registrar
-        self.record_route = f"<sip:{dispatcher.host}:{dispatcher.port};lr>"
+    def __init__(self, db, transactions, auth, location, flows, names):
+        self.db, self.transactions, self.auth, self.location = db, transactions, auth, location
+        self.flows, self.names = flows, names
+        self.record_route = f"<sip:{names.host}:{names.port};lr>"
 
     def names_us(self, route: str) -> bool:
         """Whether a Route value is this proxy's URI (Record-Route we inserted, or preloaded)."""
         try:
-            return self.dispatcher.is_ours(SipUri.parse(NameAddr.parse(route).uri))
+            return self.names.is_ours(SipUri.parse(NameAddr.parse(route).uri))
         except ParseError:
             return False
 
@@ -99,7 +101,7 @@ class Proxy:
         if st.request.max_forwards == 0:
             st.respond(483)
             return False
-        return not (self.dispatcher.unsupported(st, "Proxy-Require") or self.looped(st))
+        return not (st.unsupported("Proxy-Require") or self.looped(st))
 
     # -- requests --
     def route(self, st) -> None:
@@ -107,26 +109,27 @@ class Proxy:
         request = st.request
         if not self._checked(st):
             return
-        sender = self.registrar.account_of(request.from_.uri)
+        location = self.location
+        sender = location.account_of(request.from_.uri)
         if sender is not None:  # a local user: prove it (407), as Kamailio's default script
-            user = self.dispatcher.auth.authenticate(st, proxy=True)
+            user = self.auth.authenticate(st, proxy=True)
             if user is None:
                 return
             if user != sender:
                 return st.respond(403, "From is not the authenticated user")
-        name = self.registrar.account_of(request.uri)
+        name = location.account_of(request.uri)
         if name is None:
             return st.respond(404)
-        targets = self.registrar.contacts(name)
+        targets = location.contacts(name)
         if not targets:
-            if accounts.exists(self.dispatcher.core.db, name):
+            if accounts.exists(self.db, name):
                 return st.respond(480, "Temporarily Unavailable (not registered)")
             return st.respond(404)
         if request.method == "INVITE":
             st.respond(100)
         context = st.context = Context(st)
         for endpoint in targets:
-            flow = self.registrar.flow_for(endpoint)
+            flow = location.flow_for(endpoint)
             if flow is not None:
                 self._fork(context, endpoint.uri, flow, record_route=True)
         if not context.branches:
@@ -155,9 +158,9 @@ class Proxy:
         flow = self._next_hop(request)
         if flow is not None:
             request.headers.set("Max-Forwards", str((request.max_forwards or 70) - 1))
-            branch = self.dispatcher.new_branch(loop_hash(request))
+            branch = self.transactions.new_branch(loop_hash(request))
             request.headers.prepend(
-                "Via", f"SIP/2.0/{flow.transport} {self.dispatcher.host}:{self.dispatcher.port}"
+                "Via", f"SIP/2.0/{flow.transport} {self.names.host}:{self.names.port}"
                        f";branch={branch}")
             flow.send(bytes(request))
 
@@ -172,10 +175,10 @@ class Proxy:
             target = NameAddr.parse(route).uri if route else request.uri
         except ParseError:
             return None
-        endpoint = self.registrar.by_uri.get(target)
+        endpoint = self.location.by_uri.get(target)
         if endpoint is not None:
-            return self.registrar.flow_for(endpoint)
-        return target_flow(self.dispatcher.transport, target)
+            return self.location.flow_for(endpoint)
+        return self.location.target_flow(target)
 
     def _fork(self, context: Context, uri: str, flow, record_route: bool) -> None:
         """§16.6: copy, retarget, Max-Forwards, Record-Route, Via; send in its own transaction."""
@@ -187,7 +190,7 @@ class Proxy:
             headers.prepend("Record-Route", self.record_route)
         branch = Branch()
         context.branches.append(branch)
-        branch.ct = self.dispatcher.send_request(
+        branch.ct = self.transactions.send_request(
             Request(request.method, uri, headers, request.body), flow,
             lambda response: self._response(context, branch, response), loop_hash(request))
 
@@ -198,7 +201,7 @@ class Proxy:
             branch.provisional = True
             if branch.cancel_pending:
                 branch.cancel_pending = False
-                self.dispatcher.cancel(branch.ct)
+                self.transactions.cancel(branch.ct)
             if status > 100 and not st.answered:
                 st.send(upstream(response))
             return
@@ -230,7 +233,7 @@ class Proxy:
         if branch.response is not None or branch.ct.request.method != "INVITE":
             return
         if branch.provisional:
-            self.dispatcher.cancel(branch.ct)
+            self.transactions.cancel(branch.ct)
         else:
             branch.cancel_pending = True  # §9.1: not before a provisional response
 
@@ -249,7 +252,7 @@ class Proxy:
         except ParseError:
             return
         host = next_via.received or next_via.host
-        flow = self.dispatcher.transport.flow(next_via.transport, host.strip("[]"),
-                                              next_via.rport or next_via.port)
+        flow = self.flows.flow(next_via.transport, host.strip("[]"),
+                               next_via.rport or next_via.port)
         if flow is not None:
             flow.send(bytes(Response(response.status, response.reason, headers, response.body)))

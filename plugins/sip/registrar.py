@@ -11,115 +11,55 @@ Every change is written to the store before the ``200`` goes out (the Kamailio u
 ``location`` shape with absolute expiry, :mod:`convergence.store.bindings`), so a binding the
 client was told about survives a crash; each binding is also an endpoint in
 ``core.presence`` (``register``/``unregister`` fire ``on_register``) that the router delivers
-messages to. A timer removes each binding when it expires; at start-up the stored bindings that are
-still current come back with their remaining time.
+messages to, and an entry of the :class:`~.location.Location` that messaging and the proxy read.
+A timer removes each binding when it expires; at start-up the stored bindings that are still
+current come back with their remaining time. One clock: its monotonic time for the timers, its
+wall time for the expiry stored and the ``Date`` of a 200.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
-from datetime import datetime, timedelta, timezone
-from functools import lru_cache
-from urllib.parse import unquote
+from datetime import timedelta
 
-from convergence import AddressError, Presence
 from convergence.store import bindings
 from convergence.store.accounts import NoSuchAccount
 from convergence.store.bindings import Binding
 
-from .message import NameAddr, ParseError, SipUri
+from .location import BindingEndpoint, resource
+from .message import NameAddr, ParseError
 
 log = logging.getLogger(__name__)
 
 _KEPT = ("expires", "q")  # Contact parameters the registrar writes itself
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-class BindingEndpoint:
-    """One registered contact of an account: an endpoint the router hands messages to."""
-
-    protocol = "sip"
-
-    def __init__(self, messaging, address, uri: str, params: str, flow_key: str, q: float | None,
-                 call_id: str, cseq: int, expires: float, user_agent: str | None):
-        self.messaging, self.address, self.uri, self.params = messaging, address, uri, params
-        self.flow_key, self.q, self.call_id, self.cseq = flow_key, q, call_id, cseq
-        self.expires, self.user_agent = expires, user_agent  # expires: monotonic deadline
-        self.timer_at: float | None = None  # when its expiry timer fires
-        self.presence = Presence()
-
-    @property
-    def peer(self) -> str:
-        """Where the phone registered from (``udp:host:port``…), for the hub's log lines."""
-        return self.flow_key
-
-    def deliver(self, message) -> None:
-        """RFC 3428 MESSAGE to the contact, in a client transaction (does not wait for it)."""
-        self.messaging.send(self, message)
-
-    def __repr__(self) -> str:
-        return f"BindingEndpoint({self.address}, {self.uri})"
-
-
-def resource(uri: str) -> str:
-    """The endpoint resource of a contact: stable across restarts, distinct per contact."""
-    return "sip-" + hashlib.blake2s(uri.encode(), digest_size=5).hexdigest()
-
-
 class Registrar:
-    def __init__(self, dispatcher):
-        self.dispatcher = dispatcher
-        self.core, self.settings = dispatcher.core, dispatcher.settings
-        self.clock = dispatcher.clock
-        self.aors: dict[str, dict[str, BindingEndpoint]] = {}  # account → contact URI → binding
-        self.by_uri: dict[str, BindingEndpoint] = {}  # contact URI → binding (in-dialog routing)
+    """REGISTER for one server. ``call_at(at, callback, *args)`` runs a callback at a monotonic
+    time; ``send(endpoint, message)`` is what a binding's ``deliver`` does (messaging's)."""
+
+    def __init__(self, core, settings: dict, clock, call_at, auth, location, send):
+        self.core, self.settings, self.clock, self.call_at = core, settings, clock, call_at
+        self.auth, self.location, self.send = auth, location, send
         self._queue: list[tuple] = []  # refreshes live but not stored yet: (name, rows, st)
         self._date = (0, "")  # (second, Date value): formatted once a second, not per 200
-        self.account_of = lru_cache(maxsize=1024)(self._account_of)  # each MESSAGE's From
-
-    # -- queries --
-    def contacts(self, name: str) -> list[BindingEndpoint]:
-        """The current bindings of an account, highest q first (§16.6 forking order)."""
-        return sorted(self.aors.get(name, {}).values(), key=lambda ep: -(ep.q or 0.0))
-
-    def binding_on(self, name: str, flow) -> BindingEndpoint | None:
-        """The binding of ``name`` registered over ``flow``, if any (who sent a MESSAGE)."""
-        key = flow.key
-        return next((ep for ep in self.aors.get(name, {}).values() if ep.flow_key == key), None)
-
-    def flow_for(self, endpoint: BindingEndpoint):
-        """Where to reach a binding: over TCP/TLS, the connection it registered on while that
-        is up (a phone behind NAT cannot accept connections; RFC 5626 §5.3 in spirit); else, and
-        always over UDP, the contact URI's own host, port and transport (§16.5)."""
-        transport = self.dispatcher.transport
-        if not endpoint.flow_key.startswith("udp:"):
-            flow = transport.flow_of(endpoint.flow_key)
-            if flow is not None:
-                return flow
-        return target_flow(transport, endpoint.uri)
 
     # -- start-up and expiry --
     def restore(self) -> None:
         """Bring back the stored bindings still current (after a restart); drop the others."""
-        now, mono = utcnow(), self.clock()
+        now, mono = self.clock.utc(), self.clock.monotonic()
         bindings.pop_expired(self.core.db, now)  # they expired while the server was down
         for b in bindings.current(self.core.db, now):
             remaining = (b.expires_at - now).total_seconds()
             params = f";+sip.instance={b.instance}" if b.instance else ""
-            endpoint = BindingEndpoint(self.dispatcher.messaging,
-                                       self.core.address(b.account, resource(b.contact)),
+            endpoint = BindingEndpoint(self.send, self.core.address(b.account, resource(b.contact)),
                                        b.contact, params, b.received or "", b.q, b.call_id, b.cseq,
                                        mono + remaining, b.user_agent)
             self._add(b.account, endpoint, math.ceil(remaining))
 
     def _add(self, name: str, endpoint: BindingEndpoint, expires: int) -> None:
-        self.aors.setdefault(name, {})[endpoint.uri] = endpoint
-        self.by_uri[endpoint.uri] = endpoint
+        self.location.add(name, endpoint)
         self._schedule(name, endpoint)
         self.core.presence.register(endpoint, expires)
 
@@ -127,42 +67,35 @@ class Registrar:
         """One pending timer per binding: a refresh only moves it when it comes earlier."""
         if endpoint.timer_at is None or endpoint.expires < endpoint.timer_at:
             endpoint.timer_at = endpoint.expires
-            self.dispatcher.timers.call_at(endpoint.expires, self._expire, name, endpoint,
-                                           endpoint.expires)
+            self.call_at(endpoint.expires, self._expire, name, endpoint, endpoint.expires)
 
     def _drop(self, name: str, endpoint: BindingEndpoint) -> None:
-        table = self.aors.get(name, {})
-        if table.get(endpoint.uri) is endpoint:
-            del table[endpoint.uri]
-            if self.by_uri.get(endpoint.uri) is endpoint:
-                del self.by_uri[endpoint.uri]
-            if not table:
-                del self.aors[name]
+        if self.location.remove(name, endpoint):
             self.core.presence.unregister(endpoint)
 
     def _expire(self, name: str, endpoint: BindingEndpoint, at: float) -> None:
-        if endpoint.timer_at != at or self.aors.get(name, {}).get(endpoint.uri) is not endpoint:
+        if endpoint.timer_at != at or not self.location.holds(name, endpoint):
             return  # superseded, or removed since
         endpoint.timer_at = None
-        if endpoint.expires > self.clock():  # refreshed since
+        if endpoint.expires > self.clock.monotonic():  # refreshed since
             return self._schedule(name, endpoint)
         bindings.remove(self.core.db, name, endpoint.uri)
         self._drop(name, endpoint)
 
     def forget_account(self, name: str) -> None:
         """The account was deleted (its rows went with it): its endpoints go."""
-        for endpoint in list(self.aors.get(name, {}).values()):
+        for endpoint in list(self.location.bindings(name).values()):
             self._drop(name, endpoint)
 
     # -- REGISTER --
     def handle(self, st) -> None:
-        dispatcher, request, settings = self.dispatcher, st.request, self.settings
-        if dispatcher.unsupported(st, "Require"):  # §10.3 step 2
+        request, settings = st.request, self.settings
+        if st.unsupported("Require"):  # §10.3 step 2
             return
-        user = dispatcher.auth.authenticate(st, proxy=False)  # step 3
+        user = self.auth.authenticate(st, proxy=False)  # step 3
         if user is None:
             return
-        name = self.account_of(request.to.uri)  # step 5
+        name = self.location.account_of(request.to.uri)  # step 5
         if name is None:
             return st.respond(404, "Not a local address-of-record")
         if name != user:  # step 4
@@ -177,22 +110,23 @@ class Registrar:
         if changes and all(seconds and existing for _, seconds, existing in changes):
             return self._refresh(name, changes, st, request)  # the usual re-REGISTER
         self.flush()  # keep the store in order: refreshes queued before this go first
-        before = set(self.aors.get(name, ()))
+        before = set(self.location.bindings(name))
         try:
             self._apply(name, changes, st, request)
         except NoSuchAccount:
             return st.respond(404, "No such account")
         self._accept(st, name)
-        if set(self.aors.get(name, ())) - before:  # a new binding: what waited for it (msilo)
+        if set(self.location.bindings(name)) - before:  # a new binding: what waited for it (msilo)
             self.core.router.deliver_stored(self.core.address(name))
 
     def _accept(self, st, name: str) -> None:
-        st.respond(200, headers=[("Contact", self._contact(ep)) for ep in self.contacts(name)]
+        st.respond(200, headers=[("Contact", self._contact(ep))
+                                 for ep in self.location.contacts(name)]
                    + [("Date", self._date_value())])
 
     def _date_value(self) -> str:
         """The ``Date`` of a 200 (§10.3 step 8, §20.17: RFC 1123 form, GMT)."""
-        second = int(time.time())
+        second = int(self.clock.wall())
         if second != self._date[0]:
             self._date = (second, time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(second)))
         return self._date[1]
@@ -205,7 +139,7 @@ class Registrar:
             self._live(name, change, row)
         self._queue.append((name, rows, st))
         if len(self._queue) == 1:
-            self.dispatcher.timers.call_at(self.clock(), self.flush)
+            self.call_at(self.clock.monotonic(), self.flush)
 
     def flush(self) -> None:
         """Write the queued refreshes in one transaction, then answer them."""
@@ -220,29 +154,15 @@ class Registrar:
                 st.respond(500, "Bindings could not be stored")
             return
         for name, _, st in queue:
-            if name in self.aors:
+            if self.location.bindings(name):
                 self._accept(st, name)
             else:  # the account was deleted meanwhile
                 st.respond(404, "No such account")
 
-    def _account_of(self, uri: str) -> str | None:
-        """The local account an AOR names, or None (``account_of``: cached by URI, as the answer
-        depends on nothing else that changes)."""
-        try:
-            parsed = SipUri.parse(uri)
-        except ParseError:
-            return None
-        if parsed.user is None or parsed.host not in self.dispatcher.local_hosts:
-            return None
-        try:
-            return self.core.address(unquote(parsed.user)).local
-        except AddressError:
-            return None
-
     def _changes(self, name: str, contacts: list[NameAddr], expires: int | None, request) -> list:
         """(contact, seconds, existing binding) per Contact; raises _Refused for the whole
         request (steps 6–7) before anything is changed."""
-        settings, table = self.settings, self.aors.get(name, {})
+        settings, table = self.settings, self.location.bindings(name)
         call_id, cseq = request.call_id, request.cseq.number
         if contacts and contacts[0].uri == "*":
             if expires != 0:
@@ -285,7 +205,7 @@ class Registrar:
 
     def _row(self, name: str, change: tuple, st, request) -> Binding:
         contact, seconds, _ = change
-        return Binding(name, contact.uri, utcnow() + timedelta(seconds=seconds), contact.q,
+        return Binding(name, contact.uri, self.clock.utc() + timedelta(seconds=seconds), contact.q,
                        request.call_id, request.cseq.number, st.flow.key, None,
                        contact.params.get("+sip.instance"), request.headers.get("User-Agent"))
 
@@ -295,15 +215,15 @@ class Registrar:
         params = "".join(f";{k}" if v is None else f";{k}={v}"
                          for k, v in contact.params.items() if k not in _KEPT)
         endpoint = existing or BindingEndpoint(
-            self.dispatcher.messaging, self.core.address(name, resource(contact.uri)),
+            self.send, self.core.address(name, resource(contact.uri)),
             contact.uri, params, row.received, row.q, row.call_id, row.cseq, 0.0, row.user_agent)
         endpoint.params, endpoint.flow_key, endpoint.q = params, row.received, row.q
         endpoint.call_id, endpoint.cseq, endpoint.user_agent = row.call_id, row.cseq, row.user_agent
-        endpoint.expires = self.clock() + seconds
+        endpoint.expires = self.clock.monotonic() + seconds
         self._add(name, endpoint, seconds)
 
     def _contact(self, endpoint: BindingEndpoint) -> str:
-        remaining = max(0, math.ceil(endpoint.expires - self.clock()))
+        remaining = max(0, math.ceil(endpoint.expires - self.clock.monotonic()))
         q = "" if endpoint.q is None else f";q={endpoint.q:g}"
         return f"<{endpoint.uri}>{endpoint.params}{q};expires={remaining}"
 
@@ -311,13 +231,3 @@ class Registrar:
 class _Refused(Exception):
     """The REGISTER fails as a whole: args are (status, reason[, headers])."""
 
-
-def target_flow(transport, uri: str):
-    """A flow to the host, port and transport a SIP URI names (§19.1.1, no DNS SRV)."""
-    try:
-        parsed = SipUri.parse(uri)
-    except ParseError:
-        return None
-    name = (parsed.params.get("transport") or ("tls" if parsed.scheme == "sips" else "udp"))
-    host = parsed.host.strip("[]")
-    return transport.flow(name.upper(), host, parsed.port)

@@ -2,7 +2,9 @@
 
 Rule 1: every state change is a row of ``TRANSITIONS``; the code only looks rows up and performs
 their effects. Rule 2: no I/O and no clock: the caller passes ``now`` (seconds) in, sends what comes
-out, and calls ``on_timer(now)`` at ``deadline`` — the transport owns sockets and sleeping.
+out, and calls ``on_timer(now)`` at ``deadline`` — the transport owns sockets and sleeping. Rule 3:
+no settings of its own: the timer values T1, T2, T4 come in with each transaction (:class:`Timing`),
+so servers with different ``[sip] t1`` share this module.
 
 Messages are opaque objects: requests carry ``method``, responses ``status``. Effects are returned
 as :class:`Send` (put this message on the wire), :class:`Deliver` (hand this to the transaction
@@ -13,8 +15,18 @@ user), :class:`SendAck` (build and send the ACK for this non-2xx final response,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 
-T1, T2, T4 = 0.5, 4.0, 5.0  # §17.1.1.1 and Table 4 defaults, seconds
+
+@dataclass(frozen=True)
+class Timing:
+    """The timer values of RFC 3261 §17.1.1.1 and Table 4, in seconds (defaults: the RFC's):
+    T1 the round-trip estimate, T2 the longest retransmission interval for non-INVITE requests
+    and INVITE responses, T4 the longest time a message stays in the network."""
+
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -46,7 +58,7 @@ class Terminated:
 # (kind, state, event) -> (new state, effects, timers to start)
 # effects: "send" the message given, "resend" the last message sent, "deliver" to the TU,
 # "ack" (SendAck), "timeout" (TimedOut). Timers: name -> rule in ``_interval``.
-TRANSITIONS = {
+TRANSITIONS = MappingProxyType({
     # §17.1.1 client INVITE
     ("ict", "calling", "1xx"): ("proceeding", ("deliver",), ()),
     ("ict", "calling", "2xx"): ("accepted", ("deliver",), ("M",)),
@@ -90,23 +102,25 @@ TRANSITIONS = {
     ("nist", "proceeding", "send final"): ("completed", ("send",), ("J",)),
     ("nist", "completed", "request"): ("completed", ("resend",), ()),
     ("nist", "completed", "timer J"): ("terminated", (), ()),
-}
+})
 
 #: (kind, start state) of each transaction kind (§17.1.1.2, §17.1.2.2, §17.2.1, §17.2.2).
-START = {"ict": "calling", "nict": "trying", "ist": "proceeding", "nist": "trying"}
+START = MappingProxyType({"ict": "calling", "nict": "trying", "ist": "proceeding", "nist": "trying"})
 #: Timers started with the transaction: retransmission (unreliable transports only) and timeout.
-START_TIMERS = {"ict": ("A", "B"), "nict": ("E", "F"), "ist": (), "nist": ()}
+START_TIMERS = MappingProxyType({"ict": ("A", "B"), "nict": ("E", "F"), "ist": (), "nist": ()})
 #: Timers that only run over unreliable transports (§17.1.1.2, §17.1.2.2, §17.2.1).
-RETRANSMIT = {"A", "E", "G"}
+RETRANSMIT = frozenset({"A", "E", "G"})
 #: Timers that keep running in each state; entering a state cancels the others.
-STATE_TIMERS = {
-    ("ict", "calling"): {"A", "B"}, ("ict", "proceeding"): set(), ("ict", "accepted"): {"M"},
-    ("ict", "completed"): {"D"},
-    ("nict", "trying"): {"E", "F"}, ("nict", "proceeding"): {"E", "F"}, ("nict", "completed"): {"K"},
-    ("ist", "proceeding"): set(), ("ist", "accepted"): {"L"}, ("ist", "completed"): {"G", "H"},
-    ("ist", "confirmed"): {"I"},
-    ("nist", "trying"): set(), ("nist", "proceeding"): set(), ("nist", "completed"): {"J"},
-}
+STATE_TIMERS = MappingProxyType({
+    ("ict", "calling"): frozenset("AB"), ("ict", "proceeding"): frozenset(),
+    ("ict", "accepted"): frozenset("M"), ("ict", "completed"): frozenset("D"),
+    ("nict", "trying"): frozenset("EF"), ("nict", "proceeding"): frozenset("EF"),
+    ("nict", "completed"): frozenset("K"),
+    ("ist", "proceeding"): frozenset(), ("ist", "accepted"): frozenset("L"),
+    ("ist", "completed"): frozenset("GH"), ("ist", "confirmed"): frozenset("I"),
+    ("nist", "trying"): frozenset(), ("nist", "proceeding"): frozenset(),
+    ("nist", "completed"): frozenset("J"),
+})
 #: States that wait for the peer: a response (client), the ACK of a final non-2xx (§17.2.1).
 #: A timer firing there retransmits or gives up for want of that message.
 WAITING = frozenset({("ict", "calling"), ("ict", "proceeding"), ("nict", "trying"),
@@ -114,10 +128,11 @@ WAITING = frozenset({("ict", "calling"), ("ict", "proceeding"), ("nict", "trying
 
 
 class Transaction:
-    """One transaction of ``kind`` ``ict``/``nict`` (client) or ``ist``/``nist`` (server)."""
+    """One transaction of ``kind`` ``ict``/``nict`` (client) or ``ist``/``nist`` (server), its
+    timers set from ``timing``."""
 
-    def __init__(self, kind: str, request, reliable: bool, now: float):
-        self.kind, self.request, self.reliable = kind, request, reliable
+    def __init__(self, kind: str, request, reliable: bool, now: float, timing: Timing):
+        self.kind, self.request, self.reliable, self.timing = kind, request, reliable, timing
         self.state = START[kind]
         self.last = request if kind in ("ict", "nict") else None  # what "resend" sends
         self.timers: dict[str, float] = {}
@@ -125,16 +140,18 @@ class Transaction:
         self._start(START_TIMERS[kind], now)
 
     @classmethod
-    def client(cls, request, reliable: bool, now: float) -> tuple[Transaction, list]:
+    def client(cls, request, reliable: bool, now: float, timing: Timing
+               ) -> tuple[Transaction, list]:
         """A client transaction and the effects of starting it (sending the request)."""
         kind = "ict" if request.method == "INVITE" else "nict"
-        return cls(kind, request, reliable, now), [Send(request)]
+        return cls(kind, request, reliable, now, timing), [Send(request)]
 
     @classmethod
-    def server(cls, request, reliable: bool, now: float) -> tuple[Transaction, list]:
+    def server(cls, request, reliable: bool, now: float, timing: Timing
+               ) -> tuple[Transaction, list]:
         """A server transaction and the effects of starting it (delivering the request)."""
         kind = "ist" if request.method == "INVITE" else "nist"
-        return cls(kind, request, reliable, now), [Deliver(request)]
+        return cls(kind, request, reliable, now, timing), [Deliver(request)]
 
     @property
     def waiting(self) -> bool:
@@ -195,7 +212,7 @@ class Transaction:
                 effects.append(SendAck(message))
             elif action == "timeout":
                 effects.append(TimedOut())
-        keep = STATE_TIMERS.get((self.kind, self.state), set())
+        keep = STATE_TIMERS.get((self.kind, self.state), frozenset())
         self.timers = {name: at for name, at in self.timers.items() if name in keep}
         self._start(timers, now)
         if self.state == "terminated":
@@ -213,17 +230,18 @@ class Transaction:
             self.timers[name] = now + interval
 
     def _interval(self, name: str) -> float:
+        timing = self.timing
         if name in RETRANSMIT:  # T1, 2*T1, 4*T1 … (A doubles unbounded; E and G cap at T2)
             previous = self._intervals.get(name)
-            value = T1 if previous is None else previous * 2
+            value = timing.t1 if previous is None else previous * 2
             if name != "A":  # Timer A doubles without bound; E and G stop at T2
-                value = min(value, T2)
+                value = min(value, timing.t2)
             if name == "E" and self.state == "proceeding":
-                value = T2  # §17.1.2.2: in Proceeding, E fires every T2
+                value = timing.t2  # §17.1.2.2: in Proceeding, E fires every T2
             self._intervals[name] = value
             return value
         if name in ("B", "F", "H", "J", "L", "M"):
-            return 0 if name == "J" and self.reliable else 64 * T1
+            return 0 if name == "J" and self.reliable else 64 * timing.t1
         if name == "D":
             return 0 if self.reliable else 32.0
-        return 0 if self.reliable else T4  # I, K
+        return 0 if self.reliable else timing.t4  # I, K

@@ -1,22 +1,25 @@
 """SIP transports (RFC 3261 §18): UDP, TCP and TLS listeners, flows, and the timer wheel.
 
-The only socket and gevent code of the SIP plugin. Bytes read are handed to the
-:class:`~convergence.plugins.sip.dispatcher.Dispatcher`; it answers through the :class:`Flow` the
-request came on (a UDP source address, a TCP/TLS connection: RFC 3261 §18.2.2, RFC 3581 §4), so a
-response always leaves over the connection its request arrived on.
+The only socket and gevent code of the SIP plugin. What is read goes to the three callbacks given
+by :meth:`Transport.receive_with` (the :class:`~convergence.plugins.sip.dispatcher.Dispatcher`'s);
+answers go back through the flow the request came on (a UDP source address, a TCP/TLS
+connection: RFC 3261 §18.2.2, RFC 3581 §4), so a response always leaves over the connection its
+request arrived on.
 
 - UDP: one greenlet reads datagrams in a tight loop and handles each in place (no greenlet per
   datagram), yielding to the hub every :data:`UDP_BATCH` datagrams so TCP peers and timers run.
-  :meth:`Transport.read_waiting` handles at once what already waits on the socket: the dispatcher
-  calls it before a transaction timer retransmits or gives up, so that an answer queued behind a
-  backlog is seen first (else an overloaded server resends requests already answered, adding to
-  its load).
+  :meth:`Transport.read_waiting` handles at once what already waits on the socket: the
+  transaction layer calls it before a transaction timer retransmits or gives up, so that an answer
+  queued behind a backlog is seen first (else an overloaded server resends requests already
+  answered, adding to its load).
 - TCP/TLS: :class:`convergence.connection.Connection` (bounded outbound queue) with a
   :class:`StreamParser` per connection; CRLFCRLF pings get a CRLF pong (RFC 5626 §4.4.1); a message
   left unfinished for ``message_timeout`` seconds, or framing that is lost, closes the connection.
 - :class:`Timers`: one greenlet runs callbacks at their monotonic time (transaction timers,
   binding expiry), woken when an earlier one is added; a callback may run up to
   :data:`TIMER_SLACK` late, so that the many due close together under load run in one wake-up.
+- :class:`Clock`: the plugin's one clock (monotonic and wall time), and :func:`machine_names`, the
+  host name lookup that tells which hosts mean this machine when it listens on all addresses.
 """
 from __future__ import annotations
 
@@ -25,6 +28,9 @@ import itertools
 import logging
 import socket
 import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
 
 import ssl
 
@@ -45,6 +51,30 @@ MAX_DATAGRAM = 65535
 #: transaction timer falls due every millisecond or so, and waking for each one cost more CPU than
 #: the callbacks themselves.
 TIMER_SLACK = 0.01
+
+
+@dataclass(frozen=True)
+class Clock:
+    """The SIP plugin's one clock: ``monotonic()`` seconds for deadlines, timers and rate limits,
+    ``wall()`` seconds since the epoch for what outlives the process or is shown (a binding's
+    expiry in the store, the ``Date`` of a 200). Tests pass their own functions."""
+
+    monotonic: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+
+    def utc(self) -> datetime:
+        """The wall time as the store keeps times: naive UTC."""
+        return datetime.fromtimestamp(self.wall(), timezone.utc).replace(tzinfo=None)
+
+
+def machine_names() -> set[str]:
+    """This machine's host name and the addresses it resolves to, lower-cased (a blocking
+    lookup: done once, at start-up, when SIP listens on all addresses)."""
+    name = socket.gethostname().lower()
+    try:
+        return {name, *socket.gethostbyname_ex(name)[2]}
+    except OSError:
+        return {name}
 
 
 class UdpFlow:
@@ -109,8 +139,8 @@ class StreamFlow:
 class Timers:
     """Callbacks at monotonic times, run one after the other by one greenlet."""
 
-    def __init__(self, clock=time.monotonic):
-        self.clock = clock
+    def __init__(self, clock: Clock):
+        self.clock = clock.monotonic
         self._heap: list = []
         self._order = itertools.count()
         self._wake = Event()
@@ -145,8 +175,8 @@ class Timers:
 class UdpListener:
     """A UDP socket read by one greenlet; shaped like a gevent server for ``add_listeners``."""
 
-    def __init__(self, address, transport: Transport):
-        self.address, self.transport = address, transport
+    def __init__(self, address, transport: Transport, on_datagram):
+        self.address, self.transport, self.on_datagram = address, transport, on_datagram
         self.socket = None
         self._reader = None
 
@@ -180,7 +210,7 @@ class UdpListener:
 
     def _receive(self, data: bytes, peer) -> None:
         try:
-            self.transport.dispatcher.datagram(data, UdpFlow(self.socket, peer))
+            self.on_datagram(data, UdpFlow(self.socket, peer))
         except Exception:
             log.exception("SIP: failed to handle a datagram from %s:%s", *peer[:2])
 
@@ -219,19 +249,26 @@ class UdpListener:
 class Transport:
     """The listeners and connections of one SIP service."""
 
-    def __init__(self, settings: dict, tls_context=None):
-        self.settings = settings
-        self.tls_context = tls_context
-        self.dispatcher = None  # set by the dispatcher
+    def __init__(self, settings: dict, clock: Clock, tls_context=None):
+        self.settings, self.clock, self.tls_context = settings, clock, tls_context
         self.udp: UdpListener | None = None
         self.connections: dict[str, StreamFlow] = {}  # flow key → live stream flow
+        self._datagram = self._message = self._refused = None
+
+    def receive_with(self, datagram, message, refused) -> None:
+        """Where what is read goes: ``datagram(data, flow)`` for each UDP datagram,
+        ``message(message, flow)`` for each message framed on a stream, ``refused(error, flow)``
+        for each framing or parse error there. Given once, by the plugin object, before the
+        listeners start: the element that receives is built after this transport, as it sends
+        through it (the one cycle of the plugin, closed here)."""
+        self._datagram, self._message, self._refused = datagram, message, refused
 
     def listeners(self) -> list:
         """UDP and TCP on ``listen``, TLS on ``tls_listen``; the TCP and TLS listeners share one
         per-address limit (``max_connections_per_address``)."""
         listen = self.settings["listen"]
         limit = AddressLimit.from_settings("SIP", self.settings)
-        servers = [UdpListener(listen, self),
+        servers = [UdpListener(listen, self, self._datagram),
                    GuardedStreamServer(listen, lambda sock, peer: self._serve(sock, peer, "TCP"),
                                        limit)]
         if self.settings["tls_listen"] and self.tls_context is not None:
@@ -306,20 +343,21 @@ class Transport:
         if flow.connection is None:
             self.connections[flow.key] = flow
             flow.connected(connection)
-        settings, dispatcher = self.settings, self.dispatcher
+        settings, receive, refused = self.settings, self._message, self._refused
+        monotonic = self.clock.monotonic
         parser = StreamParser(settings["max_message_size"])
         started = None  # when the unfinished message in the parser began
-        last = time.monotonic()
+        last = monotonic()
 
         def on_data(data: bytes) -> None:
             nonlocal started, last
-            last = time.monotonic()
+            last = monotonic()
             parser.feed(data)
             while not connection.closed:
                 try:
                     event = parser.next_message()
                 except ParseError as err:
-                    dispatcher.refuse(err, flow)
+                    refused(err, flow)
                     if err.fatal:
                         connection.close_after_flush(f"SIP framing lost: {err}")
                         return
@@ -329,13 +367,13 @@ class Transport:
                 if isinstance(event, KeepAlive):
                     connection.send(KeepAlive.PONG)
                 else:
-                    dispatcher.receive(event, flow)
+                    receive(event, flow)
             started = (started or last) if parser.pending else None
             if started is not None and last - started > settings["message_timeout"]:
                 connection.close("SIP message unfinished: timed out")
 
         def on_idle() -> None:
-            silent = time.monotonic() - last
+            silent = monotonic() - last
             if parser.pending:
                 connection.close("SIP message unfinished: timed out")
             elif silent > settings["idle_timeout"]:

@@ -18,7 +18,6 @@ import gevent.ssl
 import pytest
 
 from convergence import credentials
-from convergence.plugins import sip
 from convergence.testing import free_udp_tcp_port
 from convergence.plugins.sip.digest import parse_credentials, response as digest_response
 from convergence.plugins.sip.message import (ParseError, Request, Response, StreamParser,
@@ -36,7 +35,8 @@ class SipServer:
 
     @property
     def element(self):
-        return sip._running[id(self.core)]
+        """The running :class:`~convergence.plugins.sip.server.SipServer` of ``core``."""
+        return self.core.pm.get_plugin("sip:server")
 
     def client(self, transport: str = "udp", host: str = "127.0.0.1") -> Client:
         port = self.tls_port if transport == "tls" else self.port
@@ -80,7 +80,7 @@ def sip_server(make_core):
         config = {"server": {"domain": DOMAIN, **(server or {})},
                   "sip": {"listen": f"127.0.0.1:{port}", "t1": 0.05, "t2": 0.4, **settings}}
         core = make_core(config, plugins=plugins)
-        listeners = sip.add_listeners(core)
+        listeners = core.pm.get_plugin("sip:server").add_listeners()
         for listener in listeners:
             listener.start()
         started.append(listeners)

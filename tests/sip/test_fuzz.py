@@ -164,7 +164,7 @@ def test_unanswerable_input_is_one_log_line_per_source_and_interval(caplog):
 
 def test_an_answer_that_cannot_be_written_is_logged_not_raised(sip_server, caplog):
     """Were the parser ever to keep what cannot be written back, the refusal costs one line."""
-    dispatcher = sip_server().element
+    dispatcher = sip_server().element.dispatcher
     err = ParseError(400, "Bad thing")
     err.headers = Headers([("Via", "SIP/2.0/UDP a\rb"), ("CSeq", "1 OPTIONS")])
     err.method = "OPTIONS"

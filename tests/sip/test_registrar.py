@@ -93,7 +93,7 @@ def test_several_contacts_q_values_refresh_and_removal(registrar):
     response = client.register("alice", "secret", contact=both, expires=600)
     assert contacts_of(response) == [("sip:alice@192.0.2.1:5070", 600, 0.5),
                                      ("sip:alice@192.0.2.2:5070", 120, 1.0)]
-    assert [e.uri for e in registrar.element.registrar.contacts("alice")] == [
+    assert [e.uri for e in registrar.element.location.contacts("alice")] == [
         "sip:alice@192.0.2.2:5070", "sip:alice@192.0.2.1:5070"]  # highest q first
     # a query (no Contact) lists them; a removal (expires=0) takes one away
     assert len(client.register("alice", "secret", contact="", expires=None).contacts) == 2
@@ -208,7 +208,7 @@ def test_password_change_and_account_deletion(registrar):
     assert client.register("alice", "secret").status == 401  # the cached HA1 was dropped
     assert client.register("alice", "new secret").status == 200
     registrar.core.delete_account("alice")
-    assert registrar.element.registrar.contacts("alice") == []
+    assert registrar.element.location.contacts("alice") == []
     assert not registrar.core.presence.presence(registrar.core.address("alice")).available
     assert ("alice", 0) in [(n, e) for n, _, e in registrar.seen.seen]
 

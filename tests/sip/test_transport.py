@@ -226,8 +226,8 @@ def test_answer_waiting_on_the_socket_is_read_before_a_retransmission(sip_server
                        ("To", f"<sip:bob@{DOMAIN}>"), ("Call-ID", "queued-1@test"),
                        ("CSeq", "1 MESSAGE")])
     flow = element.transport.flow("UDP", "127.0.0.1", phone.port)
-    ct = element.send_request(Request("MESSAGE", f"sip:bob@127.0.0.1:{phone.port}", headers,
-                                      b"hi"), flow, on_response)
+    message = Request("MESSAGE", f"sip:bob@127.0.0.1:{phone.port}", headers, b"hi")
+    ct = element.transactions.send_request(message, flow, on_response)
     phone.send(make_response(phone.recv(), 200, to_tag="phone"))  # queued: nobody reads it
     assert ct.txn.state == "trying" and ct.txn.timers["E"] < ct.txn.timers["F"]
     assert answered.wait(5)  # Timer E fires after T1 (0.05 s) and reads the 200 first

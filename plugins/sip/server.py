@@ -1,0 +1,86 @@
+"""The SIP plugin's object for one core: builds the element from its parts and takes the core's
+hooks for it.
+
+``on_startup`` (``__init__.py``) builds one per core and registers it on that core's plugin
+manager as ``sip:server``; tests reach the running parts through
+``core.pm.get_plugin("sip:server")``. Each part gets exactly what it uses, built in this order
+(an arrow only points back to what exists already):
+
+- one :class:`~.transport.Clock` (monotonic and wall time) and the timer wheel
+  (:class:`~.transport.Timers`) on it; the :class:`~.transport.Transport` (sockets, flows);
+- :class:`~.dispatcher.Names` (the machine's names are looked up here, on the I/O side, only
+  when listening on all addresses); the transaction layer
+  (:class:`~.dispatcher.Transactions`) with this server's T1/T2 (:class:`~.transaction.Timing`);
+- the :class:`~.authentication.Authenticator`, the location service
+  (:class:`~.location.Location`: accounts of AORs, live bindings, their flows);
+- :class:`~.messaging.Messaging`, then the :class:`~.registrar.Registrar` (its bindings deliver
+  through messaging's ``send``), the :class:`~.proxy.Proxy`;
+- the :class:`~.dispatcher.Dispatcher`, last, given to the transport as the receiver of what it
+  reads (``Transport.receive_with``).
+
+``add_listeners`` returns the UDP, TCP and optional TLS listeners; ``on_account`` drops cached
+digest secrets and a deleted account's bindings; ``on_shutdown`` writes the refreshes still
+waiting, stops the timers and unregisters the object.
+"""
+from __future__ import annotations
+
+from convergence import hookimpl
+from convergence.certificates import files, server_context
+
+from .authentication import Authenticator
+from .dispatcher import Dispatcher, Names, Transactions, listens_everywhere
+from .location import Location
+from .messaging import Messaging
+from .proxy import Proxy
+from .registrar import Registrar
+from .transaction import Timing
+from .transport import Clock, Timers, Transport, machine_names
+
+
+class SipServer:
+    """The SIP plugin for one core (registered as ``sip:server`` on its plugin manager)."""
+
+    def __init__(self, core, settings: dict, clock: Clock):
+        self.core = core
+        tls_context = None
+        if settings["tls_listen"]:
+            tls_context = server_context(*files(core.domain, core.config.data_dir,
+                                                settings["tls_cert"], settings["tls_key"]))
+        self.timers = Timers(clock)
+        self.transport = Transport(settings, clock, tls_context)
+        self.names = Names.of(core.domain, settings,
+                              machine_names() if listens_everywhere(settings) else ())
+        self.transactions = Transactions(Timing(settings["t1"], settings["t2"]), clock,
+                                         self.timers.call_at, self.transport.read_waiting,
+                                         self.names.host, self.names.port)
+        self.auth = Authenticator(core, settings, clock)
+        self.location = Location(core, self.names.hosts, self.transport)
+        self.messaging = Messaging(core, settings["max_message_size"], self.transactions,
+                                   self.auth, self.location, self.names.host)
+        self.registrar = Registrar(core, settings, clock, self.timers.call_at, self.auth,
+                                   self.location, self.messaging.send)
+        self.proxy = Proxy(core.db, self.transactions, self.auth, self.location, self.transport,
+                           self.names)
+        self.dispatcher = Dispatcher(self.transactions, self.names, settings["max_message_size"],
+                                     clock, self.registrar.handle, self.messaging.handle,
+                                     self.proxy)
+        self.transport.receive_with(self.dispatcher.datagram, self.dispatcher.receive,
+                                    self.dispatcher.refuse)
+        self.registrar.restore()
+        self.timers.start()
+
+    @hookimpl
+    def add_listeners(self):
+        return self.transport.listeners()
+
+    @hookimpl
+    def on_account(self, account, change):
+        self.auth.forget(account.local)
+        if change == "deleted":
+            self.registrar.forget_account(account.local)
+
+    @hookimpl
+    def on_shutdown(self):
+        self.registrar.flush()  # refreshes still waiting for their write and 200
+        self.timers.stop()
+        self.core.pm.unregister(self)
