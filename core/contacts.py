@@ -1,10 +1,10 @@
 """An account's contacts for every protocol: its stored roster (RFC 6121 §2) combined with the
 shared roster, and whose presence the account may see.
 
-The **shared roster** (``[xmpp] shared_roster``, on by default, also when the XMPP plugin is not
-loaded) gives every account every other account of the domain and the service users (echo, the
-HTTP user) as contacts with subscription ``both`` in the group ``Friends``, like the original
-sample. For a JID in both, the stored item supplies the name and groups (the user may rename or
+The **shared roster** (on unless a plugin's ``shared_roster`` hook says otherwise: the XMPP plugin
+answers with ``[xmpp] shared_roster``) gives every account every other account of the domain and
+the service users (those plugins declare with the ``service_users`` hook: echo, the HTTP user) as
+contacts with subscription ``both`` in the group ``Friends``, like the original sample. For a JID in both, the stored item supplies the name and groups (the user may rename or
 regroup a shared contact) and the shared roster the subscription. The roster version (§2.6) is
 the stored version, plus a digest of the shared contacts when the shared roster is on, so
 creating or deleting an account also changes every version.
@@ -28,14 +28,13 @@ SEES = ("to", "both")
 
 
 def shared_on(core) -> bool:
-    """``[xmpp] shared_roster`` (True when the XMPP plugin, and so its table, is absent)."""
-    return bool(core.config.values.get("xmpp", {}).get("shared_roster", True))
+    """Whether the shared roster is on: the ``shared_roster`` hook's answer, on when none answers."""
+    return core.hook.shared_roster(core=core) is not False
 
 
 def service_users(core) -> list[Address]:
-    """The domain's account-less contacts: echo (when its plugin is loaded) and the HTTP user."""
-    names = [core.config.values.get(section, {}).get("user") for section in ("echo", "http")]
-    return [core.address(name) for name in names if name]
+    """The domain's account-less contacts, as every plugin declares them (``service_users`` hook)."""
+    return list(dict.fromkeys(a for users in core.hook.service_users(core=core) for a in users or ()))
 
 
 def shared_contacts(core, account: Address) -> list[Address]:

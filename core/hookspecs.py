@@ -96,6 +96,31 @@ def on_message(core, message):
     """
 
 
+# ---- service users and the shared roster -------------------------------------------------------
+
+@hookspec
+def service_users(core):
+    """The plugin's service users: account-less addresses of the domain that answer messages (echo,
+    the HTTP user, a bot).
+
+    Return an iterable of :class:`~convergence.addresses.Address`, or None. The plugin claims each
+    one in ``resolve_recipient`` and sets its presence with ``core.presence.set_service``. The
+    shared roster lists them as contacts of every account, and they approve every presence
+    subscription request (RFC 6121 §3.1). Asked at each roster read and subscription: answer from
+    the configuration, not from run-time state (the command line asks too, without ``on_startup``).
+    """
+
+
+@hookspec(firstresult=True)
+def shared_roster(core):
+    """Whether the shared roster is on: every account has every other account of the domain and
+    every service user as a contact with subscription ``both`` (RFC 6121 §2.1.2.5), group "Friends".
+
+    Return True or False, or None to let another plugin answer; with no answer it is on. Asked at
+    each roster read and presence broadcast: answer from the configuration.
+    """
+
+
 # ---- accounts, sessions and bindings -----------------------------------------------------------
 
 @hookspec

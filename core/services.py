@@ -1,16 +1,17 @@
 """Service users: account-less addresses that answer messages (echo, the HTTP user, bots).
 
-A plugin claims the address through ``resolve_recipient`` and returns a route; the route answers
-with :func:`answer`, which goes back through the router, so the answer reaches the very endpoint
-(XMPP resource, SIP phone, HTTP stream) the message came from, or the sender's offline store.
-An ``error`` message is never answered (RFC 6120 §8.3.1): two services would loop forever.
+A plugin declares the address with the ``service_users`` hook, claims it through
+``resolve_recipient`` and returns a route (the echo plugin's ``EchoRoute`` is the example to copy);
+the route answers with :func:`answer`, which goes back through the router, so the answer reaches
+the very endpoint (XMPP resource, SIP phone, HTTP stream) the message came from, or the sender's
+offline store. A route never answers an ``error`` message (RFC 6120 §8.3.1): two services would
+loop forever.
 """
 from __future__ import annotations
 
 import logging
 
 from .message import Message, RoutingError
-from .router import DELIVERED
 
 log = logging.getLogger(__name__)
 
@@ -24,15 +25,3 @@ def answer(core, message: Message) -> None:
         core.send(message)
     except RoutingError as exc:
         log.info("%s could not answer %s: %s", message.sender, message.recipient, exc)
-
-
-class EchoRoute:
-    """Answer every message with the same body, subject, thread and type."""
-
-    def __init__(self, core):
-        self.core = core
-
-    def deliver(self, message: Message) -> str:
-        if message.type != "error":
-            answer(self.core, message.reply())
-        return DELIVERED

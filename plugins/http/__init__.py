@@ -2,20 +2,25 @@
 
 It serves the ExposeURL page (``expose.py``), the JSON API for HTTP clients (``api.py``) and the
 blueprints other plugins add with ``add_blueprints``. The HTTP user (``[http] user``) is a service
-user: ExposeURL speaks as it, and messages to it are echoed back unless the callback forwarder
-plugin (``convergence.plugins.callback``) sends them to ``[http] callback_url``.
+user: ExposeURL speaks as it, and messages to it are echoed back unless another plugin claims it
+(the callback forwarder plugin does when ``[callback] url`` is set).
+
+This module holds the stateless hooks; ``on_startup`` builds the plugin's object for that core
+(:class:`~.server.HttpServer`) and registers it as ``http:server``: it takes the other hooks.
 """
+import logging
+
 from convergence import hookimpl
 from convergence.config import Option, Section, listen_address, positive_int, positive_number
-from convergence.listeners import AddressLimit, GuardedWSGIServer, connection_limit_options
-from convergence.services import EchoRoute
+from convergence.listeners import connection_limit_options
 
-from . import events
 from .api import blueprint as api_blueprint
-from .app import create_app
 from .cli import token
 from .expose import blueprint as expose_page
 from .expose import http_user
+from .server import HttpServer
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TEXT = "hello, this is XMPP servlet client."
 
@@ -26,8 +31,8 @@ def add_config_section():
         "listen": Option("0.0.0.0:8080", "address of the HTTP listener", listen_address),
         "user": Option("httpuser", "localpart of the HTTP service user (ExposeURL sender, callback bot)"),
         "expose_text": Option(DEFAULT_TEXT, "chat message ExposeURL sends to every online account"),
-        "callback_url": Option("", "URL the callback forwarder plugin POSTs messages for the HTTP "
-                                   "user to; empty: the HTTP user echoes"),
+        "callback_url": Option("", "deprecated: set [callback] url instead (read as it while "
+                                   "that is empty)"),
         "max_body": Option(65536, "bytes of an API request body; more is 413", positive_int),
         "sse_keepalive": Option(15.0, "seconds between keep-alive comments on an idle API event "
                                 "stream (a client that has gone is noticed then)", positive_number),
@@ -48,16 +53,17 @@ def add_config_section():
     }, "the HTTP plugin")
 
 
-@hookimpl(tryfirst=True)  # before any other plugin starts anything
+@hookimpl
 def on_startup(core):
-    if core.config["http"]["callback_url"] and not core.pm.has_plugin("callback"):
-        raise core.config.error("[http] callback_url is set, but the callback plugin is not loaded "
-                                "(remove it from [server] disabled_plugins, or empty callback_url)")
+    settings = core.config["http"]
+    if settings["callback_url"]:
+        log.warning("[http] callback_url is deprecated: set [callback] url instead")
+    core.pm.register_plugin(HttpServer(core, settings), "http:server")
 
 
 @hookimpl
-def on_shutdown(core):
-    core.presence.set_service(http_user(core), None)  # ExposeURL made it available
+def service_users(core):
+    return [http_user(core)]
 
 
 @hookimpl
@@ -69,28 +75,3 @@ def add_blueprints(core):
 def add_cli_commands(cli):
     cli.add_command(token)
 
-
-@hookimpl
-def on_account(core, account, change):
-    events.account_changed(core, account, change)  # streams of a deleted account or old password end
-
-
-@hookimpl
-def on_presence(core, account, presence):
-    events.presence_changed(core, account, presence)  # to the API event streams that see it
-
-
-@hookimpl
-def resolve_recipient(core, address):
-    # The HTTP user echoes; the callback forwarder plugin (tryfirst) claims it when callback_url is set.
-    if address.bare == http_user(core):
-        return EchoRoute(core)
-    return None
-
-
-@hookimpl
-def add_listeners(core):
-    settings = core.config["http"]
-    return [GuardedWSGIServer(settings["listen"], create_app(core),
-                              AddressLimit.from_settings("HTTP", settings),
-                              settings["header_timeout"], settings["body_timeout"])]

@@ -160,8 +160,10 @@ def presence(jid: str):
 @blueprint.get("/events")
 def event_stream():
     """Server-Sent Events: this connection is an online endpoint of the account while it lasts."""
-    settings = _core().config["http"]
-    stream = events.Stream(_core(), g.account, settings["sse_queue"])
+    core = _core()
+    settings = core.config["http"]
+    streams = core.pm.get_plugin("http:server").streams  # the HTTP plugin's object for this core
+    stream = events.Stream(core, streams, g.account, settings["sse_queue"])
     return Response(stream.events(settings["sse_keepalive"]), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

@@ -28,6 +28,9 @@ once the WSGI server has written every message taken so far.
 The streams of a deleted account end, and so do those opened with the password (HTTP Basic) when
 the password changes (``account_changed``, run from the ``on_account`` hook, also for changes made
 by the CLI: docs/operations.md).
+
+The open streams of a core are a :class:`Streams`, owned by the HTTP plugin's object for that core
+(``http:server``, :mod:`.server`), which passes it the ``on_presence`` and ``on_account`` hooks.
 """
 from __future__ import annotations
 
@@ -37,7 +40,6 @@ import secrets
 import socket
 import time
 from datetime import datetime, timezone
-from weakref import WeakKeyDictionary
 
 import gevent
 from flask import has_request_context, request
@@ -46,8 +48,6 @@ from gevent.queue import Empty, Full, Queue
 
 from convergence import Address, Presence, RoutingError, contacts
 
-#: The open streams of each running core, by account (tests run several cores in one process).
-STREAMS: WeakKeyDictionary = WeakKeyDictionary()
 KEEPALIVE = b": keep-alive\n\n"
 
 
@@ -89,8 +89,9 @@ class Stream:
 
     protocol = "http"
 
-    def __init__(self, core, account: Address, max_queued: int):
+    def __init__(self, core, streams: Streams, account: Address, max_queued: int):
         self.core = core
+        self.streams = streams  # the core's open streams: this one joins them while it runs
         # Opened with the password (HTTP Basic), not a bearer token: ends when the password changes.
         self.by_password = not has_request_context() or request.authorization.type == "basic"
         self.address = account.with_resource(f"http-{secrets.token_hex(8)}")
@@ -195,7 +196,7 @@ class Stream:
     def events(self, keepalive: float):
         """The response body: log in, announce, snapshot, stored messages, then live events."""
         account = self.address.bare
-        STREAMS.setdefault(self.core, {}).setdefault(account, set()).add(self)
+        self.streams.add(self)
         self.core.presence.login(self)
         self._watch()
         chunk = backlog = None  # the chunk being written; the greenlet sending the backlog
@@ -224,11 +225,7 @@ class Stream:
             self._stop_watching()
             unwritten = [chunk, *self.queue.queue]
             self.queue.queue.clear()
-            streams = STREAMS.get(self.core, {})
-            mine = streams.get(account, set())
-            mine.discard(self)
-            if not mine:
-                streams.pop(account, None)
+            self.streams.discard(self)
             self.core.presence.logout(self)
             self._give_back(unwritten)
             if backlog is not None and not backlog:  # not started yet (``not``: unstarted or dead)
@@ -237,19 +234,35 @@ class Stream:
                 self._client.close()
 
 
-def presence_changed(core, account: Address, presence: Presence) -> None:
-    """``on_presence``: tell the streams of every account that sees ``account``."""
-    for owner, streams in list(STREAMS.get(core, {}).items()):
-        if streams and contacts.sees(core, owner, account):
-            for stream in list(streams):
-                stream.show(account.bare, presence)
+class Streams:
+    """The open event streams of one core, by account."""
 
+    def __init__(self, core):
+        self.core = core
+        self._by_account: dict[Address, set[Stream]] = {}
 
-def account_changed(core, account: Address, change: str) -> None:
-    """``on_account``: the streams of a deleted account end, and those that logged in with the
-    password when it changes (a bearer token stays valid: its streams go on)."""
-    if change not in ("deleted", "changed"):
-        return
-    for stream in list(STREAMS.get(core, {}).get(account, ())):
-        if change == "deleted" or stream.by_password:
-            stream.end()
+    def add(self, stream: Stream) -> None:
+        self._by_account.setdefault(stream.address.bare, set()).add(stream)
+
+    def discard(self, stream: Stream) -> None:
+        account = stream.address.bare
+        mine = self._by_account.get(account, set())
+        mine.discard(stream)
+        if not mine:
+            self._by_account.pop(account, None)
+
+    def presence_changed(self, account: Address, presence: Presence) -> None:
+        """``on_presence``: tell the streams of every account that sees ``account``."""
+        for owner, streams in list(self._by_account.items()):
+            if streams and contacts.sees(self.core, owner, account):
+                for stream in list(streams):
+                    stream.show(account.bare, presence)
+
+    def account_changed(self, account: Address, change: str) -> None:
+        """``on_account``: the streams of a deleted account end, and those that logged in with the
+        password when it changes (a bearer token stays valid: its streams go on)."""
+        if change not in ("deleted", "changed"):
+            return
+        for stream in list(self._by_account.get(account, ())):
+            if change == "deleted" or stream.by_password:
+                stream.end()

@@ -6,7 +6,7 @@ from flask import Blueprint
 from gevent.server import StreamServer
 from sqlalchemy import text
 
-from convergence import Message, Presence, hookimpl, server
+from convergence import Message, Presence, contacts, hookimpl, server
 from convergence.cli import cli
 from convergence.config import Option, Section
 from convergence.credentials import ha1
@@ -163,6 +163,37 @@ def test_hook_on_message(core, register_plugin):
     rec = register_plugin(Recorder(), "rec")
     core.send(Message(core.add_account("x", "pw"), core.address("echo"), "ping"))
     assert calls(rec, "on_message") == [("ping",), ("ping",)]  # the message and echo's reply
+
+
+def test_hook_service_users(make_core):
+    """A third-party service user is on every account's shared roster, next to echo and the HTTP user."""
+    class Bot:
+        @hookimpl
+        def service_users(self, core):
+            return [core.address("bot")]
+    core = make_core(plugins={"bot": Bot()})
+    alice = core.add_account("alice", "pw")
+    assert set(contacts.service_users(core)) == {core.address(n) for n in ("bot", "echo", "httpuser")}
+    items, _ = contacts.view(core, alice)
+    assert ("bot@localhost", "both", ("Friends",)) in [(i.jid, i.subscription, i.groups) for i in items]
+    assert contacts.is_shared(core, alice, core.address("bot"))
+
+
+def test_hook_shared_roster(make_core):
+    """The shared roster is on unless a plugin says no (the XMPP plugin answers [xmpp] shared_roster)."""
+    class Off:
+        @hookimpl
+        def shared_roster(self):
+            return False
+    alone = make_core(load_entry_points=False)
+    off = make_core(load_entry_points=False, plugins={"off": Off()})
+    by_xmpp = make_core({"xmpp": {"shared_roster": False}})
+    for core in (alone, off, by_xmpp):
+        core.add_account("bob", "pw")
+    assert [i.jid for i in contacts.view(alone, alone.add_account("alice", "pw"))[0]] == ["bob@localhost"]
+    for core in (off, by_xmpp):
+        assert contacts.view(core, core.add_account("alice", "pw"))[0] == []
+        assert not contacts.sees(core, core.address("alice"), core.address("bob"))
 
 
 def test_hook_on_account(core, register_plugin):

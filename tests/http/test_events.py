@@ -125,7 +125,7 @@ def test_a_full_queue_stores_the_message_and_ends_the_stream(make_core):
     """In process: a client that does not read ends up with ``sse_queue`` events waiting."""
     core = make_core()
     alice = core.add_account("alice", "pw")
-    stream = Stream(core, alice, max_queued=2)
+    stream = Stream(core, core.pm.get_plugin("http:server").streams, alice, max_queued=2)
     body = stream.events(keepalive=5)
     assert next(body).startswith(b"event: stream\n")  # logged in
     sender = core.address("bob")

@@ -1,0 +1,68 @@
+"""The HTTP plugin's object for one core (``http:server``): the listener, the API's open event
+streams and the HTTP user.
+
+``on_startup`` (in ``__init__.py``) builds it and registers it on the core's plugin manager; it
+takes the hooks that need the running plugin and unregisters itself at ``on_shutdown``. Other
+plugins reach it as ``core.pm.get_plugin("http:server")``: ``user`` is the HTTP user's address
+and ``callback_url`` the deprecated ``[http] callback_url`` (the callback plugin reads both).
+"""
+from __future__ import annotations
+
+from convergence import hookimpl
+from convergence.listeners import AddressLimit, GuardedWSGIServer
+from convergence.router import DELIVERED
+from convergence.services import answer
+
+from .app import create_app
+from .events import Streams
+from .expose import http_user
+
+
+class HttpUserRoute:
+    """The HTTP user's route while no other plugin claims it (the callback plugin does when it has
+    a URL): it answers every message with the same body, subject, thread and type, and never
+    answers an error (RFC 6120 §8.3.1)."""
+
+    def __init__(self, core):
+        self.core = core
+
+    def deliver(self, message) -> str:
+        if message.type != "error":
+            answer(self.core, message.reply())
+        return DELIVERED
+
+
+class HttpServer:
+    """The HTTP plugin on one core; ``settings`` is its ``[http]`` table."""
+
+    def __init__(self, core, settings: dict):
+        self.core = core
+        self.settings = settings
+        self.user = http_user(core)
+        self.callback_url = settings["callback_url"]
+        self.streams = Streams(core)
+        self.route = HttpUserRoute(core)
+
+    @hookimpl
+    def add_listeners(self):
+        settings = self.settings
+        return [GuardedWSGIServer(settings["listen"], create_app(self.core),
+                                  AddressLimit.from_settings("HTTP", settings),
+                                  settings["header_timeout"], settings["body_timeout"])]
+
+    @hookimpl
+    def resolve_recipient(self, address):
+        return self.route if address.bare == self.user else None
+
+    @hookimpl
+    def on_account(self, account, change):
+        self.streams.account_changed(account, change)  # streams of a deleted account or old password end
+
+    @hookimpl
+    def on_presence(self, account, presence):
+        self.streams.presence_changed(account, presence)  # to the API event streams that see it
+
+    @hookimpl
+    def on_shutdown(self):
+        self.core.presence.set_service(self.user, None)  # ExposeURL made it available
+        self.core.pm.unregister(self)
