@@ -6,6 +6,7 @@ import pytest
 from gevent.event import Event
 
 from convergence import hookimpl
+from convergence.plugins.sip.transport import Clock
 from convergence.store import bindings
 
 
@@ -185,6 +186,19 @@ def test_register_over_tcp(registrar):
     assert response.status == 200
     (stored,) = bindings.current(registrar.core.db, now(), "alice")
     assert stored.received == f"tcp:{client.host}:{client.port}"
+
+
+def test_one_clock_gives_the_stored_expiry_and_the_date(registrar):
+    """The registrar reads the wall time from the element's clock only (RFC 3261 §10.3 step 8:
+    the 200's Date; the expiry stored), its timers from the same clock's monotonic time."""
+    element = registrar.element
+    wall = datetime(2031, 5, 6, 7, 8, 9, tzinfo=timezone.utc).timestamp()
+    element.registrar.clock = Clock(element.registrar.clock.monotonic, lambda: wall)
+    response = registrar.client().register("alice", "secret", expires=300)
+    assert response.status == 200
+    assert response.headers.get("Date") == "Tue, 06 May 2031 07:08:09 GMT"
+    (stored,) = bindings.current(registrar.core.db, now(), "alice")
+    assert stored.expires_at == datetime(2031, 5, 6, 7, 13, 9)
 
 
 def test_bindings_survive_a_restart(sip_process):
