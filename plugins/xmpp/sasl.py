@@ -17,12 +17,13 @@ import hashlib
 import hmac
 import os
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Callable
 
 from convergence.addresses import AddressError, normalize_localpart
 from convergence.credentials import Credentials, verify
 
-SCRAM_HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-1": "sha1"}
+SCRAM_HASHES = MappingProxyType({"SCRAM-SHA-256": "sha256", "SCRAM-SHA-1": "sha1"})
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,14 @@ Elements are ElementTree elements with ``{namespace}local`` names in ``jabber:cl
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from types import MappingProxyType
 
 from .stream import CLIENT_NS
 
 STANZA_ERROR_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 #: RFC 6120 §8.3.3: each defined condition with its usual error type.
-ERROR_TYPES = {
+ERROR_TYPES = MappingProxyType({
     "bad-request": "modify", "conflict": "cancel", "feature-not-implemented": "cancel",
     "forbidden": "auth", "gone": "cancel", "internal-server-error": "cancel",
     "item-not-found": "cancel", "jid-malformed": "modify", "not-acceptable": "modify",
@@ -20,7 +21,7 @@ ERROR_TYPES = {
     "remote-server-not-found": "cancel", "remote-server-timeout": "wait",
     "resource-constraint": "wait", "service-unavailable": "cancel", "subscription-required": "auth",
     "undefined-condition": "cancel", "unexpected-request": "wait",
-}
+})
 
 
 def tag(local: str, ns: str = CLIENT_NS) -> str:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from types import MappingProxyType
 from xml.parsers import expat
 
 from convergence.message import NOT_XML_CHARS
@@ -57,7 +58,8 @@ CONDITIONS = frozenset("""
     see-other-host system-shutdown undefined-condition unsupported-encoding unsupported-feature
     unsupported-stanza-type unsupported-version""".split())
 
-_EXPAT_CONDITIONS = {expat.errors.codes[expat.errors.XML_ERROR_UNBOUND_PREFIX]: "bad-namespace-prefix"}
+_EXPAT_CONDITIONS = MappingProxyType(
+    {expat.errors.codes[expat.errors.XML_ERROR_UNBOUND_PREFIX]: "bad-namespace-prefix"})
 _XML_WHITESPACE = " \t\r\n"
 _STREAM_TAG = STREAM_NS + "}stream"  # expat's spelling of {http://etherx.jabber.org/streams}stream
 
@@ -229,8 +231,8 @@ class StreamParser:
 
 # ---- writing -------------------------------------------------------------------------------------
 
-_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "'": "&apos;", '"': "&quot;",
-             "\t": "&#9;", "\n": "&#10;", "\r": "&#13;"}
+_ENTITIES = MappingProxyType({"&": "&amp;", "<": "&lt;", ">": "&gt;", "'": "&apos;", '"': "&quot;",
+                              "\t": "&#9;", "\n": "&#10;", "\r": "&#13;"})
 _TEXT = re.compile(f"[&<>\r{NOT_XML_CHARS}]")
 _ATTR = re.compile(f"[&<>'\"\t\n\r{NOT_XML_CHARS}]")
 

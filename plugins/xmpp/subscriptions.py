@@ -13,6 +13,7 @@ Rules of this file: no I/O, no store, no XML; states in, decisions out.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 
 NONE, NONE_OUT, NONE_IN, NONE_OUT_IN = ("None", "None + Pending Out", "None + Pending In",
                                         "None + Pending Out + Pending In")
@@ -21,37 +22,43 @@ TO, TO_IN, FROM, FROM_OUT, BOTH = "To", "To + Pending In", "From", "From + Pendi
 STATES = (NONE, NONE_OUT, NONE_IN, NONE_OUT_IN, TO, TO_IN, FROM, FROM_OUT, BOTH)
 KINDS = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
 
+
+def _table(rows: dict) -> MappingProxyType:
+    """A read-only transition table: stanza → read-only {existing state: new state}."""
+    return MappingProxyType({kind: MappingProxyType(row) for kind, row in rows.items()})
+
+
 #: Appendix A.2: outbound stanza → {existing state: new state}; states not listed do not change.
-OUTBOUND = {
+OUTBOUND = _table({
     "subscribe": {NONE: NONE_OUT, NONE_IN: NONE_OUT_IN, FROM: FROM_OUT},            # A.2.1
     "unsubscribe": {NONE_OUT: NONE, NONE_OUT_IN: NONE_IN, TO: NONE, TO_IN: NONE_IN,  # A.2.2
                     FROM_OUT: FROM, BOTH: FROM},
     "subscribed": {NONE_IN: FROM, NONE_OUT_IN: FROM_OUT, TO_IN: BOTH},              # A.2.3
     "unsubscribed": {NONE_IN: NONE, NONE_OUT_IN: NONE_OUT, TO_IN: TO, FROM: NONE,    # A.2.4
                      FROM_OUT: NONE_OUT, BOTH: TO},
-}
+})
 
 #: Appendix A.3: inbound stanza → {existing state: new state} for the states where the stanza is
 #: delivered to the user; in every other state it is not delivered and nothing changes.
-INBOUND = {
+INBOUND = _table({
     "subscribe": {NONE: NONE_IN, NONE_OUT: NONE_OUT_IN, TO: TO_IN},                   # A.3.1
     "unsubscribe": {NONE_IN: NONE, NONE_OUT_IN: NONE_OUT, TO_IN: TO, FROM: NONE,      # A.3.2
                     FROM_OUT: NONE_OUT, BOTH: TO},
     "subscribed": {NONE_OUT: TO, NONE_OUT_IN: TO_IN, FROM_OUT: BOTH},                 # A.3.3
     "unsubscribed": {NONE_OUT: NONE, NONE_OUT_IN: NONE_IN, TO: NONE, TO_IN: NONE_IN,  # A.3.4
                      FROM_OUT: FROM, BOTH: FROM},
-}
+})
 
 #: §3.4: the states in which a pre-approval can be noted (the contact may not see our presence yet
 #: and has not asked); in A.3.1 an inbound subscribe in such a state is approved automatically.
-PRE_APPROVABLE = {NONE: FROM, NONE_OUT: FROM_OUT, TO: BOTH}
+PRE_APPROVABLE = MappingProxyType({NONE: FROM, NONE_OUT: FROM_OUT, TO: BOTH})
 
-_FIELDS = {  # state name → (subscription, pending out, pending in)
+_FIELDS = MappingProxyType({  # state name → (subscription, pending out, pending in)
     NONE: ("none", False, False), NONE_OUT: ("none", True, False), NONE_IN: ("none", False, True),
     NONE_OUT_IN: ("none", True, True), TO: ("to", False, False), TO_IN: ("to", False, True),
     FROM: ("from", False, False), FROM_OUT: ("from", True, False), BOTH: ("both", False, False),
-}
-_NAMES = {fields: name for name, fields in _FIELDS.items()}
+})
+_NAMES = MappingProxyType({fields: name for name, fields in _FIELDS.items()})
 
 
 @dataclass(frozen=True)
