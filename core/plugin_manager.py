@@ -3,7 +3,8 @@
 Every plugin, bundled or third-party, is an entry point ``name = module`` in that group. Names in
 ``[server] disabled_plugins`` are blocked. A plugin that fails to import or implements an unknown
 hook stops start-up with a :class:`PluginError` naming it and its distribution — or, with
-``[server] plugin_errors = "skip"``, is left out with a logged error.
+``[server] plugin_errors = "skip"``, is left out with a logged error. A plugin that needs another
+says so with :meth:`PluginManager.require` instead of importing it.
 """
 from __future__ import annotations
 
@@ -71,6 +72,16 @@ class PluginManager(pluggy.PluginManager):
         """Register a module or object as a plugin and validate its hooks at once."""
         self._load_one(name, plugin)
         self.distributions[name] = distribution
+
+    def require(self, core, plugin: str, needed: str, because: str) -> None:
+        """Stop start-up unless plugin ``needed`` is loaded: ``plugin`` calls this from its
+        ``on_startup`` when its settings (``because``, e.g. "[callback] url is set") need the other
+        plugin, and then reaches it through hooks or ``get_plugin("<needed>:server")``. Raises the
+        ConfigError that ``serve`` reports in one line with exit status 2."""
+        if not self.has_plugin(needed):
+            state = "disabled in [server] disabled_plugins" if self.is_blocked(needed) else "not loaded"
+            raise core.config.error(f"{because}, but plugin {plugin!r} needs plugin {needed!r}, "
+                                    f"which is {state}")
 
     def _load_one(self, name, source) -> None:
         plugin = source.load() if isinstance(source, importlib.metadata.EntryPoint) else source

@@ -1,21 +1,21 @@
-"""The callback forwarder plugin: the HTTP user answers with what ``[http] callback_url`` says.
+"""The callback forwarder plugin: the HTTP user answers with what ``[callback] url`` says.
 
-While ``[http] callback_url`` is set, this plugin claims the HTTP user (``[http] user``) ahead of
-the HTTP plugin's echo, and POSTs each message for it to that URL as JSON (``forwarder.py``); the
-``[callback]`` table sets timeout, retries, back-off, queue size and workers. With the URL empty
-it does nothing. It is a plugin of its own, so ``disabled_plugins = ["callback"]`` leaves it out
-(the HTTP plugin then refuses to start with a callback URL set). See docs/http.md.
+While ``[callback] url`` is set, this plugin claims the HTTP user ahead of the HTTP plugin's echo,
+and POSTs each message for it to that URL as JSON (``forwarder.py``); the ``[callback]`` table also
+sets timeout, retries, back-off, queue size and workers. With the URL empty it does nothing. It is
+a plugin of its own, so ``disabled_plugins = ["callback"]`` leaves it out. See docs/http.md.
+
+It needs the HTTP plugin while a URL is set (``core.pm.require``: start-up stops when ``http`` is
+disabled) and takes the HTTP user's address from the HTTP plugin's object for the core
+(``http:server``), whose ``callback_url`` is also where the URL's deprecated old name,
+``[http] callback_url``, is read from while ``[callback] url`` is empty.
 """
 from urllib.parse import urlsplit
-from weakref import WeakKeyDictionary
 
 from convergence import hookimpl
 from convergence.config import Option, Section, positive_int, positive_number
-from convergence.plugins.http.expose import http_user
 
 from .forwarder import Forwarder
-
-FORWARDERS: WeakKeyDictionary = WeakKeyDictionary()  # core -> its Forwarder while callback_url is set
 
 
 def non_negative_int(value) -> int:
@@ -37,6 +37,8 @@ def http_url(url: str) -> bool:
 @hookimpl
 def add_config_section():
     return Section("callback", {
+        "url": Option("", "http:// or https:// URL that messages for the HTTP user are POSTed to; "
+                          "empty: the HTTP user echoes"),
         "timeout": Option(5.0, "seconds one POST to the callback may take in all", positive_number),
         "retries": Option(2, "further tries after a timeout, refused connection or 5xx", non_negative_int),
         "backoff": Option(0.5, "seconds before the first retry, doubling for each next one",
@@ -47,26 +49,16 @@ def add_config_section():
     }, "the callback forwarder for the HTTP user")
 
 
-@hookimpl
+@hookimpl(trylast=True)  # after the HTTP plugin has registered its object for this core
 def on_startup(core):
-    url = core.config.values.get("http", {}).get("callback_url")  # no [http]: the plugin is off
+    settings = core.config["callback"]
+    http = core.pm.get_plugin("http:server")
+    url, key = settings["url"], "[callback] url"
+    if not url and http is not None and http.callback_url:
+        url, key = http.callback_url, "[http] callback_url"
     if not url:
         return
+    core.pm.require(core, "callback", "http", f"{key} is set")
     if not http_url(url):
-        raise core.config.error(f"[http] callback_url: expected an http:// or https:// URL, got {url!r}")
-    FORWARDERS[core] = Forwarder(core, http_user(core), url, core.config["callback"])
-
-
-@hookimpl
-def on_shutdown(core):
-    forwarder = FORWARDERS.pop(core, None)
-    if forwarder is not None:
-        forwarder.stop()
-
-
-@hookimpl(tryfirst=True)  # ahead of the HTTP plugin, whose route for the HTTP user echoes
-def resolve_recipient(core, address):
-    forwarder = FORWARDERS.get(core)
-    if forwarder is not None and address.bare == forwarder.address:
-        return forwarder
-    return None
+        raise core.config.error(f"{key}: expected an http:// or https:// URL, got {url!r}")
+    core.pm.register_plugin(Forwarder(core, http.user, url, settings), "callback:server")

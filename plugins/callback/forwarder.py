@@ -1,10 +1,11 @@
-"""The callback forwarder: messages for the HTTP user go to ``[http] callback_url`` as JSON.
+"""The callback forwarder: messages for the HTTP user go to ``[callback] url`` as JSON.
 
 This is the original sample's commented-out ``doHTTPGateway`` (research/seed.md §1.2 case 2), with
 JSON instead of a form, and with failures reported. The policy is sans-IO — :func:`payload`,
 :func:`interpret` (what a response means), :func:`forward` (tries, back-off) take no sockets and
 no clocks — and :class:`Forwarder` runs it: a bounded queue, worker greenlets, :func:`post` (the
-only I/O, cooperative because ``convergence serve`` monkey-patches the stdlib first).
+only I/O, cooperative because ``convergence serve`` monkey-patches the stdlib first). The
+Forwarder is also the plugin's object for its core (``callback:server``): it claims the HTTP user.
 
 What the sender gets back: a 2xx response's text as the HTTP user's reply (nothing when it is
 empty); after the tries are used up an ``error`` message whose condition (RFC 6120 §8.3.3) is
@@ -26,7 +27,7 @@ from typing import Callable
 import gevent
 import gevent.queue
 
-from convergence import Address, Message, RoutingError, __version__
+from convergence import Address, Message, RoutingError, __version__, hookimpl
 from convergence.router import DELIVERED, DISCARDED
 from convergence.services import answer
 
@@ -156,7 +157,7 @@ def post(url: str, data: bytes, timeout: float) -> Response:
 
 
 class Forwarder:
-    """The HTTP user's route while ``callback_url`` is set: each message waits for a worker.
+    """The HTTP user's route while ``[callback] url`` is set: each message waits for a worker.
 
     ``deliver`` never blocks: a full queue refuses the message with ``resource-constraint`` at
     once. An ``error`` message is neither forwarded nor answered (RFC 6120 §8.3.1: no loops).
@@ -204,6 +205,15 @@ class Forwarder:
             log.warning("callback for %s from %s: %s", message.id, message.sender, outcome.reason)
             return message.failed(outcome.condition, outcome.reason)
         return message.reply(body=outcome) if outcome else None
+
+    @hookimpl(tryfirst=True)  # ahead of the HTTP plugin, whose route for the HTTP user echoes
+    def resolve_recipient(self, address):
+        return self if address.bare == self.address else None
+
+    @hookimpl
+    def on_shutdown(self):
+        self.stop()
+        self.core.pm.unregister(self)
 
     def stop(self) -> None:
         """Stop the workers; messages still waiting or in flight are logged as not answered."""

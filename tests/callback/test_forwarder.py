@@ -1,6 +1,7 @@
-"""The callback forwarder: messages for the HTTP user are POSTed to ``[http] callback_url`` and the
+"""The callback forwarder: messages for the HTTP user are POSTed to ``[callback] url`` and the
 answer comes back as the HTTP user's reply; failures come back as error messages, never a hang."""
 import json
+import logging
 import queue
 import subprocess
 import sys
@@ -80,7 +81,7 @@ def alice_and(convergence_server, xmpp_client):
     """``alice_and(callback_url, **callback)``: a server whose HTTP user forwards to the URL, and
     alice logged in to it, watching for error messages."""
     def start(url, **callback):
-        server = convergence_server(PEOPLE, http={"callback_url": url}, callback={**FAST, **callback})
+        server = convergence_server(PEOPLE, callback={"url": url, **FAST, **callback})
         alice = xmpp_client(server, "alice")
         alice.watch("message_error")  # before sending: an error may come back at once
         return alice
@@ -200,9 +201,11 @@ def test_typing_notices_are_not_forwarded(target, alice_and):
 
 
 @pytest.mark.parametrize("config, error", [
-    ('[server]\ndisabled_plugins = ["callback"]\n[http]\ncallback_url = "http://127.0.0.1:9/bot"\n',
-     "[http] callback_url is set, but the callback plugin is not loaded "
-     "(remove it from [server] disabled_plugins, or empty callback_url)"),
+    ('[server]\ndisabled_plugins = ["http"]\n[callback]\nurl = "http://127.0.0.1:9/bot"\n',
+     "[callback] url is set, but plugin 'callback' needs plugin 'http', which is disabled in "
+     "[server] disabled_plugins"),
+    ('[callback]\nurl = "ftp://example.org/bot"\n',
+     "[callback] url: expected an http:// or https:// URL, got 'ftp://example.org/bot'"),
     ('[http]\ncallback_url = "ftp://example.org/bot"\n',
      "[http] callback_url: expected an http:// or https:// URL, got 'ftp://example.org/bot'"),
 ])
@@ -213,6 +216,27 @@ def test_a_callback_url_that_cannot_work_stops_start_up(tmp_path, config, error)
                              "serve"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"Error: {path}: {error}"
+
+
+def test_the_old_name_http_callback_url_still_works_with_a_warning(make_core, caplog):
+    """``[http] callback_url`` is read while ``[callback] url`` is empty; start-up warns once."""
+    with caplog.at_level(logging.WARNING):
+        core = make_core({"http": {"callback_url": "http://127.0.0.1:9/old"}})
+        new = make_core({"http": {"callback_url": "http://127.0.0.1:9/old"},
+                         "callback": {"url": "http://127.0.0.1:9/new"}})
+    assert [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()] == \
+        ["[http] callback_url is deprecated: set [callback] url instead"] * 2
+    for server, url in ((core, "http://127.0.0.1:9/old"), (new, "http://127.0.0.1:9/new")):
+        forwarder = server.pm.get_plugin("callback:server")
+        assert (forwarder.url, forwarder.address) == (url, server.address("httpuser"))
+        assert server.hook.resolve_recipient(core=server, address=server.address("httpuser")) is forwarder
+
+
+def test_without_a_url_the_http_user_echoes_and_nothing_is_forwarded(make_core):
+    core = make_core()
+    assert core.pm.get_plugin("callback:server") is None
+    route = core.hook.resolve_recipient(core=core, address=core.address("httpuser"))
+    assert route is core.pm.get_plugin("http:server").route
 
 
 # ---- the policy, without I/O ----------------------------------------------------------------------

@@ -66,6 +66,20 @@ def test_third_party_plugin_loads_through_its_entry_point_and_routes(make_core):
     assert up_to_date and {"0003", "hello_0001"} <= heads
 
 
+def test_a_plugin_that_needs_another_says_so_with_require(core):
+    """``core.pm.require``, called from a plugin's on_startup when its settings need another plugin,
+    stops start-up with one line naming both (tests/callback runs it through ``serve``)."""
+    from convergence.config import ConfigError
+    core.pm.require(core, "needy", "echo", "[needy] x is set")  # loaded: nothing happens
+    core.pm.set_blocked("weather")  # as [server] disabled_plugins does
+    with pytest.raises(ConfigError) as error:
+        core.pm.require(core, "needy", "weather", "[needy] x is set")
+    assert str(error.value) == ("configuration: [needy] x is set, but plugin 'needy' needs plugin "
+                                "'weather', which is disabled in [server] disabled_plugins")
+    with pytest.raises(ConfigError, match="needs plugin 'nosuch', which is not loaded$"):
+        core.pm.require(core, "needy", "nosuch", "[needy] x is set")
+
+
 def fake_distribution(tmp_path, module_source):
     """An installed distribution 'broken-plugin 1.0' whose entry point 'broken' is module_source."""
     (tmp_path / "broken_plugin.py").write_text(textwrap.dedent(module_source))
