@@ -1,8 +1,8 @@
 """An account's contacts for every protocol: its stored roster (RFC 6121 §2) combined with the
 shared roster, and whose presence the account may see.
 
-The **shared roster** (on unless a plugin's ``shared_roster`` hook says otherwise: the XMPP plugin
-answers with ``[xmpp] shared_roster``) gives every account every other account of the domain and
+The **shared roster** (on unless a plugin's ``share_roster`` hook says otherwise: the XMPP plugin
+answers from its settings) gives every account every other account of the domain and
 the service users (those plugins declare with the ``service_users`` hook: echo, the HTTP user) as
 contacts with subscription ``both`` in the group ``Friends``, like the original sample. For a JID in both, the stored item supplies the name and groups (the user may rename or
 regroup a shared contact) and the shared roster the subscription. The roster version (§2.6) is
@@ -28,8 +28,8 @@ SEES = ("to", "both")
 
 
 def shared_on(core) -> bool:
-    """Whether the shared roster is on: the ``shared_roster`` hook's answer, on when none answers."""
-    return core.hook.shared_roster(core=core) is not False
+    """Whether the shared roster is on: the ``share_roster`` hook's answer, on when none answers."""
+    return core.hook.share_roster(core=core) is not False
 
 
 def service_users(core) -> list[Address]:

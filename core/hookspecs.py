@@ -112,7 +112,7 @@ def service_users(core):
 
 
 @hookspec(firstresult=True)
-def shared_roster(core):
+def share_roster(core):
     """Whether the shared roster is on: every account has every other account of the domain and
     every service user as a contact with subscription ``both`` (RFC 6121 §2.1.2.5), group "Friends".
 

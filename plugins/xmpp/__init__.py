@@ -12,7 +12,7 @@ from convergence.config import (Option, Section, listen_address, one_of, optiona
                                 positive_int, positive_number)
 from convergence.listeners import connection_limit_options
 
-from .contract import shared_roster  # noqa: F401 - a hook of this plugin
+from .contract import share_roster  # noqa: F401 - a hook of this plugin
 from .server import XmppServer
 
 

@@ -179,11 +179,11 @@ def test_hook_service_users(make_core):
     assert contacts.is_shared(core, alice, core.address("bot"))
 
 
-def test_hook_shared_roster(make_core):
+def test_hook_share_roster(make_core):
     """The shared roster is on unless a plugin says no (the XMPP plugin answers [xmpp] shared_roster)."""
     class Off:
         @hookimpl
-        def shared_roster(self):
+        def share_roster(self):
             return False
     alone = make_core(load_entry_points=False)
     off = make_core(load_entry_points=False, plugins={"off": Off()})
