@@ -19,9 +19,10 @@ import re
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
+from types import MappingProxyType
 
 #: RFC 8760 §2.1 algorithm names → hashlib names, in the order challenges are offered.
-ALGORITHMS = {"SHA-256": "sha256", "MD5": "md5"}
+ALGORITHMS = MappingProxyType({"SHA-256": "sha256", "MD5": "md5"})
 
 _ESCAPE = re.compile(r"\\(.)")  # quoted-pair
 # Possessive repeats, matched only where the previous one ended: linear in the header's length (a

@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from types import MappingProxyType
 from typing import ClassVar, Iterable, Iterator
 
 MAX_MESSAGE_SIZE = 65535  # bytes, StreamParser default
@@ -38,15 +39,15 @@ MAX_LINE_SIZE = 8192  # characters in one unfolded header field line
 CACHED = 512  # parses kept per kind of typed value (each reader and each ``parse``), the latest
 
 #: RFC 3261 §7.3.3 and the IANA SIP header registry: compact form → full name.
-COMPACT_FORMS = {
+COMPACT_FORMS = MappingProxyType({
     "a": "Accept-Contact", "b": "Referred-By", "c": "Content-Type", "d": "Request-Disposition",
     "e": "Content-Encoding", "f": "From", "i": "Call-ID", "j": "Reject-Contact", "k": "Supported",
     "l": "Content-Length", "m": "Contact", "o": "Event", "r": "Refer-To", "s": "Subject",
     "t": "To", "u": "Allow-Events", "v": "Via", "x": "Session-Expires", "y": "Identity",
-}
+})
 
 #: RFC 3261 §21 reason phrases (plus 202 from RFC 3428/6665 and 489 from RFC 6665).
-REASONS = {
+REASONS = MappingProxyType({
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
     183: "Session Progress", 200: "OK", 202: "Accepted", 300: "Multiple Choices",
     301: "Moved Permanently", 302: "Moved Temporarily", 305: "Use Proxy",
@@ -63,7 +64,7 @@ REASONS = {
     503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
     513: "Message Too Large", 600: "Busy Everywhere", 603: "Decline",
     604: "Does Not Exist Anywhere", 606: "Not Acceptable",
-}
+})
 
 # Fields whose grammar is a comma-separated list (§7.3.1 and the RFCs defining them).
 _LIST_FIELDS = frozenset("""accept accept-contact accept-encoding accept-language alert-info allow
