@@ -2,10 +2,11 @@
 shared roster, and whose presence the account may see.
 
 The **shared roster** (on unless a plugin's ``share_roster`` hook says otherwise: the XMPP plugin
-answers from its settings) gives every account every other account of the domain and
-the service users (those plugins declare with the ``service_users`` hook: echo, the HTTP user) as
-contacts with subscription ``both`` in the group ``Friends``, like the original sample. For a JID in both, the stored item supplies the name and groups (the user may rename or
-regroup a shared contact) and the shared roster the subscription. The roster version (§2.6) is
+answers from its settings) gives every account every other account of the domain and the service
+users (those the plugins declare with the ``service_users`` hook: echo, the HTTP user) as contacts
+with subscription ``both`` in the group ``Friends``, like the original sample. For a JID in both,
+the stored item supplies the name and groups (the user may rename or regroup a shared contact) and
+the shared roster the subscription. The roster version (§2.6) is
 the stored version, plus a digest of the shared contacts when the shared roster is on, so
 creating or deleting an account also changes every version.
 

@@ -8,6 +8,7 @@ OpenAPI document authenticates (``auth.py``); every error is JSON ``{"status", "
 from __future__ import annotations
 
 import re
+from types import MappingProxyType
 
 from flask import Blueprint, Response, current_app, g, request
 
@@ -24,10 +25,11 @@ blueprint = Blueprint("api", __name__, url_prefix="/api")
 MESSAGE_FIELDS = ("to", "body", "type", "subject", "thread", "stream")
 MESSAGE_TYPES_IN = tuple(t for t in MESSAGE_TYPES if t != "error")
 #: RFC 6120 §8.3.3 condition of a refused message → HTTP status (any other condition: 503).
-STATUS = {"item-not-found": 404, "service-unavailable": 404, "remote-server-not-found": 404,
-          "recipient-unavailable": 404, "policy-violation": 413, "resource-constraint": 503,
-          "not-allowed": 403, "forbidden": 403, "bad-request": 400, "jid-malformed": 400,
-          "not-acceptable": 400, "remote-server-timeout": 504}
+STATUS = MappingProxyType({
+    "item-not-found": 404, "service-unavailable": 404, "remote-server-not-found": 404,
+    "recipient-unavailable": 404, "policy-violation": 413, "resource-constraint": 503,
+    "not-allowed": 403, "forbidden": 403, "bad-request": 400, "jid-malformed": 400,
+    "not-acceptable": 400, "remote-server-timeout": 504})
 NOT_XML = re.compile(f"[{NOT_XML_CHARS}]")
 
 
