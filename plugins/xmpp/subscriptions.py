@@ -22,31 +22,29 @@ TO, TO_IN, FROM, FROM_OUT, BOTH = "To", "To + Pending In", "From", "From + Pendi
 STATES = (NONE, NONE_OUT, NONE_IN, NONE_OUT_IN, TO, TO_IN, FROM, FROM_OUT, BOTH)
 KINDS = ("subscribe", "subscribed", "unsubscribe", "unsubscribed")
 
-
-def _table(rows: dict) -> MappingProxyType:
-    """A read-only transition table: stanza → read-only {existing state: new state}."""
-    return MappingProxyType({kind: MappingProxyType(row) for kind, row in rows.items()})
-
-
 #: Appendix A.2: outbound stanza → {existing state: new state}; states not listed do not change.
-OUTBOUND = _table({
-    "subscribe": {NONE: NONE_OUT, NONE_IN: NONE_OUT_IN, FROM: FROM_OUT},            # A.2.1
-    "unsubscribe": {NONE_OUT: NONE, NONE_OUT_IN: NONE_IN, TO: NONE, TO_IN: NONE_IN,  # A.2.2
-                    FROM_OUT: FROM, BOTH: FROM},
-    "subscribed": {NONE_IN: FROM, NONE_OUT_IN: FROM_OUT, TO_IN: BOTH},              # A.2.3
-    "unsubscribed": {NONE_IN: NONE, NONE_OUT_IN: NONE_OUT, TO_IN: TO, FROM: NONE,    # A.2.4
-                     FROM_OUT: NONE_OUT, BOTH: TO},
+OUTBOUND = MappingProxyType({
+    "subscribe": MappingProxyType(  # A.2.1
+        {NONE: NONE_OUT, NONE_IN: NONE_OUT_IN, FROM: FROM_OUT}),
+    "unsubscribe": MappingProxyType(  # A.2.2
+        {NONE_OUT: NONE, NONE_OUT_IN: NONE_IN, TO: NONE, TO_IN: NONE_IN, FROM_OUT: FROM, BOTH: FROM}),
+    "subscribed": MappingProxyType(  # A.2.3
+        {NONE_IN: FROM, NONE_OUT_IN: FROM_OUT, TO_IN: BOTH}),
+    "unsubscribed": MappingProxyType(  # A.2.4
+        {NONE_IN: NONE, NONE_OUT_IN: NONE_OUT, TO_IN: TO, FROM: NONE, FROM_OUT: NONE_OUT, BOTH: TO}),
 })
 
 #: Appendix A.3: inbound stanza → {existing state: new state} for the states where the stanza is
 #: delivered to the user; in every other state it is not delivered and nothing changes.
-INBOUND = _table({
-    "subscribe": {NONE: NONE_IN, NONE_OUT: NONE_OUT_IN, TO: TO_IN},                   # A.3.1
-    "unsubscribe": {NONE_IN: NONE, NONE_OUT_IN: NONE_OUT, TO_IN: TO, FROM: NONE,      # A.3.2
-                    FROM_OUT: NONE_OUT, BOTH: TO},
-    "subscribed": {NONE_OUT: TO, NONE_OUT_IN: TO_IN, FROM_OUT: BOTH},                 # A.3.3
-    "unsubscribed": {NONE_OUT: NONE, NONE_OUT_IN: NONE_IN, TO: NONE, TO_IN: NONE_IN,  # A.3.4
-                     FROM_OUT: FROM, BOTH: FROM},
+INBOUND = MappingProxyType({
+    "subscribe": MappingProxyType(  # A.3.1
+        {NONE: NONE_IN, NONE_OUT: NONE_OUT_IN, TO: TO_IN}),
+    "unsubscribe": MappingProxyType(  # A.3.2
+        {NONE_IN: NONE, NONE_OUT_IN: NONE_OUT, TO_IN: TO, FROM: NONE, FROM_OUT: NONE_OUT, BOTH: TO}),
+    "subscribed": MappingProxyType(  # A.3.3
+        {NONE_OUT: TO, NONE_OUT_IN: TO_IN, FROM_OUT: BOTH}),
+    "unsubscribed": MappingProxyType(  # A.3.4
+        {NONE_OUT: NONE, NONE_OUT_IN: NONE_IN, TO: NONE, TO_IN: NONE_IN, FROM_OUT: FROM, BOTH: FROM}),
 })
 
 #: §3.4: the states in which a pre-approval can be noted (the contact may not see our presence yet
