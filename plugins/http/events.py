@@ -34,10 +34,13 @@ The open streams of a core are a :class:`Streams`, owned by the HTTP plugin's ob
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
 import socket
+import struct
+import termios
 import time
 from datetime import datetime, timezone
 
@@ -100,6 +103,7 @@ class Stream:
         self.ended = False
         self.taken = self.written = 0  # messages deliver took; of those, written to the client
         self._progress = Event()  # set at each written message and at the end (``flush``)
+        self._in_flight = False  # a message event is being written: its fate is not known yet
         # The client's socket (a duplicate descriptor: looked at, never read from) and the loop's
         # watcher for it turning readable.
         # The WSGI handler puts the connection's socket in the environ as ``convergence.socket``.
@@ -124,7 +128,7 @@ class Stream:
         """Endpoint.flush: wait until every message taken so far has been written to the client;
         False if the stream ended first (it gave back what it did not write) or ``timeout``."""
         target, deadline = self.taken, time.monotonic() + timeout
-        while self.written < target and not self.ended:
+        while self.written < target and (not self.ended or self._in_flight):
             self._progress.clear()
             if not self._progress.wait(max(0.0, deadline - time.monotonic())):
                 return False
@@ -154,18 +158,46 @@ class Stream:
             gevent.spawn(self.core.presence.logout, self)
             return False
 
-    def _client_gone(self) -> bool:
-        """Whether the client has closed its end; if so the stream ends at once: it leaves the
-        presence hub and gives back the messages still queued (none can reach the client)."""
+    def _peer(self) -> str:
+        """What the client's side of the connection says now, without reading anything:
+        ``"open"``, ``"closed"`` (a FIN: it closed cleanly) or ``"reset"``."""
         if self._client is None or self._client.fileno() < 0:
-            return False
+            return "open"
         try:
             if self._client.recv(1, socket.MSG_PEEK):
-                return False  # bytes after the request: not a close (and nothing we read)
+                return "open"  # bytes after the request: not a close (and nothing we read)
         except (BlockingIOError, InterruptedError):
-            return False
+            return "open"
         except OSError:
-            pass  # reset: gone
+            return "reset"
+        return "closed"
+
+    def _client_gone(self) -> bool:
+        """Whether the client has closed its end; if so the stream ends at once (``_leave``)."""
+        if self._peer() == "open":
+            return False
+        self._leave()
+        return True
+
+    def _read_before_close(self) -> bool:
+        """After a write to a client that has closed: whether it read what was written. A client
+        that closes with unread bytes resets the connection instead of closing it, and a closed
+        socket acknowledges nothing: so a clean close (FIN) with every byte we sent acknowledged
+        (``TIOCOUTQ``, what waits in the send queue, is 0) means the client read it, then left.
+        Anything else counts as not received: the message goes back to the router, at worst
+        arriving twice rather than never."""
+        if self._peer() != "closed":
+            return False
+        try:
+            waiting = struct.unpack("i", fcntl.ioctl(self._client.fileno(), termios.TIOCOUTQ,
+                                                     b"\0\0\0\0"))[0]
+        except OSError:
+            return False
+        return waiting == 0
+
+    def _leave(self) -> None:
+        """End at once: leave the presence hub and give back the messages still queued (none can
+        reach the client)."""
         self._stop_watching()
         self.ended = True
         self._progress.set()
@@ -174,7 +206,6 @@ class Stream:
         self.queue.put_nowait(b"")  # wake ``events``: it ends (an empty chunk sends nothing)
         self.core.presence.logout(self)
         self._give_back(unwritten)
-        return True
 
     def _give_back(self, chunks) -> None:
         for chunk in chunks:
@@ -212,15 +243,22 @@ class Stream:
                     chunk = self.queue.get(timeout=keepalive)
                 except Empty:
                     chunk = KEEPALIVE
+                self._in_flight = isinstance(chunk, MessageEvent)
                 yield chunk
-                if isinstance(chunk, MessageEvent):
-                    if self._client_gone():  # written, but to a client that had gone
-                        break
-                    self.written += 1
+                if self._in_flight:  # written: but did it reach a client that is still there?
+                    peer = self._peer()
+                    if peer == "open" or self._read_before_close():
+                        self.written += 1
+                        chunk = None  # received: not given back
+                    self._in_flight = False
                     self._progress.set()
+                    if peer != "open":
+                        self._leave()
+                        break
                 chunk = None
         finally:  # the client went away (a failed write closes this generator) or the stream ended
             self.ended = True
+            self._in_flight = False
             self._progress.set()
             self._stop_watching()
             unwritten = [chunk, *self.queue.queue]
