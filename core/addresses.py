@@ -13,7 +13,7 @@ from functools import lru_cache
 from urllib.parse import quote, unquote
 
 #: RFC 7622 §3.3.1: characters a localpart never contains (besides controls and spaces).
-_LOCALPART_FORBIDDEN = set("\"&'/:<>@")
+_LOCALPART_FORBIDDEN = frozenset("\"&'/:<>@")
 #: RFC 3261 §25.1 user part: unreserved / user-unreserved; everything else is %-escaped (RFC 7247 §5.1).
 _SIP_USER_SAFE = "-_.!~*'()&=+$,;?/"
 _DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from types import MappingProxyType
 
 import click
 
@@ -21,7 +22,7 @@ from .store import DatabaseError
 from .store.accounts import AccountExists, NoSuchAccount, names
 
 #: The original sample's walkthrough accounts (research/seed.md); sipuserf's password is generated.
-DEMO_ACCOUNTS = {"convergence": "1", "sipuserf": None}
+DEMO_ACCOUNTS = MappingProxyType({"convergence": "1", "sipuserf": None})
 
 
 class Fatal(click.ClickException):

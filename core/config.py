@@ -8,6 +8,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Callable
 
 from .addresses import AddressError, normalize_domain
@@ -17,8 +18,8 @@ class ConfigError(Exception):
     """One line naming the file, the key and what was expected."""
 
 
-_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-               list: "a list of strings"}
+_TYPE_NAMES = MappingProxyType({bool: "a boolean", int: "an integer", float: "a number",
+                                str: "a string", list: "a list of strings"})
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ SERVER = Section("server", {
 
 @dataclass
 class Config:
-    """Validated settings: ``config["xmpp"]["listen"]``; ``path`` is the file, or None for defaults."""
+    """Validated settings: ``config["server"]["domain"]``; ``path`` is the file, or None for defaults."""
 
     path: Path | None
     raw: dict = field(default_factory=dict)

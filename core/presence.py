@@ -41,8 +41,8 @@ class Endpoint(Protocol):
     """What a protocol plugin implements for each way an account is reachable.
 
     ``address`` is the account's address with a resource naming this endpoint (the XMPP resource,
-    a tag per SIP binding or HTTP stream), unique within the account. ``protocol`` is ``"xmpp"``,
-    ``"sip"``, ``"http"`` or a plugin's own name. ``deliver(message)`` hands a message to the peer
+    a tag per SIP binding or HTTP stream), unique within the account. ``protocol`` names the
+    plugin's protocol (the bundled ones say xmpp, sip and http). ``deliver(message)`` hands a message to the peer
     and returns without waiting for it; it raises :class:`convergence.message.RoutingError` when
     the endpoint cannot take it right now. An endpoint may also have ``peer``, where it connects
     from (``(host, port)`` or text), which the hub names in its login and registration log lines.
