@@ -25,6 +25,7 @@ import logging
 from collections import Counter
 
 import gevent
+import gevent.event
 
 from .addresses import Address
 from .hookspecs import hookimpl
@@ -97,6 +98,7 @@ class LocalAccountRoute:
         if not storable(message):
             return DISCARDED
         limit = self.core.config["server"]["max_offline_messages"]
+        router.wait_for_given_back(self.account)  # after what a closing endpoint gives back
         try:
             kept = offline.store(self.core.db, self.account.local, message, limit)
         except accounts.NoSuchAccount:  # deleted since it was resolved
@@ -126,6 +128,7 @@ class Router:
         self.core = core
         self._delivering: set[Address] = set()  # accounts whose backlog deliver_stored is sending
         self._again: set[Address] = set()  # of those, asked again meanwhile: go round once more
+        self._held: dict[Address, list] = {}  # account → [closing endpoints giving back, Event]
         #: outcomes of ``route`` since the last ``take_counts``: delivered, stored, … and refused
         self.counts: Counter = Counter()
         #: protocol → largest body plus subject (UTF-8 bytes) it carries; see :meth:`limit`.
@@ -215,6 +218,28 @@ class Router:
             if len(done) < self.PAGE:
                 break
         return total
+
+    def hold(self, account: Address) -> None:
+        """A closing endpoint of ``account`` will give back messages (``returned``): until it
+        calls ``release``, a message refused for the account waits before it is stored, so that
+        it lands after them (the store keeps an account's messages in order). Call it the moment
+        the endpoint starts closing, before anything can yield to another greenlet."""
+        self._held.setdefault(account.bare, [0, gevent.event.Event()])[0] += 1
+
+    def release(self, account: Address) -> None:
+        """The endpoint that called ``hold`` has given back everything it had."""
+        entry = self._held.get(account.bare)
+        if entry is not None:
+            entry[0] -= 1
+            if entry[0] <= 0:
+                del self._held[account.bare]
+                entry[1].set()
+
+    def wait_for_given_back(self, account: Address) -> None:
+        """Wait (at most ``FLUSH_TIMEOUT``) until no closing endpoint of ``account`` holds it."""
+        entry = self._held.get(account.bare)
+        if entry is not None and not entry[1].wait(self.FLUSH_TIMEOUT):
+            log.warning("stored a message for %s before a closing endpoint gave back its own", account)
 
     def returned(self, message: Message) -> None:
         """An endpoint gives back ``message``, which it took but could not hand on (its

@@ -101,7 +101,7 @@ class Session:
     __slots__ = ("service", "link", "peer", "parser", "encrypted", "username", "address", "account",
                  "presence", "available", "interested", "directed", "carbons", "closed",
                  "header_sent", "stream_open", "lang", "generation", "mechanism", "deadline",
-                 "pinged", "unwritten", "__weakref__")
+                 "pinged", "unwritten", "holding", "giving", "__weakref__")
 
     protocol = "xmpp"
 
@@ -128,6 +128,8 @@ class Session:
         self.deadline = service.now() + service.settings["negotiation_timeout"]
         self.pinged = False  # a keep-alive ping is out and unanswered (XEP-0199)
         self.unwritten: deque = deque()  # (link offset where its stanza ends, Message), oldest first
+        self.holding = False  # closing: the router holds the account's stores until we gave back
+        self.giving = False  # a greenlet is giving back ``unwritten`` (one at a time: in order)
         service.connected(self)
 
     def __repr__(self):
@@ -434,6 +436,8 @@ class Session:
         self.mechanism = None
         service = self.service
         if self.address is not None:
+            self.holding = True  # before anything yields: a refused message waits for ours
+            service.core.router.hold(self.address)
             try:
                 presence.closed(service, self)  # unavailable to contacts first (RFC 6121 §4.5.2)
             finally:
@@ -442,9 +446,20 @@ class Session:
         service.disconnected(self)
 
     def _give_back(self) -> None:
-        """``Router.returned`` for every message whose stanza the socket did not take whole."""
-        written, unwritten = self.link.written, self.unwritten
-        while unwritten:
-            end, message = unwritten.popleft()
-            if end > written:
-                self.service.core.router.returned(message)
+        """``Router.returned`` for every message whose stanza the socket did not take whole, one
+        greenlet at a time and oldest first, then let the router store what was refused since."""
+        if self.giving:
+            return  # another greenlet is at it: it takes what is left, in order
+        self.giving = True
+        router = self.service.core.router
+        try:
+            written, unwritten = self.link.written, self.unwritten
+            while unwritten:
+                end, message = unwritten.popleft()
+                if end > written:
+                    router.returned(message)
+        finally:
+            self.giving = False
+            if self.holding:
+                self.holding = False
+                router.release(self.address)

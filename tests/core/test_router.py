@@ -261,3 +261,17 @@ def test_a_backlog_asked_for_while_it_is_being_sent_goes_round_again(core, alice
     core.presence.login(storing)
     assert core.router.deliver_stored(alice) == 2
     assert [m.body for m in storing.received] == ["stored 1", "stored 2"]
+
+
+def test_a_message_refused_while_an_endpoint_gives_back_is_stored_after_what_it_gives_back(core, alice):
+    """The store keeps an account's messages in order across a closing connection: the message
+    the closing session refused waits until the session has given back the earlier ones."""
+    core.router.hold(alice)  # a session of alice's starts closing, with messages to give back
+    later = gevent.spawn(core.send, msg(core, alice, "refused by the closing session"))
+    gevent.idle()  # it has reached the store and waits
+    assert offline.count(core.db, "alice") == 0
+    core.router.returned(msg(core, alice, "given back"))
+    core.router.release(alice)
+    assert later.get(timeout=5) == "stored"
+    assert [m.body for _, m in offline.pending(core.db, "alice")] == ["given back",
+                                                                     "refused by the closing session"]
