@@ -30,12 +30,13 @@ SEES = ("to", "both")
 
 def shared_on(core) -> bool:
     """Whether the shared roster is on: the ``share_roster`` hook's answer, on when none answers."""
-    return core.hook.share_roster(core=core) is not False
+    return core.pm.answer("share_roster", lambda: core.hook.share_roster(core=core) is not False)
 
 
-def service_users(core) -> list[Address]:
+def service_users(core) -> tuple[Address, ...]:
     """The domain's account-less contacts, as every plugin declares them (``service_users`` hook)."""
-    return list(dict.fromkeys(a for users in core.hook.service_users(core=core) for a in users or ()))
+    return core.pm.answer("service_users", lambda: tuple(dict.fromkeys(
+        a for users in core.hook.service_users(core=core) for a in users or ())))
 
 
 def shared_contacts(core, account: Address) -> list[Address]:
@@ -43,7 +44,7 @@ def shared_contacts(core, account: Address) -> list[Address]:
     if not shared_on(core):
         return []
     others = [core.address(name) for name in accounts.names(core.db)]
-    return [a for a in dict.fromkeys(others + service_users(core)) if a != account.bare]
+    return [a for a in dict.fromkeys([*others, *service_users(core)]) if a != account.bare]
 
 
 def is_shared(core, account: Address, contact: Address) -> bool:

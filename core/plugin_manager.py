@@ -41,12 +41,31 @@ class PluginManager(pluggy.PluginManager):
         self.add_hookspecs(hookspecs)
         self.distributions: dict[str, str] = {}  # plugin name -> "dist version"
         self.skipped: set[str] = set()  # plugins left out by plugin_errors = "skip"
+        self._answers: dict[str, object] = {}  # see ``answer``; emptied when a plugin comes or goes
         for module in BUILTINS:
             self.register(importlib.import_module(module), name=module.rsplit(".", 1)[1])
             self.distributions[module.rsplit(".", 1)[1]] = "convergence (core)"
         if os.environ.get("CONVERGENCE_TRACE_PLUGINS") == "1":
             self.trace.root.setwriter(lambda text: sys.stderr.write(text))
             self.enable_tracing()
+
+    def register(self, plugin, name=None):
+        self._answers.clear()
+        return super().register(plugin, name)
+
+    def unregister(self, plugin=None, name=None):
+        self._answers.clear()
+        return super().unregister(plugin, name)
+
+    def answer(self, key: str, compute):
+        """``compute()``, kept until a plugin is registered or unregistered: for hook answers that
+        depend only on which plugins there are and their settings (``share_roster``,
+        ``service_users``), asked on hot paths such as every presence broadcast."""
+        try:
+            return self._answers[key]
+        except KeyError:
+            value = self._answers[key] = compute()
+            return value
 
     def load_entry_points(self, disabled=(), errors: str = "fail") -> None:
         """Load every entry point not in ``disabled`` (``errors``: "fail" or "skip")."""

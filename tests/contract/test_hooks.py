@@ -177,6 +177,8 @@ def test_hook_service_users(make_core):
     items, _ = contacts.view(core, alice)
     assert ("bot@localhost", "both", ("Friends",)) in [(i.jid, i.subscription, i.groups) for i in items]
     assert contacts.is_shared(core, alice, core.address("bot"))
+    core.pm.unregister(name="bot")  # the answer is kept only until a plugin comes or goes
+    assert core.address("bot") not in contacts.service_users(core)
 
 
 def test_hook_share_roster(make_core):
