@@ -26,9 +26,11 @@ The database is SQLite (in memory for ``make_core``), or PostgreSQL with ``--con
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -152,26 +154,66 @@ def register_plugin(core):
         core.pm.unregister(plugin)
 
 
+#: Where ``free_port`` looks: below the kernel's ephemeral range (32768-60999 on Linux), so that no
+#: outgoing connection's local port, nor another program asking for port 0, can take a port between
+#: a test picking it and its server binding it.
+PORT_RANGE = (20000, 32000)
+
+
+def _claim(port: int) -> bool:
+    """Claim ``port`` for this process with a lock file, so that test runs side by side (``.ci/run``
+    runs two) never hand out the same one; a claim whose process is gone is taken over."""
+    claims = Path(tempfile.gettempdir()) / "convergence-test-ports"
+    claims.mkdir(exist_ok=True)
+    path = claims / str(port)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = int(path.read_text() or 0)
+                os.kill(owner, 0)
+                return False  # a live process holds it (or is writing its pid right now)
+            except ProcessLookupError:
+                path.unlink(missing_ok=True)  # a finished run's claim
+                continue
+            except (ValueError, OSError):
+                return False
+        with os.fdopen(fd, "w") as claim:
+            claim.write(str(os.getpid()))
+        return True
+    return False
+
+
+def _bindable(port: int, *kinds: int) -> bool:
+    for kind in kinds:
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def _port(*kinds: int) -> int:
+    for _ in range(1000):
+        port = random.randrange(*PORT_RANGE)
+        if _bindable(port, *kinds) and _claim(port):
+            return port
+    raise RuntimeError("no free port")
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port on 127.0.0.1 that is free right now (for TCP, or UDP with ``socket.SOCK_DGRAM``)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port on 127.0.0.1, free now and claimed for this process for the rest of its run: for TCP,
+    or UDP with ``socket.SOCK_DGRAM``. Never one the kernel hands out as an ephemeral port, nor one
+    another test process (the other half of ``.ci/run``) picked: so the server that binds it a
+    moment later finds it free."""
+    return _port(kind)
 
 
 def free_udp_tcp_port() -> int:
-    """A port on 127.0.0.1 free for both UDP and TCP right now (a SIP listener uses both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
-            with socket.socket() as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port")
+    """Like :func:`free_port`, free for both UDP and TCP (a SIP listener uses both)."""
+    return _port(socket.SOCK_DGRAM, socket.SOCK_STREAM)
 
 
 def toml_value(value) -> str:
