@@ -163,7 +163,7 @@ PORT_RANGE = (20000, 32000)
 def _claim(port: int) -> bool:
     """Claim ``port`` for this process with a lock file, so that test runs side by side (``.ci/run``
     runs two) never hand out the same one; a claim whose process is gone is taken over."""
-    claims = Path(tempfile.gettempdir()) / "convergence-test-ports"
+    claims = Path(tempfile.gettempdir()) / f"convergence-test-ports-{os.getuid()}"  # per user
     claims.mkdir(exist_ok=True)
     path = claims / str(port)
     for _ in range(2):
