@@ -170,11 +170,14 @@ def test_connections_over_the_per_address_limit_are_closed_others_served(converg
 
 # ---- HTTP timeouts -----------------------------------------------------------------------------
 
-def slowloris(socks: list, first: bytes, drip: bytes, limit: float) -> list:
-    """Each socket sends ``first``, then ``drip`` every 0.1 s of server silence (the attack), until
-    the server closes it; returns (what the server sent, seconds until it closed) per socket."""
+def slowloris(port: int, count: int, first: bytes, drip: bytes, limit: float) -> list:
+    """``count`` connections each send ``first``, then ``drip`` every 0.1 s of server silence (the
+    attack), until the server closes it; returns (what the server sent, seconds from before the
+    connection was opened until it closed) per connection. The clock starts before connecting:
+    the server's timeout runs from its accept, which a clock started later would not cover."""
     selector = selectors.DefaultSelector()
     start = time.monotonic()
+    socks = [connect(port) for _ in range(count)]
     results = {}
     for sock in socks:
         sock.sendall(first)
@@ -205,20 +208,19 @@ def slowloris(socks: list, first: bytes, drip: bytes, limit: float) -> list:
 def test_slow_request_heads_and_bodies_are_cut_off(convergence_server):
     server = convergence_server({"alice": "pw"}, http={"header_timeout": 0.5, "body_timeout": 0.5})
     port = server.http_port
-    heads = slowloris([connect(port) for _ in range(30)],
-                      b"GET /api/status HTTP/1.1\r\nHost: example.org\r\n", b"X-A: b\r\n", limit=10)
+    heads = slowloris(port, 30, b"GET /api/status HTTP/1.1\r\nHost: example.org\r\n", b"X-A: b\r\n",
+                      limit=10)
     for answer, after in heads:
         assert answer.startswith(b"HTTP/1.1 408 "), answer
         assert 0.5 <= after < 5
     credentials = base64.b64encode(b"alice:pw")
-    bodies = slowloris([connect(port) for _ in range(5)],
-                       b"POST /api/messages HTTP/1.1\r\nHost: example.org\r\nAuthorization: Basic "
-                       + credentials + b"\r\nContent-Type: application/json\r\nContent-Length: 500"
-                       b"\r\n\r\n{\"to\": \"alice@example.org\", \"body\": \"", b"x", limit=10)
+    bodies = slowloris(port, 5, b"POST /api/messages HTTP/1.1\r\nHost: example.org\r\n"
+                       b"Authorization: Basic " + credentials + b"\r\nContent-Type: application/json"
+                       b"\r\nContent-Length: 500\r\n\r\n{\"to\": \"alice@example.org\", \"body\": \"", b"x", limit=10)
     for answer, after in bodies:
         assert answer.startswith(b"HTTP/1.1 400 "), answer  # the body never came whole
         assert 0.5 <= after < 5
-    [(answer, after)] = slowloris([connect(port)], b"GET /api/status HTTP/1.1\r\nHost: example.org"
+    [(answer, after)] = slowloris(port, 1, b"GET /api/status HTTP/1.1\r\nHost: example.org"
                                   b"\r\nContent-Length: 500\r\n\r\n", b"x", limit=10)
     assert answer.startswith(b"HTTP/1.1 200 ") and 0.5 <= after < 5  # a body nobody reads, too
     idle = connect(port)  # an idle keep-alive connection ends too (RFC 9112 §9.6)
