@@ -69,6 +69,18 @@ def add_blueprints(core):
 
 
 @hookspec
+def add_metrics(core, registry):
+    """Register the plugin's metrics on this core's ``prometheus_client.CollectorRegistry``.
+
+    Called once per core, when its registry is first read (``GET /metrics``, ``convergence
+    status``), after ``on_startup``. Never use prometheus_client's default registry: several cores
+    share a process. Prefer a collector that reads the plugin's objects at scrape time (``collect``
+    yielding metric families) to counting on hot paths. Failed logins go to
+    ``core.metrics.count_failures(protocol, limiter)`` instead, so every protocol shares one family.
+    """
+
+
+@hookspec
 def on_shutdown(core):
     """The listeners have stopped; release what ``on_startup`` took. The store is still open."""
 
