@@ -10,6 +10,7 @@ from .addresses import Address, AddressError, normalize_localpart
 from .config import Config
 from .control import Control
 from .message import Message
+from .metrics import Metrics
 from .plugin_manager import PluginManager, available
 from .presence import PresenceHub
 from .router import Router
@@ -26,6 +27,7 @@ class Core:
         self.db = db
         db.version_locations += [str(p) for p in pm.hook.add_migrations() if p]
         self.domain: str = config["server"]["domain"]
+        self.metrics = Metrics(self)  # this core's registry (core/metrics.py); the router counts into it
         self.router = Router(self)
         self.presence = PresenceHub(self)
         self.control = Control(self)  # account changes to and from other processes
@@ -102,9 +104,11 @@ class Core:
         return creds is not None and credentials.verify(creds, password)
 
     # -- messages --
-    def send(self, message: Message) -> str:
-        """Route ``message`` (see :meth:`convergence.router.Router.route`)."""
-        return self.router.route(message)
+    def send(self, message: Message, source: str = "other") -> str:
+        """Route ``message`` (see :meth:`convergence.router.Router.route`); ``source`` names the
+        protocol it came in by (``"xmpp"``, ``"sip"``, ``"http"``…; ``"service"`` for what a
+        service user answers), for the metrics."""
+        return self.router.route(message, source)
 
     @property
     def database_location(self) -> str:

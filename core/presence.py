@@ -10,6 +10,7 @@ the RFC 6121 §4.7.2.1 ``show`` order. Service users (echo, the HTTP user) set t
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -80,12 +81,16 @@ class PresenceHub:
         self._endpoints: dict[Address, dict[str, Endpoint]] = {}
         self._services: dict[Address, Presence] = {}
         self._combined: dict[Address, Presence] = {}
+        #: endpoints that came online since start, by protocol: logins and new SIP bindings
+        #: (refreshes are not counted); read by the metrics (core/metrics.py)
+        self.logins: Counter = Counter()
 
     # -- endpoints reported by protocol plugins --
     def login(self, endpoint: Endpoint) -> None:
         """A session endpoint came online (fires ``on_login``)."""
         log.info("login %s (%s)%s", endpoint.address, endpoint.protocol, _source(endpoint))
         self._add(endpoint)
+        self.logins[endpoint.protocol] += 1
         self._hook.on_login(core=self._core, account=endpoint.address.bare, endpoint=endpoint)
         self._recompute(endpoint.address.bare)
 
@@ -101,6 +106,7 @@ class PresenceHub:
         if expires <= 0:
             return self.unregister(endpoint)
         if self.endpoint(endpoint.address) is not endpoint:  # new, not a refresh
+            self.logins[endpoint.protocol] += 1
             log.info("registered %s (%s)%s for %d s", endpoint.address, endpoint.protocol,
                      _source(endpoint), expires)
         self._add(endpoint)
@@ -140,6 +146,11 @@ class PresenceHub:
     def presence(self, address: Address) -> Presence:
         """The combined presence of an account or service user."""
         return self._combined.get(address.bare, UNAVAILABLE)
+
+    def counts(self) -> dict[str, int]:
+        """The live endpoints by protocol (for the metrics and ``convergence status``)."""
+        counts = Counter(e.protocol for table in self._endpoints.values() for e in table.values())
+        return dict(counts)
 
     def online(self) -> list[Address]:
         """Every account or service user that is available now."""

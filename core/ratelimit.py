@@ -23,6 +23,7 @@ class FailureLimiter:
         self.window = window
         self.max_keys = max_keys
         self._failures: dict[object, tuple[float, int]] = {}  # key -> (window start, count)
+        self.failures = 0  # every failure counted since start (the metrics read it)
 
     def blocked(self, key, now: float) -> bool:
         entry = self._failures.get(key)
@@ -42,6 +43,7 @@ class FailureLimiter:
         elif key not in self._failures and len(self._failures) >= self.max_keys:
             self._prune(now)
         self._failures[key] = (start, count + 1)
+        self.failures += 1
         log.info("%s failed from %s%s (%d in %g s%s)", self.what, key,
                  f" for {account!r}" if account else "", count + 1, self.window,
                  "; refusing this address for now" if count + 1 >= self.limit else "")

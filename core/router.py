@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from time import perf_counter
 
 import gevent
 import gevent.event
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 DELIVERED = "delivered"
 STORED = "stored"
 DISCARDED = "discarded"  # silently ignored (RFC 6121 §8.5): errors, headlines, nothing to store
+REFUSED = "refused"  # a RoutingError
+#: the destination of a message that went nowhere (refused, discarded), and of one stored
+NOWHERE, STORE = "none", "store"
 
 
 def live_endpoints(core, account: Address) -> list:
@@ -82,6 +86,7 @@ class LocalAccountRoute:
     def __init__(self, core, account: Address):
         self.core = core
         self.account = account
+        self.protocol = NOWHERE  # where the message went (metrics): see ``deliver``
 
     def deliver(self, message: Message) -> str:
         named = self.core.presence.endpoint(message.recipient) if message.recipient.resource else None
@@ -93,7 +98,10 @@ class LocalAccountRoute:
         targets = [named] if named else live_endpoints(self.core, self.account)
         router = self.core.router
         router.check_size(message, {e.protocol for e in targets} if targets else router.limits)
-        if deliver_to(targets, message):
+        if took := deliver_to(targets, message):
+            # the first endpoint's protocol; a message fanned out to several protocols counts
+            # once, under the protocol of the endpoint that came first
+            self.protocol = took[0].protocol
             return DELIVERED
         if not storable(message):
             return DISCARDED
@@ -105,6 +113,7 @@ class LocalAccountRoute:
             raise RoutingError("item-not-found", f"{self.account} does not exist") from None
         if not kept:
             raise RoutingError("resource-constraint", f"{self.account} has {limit} messages waiting")
+        self.protocol = STORE
         return STORED
 
 
@@ -129,8 +138,14 @@ class Router:
         self._delivering: set[Address] = set()  # accounts whose backlog deliver_stored is sending
         self._again: set[Address] = set()  # of those, asked again meanwhile: go round once more
         self._held: dict[Address, list] = {}  # account → [closing endpoints giving back, Event]
-        #: outcomes of ``route`` since the last ``take_counts``: delivered, stored, … and refused
+        #: messages routed since start, by (source, destination, outcome, condition): the
+        #: ``source`` given to ``route``, the route's ``protocol`` (``"none"`` when refused or
+        #: discarded, ``"store"`` when stored), the outcome (delivered, stored, discarded,
+        #: refused) and a refusal's RFC 6120 condition (else ""). Read by ``take_counts`` (the
+        #: log) and by the metrics (core/metrics.py).
         self.counts: Counter = Counter()
+        self._taken: Counter = Counter()  # the outcomes ``take_counts`` reported so far
+        self._latency = core.metrics.routing  # a Histogram: seconds per ``route``
         #: protocol → largest body plus subject (UTF-8 bytes) it carries; see :meth:`limit`.
         self.limits: dict[str, int] = {}
         self._floor: int | None = None  # the smallest of ``limits``
@@ -153,8 +168,10 @@ class Router:
             raise RoutingError("policy-violation", f"the message has {size} bytes of text; "
                                                    f"{protocol} carries at most {smallest}")
 
-    def route(self, message: Message) -> str:
-        """Deliver ``message``; return ``"delivered"``, ``"stored"`` or ``"discarded"``, or raise RoutingError."""
+    def route(self, message: Message, source: str = "other") -> str:
+        """Deliver ``message``; return ``"delivered"``, ``"stored"`` or ``"discarded"``, or raise
+        RoutingError. ``source`` names the protocol it came in by (for the metrics)."""
+        started = perf_counter()
         recipient = message.recipient
         try:
             route = self.core.hook.resolve_recipient(core=self.core, address=recipient)
@@ -163,16 +180,23 @@ class Router:
                     raise RoutingError("remote-server-not-found", f"no route to domain {recipient.domain}")
                 raise RoutingError("item-not-found", f"{recipient.bare} does not exist")
             outcome = route.deliver(message)
-        except RoutingError:
-            self.counts["refused"] += 1
+        except RoutingError as exc:
+            self.counts[source, NOWHERE, REFUSED, exc.condition] += 1
+            self._latency.observe(perf_counter() - started)
             raise
-        self.counts[outcome] += 1
+        destination = NOWHERE if outcome == DISCARDED else getattr(route, "protocol", "service")
+        self.counts[source, destination, outcome, ""] += 1
+        self._latency.observe(perf_counter() - started)
         self.core.hook.on_message(core=self.core, message=message)
         return outcome
 
     def take_counts(self) -> Counter:
         """The outcomes counted since the last call (the server logs them every minute)."""
-        counts, self.counts = self.counts, Counter()
+        totals = Counter()
+        for (_source, _destination, outcome, _condition), n in self.counts.items():
+            totals[outcome] += n
+        counts = totals - self._taken  # drops the outcomes that did not move
+        self._taken = totals
         return counts
 
     def deliver_stored(self, account: Address) -> int:

@@ -22,6 +22,6 @@ def answer(core, message: Message) -> None:
     A sender that cannot be reached for good is logged, not raised: their message did arrive.
     """
     try:
-        core.send(message)
+        core.send(message, "service")
     except RoutingError as exc:
         log.info("%s could not answer %s: %s", message.sender, message.recipient, exc)

@@ -52,3 +52,9 @@ def count(db: Database, account: str) -> int:
         return session.scalar(select(func.count()).select_from(OfflineMessage)
                               .join(Account, Account.id == OfflineMessage.account_id)
                               .where(Account.name == account))
+
+
+def total(db: Database) -> int:
+    """Messages waiting for every account (the metrics' offline store size)."""
+    with db.read_connection() as conn:
+        return conn.execute(select(func.count()).select_from(OfflineMessage)).scalar_one()

@@ -130,6 +130,22 @@ def test_hook_add_blueprints(make_core):
     assert create_app(core).test_client().get("/hello").text == "hi"
 
 
+def test_hook_add_metrics(make_core):
+    from prometheus_client import Gauge
+    from prometheus_client.parser import text_string_to_metric_families
+    from prometheus_client.exposition import generate_latest
+
+    class Plugin:
+        @hookimpl
+        def add_metrics(self, core, registry):
+            Gauge("weather_temperature", "degrees", registry=registry).set(21)
+    one, two = make_core(plugins={"p": Plugin()}), make_core()
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(one.metrics.registry).decode())}
+    assert families["weather_temperature"].samples[0].value == 21
+    assert "convergence_messages_routed" in families and "process_cpu_seconds" in families
+    assert b"weather_temperature" not in generate_latest(two.metrics.registry)  # a registry per core
+
+
 def test_hook_on_shutdown(make_core):
     class Plugin:
         stopped = False
