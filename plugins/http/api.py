@@ -117,7 +117,7 @@ def send_message():
     core = _core()
     message = Message(_sender(core, g.account, _text(data, "stream")), to, body, subject, thread, kind)
     try:
-        outcome = core.send(message)
+        outcome = core.send(message, "http")
     except RoutingError as exc:
         raise ApiError(STATUS.get(exc.condition, 503), exc.text, condition=exc.condition) from None
     return {"id": message.id, "outcome": outcome}, 202 if outcome == STORED else 200

@@ -63,7 +63,7 @@ def expose():
         if account == sender:  # an account of the same name is shadowed by the service user
             continue
         try:
-            core.send(Message(sender, account, text, type="chat"))
+            core.send(Message(sender, account, text, type="chat"), "service")
             sent.append(account)
         except RoutingError as exc:
             log.info("ExposeURL message to %s refused: %s", account, exc)

@@ -184,7 +184,7 @@ class Messaging:
         message = Message(sender, recipient, text, subject=request.headers.get("Subject"),
                           thread=request.call_id, type="chat")
         try:
-            outcome = core.send(message)
+            outcome = core.send(message, "sip")
         except RoutingError as err:
             return st.respond(STATUS_OF_CONDITION.get(err.condition, 500), err.text)
         st.respond(202 if outcome == STORED else 200)
@@ -228,6 +228,6 @@ class Messaging:
         report = message.failed(condition_of_status(response.status),
                                 f"Message not delivered to {endpoint.address.bare}: {problem}")
         try:
-            self.core.send(report)
+            self.core.send(report, "sip")
         except RoutingError as err:
             log.info("SIP: cannot report a failed MESSAGE to %s: %s", message.sender, err)

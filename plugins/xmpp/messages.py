@@ -75,7 +75,7 @@ def outbound(service, session, element: ET.Element) -> None:
         id=element.get("id") or new_id(),
         extensions=tuple(child for child in element if child.tag not in CORE_CHILDREN))
     try:
-        service.core.send(message)
+        service.core.send(message, "xmpp")
     except RoutingError as exc:
         if kind != "error":
             session.send(error_reply(element, StanzaError(_condition(exc, recipient, service), exc.text)))
