@@ -106,8 +106,8 @@ class Core:
     # -- messages --
     def send(self, message: Message, source: str = "other") -> str:
         """Route ``message`` (see :meth:`convergence.router.Router.route`); ``source`` names the
-        protocol it came in by (``"xmpp"``, ``"sip"``, ``"http"``…; ``"service"`` for what a
-        service user answers), for the metrics."""
+        protocol it came in by (the protocol plugin's name; ``"service"`` for what a service user
+        answers), for the metrics."""
         return self.router.route(message, source)
 
     @property
