@@ -51,6 +51,7 @@ def add_migrations():
     For plugins with tables of their own. The revisions form a branch of their own
     (``branch_labels = ("<plugin>",)``, the first with ``down_revision = None`` and
     ``depends_on = "0001"``); ``serve`` and ``db upgrade`` migrate every branch to its head.
+    Models are declared on ``convergence.store.models.Base`` in the plugin (docs/plugins.md).
     """
 
 
@@ -181,4 +182,16 @@ def on_presence(core, account, presence):
     """The combined availability of ``account`` (or of a service user) changed.
 
     ``presence`` is a :class:`convergence.presence.Presence`: the best of the account's endpoints.
+    """
+
+
+@hookspec
+def on_subscription_request(core, account, contact):
+    """``account`` asked to see the presence of ``contact`` (both local, bare) from a protocol
+    that keeps no roster of its own, and the roster does not allow it yet (a SIP SUBSCRIBE that
+    was answered ``pending``, RFC 8048 §4).
+
+    A plugin that keeps rosters puts the request to ``contact`` as if ``account`` had sent a
+    presence subscription request (RFC 6121 §3.1): stored, and shown to ``contact``'s clients.
+    The return value is ignored.
     """
