@@ -1,7 +1,8 @@
 """The ``convergence`` command line (click). ``convergence.main`` patches gevent, then runs ``cli``.
 
 Exit status: 0 success, 1 a refused request (existing account, bad name or password), 2 unusable
-configuration, plugin, database or listener (one line on stderr, no traceback).
+configuration, plugin, database or listener (one line on stderr, no traceback; with the
+environment variable ``CONVERGENCE_DEBUG=1`` the exception propagates with its traceback).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import secrets
 from types import MappingProxyType
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import server
 from .addresses import AddressError
@@ -31,6 +33,14 @@ class Fatal(click.ClickException):
     exit_code = 2
 
 
+def fatal(exc: Exception, message: str | None = None) -> Fatal:
+    """``exc`` as a one-line exit-2 error; with ``CONVERGENCE_DEBUG=1`` it is raised itself, with
+    its traceback. Use as ``raise fatal(exc) from None`` inside the ``except``."""
+    if os.environ.get("CONVERGENCE_DEBUG", "") not in ("", "0"):
+        raise exc
+    return Fatal(message or str(exc))
+
+
 class ConvergenceGroup(click.Group):
     """The top-level group; plugins add commands through the ``add_cli_commands`` hook."""
 
@@ -48,6 +58,16 @@ class ConvergenceGroup(click.Group):
 
     def get_command(self, ctx, name):
         return super().get_command(ctx, name) or (self._with_plugins(ctx) or super().get_command(ctx, name))
+
+    def invoke(self, ctx):
+        """Run the command; a database failure in any command (busy, read-only, gone) is one line."""
+        try:
+            return super().invoke(ctx)
+        except DatabaseError as exc:
+            raise fatal(exc) from None
+        except SQLAlchemyError as exc:
+            core = ctx.meta.get("convergence.core")
+            raise fatal(exc, str(core.db.error(exc)) if core else None) from None
 
 
 def get_core(ctx: click.Context, migrate: bool = True, overrides: dict | None = None) -> Core:
@@ -72,7 +92,7 @@ def get_core(ctx: click.Context, migrate: bool = True, overrides: dict | None = 
         if migrate:
             core.db.upgrade()
     except (ConfigError, PluginError, DatabaseError) as exc:
-        raise Fatal(str(exc)) from None
+        raise fatal(exc) from None
     return core
 
 
