@@ -31,6 +31,7 @@ class Core:
         self.router = Router(self)
         self.presence = PresenceHub(self)
         self.control = Control(self)  # account changes to and from other processes
+        self.listeners: list | None = None  # the started listeners, once ``serve`` started them all
 
     @classmethod
     def create(cls, config: Config, db: Database | None = None, load_entry_points: bool = True,

@@ -9,6 +9,7 @@ from gevent.event import Event
 
 from .core import Core
 from .listeners import raise_file_limit
+from .systemd import notify
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ def start(core: Core) -> list:
             raise ListenError(f"cannot listen: {describe(server)}: {exc.strerror or exc}") from exc
         started.append(server)
         log.info("listening: %s", describe(server))
+    core.listeners = started  # every one accepting: what GET /health/ready checks
     return started
 
 
@@ -72,10 +74,12 @@ def serve(core: Core) -> None:
         interval = core.config["server"]["stats_interval"]
         counting = gevent.spawn(log_counts, core, interval) if interval else None
         log.info("convergence serving %s; stop with Ctrl-C or SIGTERM", core.domain)
+        notify("READY=1")  # systemd Type=notify (docs/deploy.md)
         done.wait()
     finally:
         if servers:  # started: a failed start says only why (cli prints the ListenError)
             log.info("shutting down")
+            notify("STOPPING=1")
             if counting is not None:
                 counting.kill(block=False)
         for handler in handlers:

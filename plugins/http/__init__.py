@@ -18,6 +18,7 @@ from .api import blueprint as api_blueprint
 from .cli import token
 from .expose import blueprint as expose_page
 from .expose import http_user
+from .metrics import metrics_options
 from .server import HttpServer
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def add_config_section():
         "body_timeout": Option(30.0, "seconds a client may take to send a request body",
                                positive_number),
         **connection_limit_options("HTTP"),
+        **metrics_options(),
     }, "the HTTP plugin")
 
 

@@ -155,6 +155,7 @@ class Stream:
             return True
         except Full:  # a slow reader: stop accepting, drain what is queued, then end
             self.ended = True
+            self.streams.overflows += 1
             gevent.spawn(self.core.presence.logout, self)
             return False
 
@@ -278,6 +279,11 @@ class Streams:
     def __init__(self, core):
         self.core = core
         self._by_account: dict[Address, set[Stream]] = {}
+        self.overflows = 0  # streams ended because their client did not read (metrics)
+
+    def count(self) -> int:
+        """The open streams (metrics)."""
+        return sum(len(streams) for streams in self._by_account.values())
 
     def add(self, stream: Stream) -> None:
         self._by_account.setdefault(stream.address.bare, set()).add(stream)

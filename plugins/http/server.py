@@ -8,6 +8,8 @@ and ``callback_url`` the deprecated ``[http] callback_url`` (the callback plugin
 """
 from __future__ import annotations
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
 from convergence import hookimpl
 from convergence.listeners import AddressLimit, GuardedWSGIServer
 from convergence.router import DELIVERED
@@ -16,6 +18,7 @@ from convergence.services import answer
 from .app import create_app
 from .events import Streams
 from .expose import http_user
+from .metrics import blueprint as health_pages, metrics_app
 
 
 class HttpUserRoute:
@@ -42,13 +45,30 @@ class HttpServer:
         self.callback_url = settings["callback_url"]
         self.streams = Streams(core)
         self.route = HttpUserRoute(core)
+        self.auth = None  # the API's Authenticator, once the application is built
 
     @hookimpl
     def add_listeners(self):
+        """The HTTP listener; with ``[http] metrics_listen``, a second one for ``/metrics`` and
+        the health checks (the health checks stay on the first too)."""
         settings = self.settings
-        return [GuardedWSGIServer(settings["listen"], create_app(self.core),
-                                  AddressLimit.from_settings("HTTP", settings),
-                                  settings["header_timeout"], settings["body_timeout"])]
+        app = create_app(self.core)
+        separate = settings["metrics_listen"]
+        app.register_blueprint(health_pages(settings["metrics"] and separate is None))
+        self.auth = app.extensions.get("convergence.http.auth")
+        listeners = [GuardedWSGIServer(settings["listen"], app,
+                                       AddressLimit.from_settings("HTTP", settings),
+                                       settings["header_timeout"], settings["body_timeout"])]
+        if separate is not None:
+            listeners.append(GuardedWSGIServer(separate, metrics_app(self.core), None,
+                                               settings["header_timeout"], settings["body_timeout"]))
+        return listeners
+
+    @hookimpl
+    def add_metrics(self, registry):
+        if self.auth is not None:
+            self.core.metrics.count_failures("http", self.auth.limiter)
+        registry.register(HttpCollector(self.streams))
 
     @hookimpl
     def resolve_recipient(self, address):
@@ -66,3 +86,24 @@ class HttpServer:
     def on_shutdown(self):
         self.core.presence.set_service(self.user, None)  # ExposeURL made it available
         self.core.pm.unregister(self)
+
+
+class HttpCollector:
+    """The HTTP plugin's figures, read at each scrape."""
+
+    def __init__(self, streams: Streams):
+        self.streams = streams
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        streams = GaugeMetricFamily("convergence_http_event_streams", "Open API event streams "
+                                    "(Server-Sent Events, GET /api/events)")
+        streams.add_metric([], self.streams.count())
+        yield streams
+        slow = CounterMetricFamily("convergence_http_event_stream_overflows", "API event streams "
+                                   "ended because their client did not read ([http] sse_queue "
+                                   "events were waiting)")
+        slow.add_metric([], self.streams.overflows)
+        yield slow
