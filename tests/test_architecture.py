@@ -50,13 +50,13 @@ ALLOWED = {
     "convergence.certificates:XMPP_ADDR": "x509 OID",
     # SQLAlchemy statements and tables: immutable, generative constructs (each .where() copies).
     "convergence.store.accounts:_CREDENTIALS": "SQL statement",
-    "convergence.store.bindings:_UPDATE": "SQL statement",
+    "convergence.plugins.sip.bindings:_UPDATE": "SQL statement",
     "convergence.store.offline:_PENDING": "SQL statement",
     "convergence.store.roster:_OWNER": "SQL statement",
     "convergence.store.roster:_ITEMS": "SQL statement",
     "convergence.store.roster:_REQUESTS": "SQL statement",
     "convergence.store.roster:_WATCHERS": "SQL statement",
-    "convergence.store.tokens:_OWNER": "SQL statement",
+    "convergence.plugins.http.tokens:_OWNER": "SQL statement",
     # Flask blueprints: a recipe of routes filled once at import and applied to each core's own
     # Flask app (one blueprint may be registered on several apps); it holds no per-server data.
     "convergence.plugins.http.api:blueprint": "Flask blueprint",

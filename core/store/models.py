@@ -1,14 +1,17 @@
-"""SQLAlchemy 2 models: the schema Alembic (``migrations/``) owns.
+"""SQLAlchemy 2 models of the core's tables: the schema Alembic (``migrations/``) owns.
 
-Times are naive UTC. Shapes follow the peers: SIP bindings after Kamailio usrloc's ``location``
-table, roster items after RFC 6121 §2.1.2, offline messages after XEP-0160.
+Times are naive UTC. Shapes follow the peers: roster items after RFC 6121 §2.1.2, offline messages
+after XEP-0160. A plugin's tables are declared on the same :class:`Base` in the plugin and
+created by the plugin's own Alembic branch (``add_migrations``): SIP bindings in
+``plugins/sip/bindings.py``, vCards in ``plugins/xmpp/vcard_store.py``, API tokens in
+``plugins/http/tokens.py``.
 """
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String,
-                        Text, UniqueConstraint)
+from sqlalchemy import (JSON, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text,
+                        UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -38,26 +41,6 @@ class Account(Base):
     digest_ha1_md5: Mapped[str] = mapped_column(String(32))
     digest_ha1_sha256: Mapped[str] = mapped_column(String(64))
     roster_version: Mapped[int] = mapped_column(Integer, default=0)
-
-
-class SipBinding(Base):
-    """One registered contact of an AOR (RFC 3261 §10.3)."""
-
-    __tablename__ = "sip_bindings"
-    __table_args__ = (UniqueConstraint("account_id", "contact"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
-    contact: Mapped[str] = mapped_column(String(1024))
-    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
-    q: Mapped[float | None] = mapped_column(Float)
-    call_id: Mapped[str] = mapped_column(String(255))
-    cseq: Mapped[int] = mapped_column(Integer)
-    received: Mapped[str | None] = mapped_column(String(255))  # transport:host:port it came from
-    path: Mapped[str | None] = mapped_column(Text)
-    instance: Mapped[str | None] = mapped_column(String(255))  # RFC 5626 +sip.instance
-    user_agent: Mapped[str | None] = mapped_column(String(255))
-    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
 
 class RosterItem(Base):
@@ -105,26 +88,3 @@ class SubscriptionRequest(Base):
     jid: Mapped[str] = mapped_column(String(3071))  # bare JID of the requester
     stanza: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-
-
-class VCard(Base):
-    """An account's vcard-temp (XEP-0054), kept as the client sent it."""
-
-    __tablename__ = "vcards"
-
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"),
-                                            primary_key=True)
-    vcard: Mapped[str] = mapped_column(Text)
-    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
-
-
-class ApiToken(Base):
-    """A bearer token for the HTTP API (RFC 6750): only its SHA-256 is kept, never the token."""
-
-    __tablename__ = "api_tokens"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(255))
-    digest: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -9,6 +9,7 @@ This module holds the stateless hooks; ``on_startup`` builds the plugin's object
 (:class:`~.server.HttpServer`) and registers it as ``http:server``: it takes the other hooks.
 """
 import logging
+from pathlib import Path
 
 from convergence import hookimpl
 from convergence.config import Option, Section, listen_address, positive_int, positive_number
@@ -53,6 +54,12 @@ def add_config_section():
         **connection_limit_options("HTTP"),
         **metrics_options(),
     }, "the HTTP plugin")
+
+
+@hookimpl
+def add_migrations():
+    """Its table ``api_tokens`` comes from the plugin's own Alembic branch ``http``."""
+    return Path(__file__).parent / "migrations"
 
 
 @hookimpl

@@ -15,8 +15,8 @@ from werkzeug.datastructures import Authorization
 
 from convergence import Address, AddressError
 from convergence.ratelimit import FailureLimiter
-from convergence.store import tokens
 
+from . import tokens
 from .errors import ApiError
 
 

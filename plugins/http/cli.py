@@ -6,8 +6,9 @@ import click
 
 from convergence.addresses import AddressError
 from convergence.cli import get_core, no_account
-from convergence.store import tokens
 from convergence.store.accounts import NoSuchAccount
+
+from . import tokens
 
 
 @click.group("token")

@@ -1,4 +1,5 @@
-"""SIP: registrar, MESSAGE and a stateful proxy for calls over UDP, TCP and TLS (RFC 3261, 3428).
+"""SIP: registrar, MESSAGE, presence (SUBSCRIBE/NOTIFY, PUBLISH) and a stateful proxy for calls
+over UDP, TCP and TLS (RFC 3261, 3428, 3856, 3903, 6665).
 
 The ``[sip]`` table configures it (docs/sip.md). Module level: the settings, and the secrets
 digest needs at password-set time (``password_secrets``), both read from the configuration only.
@@ -7,6 +8,8 @@ core's plugin manager as ``sip:server``; it takes the other hooks (listeners, ac
 shutdown).
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 from convergence import hookimpl
 from convergence.config import (Option, Section, listen_address, optional_listen_address, positive_int,
@@ -62,8 +65,24 @@ def add_config_section():
         "t2": Option(Timing.t2, "RFC 3261 timer T2 in seconds (longest retransmission "
                                          "interval)",
                      positive_number),
+        "presence_min_expires": Option(60, "shortest SUBSCRIBE or PUBLISH accepted, in seconds "
+                                           "(else 423)", positive_int),
+        "presence_max_expires": Option(3600, "longest SUBSCRIBE or PUBLISH granted, in seconds",
+                                       positive_int),
+        "max_subscriptions_per_account": Option(200, "presence subscriptions one account may "
+                                                     "hold (else 403)", positive_int),
+        "max_subscriptions_per_address": Option(2000, "presence subscriptions from one source "
+                                                      "address (else 403)", positive_int),
+        "max_publish_size": Option(8192, "largest PIDF body a PUBLISH may carry, in bytes "
+                                         "(else 413)", positive_int),
         **connection_limit_options("SIP TCP/TLS"),
-    }, "the SIP plugin: registrar, MESSAGE and call proxy")
+    }, "the SIP plugin: registrar, MESSAGE, presence and call proxy")
+
+
+@hookimpl
+def add_migrations():
+    """Its table ``sip_bindings`` comes from the plugin's own Alembic branch ``sip``."""
+    return Path(__file__).parent / "migrations"
 
 
 @hookimpl

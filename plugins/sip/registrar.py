@@ -8,7 +8,7 @@ the same Call-ID and a CSeq not above the stored one aborts the request (step 7:
 ``200`` lists every current binding with its remaining ``expires``.
 
 Every change is written to the store before the ``200`` goes out (the Kamailio usrloc
-``location`` shape with absolute expiry, :mod:`convergence.store.bindings`), so a binding the
+``location`` shape with absolute expiry, :mod:`.bindings`), so a binding the
 client was told about survives a crash; each binding is also an endpoint in
 ``core.presence`` (``register``/``unregister`` fire ``on_register``) that the router delivers
 messages to, and an entry of the :class:`~.location.Location` that messaging and the proxy read.
@@ -23,10 +23,10 @@ import math
 import time
 from datetime import timedelta
 
-from convergence.store import bindings
 from convergence.store.accounts import NoSuchAccount
-from convergence.store.bindings import Binding
 
+from . import bindings
+from .bindings import Binding
 from .location import BindingEndpoint, resource
 from .message import NameAddr, ParseError
 

@@ -7,6 +7,8 @@ that object takes the other hooks. See docs/xmpp.md.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from convergence import hookimpl
 from convergence.config import (Option, Section, listen_address, one_of, optional_listen_address,
                                 positive_int, positive_number)
@@ -44,6 +46,12 @@ def add_config_section():
         "allow_registration": Option(False, "in-band registration (XEP-0077)"),
         **connection_limit_options("XMPP"),
     }, "the XMPP plugin")
+
+
+@hookimpl
+def add_migrations():
+    """Its table ``vcards`` comes from the plugin's own Alembic branch ``xmpp``."""
+    return Path(__file__).parent / "migrations"
 
 
 @hookimpl

@@ -9,8 +9,9 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from convergence import Address
-from convergence.store import accounts, vcards
+from convergence.store import accounts
 
+from . import vcard_store
 from .stanzas import StanzaError, iq_result
 
 NS = "vcard-temp"
@@ -30,9 +31,9 @@ def vcard(service, session, iq: ET.Element) -> ET.Element:
     if iq.get("type") == "set":
         if owner != own:
             raise StanzaError("forbidden", "only your own vCard can be published")  # §3.2
-        vcards.save(db, own.local, ET.tostring(iq[0], encoding="unicode"))
+        vcard_store.save(db, own.local, ET.tostring(iq[0], encoding="unicode"))
         return iq_result(iq)
-    stored = vcards.get(db, owner.local) if accounts.exists(db, owner.local) else None
+    stored = vcard_store.get(db, owner.local) if accounts.exists(db, owner.local) else None
     if stored is None:
         if owner != own:
             raise StanzaError("item-not-found", f"no vCard for {owner}")

@@ -63,7 +63,7 @@ def test_third_party_plugin_loads_through_its_entry_point_and_routes(make_core):
         assert session.execute(text("SELECT recipient FROM hello_greetings")).scalars().all() == \
             ["alice@localhost/phone"]
     current, heads, up_to_date = core.db.current()
-    assert up_to_date and {"0003", "hello_0001"} <= heads
+    assert up_to_date and {"0004", "hello_0001"} <= heads
 
 
 def test_a_plugin_that_needs_another_says_so_with_require(core):

@@ -7,7 +7,7 @@ from gevent.event import Event
 
 from convergence import hookimpl
 from convergence.plugins.sip.transport import Clock
-from convergence.store import bindings
+from convergence.plugins.sip import bindings
 
 
 def now():

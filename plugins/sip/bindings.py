@@ -1,5 +1,8 @@
 """SIP binding repository (RFC 3261 §10.3), shaped after Kamailio usrloc's ``location`` table.
 
+The ``sip_bindings`` table belongs to the SIP plugin: its model is here and its revisions are the
+plugin's own Alembic branch (``plugins/sip/migrations``, label ``sip``).
+
 Expiry is an absolute UTC time, so bindings survive a restart and expire on time whatever the
 uptime; the registrar asks for ``expired(now)`` and removes them.
 """
@@ -8,11 +11,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import (DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint,
+                        bindparam, delete, select, update)
+from sqlalchemy.orm import Mapped, mapped_column
 
-from .accounts import lookup
-from .database import Database
-from .models import Account, SipBinding, utcnow
+from convergence.store import Database
+from convergence.store.accounts import lookup
+from convergence.store.models import Account, Base, utcnow
+
+
+class SipBinding(Base):
+    """One registered contact of an AOR (RFC 3261 §10.3)."""
+
+    __tablename__ = "sip_bindings"
+    __table_args__ = (UniqueConstraint("account_id", "contact"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    contact: Mapped[str] = mapped_column(String(1024))
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    q: Mapped[float | None] = mapped_column(Float)
+    call_id: Mapped[str] = mapped_column(String(255))
+    cseq: Mapped[int] = mapped_column(Integer)
+    received: Mapped[str | None] = mapped_column(String(255))  # transport:host:port it came from
+    path: Mapped[str | None] = mapped_column(Text)
+    instance: Mapped[str | None] = mapped_column(String(255))  # RFC 5626 +sip.instance
+    user_agent: Mapped[str | None] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
 
 
 @dataclass(frozen=True)

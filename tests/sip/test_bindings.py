@@ -3,9 +3,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from convergence.store import bindings
+from convergence.plugins.sip import bindings
 from convergence.store.accounts import NoSuchAccount
-from convergence.store.bindings import Binding
+from convergence.plugins.sip.bindings import Binding
 
 T0 = datetime(2026, 1, 1, 12, 0, 0)
 

@@ -1,8 +1,8 @@
 """API token repository: only digests are stored, tokens go with their account."""
 from sqlalchemy import select
 
-from convergence.store import tokens
-from convergence.store.models import ApiToken
+from convergence.plugins.http import tokens
+from convergence.plugins.http.tokens import ApiToken
 
 
 def test_create_owner_list_revoke(core):

@@ -2,7 +2,9 @@
 
 A token is 32 random bytes, URL-safe base64 (43 characters), shown once at creation; only its
 SHA-256 digest is stored, so a leaked database gives no usable token. Tokens go with their
-account (``ON DELETE CASCADE``).
+account (``ON DELETE CASCADE``). The ``api_tokens`` table belongs to the HTTP plugin: its model is
+here and its revisions are the plugin's own Alembic branch (``plugins/http/migrations``, label
+``http``).
 """
 from __future__ import annotations
 
@@ -11,11 +13,25 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import DateTime, ForeignKey, LargeBinary, String, bindparam, delete, select
+from sqlalchemy.orm import Mapped, mapped_column
 
-from .accounts import lookup
-from .database import Database
-from .models import Account, ApiToken
+from convergence.store import Database
+from convergence.store.accounts import lookup
+from convergence.store.models import Account, Base, utcnow
+
+
+class ApiToken(Base):
+    """A bearer token for the HTTP API (RFC 6750): only its SHA-256 is kept, never the token."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
 
 
 @dataclass(frozen=True)
