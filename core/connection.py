@@ -38,6 +38,7 @@ MAX_QUEUED = 1 << 20
 RECV_SIZE = 65536
 TLS_RECORD = 16384  # the largest TLS plaintext record (RFC 8446 §5.1, RFC 5246 §6.2.1)
 READ, WRITE = 1, 2  # libev event masks
+QUEUE_FULL = "outbound queue full: the peer is not reading"  # the close_reason of a slow reader
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
@@ -80,7 +81,7 @@ class Connection:
         if self.closed:
             return False
         if self._queued + len(data) > self.max_queued:
-            self.close("outbound queue full: the peer is not reading")
+            self.close(QUEUE_FULL)
             return False
         if not self._queue and self._writing is None:
             gevent.get_hub().loop.run_callback(self._write)

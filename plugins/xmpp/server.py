@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
 from convergence import hookimpl
 
 from . import presence as broadcast, roster_push, transport
@@ -68,6 +70,37 @@ class XmppServer:
         roster_push.account_changed(self.service, account, change)
 
     @hookimpl
+    def add_metrics(self, registry):
+        self.core.metrics.count_failures("xmpp", self.service.limiter)
+        registry.register(XmppCollector(self.service))
+
+    @hookimpl
     def on_shutdown(self):
         self.service.shutdown()
         self.core.pm.unregister(self)
+
+
+class XmppCollector:
+    """The XMPP service's figures, read at each scrape (docs/operations.md, Metrics)."""
+
+    def __init__(self, service: C2SService):
+        self.service = service
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        service = self.service
+        streams = GaugeMetricFamily("convergence_xmpp_c2s_streams", "Open XMPP client streams "
+                                    "(c2s), bound to a resource or still negotiating")
+        streams.add_metric([], service.open_streams())
+        yield streams
+        sessions = GaugeMetricFamily("convergence_xmpp_c2s_sessions", "XMPP client sessions bound "
+                                     "to a resource (RFC 6120 §7)")
+        sessions.add_metric([], len(service.all_sessions()))
+        yield sessions
+        slow = CounterMetricFamily("convergence_xmpp_slow_reader_disconnects", "XMPP connections "
+                                   "closed because the client did not read ([xmpp] max_queued "
+                                   "bytes were waiting)")
+        slow.add_metric([], service.slow_readers)
+        yield slow

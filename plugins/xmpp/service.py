@@ -44,6 +44,7 @@ class C2SService:
             module.register_iq(self.iq)
         self.last_presence: dict[Address, tuple[object, ET.Element]] = {}  # full JID -> (session, stanza)
         self.shown: dict[Address, dict[Address, Presence]] = {}  # account -> {JID: presence shown}
+        self.slow_readers = 0  # connections closed because their outbound queue was full (metrics)
 
     def credentials(self, username: str):
         """The stored SCRAM keys of ``username`` (SASL lookups), or None."""
@@ -55,6 +56,10 @@ class C2SService:
 
     def disconnected(self, session) -> None:
         self._open.discard(session)
+
+    def open_streams(self) -> int:
+        """Open client streams, bound to a resource or not yet (metrics)."""
+        return len(self._open)
 
     def shutdown(self) -> None:
         """End every stream with ``system-shutdown`` (the server is stopping)."""

@@ -14,7 +14,7 @@ import logging
 from gevent.event import Event
 
 from convergence import certificates
-from convergence.connection import Connection
+from convergence.connection import QUEUE_FULL, Connection
 from convergence.listeners import AddressLimit, GuardedStreamServer
 
 from .c2s import Session
@@ -54,6 +54,8 @@ def serve_connection(service, sock, peer, direct_tls: bool = False, ended=lambda
         conn.idle_timeout = session.idle_timeout()
 
     def on_close() -> None:
+        if conn.close_reason == QUEUE_FULL:
+            service.slow_readers += 1  # metrics: disconnected for not reading
         try:
             session.connection_lost()  # stores what the connection did not write
         finally:
