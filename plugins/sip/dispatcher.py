@@ -29,7 +29,7 @@ import itertools
 import logging
 import os
 import re
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -44,6 +44,9 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, INFO, UPDATE, PRA
 SUPPORTED = ""  # no option tags (§20.37 allows an empty list)
 KNOWN_ELSEWHERE = frozenset({"SUBSCRIBE", "NOTIFY", "PUBLISH", "REFER"})  # 405, not 501
 PROXIED = frozenset({"INVITE", "BYE", "INFO", "UPDATE", "PRACK", "OPTIONS"})
+#: methods counted by name (plugins/sip/metrics.py); any other is "other"
+METHODS = frozenset({"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "MESSAGE", "REGISTER", "INFO",
+                     "UPDATE", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "REFER"})
 COOKIE = "z9hG4bK"  # §8.1.1.7
 OUR_BRANCH = "z9hG4bK-cv"  # the magic cookie, then our mark: "-cv<loop hash>.<id>" (§16.6 step 8)
 WILDCARDS = ("0.0.0.0", "::", "")  # listen addresses that mean every address of the machine
@@ -81,6 +84,7 @@ class ServerTransaction:
         return response
 
     def send(self, response: Response) -> None:
+        self.layer.counts["answer", response.status // 100] += 1
         self.handle(self.txn.send_response(Wire(response), self.layer.now()))
         if response.status >= 200 and self.context is None:
             self.request = self.txn.request = None
@@ -231,6 +235,9 @@ class Transactions:
         self.server: dict[tuple, ServerTransaction | bytes] = {}  # bytes: see keep_answer
         self._answered: deque[tuple[float, tuple]] = deque()  # (Timer J, key), oldest first
         self.client: dict[tuple, ClientTransaction] = {}
+        #: SIP traffic since start (plugins/sip/metrics.py): ("request", method), ("response",
+        #: class) received, ("answer", class) sent, ("retransmission", "received" / "sent")
+        self.counts: Counter = Counter()
         self.to_tag = os.urandom(6).hex()  # one tag for the responses this element makes
         self._prefix = os.urandom(4).hex()
         self._ids = itertools.count(1)
@@ -248,6 +255,8 @@ class Transactions:
         st = self.server.get(key)
         if st is None:
             return False
+        if request.method != "ACK":
+            self.counts["retransmission", "received"] += 1
         if isinstance(st, bytes):  # a completed non-INVITE transaction (keep_answer)
             flow.send(st)
         else:
@@ -345,7 +354,10 @@ class Transactions:
         if not entry.flow.reliable and entry.txn.waiting:
             self.read_waiting()
         entry.scheduled = None
-        entry.handle(entry.txn.on_timer(self.now()))
+        effects = entry.txn.on_timer(self.now())
+        if any(isinstance(effect, Send) for effect in effects):  # Timer A, E or G: a resend
+            self.counts["retransmission", "sent"] += 1
+        entry.handle(effects)
 
 
 class Dispatcher:
@@ -390,11 +402,15 @@ class Dispatcher:
         flow.send(answer)
 
     def receive(self, message, flow) -> None:
+        counts = self.transactions.counts
         if isinstance(message, Response):
+            counts["response", message.status // 100] += 1
             via = Via.parse(message.headers.get("Via"))
             if not self.transactions.response(message, via):
                 self.proxy.stray_response(message, via)  # §16.7 step 2, forwarded statelessly
         else:
+            method = message.method
+            counts["request", method if method in METHODS else "other"] += 1  # bounded labels
             self._request(message, flow)
 
     def _request(self, request: Request, flow) -> None:

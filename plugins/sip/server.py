@@ -31,6 +31,7 @@ from .authentication import Authenticator
 from .dispatcher import Dispatcher, Names, Transactions, listens_everywhere
 from .location import Location
 from .messaging import Messaging
+from .metrics import SipCollector
 from .proxy import Proxy
 from .registrar import Registrar
 from .transaction import Timing
@@ -78,6 +79,11 @@ class SipServer:
         self.auth.forget(account.local)
         if change == "deleted":
             self.registrar.forget_account(account.local)
+
+    @hookimpl
+    def add_metrics(self, registry):
+        self.core.metrics.count_failures("sip", self.auth.limiter)
+        registry.register(SipCollector(self.location, self.transactions))
 
     @hookimpl
     def on_shutdown(self):

@@ -1,0 +1,56 @@
+"""The SIP plugin's metrics (docs/operations.md, Metrics): read from the parts of one
+:class:`~.server.SipServer` at each scrape.
+
+- ``convergence_sip_bindings``: live registrations (RFC 3261 §10), from the location service;
+- ``convergence_sip_transactions{kind}``: live server and client transactions (§17);
+- ``convergence_sip_requests_received_total{method}`` (a method outside :data:`~.dispatcher.METHODS`
+  counts as ``other``, so a flood of made-up methods cannot add labels),
+  ``convergence_sip_responses_received_total{class}`` and
+  ``convergence_sip_responses_sent_total{class}`` (``1xx`` … ``6xx``): the transaction layer's
+  ``counts``, incremented by the dispatcher;
+- ``convergence_sip_retransmissions_total{direction}``: requests received again for a live
+  server transaction (``received``: the peer did not hear our answer in time), and requests or
+  responses this server sent again on a timer (``sent``: Timer A, E, G).
+
+Failed digest authentications go to the core's ``convergence_login_failures_total{protocol="sip"}``.
+"""
+from __future__ import annotations
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+
+class SipCollector:
+    def __init__(self, location, transactions):
+        self.location = location
+        self.transactions = transactions
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        bindings = GaugeMetricFamily("convergence_sip_bindings", "Registered SIP bindings "
+                                     "(RFC 3261 §10)")
+        bindings.add_metric([], len(self.location.by_uri))
+        yield bindings
+        transactions = self.transactions
+        live = GaugeMetricFamily("convergence_sip_transactions", "Live SIP transactions "
+                                 "(RFC 3261 §17)", labels=["kind"])
+        live.add_metric(["server"], len(transactions.server))
+        live.add_metric(["client"], len(transactions.client))
+        yield live
+        families = {
+            "request": CounterMetricFamily("convergence_sip_requests_received", "SIP requests "
+                                           "received, by method", labels=["method"]),
+            "response": CounterMetricFamily("convergence_sip_responses_received", "SIP responses "
+                                            "received, by class", labels=["class"]),
+            "answer": CounterMetricFamily("convergence_sip_responses_sent", "SIP responses sent "
+                                          "by this server's transactions, by class",
+                                          labels=["class"]),
+            "retransmission": CounterMetricFamily(
+                "convergence_sip_retransmissions", "SIP retransmissions: requests received again "
+                "for a live transaction (received), messages sent again on a timer (sent)",
+                labels=["direction"]),
+        }
+        for (kind, label), n in sorted(transactions.counts.items(), key=str):
+            families[kind].add_metric([f"{label}xx" if isinstance(label, int) else label], n)
+        yield from families.values()
