@@ -13,7 +13,8 @@
   for other domains without one get ``403`` (no open relay); REGISTER → registrar, MESSAGE →
   messaging, OPTIONS to the server → ``200`` with Allow/Accept/Supported, calls → proxy;
   Max-Forwards 0 → ``483``; unsupported Require (local) or Proxy-Require (proxied) → ``420``;
-  SUBSCRIBE/NOTIFY/PUBLISH/REFER → ``405`` with Allow; unknown methods → ``501``.
+  SUBSCRIBE and PUBLISH → the presence agent (RFC 3856, RFC 3903); NOTIFY/REFER → ``405`` with
+  Allow; unknown methods → ``501``.
 - Errors found by the parser are answered as it says (``400`` naming the problem, ``505``,
   ``416``, ``513`` over ``max_message_size``) or dropped (responses, ACKs). An answer that cannot
   be made is not sent, and logged as one line naming the source, at most one a minute per source
@@ -40,9 +41,9 @@ from .transaction import Deliver, Send, SendAck, Terminated, TimedOut, Timing, T
 
 log = logging.getLogger(__name__)
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, INFO, UPDATE, PRACK"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, INFO, UPDATE, PRACK, SUBSCRIBE, PUBLISH"
 SUPPORTED = ""  # no option tags (§20.37 allows an empty list)
-KNOWN_ELSEWHERE = frozenset({"SUBSCRIBE", "NOTIFY", "PUBLISH", "REFER"})  # 405, not 501
+KNOWN_ELSEWHERE = frozenset({"NOTIFY", "REFER"})  # 405, not 501
 PROXIED = frozenset({"INVITE", "BYE", "INFO", "UPDATE", "PRACK", "OPTIONS"})
 #: methods counted by name (plugins/sip/metrics.py); any other is "other"
 METHODS = frozenset({"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "MESSAGE", "REGISTER", "INFO",
@@ -363,16 +364,17 @@ class Transactions:
 class Dispatcher:
     """What the transport reads, into the transaction layer and on to the transaction user:
     ``register`` (REGISTER), ``message`` (MESSAGE), the ``proxy`` (calls, routed requests, ACKs
-    of 2xx, stray responses); OPTIONS to the server, CANCEL and the errors are answered here."""
+    of 2xx, stray responses), ``others`` (method → handler: SUBSCRIBE and PUBLISH); OPTIONS to
+    the server, CANCEL and the errors are answered here."""
 
     def __init__(self, transactions: Transactions, names: Names, max_message_size: int, clock,
-                 register, message, proxy):
+                 register, message, proxy, others=None):
         self.transactions, self.names, self.proxy = transactions, names, proxy
         self.max_message_size = max_message_size
         self.complaints = Complaints(clock.monotonic)
         self.register = register
         self.handlers = {"REGISTER": register, "MESSAGE": message,
-                         **{method: proxy.route for method in PROXIED}}
+                         **{method: proxy.route for method in PROXIED}, **(others or {})}
 
     # -- reading --
     def datagram(self, data: bytes, flow) -> None:
@@ -466,7 +468,8 @@ class Dispatcher:
             return self.register(st)
         if method == "OPTIONS" and uri.user is None:
             return st.respond(200, headers=[("Allow", ALLOW), ("Accept", ACCEPT),
-                                            ("Supported", SUPPORTED)])
+                                            ("Supported", SUPPORTED),
+                                            ("Allow-Events", "presence")])  # RFC 6665 §8.2.2
         if request.max_forwards == 0:
             return st.respond(483)  # §16.3 step 3
         handler = self.handlers.get(method)

@@ -14,13 +14,16 @@ manager as ``sip:server``; tests reach the running parts through
 - the :class:`~.authentication.Authenticator`, the location service
   (:class:`~.location.Location`: accounts of AORs, live bindings, their flows);
 - :class:`~.messaging.Messaging`, then the :class:`~.registrar.Registrar` (its bindings deliver
-  through messaging's ``send``), the :class:`~.proxy.Proxy`;
+  through messaging's ``send``), the :class:`~.proxy.Proxy`, the presence agent
+  (:class:`~.presence.PresenceAgent`: SUBSCRIBE, NOTIFY, PUBLISH);
 - the :class:`~.dispatcher.Dispatcher`, last, given to the transport as the receiver of what it
   reads (``Transport.receive_with``).
 
 ``add_listeners`` returns the UDP, TCP and optional TLS listeners; ``on_account`` drops cached
-digest secrets and a deleted account's bindings; ``on_shutdown`` writes the refreshes still
-waiting, stops the timers and unregisters the object.
+digest secrets and a deleted account's bindings; ``on_presence`` sends the account's watchers a
+NOTIFY, ``on_register`` ends the publication of a binding that is gone; ``on_shutdown`` (and, while
+the UDP socket is still open, the transport's ``closing``) ends the subscriptions, writes the
+refreshes still waiting, stops the timers and unregisters the object.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from .dispatcher import Dispatcher, Names, Transactions, listens_everywhere
 from .location import Location
 from .messaging import Messaging
 from .metrics import SipCollector
+from .presence import PresenceAgent
 from .proxy import Proxy
 from .registrar import Registrar
 from .transaction import Timing
@@ -62,11 +66,15 @@ class SipServer:
                                    self.location, self.messaging.send)
         self.proxy = Proxy(core.db, self.transactions, self.auth, self.location, self.transport,
                            self.names)
+        self.presence = PresenceAgent(core, settings, clock, self.timers.call_at,
+                                      self.transactions, self.auth, self.location, self.names)
         self.dispatcher = Dispatcher(self.transactions, self.names, settings["max_message_size"],
                                      clock, self.registrar.handle, self.messaging.handle,
-                                     self.proxy)
+                                     self.proxy, {"SUBSCRIBE": self.presence.subscribe,
+                                                  "PUBLISH": self.presence.publish})
         self.transport.receive_with(self.dispatcher.datagram, self.dispatcher.receive,
                                     self.dispatcher.refuse)
+        self.transport.closing = self.presence.shutdown
         self.registrar.restore()
         self.timers.start()
 
@@ -79,6 +87,16 @@ class SipServer:
         self.auth.forget(account.local)
         if change == "deleted":
             self.registrar.forget_account(account.local)
+            self.presence.forget_account(account)
+
+    @hookimpl
+    def on_presence(self, account):
+        self.presence.on_presence(account)
+
+    @hookimpl
+    def on_register(self, endpoint, expires):
+        if not expires and endpoint.protocol == "sip":
+            self.presence.binding_gone(endpoint)
 
     @hookimpl
     def add_metrics(self, registry):
@@ -87,6 +105,7 @@ class SipServer:
 
     @hookimpl
     def on_shutdown(self):
+        self.presence.shutdown()  # if the listeners were never started
         self.registrar.flush()  # refreshes still waiting for their write and 200
         self.timers.stop()
         self.core.pm.unregister(self)

@@ -243,6 +243,8 @@ class UdpListener:
         if self._reader is not None:
             self._reader.kill(block=False)
         if self.socket is not None:
+            if self.transport.closing is not None:  # last words (NOTIFYs) while it can send
+                self.transport.closing()
             self.socket.close()
 
 
@@ -254,6 +256,7 @@ class Transport:
         self.udp: UdpListener | None = None
         self.connections: dict[str, StreamFlow] = {}  # flow key → live stream flow
         self._datagram = self._message = self._refused = None
+        self.closing = None  # called once as the listeners stop, before the UDP socket closes
 
     def receive_with(self, datagram, message, refused) -> None:
         """Where what is read goes: ``datagram(data, flow)`` for each UDP datagram,

@@ -142,13 +142,16 @@ def test_crlf_keepalive_gets_a_pong_over_tcp(sip_server):
     assert probe(client).status == 200
 
 
-@pytest.mark.parametrize("method, status", [("FOOBAR", 501), ("SUBSCRIBE", 405), ("PUBLISH", 405)])
+@pytest.mark.parametrize("method, status", [("FOOBAR", 501), ("NOTIFY", 405), ("REFER", 405),
+                                            ("SUBSCRIBE", 489), ("PUBLISH", 489)])
 def test_unknown_and_unsupported_methods(sip_server, method, status):
     client = sip_server().client()
     response = client.ask(client.request(method, uri=f"sip:alice@{DOMAIN}"))
     assert response.status == status
     if status == 405:
-        assert "INVITE" in response.headers.get_all("Allow")
+        assert "SUBSCRIBE" in response.headers.get_all("Allow")
+    if status == 489:  # no Event: presence (RFC 6665 §8.2.2)
+        assert response.headers.get("Allow-Events") == "presence"
 
 
 def test_max_forwards_zero_is_483(sip_server):
