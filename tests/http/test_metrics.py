@@ -1,0 +1,149 @@
+"""GET /metrics during a scenario on a real server: the counters move by exactly what the clients
+did (scraped and parsed with prometheus_client's own parser), the gauges show who is connected,
+and the endpoint is loopback-only unless configured, or on a listener of its own (issue 17)."""
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics
+from prometheus_client.parser import text_string_to_metric_families
+
+from actors import ACCOUNTS, SIP, Phone
+from api_client import call
+from convergence.testing import free_port
+from scenario_kit import LoginFailed
+from sipp_runner import Sipp, needs_sipp
+
+
+def scrape(url: str, headers: dict | None = None) -> dict:
+    """{(sample name, frozenset of labels): value} of every sample /metrics shows."""
+    request = urllib.request.Request(url + "/metrics", headers=headers or {})
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        text = reply.read().decode()
+        parse = (openmetrics if reply.headers["Content-Type"].startswith("application/openmetrics")
+                 else text_string_to_metric_families)
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in parse(text) for s in family.samples}
+
+
+def moved(before: dict, after: dict, prefix: str) -> dict:
+    """The samples named ``prefix…`` that changed, by (name, labels as a sorted tuple)."""
+    return {(name, tuple(sorted(labels))): after[name, labels] - before.get((name, labels), 0)
+            for name, labels in after
+            if name.startswith(prefix) and after[name, labels] != before.get((name, labels), 0)}
+
+
+def value(samples: dict, name: str, **labels) -> float:
+    return samples.get((name, frozenset(labels.items())), 0)
+
+
+def routed(source, destination, outcome, condition=""):
+    return ("convergence_messages_routed_total",
+            (("condition", condition), ("destination", destination), ("outcome", outcome),
+             ("source", source)))
+
+
+def test_counters_move_by_what_xmpp_and_http_clients_did(convergence_server, xmpp_client):
+    server = convergence_server(ACCOUNTS)
+    url = server.http_url
+    before = scrape(url)
+    alice = xmpp_client(server, "convergence")
+    with pytest.raises(LoginFailed):
+        xmpp_client(server, "userc", password="wrong", mechanism="SCRAM-SHA-1")  # one attempt
+    alice.send_message(server.jid("echo"), "ping")  # xmpp → echo, and echo's answer → xmpp
+    assert alice.next("message")["body"] == "ping"
+    alice.send_message(server.jid("userc"), "for later")  # offline: stored
+    alice.send_message(server.jid("nobody"), "lost")  # no such account: refused
+    alice.next("message_error")  # RFC 6121 §8.5.1: service-unavailable to the client
+    reply = call(server, "POST", "/api/messages", {"to": server.jid("convergence"), "body": "hi"},
+                 user="userc")
+    assert reply.status == 200 and alice.next("message")["body"] == "hi"
+    assert call(server, "GET", "/api/roster",
+                headers={"Authorization": "Basic dXNlcmM6bm9wZQ=="}).status == 401  # userc:nope
+    after = scrape(url)
+
+    assert moved(before, after, "convergence_messages_routed") == {
+        routed("xmpp", "service", "delivered"): 1,
+        routed("service", "xmpp", "delivered"): 1,
+        routed("xmpp", "store", "stored"): 1,
+        routed("xmpp", "none", "refused", "item-not-found"): 1,
+        routed("http", "xmpp", "delivered"): 1,
+    }
+    assert moved(before, after, "convergence_log") == {
+        ("convergence_logins_total", (("protocol", "xmpp"),)): 1,
+        ("convergence_login_failures_total", (("protocol", "xmpp"),)): 1,
+        ("convergence_login_failures_total", (("protocol", "http"),)): 1,
+    }
+    assert value(after, "convergence_routing_seconds_count") - \
+        value(before, "convergence_routing_seconds_count") == 5
+    assert value(after, "convergence_endpoints", protocol="xmpp") == 1
+    assert value(after, "convergence_xmpp_c2s_sessions") == 1
+    assert value(after, "convergence_offline_messages") == 1
+    assert value(after, "convergence_db_query_seconds_count") > value(before, "convergence_db_query_seconds_count")
+    assert value(after, "process_resident_memory_bytes") > 0 and value(after, "process_open_fds") > 0
+
+    alice.disconnect()
+    server.process.wait_for("logout convergence@")
+    gone = scrape(url)
+    assert value(gone, "convergence_xmpp_c2s_sessions") == 0
+    assert value(gone, "convergence_endpoints", protocol="xmpp") == 0
+
+
+@needs_sipp
+def test_sip_counters_move_by_what_the_phone_did(convergence_server, xmpp_client, tmp_path):
+    server = convergence_server(ACCOUNTS, sip=SIP)
+    folder = tmp_path / "sipp"
+    folder.mkdir()
+    phone = Phone(Sipp(server.sip_port, folder))
+    alice = xmpp_client(server, "convergence")
+    before = scrape(server.http_url)
+    phone.register()  # REGISTER, 401, REGISTER with digest, 200
+    incoming = phone.receive()
+    alice.send_message(server.jid("sipuserf"), "are you there?")  # xmpp → sip: MESSAGE, 200
+    incoming()
+    phone.send("convergence", "yes")  # sip → xmpp: MESSAGE, 407, MESSAGE, 200
+    assert alice.next("message")["body"].strip() == "yes"
+    after = scrape(server.http_url)
+
+    assert moved(before, after, "convergence_messages_routed") == {
+        routed("xmpp", "sip", "delivered"): 1, routed("sip", "xmpp", "delivered"): 1}
+    assert moved(before, after, "convergence_logins") == {
+        ("convergence_logins_total", (("protocol", "sip"),)): 1}
+    assert value(after, "convergence_sip_bindings") == 1
+    assert value(after, "convergence_endpoints", protocol="sip") == 1
+    sip = moved(before, after, "convergence_sip_")
+    again = sip.pop(("convergence_sip_retransmissions_total", (("direction", "received"),)), 0)
+    resent = sip.pop(("convergence_sip_retransmissions_total", (("direction", "sent"),)), 0)
+    requests = {k[1][0][1]: n for k, n in sip.items() if k[0] == "convergence_sip_requests_received_total"}
+    assert requests.get("REGISTER", 0) + requests.get("MESSAGE", 0) - again == 4 and set(requests) <= {
+        "REGISTER", "MESSAGE"}
+    answers = {k[1][0][1]: n for k, n in sip.items() if k[0] == "convergence_sip_responses_sent_total"}
+    assert answers == {"4xx": 2, "2xx": 2}  # 401 and 407, the two 200s (a retransmission is
+    # answered with the same response, not a new one)
+    responses = {k[1][0][1]: n for k, n in sip.items() if k[0] == "convergence_sip_responses_received_total"}
+    assert 1 <= responses["2xx"] <= 1 + resent  # the phone's 200 (once per MESSAGE it saw)
+
+
+def test_metrics_are_for_loopback_unless_allowed_and_can_be_switched_off(convergence_server):
+    server = convergence_server(ACCOUNTS, http={"metrics_allow": ["192.0.2.0/24"]})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        scrape(server.http_url)
+    assert refused.value.code == 403
+    off = convergence_server(http={"metrics": False})  # the same database: no accounts again
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        scrape(off.http_url)
+    assert missing.value.code == 404
+    assert urllib.request.urlopen(off.http_url + "/health/live", timeout=5).status == 200
+
+
+def test_metrics_listen_serves_metrics_and_health_on_a_listener_of_its_own(convergence_server):
+    port = free_port()
+    server = convergence_server(ACCOUNTS, http={"metrics_listen": f"127.0.0.1:{port}"})
+    own = f"http://127.0.0.1:{port}"
+    assert value(scrape(own, {"Accept": "application/openmetrics-text; version=1.0.0"}),
+                 "convergence_endpoints", protocol="xmpp") == 0
+    with pytest.raises(urllib.error.HTTPError) as elsewhere:
+        scrape(server.http_url)
+    assert elsewhere.value.code == 404  # not on the main listener any more
+    for base in (own, server.http_url):
+        assert urllib.request.urlopen(base + "/health/ready", timeout=5).status == 200
