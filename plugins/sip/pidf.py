@@ -135,6 +135,11 @@ def parse(body: bytes) -> Presence:
         parser.Parse(body, True)
     except expat.ExpatError as exc:
         raise PidfError(f"malformed PIDF: {exc}") from None
+    except PidfError:
+        raise
+    except (LookupError, ValueError) as exc:  # an XML declaration naming an encoding expat
+        # cannot read (unknown to Python, or multi-byte other than UTF-8/16)
+        raise PidfError(f"PIDF in an unknown encoding: {exc}") from None
     for basic in reader.basics:
         if basic not in ("open", "closed"):
             raise PidfError(f"<basic> must be open or closed, not {basic[:40]!r}")
