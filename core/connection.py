@@ -144,8 +144,10 @@ class Connection:
         return not self._queue and not self.closed
 
     # -- TLS --
-    def start_tls(self, context, timeout: float = 10.0) -> None:
-        """Upgrade to TLS as the server (RFC 6120 §5.4.3.3, RFC 7590); the handshake runs here."""
+    def start_tls(self, context, timeout: float = 10.0, server_side: bool = True,
+                  server_hostname: str | None = None) -> None:
+        """Upgrade to TLS (RFC 6120 §5.4.3.3, RFC 7590), as the server or, with ``server_side``
+        False, as the client of ``server_hostname`` (SNI); the handshake runs here."""
         self._write()  # the plain-text bytes before it (<proceed/>) go now, if the socket has room
         self.flush(self.write_timeout)
         if self.closed:
@@ -153,7 +155,8 @@ class Connection:
         self._stop(self._reading)  # it watches the plain socket object
         self._reading = None
         self.sock.settimeout(timeout)
-        self.sock = context.wrap_socket(self.sock, server_side=True)
+        self.sock = context.wrap_socket(self.sock, server_side=server_side,
+                                        server_hostname=None if server_side else server_hostname)
         self.sock.settimeout(0.0)
         self.tls = True
 
