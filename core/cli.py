@@ -9,19 +9,23 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sys
+from pathlib import Path
 from types import MappingProxyType
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
+from tqdm import tqdm
 
-from . import server
+from . import account_import, server
+from .account_files import FileError
 from .addresses import AddressError
 from .config import ConfigError, load
 from .core import Core
 from .credentials import PasswordError
 from .plugin_manager import PluginError
 from .store import DatabaseError
-from .store.accounts import AccountExists, NoSuchAccount, names
+from .store.accounts import AccountExists, NoSuchAccount, secrets_kept
 
 #: The original sample's walkthrough accounts (research/seed.md); sipuserf's password is generated.
 DEMO_ACCOUNTS = MappingProxyType({"convergence": "1", "sipuserf": None})
@@ -177,10 +181,69 @@ def user_del(ctx, name):
 @user.command("list")
 @click.pass_context
 def user_list(ctx):
-    """List the accounts, one address a line."""
+    """List the accounts, one address a line (marked when imported keys lack a secret)."""
     core = get_core(ctx)
-    for name in names(core.db):
-        click.echo(core.address(name))
+    digest = "digest" in account_import.wanted_secrets(core)
+    for name, has_digest, both_scram in secrets_kept(core.db):
+        missing = [what for what, lacking in (("no digest secret", digest and not has_digest),
+                                              ("one SCRAM hash", not both_scram)) if lacking]
+        click.echo(f"{core.address(name)}" + (f"  ({', '.join(missing)} until a password is set)"
+                                              if missing else ""))
+
+
+@user.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "kind", type=click.Choice(["csv", "xep0227"]),
+              help="The file's format (default: XEP-0227 if it starts with '<', else CSV).")
+@click.option("--jobs", "-j", type=click.IntRange(1), help="Processes deriving keys (default: one per core).")
+@click.option("--progress/--no-progress", default=None,
+              help="Show a progress bar (default: when standard error is a terminal).")
+@click.pass_context
+def user_import(ctx, file, kind, jobs, progress):
+    """Create the accounts listed in FILE: CSV name,password or XEP-0227 (ejabberd, Prosody).
+
+    All new accounts are created in one transaction; existing ones are skipped, bad records
+    refused with their reason. Exit status 1 when a record was refused."""
+    core = get_core(ctx)
+    bars = []
+
+    def bar(total):
+        bars.append(tqdm(total=total, unit="account", disable=None if progress is None else not progress,
+                         desc="deriving keys", file=sys.stderr))
+        return bars[-1].update
+    try:
+        summary = account_import.import_file(core, file, kind, jobs, bar)
+    except FileError as exc:
+        raise click.ClickException(f"cannot import: {exc}") from None
+    finally:
+        for b in bars:
+            b.close()
+    click.echo(f"{file}: {len(summary.created)} created, {len(summary.skipped)} skipped (they exist), "
+               f"{len(summary.refused)} refused")
+    for refusal in summary.refused:
+        click.echo(f"  refused {refusal.where}: {refusal.name!r}: {refusal.reason}")
+    if summary.from_keys:
+        click.echo(f"{summary.from_keys} created from SCRAM keys, without a password: they log in with "
+                   f"SCRAM but have no digest secret (SIP) until a password is set "
+                   f"(convergence user passwd NAME)"
+                   + (f"; {summary.one_hash} of them with one SCRAM hash's keys only"
+                      if summary.one_hash else ""))
+    if summary.ignored:
+        click.echo("not imported (accounts only): " + ", ".join(
+            f"{tag} ×{count}" for tag, count in sorted(summary.ignored.items())))
+    if summary.refused:
+        ctx.exit(1)
+
+
+@user.command("export")
+@click.argument("file", type=click.File("w", encoding="utf-8", atomic=True), default="-")
+@click.pass_context
+def user_export(ctx, file):
+    """Write every account as XEP-0227 with its stored SCRAM keys (no password) to FILE or stdout."""
+    core = get_core(ctx)
+    count = account_import.export(core, file)
+    if file.name != "<stdout>":
+        click.echo(f"{count} accounts written to {file.name}", err=True)
 
 
 @user.command("passwd")

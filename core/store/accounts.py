@@ -1,7 +1,10 @@
-"""Account repository: create, delete, list, change password, load credentials."""
+"""Account repository: create (one, or many at once), delete, list, change password, load
+credentials."""
 from __future__ import annotations
 
-from sqlalchemy import bindparam, delete, select
+from typing import Iterable, Iterator, Sequence
+
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from ..credentials import Credentials, ScramKeys
@@ -26,16 +29,18 @@ def lookup(session, name: str, what=Account.id):
     return found
 
 
+def _columns(creds: Credentials) -> dict:
+    """The accounts table's columns holding ``creds``."""
+    return {"scram_salt": creds.salt, "scram_iterations": creds.iterations,
+            "scram_sha1_stored_key": creds.sha1.stored_key, "scram_sha1_server_key": creds.sha1.server_key,
+            "scram_sha256_stored_key": creds.sha256.stored_key,
+            "scram_sha256_server_key": creds.sha256.server_key, "digest_realm": creds.realm,
+            "digest_ha1_md5": creds.ha1_md5, "digest_ha1_sha256": creds.ha1_sha256}
+
+
 def _apply(account: Account, creds: Credentials) -> None:
-    account.scram_salt = creds.salt
-    account.scram_iterations = creds.iterations
-    account.scram_sha1_stored_key = creds.sha1.stored_key
-    account.scram_sha1_server_key = creds.sha1.server_key
-    account.scram_sha256_stored_key = creds.sha256.stored_key
-    account.scram_sha256_server_key = creds.sha256.server_key
-    account.digest_realm = creds.realm
-    account.digest_ha1_md5 = creds.ha1_md5
-    account.digest_ha1_sha256 = creds.ha1_sha256
+    for column, value in _columns(creds).items():
+        setattr(account, column, value)
 
 
 def create(db: Database, name: str, creds: Credentials) -> None:
@@ -48,6 +53,42 @@ def create(db: Database, name: str, creds: Credentials) -> None:
             session.add(account)
     except IntegrityError as exc:  # a concurrent create of the same name
         raise AccountExists(name) from exc
+
+
+#: Names per ``IN (…)`` query: below every backend's limit on bound parameters.
+BATCH = 500
+
+
+def _existing(conn, names: Sequence[str]) -> set[str]:
+    found = set()
+    for start in range(0, len(names), BATCH):
+        found.update(conn.scalars(select(Account.name).where(Account.name.in_(names[start:start + BATCH]))))
+    return found
+
+
+def existing(db: Database, names: Iterable[str]) -> set[str]:
+    """Which of ``names`` are accounts."""
+    with db.read_connection() as conn:
+        return _existing(conn, list(names))
+
+
+def create_many(db: Database, accounts: Sequence[tuple[str, Credentials]]) -> set[str]:
+    """Create ``accounts`` (name, credentials) in one transaction: all of them, or none when
+    anything fails. Names that exist (also those another process created since the caller
+    looked) are left alone and returned."""
+    names = [name for name, _ in accounts]
+    for attempt in (1, 2):
+        try:
+            with db.write_connection() as conn:
+                found = _existing(conn, names)
+                rows = [{"name": name, **_columns(creds)} for name, creds in accounts if name not in found]
+                if rows:
+                    conn.execute(insert(Account), rows)
+            return found
+        except IntegrityError:  # PostgreSQL: a name created concurrently; look again
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def set_credentials(db: Database, name: str, creds: Credentials) -> None:
@@ -71,6 +112,24 @@ def names(db: Database) -> list[str]:
         return list(session.scalars(select(Account.name).order_by(Account.name)))
 
 
+def secrets_kept(db: Database) -> list[tuple[str, bool, bool]]:
+    """(name, whether a digest HA1 is stored, whether SCRAM keys of both hashes are), by name:
+    an account imported from another server's keys has neither until a password is set."""
+    query = select(Account.name, Account.digest_ha1_md5 != "",
+                   (Account.scram_sha1_stored_key != b"") & (Account.scram_sha256_stored_key != b"")
+                   ).order_by(Account.name)
+    with db.read_connection() as conn:
+        return [(name, bool(digest), bool(both)) for name, digest, both in conn.execute(query)]
+
+
+def every_credentials(db: Database) -> Iterator[tuple[str, Credentials]]:
+    """Every account's name and stored secrets, by name (``user export``)."""
+    with db.read_connection() as conn:
+        every = select(*_CREDENTIALS.selected_columns, Account.name).order_by(Account.name)
+        for a in conn.execute(every):
+            yield a.name, _credentials(a)
+
+
 #: Built once: a statement object made per call costs more than the query (SIP and XMPP logins).
 _CREDENTIALS = select(Account.scram_salt, Account.scram_iterations, Account.scram_sha1_stored_key,
                       Account.scram_sha1_server_key, Account.scram_sha256_stored_key,
@@ -78,14 +137,16 @@ _CREDENTIALS = select(Account.scram_salt, Account.scram_iterations, Account.scra
                       Account.digest_ha1_sha256).where(Account.name == bindparam("name"))
 
 
+def _credentials(a) -> Credentials:
+    return Credentials(a.scram_salt, a.scram_iterations,
+                       ScramKeys(a.scram_sha1_stored_key, a.scram_sha1_server_key),
+                       ScramKeys(a.scram_sha256_stored_key, a.scram_sha256_server_key),
+                       a.digest_realm, a.digest_ha1_md5, a.digest_ha1_sha256)
+
+
 def credentials(db: Database, name: str) -> Credentials | None:
     """The stored secrets of ``name`` (for SASL, SIP digest, HTTP auth), or None. Read each time:
     a password changed by the CLI in another process counts at the next login."""
     with db.read_connection() as conn:
         a = conn.execute(_CREDENTIALS, {"name": name}).first()
-    if a is None:
-        return None
-    return Credentials(a.scram_salt, a.scram_iterations,
-                       ScramKeys(a.scram_sha1_stored_key, a.scram_sha1_server_key),
-                       ScramKeys(a.scram_sha256_stored_key, a.scram_sha256_server_key),
-                       a.digest_realm, a.digest_ha1_md5, a.digest_ha1_sha256)
+    return None if a is None else _credentials(a)
