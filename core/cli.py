@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import time
 import sys
 from pathlib import Path
 from types import MappingProxyType
@@ -297,6 +298,30 @@ def db_current(ctx):
 def db_revision(ctx, message):
     """(Developers) autogenerate a migration from changed models into migrations/versions/."""
     get_core(ctx).db.revision(message)
+
+
+# ---- status -------------------------------------------------------------------------------------
+
+@cli.command("status")
+@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds between the two questions the rates come from (0: no rates).")
+@click.pass_context
+def status_cmd(ctx, interval):
+    """Ask the running server: endpoints, logins and message rates per protocol, gauges."""
+    from . import status
+    from .control import NoServer
+
+    core = get_core(ctx, migrate=False)
+    try:
+        first = core.control.ask("status")
+        second = None
+        if interval:
+            time.sleep(interval)  # the rates are the difference between two answers
+            second = core.control.ask("status")
+    except NoServer as exc:
+        raise click.ClickException(str(exc)) from None
+    for line in status.report(second or first, first if second else None):
+        click.echo(line)
 
 
 # ---- plugins ------------------------------------------------------------------------------------

@@ -22,6 +22,14 @@ A message is one line of JSON (:func:`encode` / :func:`decode`, no I/O):
 messages of its own ``origin``: it fired ``on_account`` already when it made the change. Delivery
 is at most once: a change published while no server listens (or while the PostgreSQL connection is
 being re-established) is not replayed; the database itself is always right.
+
+**Requests** (``convergence status``) need an answer from one server, the one this configuration
+runs: the CLI connects to the Unix socket ``<data_dir>/control.sock``, writes ``{"request":
+"status"}`` and reads one line of JSON back (:meth:`Control.ask`; the server's answer is
+``core.metrics.status()``). With SQLite that is the control socket above; with PostgreSQL
+``serve`` binds the same socket for requests only (account changes still go by ``NOTIFY``), so
+every server on a machine needs a ``data_dir`` of its own to be asked (a second one on the same
+``data_dir`` serves without the socket, with a warning).
 """
 from __future__ import annotations
 
@@ -47,6 +55,9 @@ CHANNEL = "convergence_accounts"  # PostgreSQL NOTIFY/LISTEN channel
 SOCKET_NAME = "control.sock"  # under data_dir, for SQLite
 MAX_LINE = 1024  # bytes of one message line; a longer line ends the connection
 CONNECT_TIMEOUT = 2.0  # seconds a publisher waits for the socket
+ANSWER_TIMEOUT = 10.0  # seconds the CLI waits for a request's answer
+MAX_ANSWER = 1 << 20  # bytes of an answer line
+REQUESTS = ("status",)
 RETRY = (1.0, 30.0)  # first and longest wait before reconnecting a lost LISTEN connection
 
 
@@ -80,6 +91,19 @@ def decode(data: bytes | str) -> AccountChange:
     return AccountChange(account, change, origin)
 
 
+def request_of(data: bytes | str) -> str | None:
+    """The request a line asks (``{"request": "status"}``), or None for any other line."""
+    try:
+        fields = json.loads(data)
+    except ValueError:
+        return None
+    return fields.get("request") if isinstance(fields, dict) else None
+
+
+class NoServer(Exception):
+    """No ``convergence serve`` answers on this configuration's control path."""
+
+
 # ---- the control of one core -------------------------------------------------------------------
 
 class Control:
@@ -89,10 +113,12 @@ class Control:
         self.core = core
         self.origin = secrets.token_hex(8)
         db = core.db
+        self.socket: SocketChannel | None = None  # where requests are asked and answered
         if not db.is_sqlite:
             self.channel = NotifyChannel(db)
+            self.socket = SocketChannel(core.config.data_dir / SOCKET_NAME)
         elif db.url.database not in (None, "", ":memory:"):
-            self.channel = SocketChannel(core.config.data_dir / SOCKET_NAME)
+            self.channel = self.socket = SocketChannel(core.config.data_dir / SOCKET_NAME)
         else:
             self.channel = None
 
@@ -109,12 +135,38 @@ class Control:
         """Start receiving (``serve``); OSError if the path is taken (another server on this
         data_dir) or the database refuses."""
         if self.channel is not None:
-            self.channel.listen(self.receive)
+            self.channel.listen(self.receive, self.answer)
             log.info("control path: %s", self.describe())
+        if self.socket is not None and self.socket is not self.channel:
+            try:
+                self.socket.listen(self.receive, self.answer, requests_only=True)
+                log.info("control requests (convergence status): %s", self.socket.describe())
+            except OSError as exc:
+                log.warning("control requests: cannot listen on %s (%s): convergence status "
+                            "cannot ask this server", self.socket.describe(), exc.strerror or exc)
 
     def stop(self) -> None:
         if self.channel is not None:
             self.channel.stop()
+        if self.socket is not None and self.socket is not self.channel:
+            self.socket.stop()
+
+    def answer(self, request: str) -> bytes:
+        """The answer to a request line's ``request`` (one line of JSON, without the break)."""
+        if request == "status":
+            body = self.core.metrics.status()
+        else:
+            body = {"error": f"unknown request {request!r} (known: {', '.join(REQUESTS)})"}
+        return json.dumps(body, ensure_ascii=False).encode()
+
+    def ask(self, request: str) -> dict:
+        """Ask the server of this configuration (the CLI); NoServer when none answers."""
+        if self.socket is None:
+            raise NoServer("no server can be asked: the database is in memory")
+        answer = json.loads(self.socket.ask(json.dumps({"request": request}).encode()))
+        if "error" in answer:
+            raise NoServer(answer["error"])
+        return answer
 
     def receive(self, data: bytes | str) -> None:
         """A message from another process: fire ``on_account`` for it (not for our own)."""
@@ -160,7 +212,28 @@ class SocketChannel:
         except OSError as exc:
             log.warning("control path: cannot reach the server on %s: %s", self.path, exc)
 
-    def listen(self, receive) -> None:
+    def ask(self, line: bytes) -> bytes:
+        """Write a request line, return the answer line (NoServer when nothing listens)."""
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(CONNECT_TIMEOUT)
+                sock.connect(str(self.path))
+                sock.settimeout(ANSWER_TIMEOUT)
+                sock.sendall(line + b"\n")
+                with sock.makefile("rb") as answers:
+                    answer = answers.readline(MAX_ANSWER + 1)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise NoServer(f"no convergence serve is running on this configuration (nothing "
+                           f"listens on {self.path})") from None
+        except OSError as exc:
+            raise NoServer(f"cannot ask the server on {self.path}: {exc}") from None
+        if not answer.endswith(b"\n"):
+            raise NoServer(f"the server on {self.path} did not answer")
+        return answer
+
+    def listen(self, receive, answer=None, requests_only: bool = False) -> None:
+        """Bind and serve: message lines go to ``receive``; with ``answer``, request lines
+        (``{"request": …}``) are answered with ``answer(request)`` instead."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._remove_stale()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -172,8 +245,14 @@ class SocketChannel:
             sock.close()
             raise
         self.inode = os.stat(self.path).st_ino
-        self.server = StreamServer(sock, lambda conn, _: self._serve(conn, receive))
+        if requests_only:  # PostgreSQL: account changes come by NOTIFY, not here
+            receive = self._ignore
+        self.server = StreamServer(sock, lambda conn, _: self._serve(conn, receive, answer))
         self.server.start()
+
+    @staticmethod
+    def _ignore(line) -> None:
+        log.debug("control requests: ignored a line that is not a request")
 
     def _remove_stale(self) -> None:
         """A socket file left by a server that died is removed; a live one means another server."""
@@ -189,13 +268,17 @@ class SocketChannel:
         raise OSError(98, "another convergence serve is using this data_dir")
 
     @staticmethod
-    def _serve(conn, receive) -> None:
+    def _serve(conn, receive, answer) -> None:
         with conn, conn.makefile("rb") as lines:
             while True:
                 line = lines.readline(MAX_LINE + 1)
                 if not line or not line.endswith(b"\n"):
                     return  # closed, or a line too long
-                receive(line)
+                request = request_of(line) if answer is not None else None
+                if request is None:
+                    receive(line)
+                else:
+                    conn.sendall(answer(request) + b"\n")
 
     def stop(self) -> None:
         if self.server is not None:
@@ -236,7 +319,7 @@ class NotifyChannel:
         conn.execute(f"LISTEN {CHANNEL}")
         return conn
 
-    def listen(self, receive) -> None:
+    def listen(self, receive, answer=None) -> None:
         import psycopg
 
         try:

@@ -127,11 +127,12 @@ class Metrics:
         """What ``convergence status`` prints: a JSON-able snapshot of this core's figures (the
         running totals; the command takes two and shows the rates), and every gauge of the
         registry with its help text."""
-        routed = Counter()
-        received = Counter()
+        routed, received, sent = Counter(), Counter(), Counter()
         for (source, destination, outcome, _condition), n in self.core.router.counts.items():
             routed[outcome] += n
             received[source] += n
+            if outcome == "delivered":
+                sent[destination] += n
         gauges = []
         for family in self.registry.collect():
             if family.type == "gauge" and not family.name.startswith("process_"):
@@ -140,7 +141,8 @@ class Metrics:
         return {"domain": self.core.domain, "pid": os.getpid(), "started": self.started,
                 "now": time.time(), "endpoints": self.core.presence.counts(),
                 "logins": dict(self.core.presence.logins), "failures": dict(self.failures()),
-                "routed": dict(routed), "received": dict(received), "gauges": gauges}
+                "routed": dict(routed), "received": dict(received), "sent": dict(sent),
+                "gauges": gauges}
 
 
 class CoreCollector:
