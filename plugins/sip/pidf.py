@@ -9,8 +9,8 @@ table is in docs/convergence.md):
 =============================================  =============================================
 PIDF / RPID                                    XMPP
 =============================================  =============================================
-``<basic>closed</basic>`` (or no tuple)         unavailable
-``<basic>open</basic>``                         available, no ``<show/>``
+``<basic>closed</basic>`` (no tuple open)       unavailable
+``<basic>open</basic>``, or no known basic      available, no ``<show/>``
 open + ``<rpid:away/>`` (and other absences)    ``away``
 open + ``<rpid:away/>`` + ``<rpid:other>``      ``xa``
 ``extended-away``
@@ -120,8 +120,11 @@ class _Reader:
 
 def parse(body: bytes) -> Presence:
     """The presence a PIDF document states (RFC 3863 §4, RFC 4480 §3): available when any tuple's
-    ``<basic>`` is ``open``; ``show`` from the RPID activities; ``status`` from the first note of
-    the person (RFC 4479), else of the document, else of a tuple. Raises :class:`PidfError`."""
+    ``<basic>`` is ``open``, unavailable when none is and one is ``closed``; a document that says
+    neither (no tuple, or baresip 1.0's ``<basic>unknown</basic>`` before its user picked a state)
+    is plain available: the phone is registered. ``show`` from the RPID activities; ``status``
+    from the first note of the person (RFC 4479), else of the document, else of a tuple. Raises
+    :class:`PidfError` for what is not a PIDF document."""
     if len(body) > MAX_SIZE:
         raise PidfError(f"PIDF document larger than {MAX_SIZE} bytes")
     reader = _Reader()
@@ -140,11 +143,8 @@ def parse(body: bytes) -> Presence:
     except (LookupError, ValueError) as exc:  # an XML declaration naming an encoding expat
         # cannot read (unknown to Python, or multi-byte other than UTF-8/16)
         raise PidfError(f"PIDF in an unknown encoding: {exc}") from None
-    for basic in reader.basics:
-        if basic not in ("open", "closed"):
-            raise PidfError(f"<basic> must be open or closed, not {basic[:40]!r}")
     note = reader.notes.get("person") or reader.notes.get("presence") or reader.notes.get("tuple")
-    if "open" not in reader.basics:
+    if "open" not in reader.basics and "closed" in reader.basics:
         return Presence(available=False, status=note)
     shows = [SHOW_OF_ACTIVITY.get(a) for a in reader.activities]
     shows += [SHOW_OF_OTHER.get(o) for o in reader.others]
