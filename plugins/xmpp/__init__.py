@@ -8,14 +8,27 @@ that object takes the other hooks. See docs/xmpp.md.
 from __future__ import annotations
 
 from pathlib import Path
+from types import MappingProxyType
 
-from convergence import hookimpl
+from convergence import AddressError, hookimpl
+from convergence.addresses import normalize_domain
 from convergence.config import (Option, Section, listen_address, one_of, optional_listen_address,
                                 positive_int, positive_number)
 from convergence.listeners import connection_limit_options
 
 from .contract import share_roster  # noqa: F401 - a hook of this plugin
+from .peers import parse_host
 from .server import XmppServer
+
+
+def host_map(value) -> MappingProxyType:
+    """``s2s_hosts``: a table of domain -> "host:port" (peers.parse_host)."""
+    if not isinstance(value, dict) or not all(isinstance(v, str) and v for v in value.values()):
+        raise ValueError('expected a table of domain = "host:port"')
+    try:
+        return MappingProxyType({normalize_domain(k): parse_host(v) for k, v in value.items()})
+    except (AddressError, ValueError) as exc:
+        raise ValueError(f'expected a table of domain = "host:port" ({exc})') from None
 
 
 @hookimpl
@@ -26,6 +39,30 @@ def add_config_section():
                              optional_listen_address),
         "tls_cert": Option("", "PEM certificate file; empty: a self-signed one in data_dir/tls"),
         "tls_key": Option("", "PEM private key file of tls_cert"),
+        # ---- federation (server-to-server, RFC 6120; docs/xmpp.md "Federation") ----
+        "s2s_listen": Option("", 'server-to-server listener, e.g. "0.0.0.0:5269"; "" turns '
+                             "federation off (other domains: remote-server-not-found)",
+                             optional_listen_address),
+        "s2s_hosts": Option({}, 'where peer domains listen, overriding DNS SRV: '
+                            '{ "b.example" = "host:port" }', host_map),
+        "s2s_require_encryption": Option(True, "server-to-server streams must use STARTTLS"),
+        "s2s_secure_auth": Option(False, "peers must present a certificate valid for their domain "
+                                  "(against s2s_ca_file or the system store); dialback alone is "
+                                  "not enough"),
+        "s2s_ca_file": Option("", "PEM trust anchors for peer certificates; empty: the system store"),
+        "s2s_max_queued": Option(1000, "stanzas waiting per peer domain while its stream is set up",
+                                 positive_int),
+        "s2s_max_streams": Option(1000, "inbound server-to-server streams in total", positive_int),
+        "s2s_max_streams_per_address": Option(20, "inbound server-to-server streams per source "
+                                              "address", positive_int),
+        "s2s_connect_timeout": Option(10.0, "seconds to wait for a peer's TCP connection",
+                                      positive_number),
+        "s2s_retry_window": Option(30.0, "seconds to keep retrying an unreachable peer (doubling "
+                                   "pauses) before queued stanzas bounce", positive_number),
+        "s2s_idle_timeout": Option(600.0, "seconds without a stanza before a server-to-server "
+                                   "stream is closed", positive_number),
+        "s2s_keepalive": Option(60.0, "seconds of silence before a whitespace keep-alive",
+                                positive_number),
         "require_tls": Option(True, "refuse authentication before STARTTLS"),
         "max_stanza_size": Option(262144, "bytes per stanza; more is a policy-violation", positive_int),
         "max_queued": Option(1048576, "bytes waiting for a client that does not read before it is "

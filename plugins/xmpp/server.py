@@ -9,7 +9,9 @@ and ``on_register``/``on_login``/``on_logout`` for non-XMPP endpoints, go to the
 broadcast (``presence.account_changed``); ``on_account`` ends the sessions of a deleted account
 or a changed password (``ENDED_BY``) and pushes the change to rosters (``roster_push``);
 ``on_shutdown`` ends every session with a ``system-shutdown`` stream error and unregisters the
-object. See docs/xmpp.md.
+object. With ``[xmpp] s2s_listen`` set it also owns the federation (``s2s_transport.Federation``):
+its listener, and ``resolve_recipient`` routes other domains' addresses over it
+(``s2s_routing``). See docs/xmpp.md.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from convergence import hookimpl
 
-from . import presence as broadcast, roster_push, transport
+from . import presence as broadcast, roster_push, s2s_routing, s2s_transport, transport
 from .service import C2SService
 
 #: RFC 6120 §4.9.3 stream errors for the sessions of a changed account: a deleted account is no
@@ -35,10 +37,24 @@ class XmppServer:
     def __init__(self, core, settings: dict):
         self.core = core
         self.service = C2SService(core, settings)
+        self.federation = None  # server-to-server, when [xmpp] s2s_listen is set
+        if settings["s2s_listen"]:
+            self.federation = s2s_transport.Federation(core, settings)
+            self.federation.on_stanza = s2s_routing.Inbound(self.service, self.federation).receive
 
     @hookimpl
     def add_listeners(self):
-        return transport.listeners(self.service)
+        servers = transport.listeners(self.service)
+        if self.federation is not None:
+            servers.append(s2s_transport.listener(self.federation, self.service.settings))
+        return servers
+
+    @hookimpl
+    def resolve_recipient(self, address):
+        """Addresses of other domains go out over federation (``s2s_routing``)."""
+        if self.federation is None or address.domain == self.core.domain:
+            return None
+        return s2s_routing.RemoteDomainRoute(self.service, self.federation, address.domain)
 
     @hookimpl
     def on_presence(self, account, presence):
@@ -77,6 +93,8 @@ class XmppServer:
     @hookimpl
     def on_shutdown(self):
         self.service.shutdown()
+        if self.federation is not None:
+            self.federation.shutdown()
         self.core.pm.unregister(self)
 
 

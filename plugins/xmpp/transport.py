@@ -83,12 +83,15 @@ class C2SListener(GuardedStreamServer):
         self._open += 1
         self._none_open.clear()
         try:
-            serve_connection(self.service, sock, peer, self.direct_tls,
-                             lambda: self.connection_ended(peer))
+            self.serve(sock, peer, self.direct_tls, lambda: self.connection_ended(peer))
         except BaseException:
             sock.close()
             self.connection_ended(peer)
             raise
+
+    def serve(self, sock, peer, direct_tls: bool, ended) -> None:
+        """Hand the accepted socket on (the s2s listener serves server streams instead)."""
+        serve_connection(self.service, sock, peer, direct_tls, ended)
 
     def connection_ended(self, address) -> None:
         super().connection_ended(address)

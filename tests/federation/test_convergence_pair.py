@@ -1,0 +1,47 @@
+"""Two Convergence servers federating with each other over real sockets on loopback (issue 13):
+each finds the other through ``[xmpp] s2s_hosts``, streams use STARTTLS and dialback (XEP-0220)
+with the servers' self-signed certificates."""
+import pytest
+
+from convergence.testing import free_port
+
+A, B = "a.example", "b.example"
+
+
+@pytest.fixture
+def pair(federated):
+    pa, pb = free_port(), free_port()
+    a = federated(A, {"alice": "secret-a"}, {B: f"127.0.0.1:{pb}"}, xmpp={"s2s_listen": f"127.0.0.1:{pa}"})
+    b = federated(B, {"bob": "secret-b"}, {A: f"127.0.0.1:{pa}"}, xmpp={"s2s_listen": f"127.0.0.1:{pb}"})
+    return a, b
+
+
+def test_messages_both_ways(pair, xmpp_client):
+    a, b = pair
+    alice, bob = xmpp_client(a, "alice"), xmpp_client(b, "bob")
+    alice.send_message(b.jid("bob"), "hello from a")
+    got = bob.next("message", timeout=10)
+    assert (str(got["from"]), got["body"]) == (alice.jid, "hello from a")
+    bob.send_message(alice.jid, "hello back")
+    got = alice.next("message", timeout=10)
+    assert (str(got["from"]), got["body"]) == (bob.jid, "hello back")
+    a.process.wait_for("authenticated by dialback")
+    b.process.wait_for("authenticated by dialback")
+
+
+def test_unknown_remote_user_is_an_error(pair, xmpp_client):
+    a, b = pair
+    alice = xmpp_client(a, "alice")
+    alice.send_message(b.jid("nobody"), "anyone?")
+    error = alice.next("message_error", timeout=10)
+    assert error["error"]["condition"] == "service-unavailable"
+
+
+def test_offline_remote_user_gets_it_at_login(pair, xmpp_client):
+    a, b = pair
+    alice = xmpp_client(a, "alice")
+    alice.send_message(b.jid("bob"), "while you were out")
+    b.process.wait_for("authenticated by dialback", timeout=10)
+    bob = xmpp_client(b, "bob")
+    got = bob.next("message", timeout=10)
+    assert (str(got["from"]), got["body"]) == (alice.jid, "while you were out")
