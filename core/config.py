@@ -5,6 +5,7 @@ checked against it (unknown key, wrong type → :class:`ConfigError`) and defaul
 """
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,16 @@ def non_negative_number(value) -> float:
     return 0.0 if value == 0 and not isinstance(value, bool) else positive_number(value)
 
 
+def worker_count(value) -> int:
+    """A positive number of worker processes, or ``"auto"``: one per CPU core."""
+    if value == "auto":
+        return os.cpu_count() or 1
+    try:
+        return positive_int(value)
+    except ValueError:
+        raise ValueError('expected a positive integer or "auto"') from None
+
+
 def domain_name(value) -> str:
     try:
         return normalize_domain(value if isinstance(value, str) else "")
@@ -119,6 +130,9 @@ SERVER = Section("server", {
     "log_level": Option("info", "logging level", one_of("debug", "info", "warning", "error")),
     "stats_interval": Option(60.0, "seconds between the info lines counting the messages routed "
                              "(none when nothing was routed); 0 turns them off", non_negative_number),
+    "workers": Option(1, 'worker processes sharing the listeners, under a supervisor ("auto": one per '
+                     "CPU core); more than 1 makes each a cluster member and needs PostgreSQL and Redis "
+                     "(docs/cluster.md)", worker_count),
 }, "the core")
 
 

@@ -5,7 +5,7 @@ import gevent
 
 from pathlib import Path
 
-from . import credentials
+from . import cluster, credentials
 from .addresses import Address, AddressError, normalize_localpart
 from .config import Config
 from .control import Control
@@ -32,6 +32,7 @@ class Core:
         self.presence = PresenceHub(self)
         self.control = Control(self)  # account changes to and from other processes
         self.listeners: list | None = None  # the started listeners, once ``serve`` started them all
+        self.cluster: cluster.Cluster | None = None  # this process as a cluster member (``serve``)
 
     @classmethod
     def create(cls, config: Config, db: Database | None = None, load_entry_points: bool = True,
@@ -52,6 +53,7 @@ class Core:
         for section in pm.hook.add_config_section():
             if section is not None:
                 config.add_section(section)
+        config.add_section(cluster.section())
         config.check_unknown_sections(ignored=set(server["disabled_plugins"]) | pm.skipped)
         return cls(config, pm, db or Database(config.database_url))
 

@@ -84,12 +84,16 @@ class PresenceHub:
         #: endpoints that came online since start, by protocol: logins and new SIP bindings
         #: (refreshes are not counted); read by the metrics (core/metrics.py)
         self.logins: Counter = Counter()
+        #: the cluster (core/cluster.py), told of every change of this process's own endpoints
+        #: (``changed(endpoint, present)``); None in a single process
+        self.mirror = None
 
     # -- endpoints reported by protocol plugins --
     def login(self, endpoint: Endpoint) -> None:
         """A session endpoint came online (fires ``on_login``)."""
         log.info("login %s (%s)%s", endpoint.address, endpoint.protocol, _source(endpoint))
         self._add(endpoint)
+        self._mirror(endpoint, True)
         self.logins[endpoint.protocol] += 1
         self._hook.on_login(core=self._core, account=endpoint.address.bare, endpoint=endpoint)
         self._recompute(endpoint.address.bare)
@@ -97,6 +101,7 @@ class PresenceHub:
     def logout(self, endpoint: Endpoint) -> None:
         """A session endpoint went away (fires ``on_logout``); unknown endpoints are ignored."""
         if self._remove(endpoint):
+            self._mirror(endpoint, False)
             log.info("logout %s (%s)", endpoint.address, endpoint.protocol)
             self._hook.on_logout(core=self._core, account=endpoint.address.bare, endpoint=endpoint)
             self._recompute(endpoint.address.bare)
@@ -110,6 +115,7 @@ class PresenceHub:
             log.info("registered %s (%s)%s for %d s", endpoint.address, endpoint.protocol,
                      _source(endpoint), expires)
         self._add(endpoint)
+        self._mirror(endpoint, True)
         self._hook.on_register(core=self._core, account=endpoint.address.bare, endpoint=endpoint,
                                expires=expires)
         self._recompute(endpoint.address.bare)
@@ -117,6 +123,7 @@ class PresenceHub:
     def unregister(self, endpoint: Endpoint) -> None:
         """A SIP binding was removed or expired (fires ``on_register`` with ``expires=0``)."""
         if self._remove(endpoint):
+            self._mirror(endpoint, False)
             log.info("unregistered %s (%s)", endpoint.address, endpoint.protocol)
             self._hook.on_register(core=self._core, account=endpoint.address.bare,
                                    endpoint=endpoint, expires=0)
@@ -124,6 +131,8 @@ class PresenceHub:
 
     def update(self, endpoint: Endpoint) -> None:
         """``endpoint.presence`` changed (e.g. an XMPP client went ``away``)."""
+        if self.endpoint(endpoint.address) is endpoint:
+            self._mirror(endpoint, True)
         self._recompute(endpoint.address.bare)
 
     def set_service(self, address: Address, presence: Presence | None) -> None:
@@ -157,6 +166,12 @@ class PresenceHub:
         return list(self._combined)
 
     # -- internals --
+    def _mirror(self, endpoint: Endpoint, present: bool) -> None:
+        """Tell the cluster of a change of this process's own endpoint (not of another node's:
+        those come from the cluster, as endpoints with ``remote`` set)."""
+        if self.mirror is not None and not getattr(endpoint, "remote", False):
+            self.mirror.changed(endpoint, present)
+
     def _add(self, endpoint: Endpoint) -> None:
         self._endpoints.setdefault(endpoint.address.bare, {})[endpoint.address.resource] = endpoint
 

@@ -43,10 +43,19 @@ REFUSED = "refused"  # a RoutingError
 NOWHERE, STORE = "none", "store"
 
 
-def live_endpoints(core, account: Address) -> list:
-    """The endpoints a bare-address message goes to: available, non-negative priority."""
-    return [e for e in core.presence.endpoints(account)
-            if e.presence.available and e.presence.priority >= 0]
+def live_endpoints(core, account: Address, local: bool = False) -> list:
+    """The endpoints a bare-address message goes to: available, non-negative priority; with
+    ``local``, only this process's own (not another cluster node's, core/cluster.py)."""
+    endpoints, nodes = [], set()
+    for e in core.presence.endpoints(account):
+        if not e.presence.available or e.presence.priority < 0:
+            continue
+        if getattr(e, "remote", False):  # one hand-off per node: it delivers to all of its own
+            if local or e.node in nodes:
+                continue
+            nodes.add(e.node)
+        endpoints.append(e)
+    return endpoints
 
 
 def deliver_to(endpoints, message: Message) -> list:
@@ -83,21 +92,26 @@ def storable(message: Message) -> bool:
 class LocalAccountRoute:
     """Deliver to the live endpoints of a local account, or store the message for later."""
 
-    def __init__(self, core, account: Address):
+    def __init__(self, core, account: Address, local: bool = False):
         self.core = core
         self.account = account
+        self.local = local  # this process's endpoints only: a message another cluster node handed on
         self.protocol = NOWHERE  # where the message went (metrics): see ``deliver``
 
     def deliver(self, message: Message) -> str:
         named = self.core.presence.endpoint(message.recipient) if message.recipient.resource else None
+        if named is not None and self.local and getattr(named, "remote", False):
+            named = None  # not ours (any more): as if for the bare address (RFC 6121 §8.5.3.2.1)
         if message.type == "groupchat" and not named:
             raise RoutingError("service-unavailable", "groupchat messages need a room")  # §8.5.2.1.1
         if not named and (message.type == "error" or
                           message.type == "headline" and message.recipient.resource):
             return DISCARDED  # §8.5.2.1.1, §8.5.3.2.1: silently ignored unless for a live resource
-        targets = [named] if named else live_endpoints(self.core, self.account)
+        targets = [named] if named else live_endpoints(self.core, self.account, self.local)
         router = self.core.router
-        router.check_size(message, {e.protocol for e in targets} if targets else router.limits)
+        # another node's endpoint carries what its own protocol carries (``origin_protocol``)
+        router.check_size(message, {getattr(e, "origin_protocol", e.protocol) for e in targets}
+                          if targets else router.limits)
         if took := deliver_to(targets, message):
             # the first endpoint's protocol; a message fanned out to several protocols counts
             # once, under the protocol of the endpoint that came first
@@ -190,6 +204,13 @@ class Router:
         self.core.hook.on_message(core=self.core, message=message)
         return outcome
 
+    def deliver_here(self, message: Message) -> str:
+        """Deliver a message another cluster node handed to this one (core/cluster.py): to the
+        endpoint its full recipient address names, if it is here, else to this node's live
+        endpoints of the account, else to the offline store; never back to another node.
+        Returns the outcome, or raises RoutingError."""
+        return LocalAccountRoute(self.core, message.recipient.bare, local=True).deliver(message)
+
     def take_counts(self) -> Counter:
         """The outcomes counted since the last call (the server logs them every minute)."""
         totals = Counter()
@@ -232,7 +253,8 @@ class Router:
         while page := offline.pending(self.core.db, account.local, self.PAGE):
             done = []
             for row_id, message in page:
-                took = deliver_to(live_endpoints(self.core, account), message)
+                # this process's endpoints: a row is deleted only once one of them wrote it
+                took = deliver_to(live_endpoints(self.core, account, local=True), message)
                 # every endpoint that took it is waited for (none is let overrun its queue)
                 if not [e for e in took if flushed(e, self.FLUSH_TIMEOUT)]:
                     break  # keep the order: stop at the first message not handed on
@@ -284,5 +306,5 @@ class Router:
             kept = False
         if not kept:
             log.warning("message %s to %s was not delivered and cannot be stored", message.id, account)
-        elif live_endpoints(self.core, account):  # not from the caller's greenlet: it may be a
-            gevent.spawn(self.deliver_stored, account)  # connection closing, or the sender's
+        elif live_endpoints(self.core, account, local=True):  # not from the caller's greenlet:
+            gevent.spawn(self.deliver_stored, account)  # it may be a closing connection, or the sender's

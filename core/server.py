@@ -7,6 +7,7 @@ import signal
 import gevent
 from gevent.event import Event
 
+from . import cluster
 from .core import Core
 from .listeners import raise_file_limit
 from .systemd import notify
@@ -58,8 +59,28 @@ def log_counts(core: Core, interval: float) -> None:
                      ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())))
 
 
-def serve(core: Core) -> None:
-    """Run until SIGTERM or SIGINT."""
+def join_cluster(core: Core, worker: int | None = None) -> None:
+    """With a ``[cluster]`` table or several workers, make this process a cluster member
+    (core/cluster.py): ConfigError on SQLite, ListenError when Redis cannot be reached."""
+    config = core.config
+    if not cluster.wanted(config):
+        return
+    if core.db.is_sqlite:
+        raise config.error("[cluster] and [server] workers > 1 need PostgreSQL ([server] database); "
+                           "SQLite is one process's database")
+    node_id = config["cluster"]["node_id"] or cluster.default_node_id(config, worker)
+    if config["cluster"]["node_id"] and worker is not None:
+        node_id += f"/w{worker}"
+    member = cluster.Cluster(core, node_id)
+    try:
+        member.start()
+    except OSError as exc:
+        raise ListenError(f"cannot join the cluster: {exc}") from exc
+    core.cluster = member
+
+
+def serve(core: Core, worker: int | None = None) -> None:
+    """Run until SIGTERM or SIGINT (``worker``: this process's number under the supervisor)."""
     raise_file_limit()  # every connection holds a descriptor
     done = Event()  # handlers first: a signal during start-up must still stop cleanly
     handlers = [gevent.signal_handler(sig, done.set) for sig in (signal.SIGTERM, signal.SIGINT)]
@@ -70,6 +91,7 @@ def serve(core: Core) -> None:
             core.control.listen()
         except OSError as exc:
             raise ListenError(f"cannot listen: {core.control.describe()}: {exc.strerror or exc}") from exc
+        join_cluster(core, worker)
         servers = start(core)
         interval = core.config["server"]["stats_interval"]
         counting = gevent.spawn(log_counts, core, interval) if interval else None
@@ -85,4 +107,6 @@ def serve(core: Core) -> None:
         for handler in handlers:
             handler.cancel()
         core.control.stop()
+        if core.cluster is not None:
+            core.cluster.stop()
         stop(core, servers)

@@ -1,0 +1,472 @@
+"""The cluster: several ``convergence serve`` processes (workers, nodes) as one server (issue 14).
+
+Each process is a **node** with an id (``[cluster] node_id``; default the host name, the listener
+addresses and, under the supervisor, the worker's number). Every live endpoint is **owned** by the
+node that holds its connection; the others see it through the **directory** and reach it by a
+**hand-off**. Shared state is PostgreSQL (accounts, rosters, the offline store); live state goes
+through Redis — no protocol of our own (docs/cluster.md):
+
+- ``<prefix>node:<id>``: the node's heartbeat, JSON, expiring after ``node_timeout`` unless the
+  node refreshes it (every quarter of it).
+- ``<prefix>dir:<id>``: a hash, full address → the endpoint's protocol and presence, for every
+  endpoint the node owns; its expiry is refreshed with the heartbeat, so a node that died
+  leaves nothing behind.
+- the channel ``<prefix>events``: ``up``/``down`` of one endpoint, ``sync`` of a whole node (it
+  started, or rewrote its hash after Redis came back), ``bye`` (it stops). Every node keeps the
+  others' endpoints in its presence hub as :class:`RemoteEndpoint` objects, so presence fans out to
+  watchers on every node through the usual hooks and the router finds every endpoint.
+- the channel ``<prefix>inbox:<id>``: hand-offs to the node and the acknowledgements it sends.
+
+**A hand-off is confirmed exactly once** (the point where delivery is decided): the owner claims
+the message with ``SET <prefix>claim:<handoff> NX`` before giving it to its endpoint and then
+acknowledges; a sender that got no acknowledgement within ``handoff_timeout`` tries to claim it
+itself and, when that succeeds, lets the router store it offline (XEP-0160). Whoever wins the
+claim is answerable for the message: the owner delivers it (or stores it, if its endpoint went
+away meanwhile), or the sender stores it. A node that died holding a claim is the same window as
+a single process killed between taking a message and writing it.
+
+**A node is lost** when its heartbeat key expired: the others find out on their own heartbeat,
+drop its endpoints (watchers get ``unavailable``) and from then on store what would have gone
+to them. Redis unreachable: a node keeps serving its own endpoints; a message for an endpoint of
+another node is not handed off (the router stores it), and the node re-announces its endpoints
+when Redis is back.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+
+import gevent
+import gevent.event
+import gevent.queue
+
+from .addresses import Address
+from .config import Option, Section, positive_number
+from .message import Message, RoutingError
+from .presence import Presence
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+#: seconds a claim key lives: longer than any hand-off waits
+CLAIM_TTL = 300
+#: outcomes the owner acknowledges with
+TAKEN = ("delivered", "stored")
+RETRY = (0.5, 10.0)  # first and longest wait before reconnecting the subscription
+
+
+def section() -> Section:
+    """The ``[cluster]`` table (the core's, like ``[server]``)."""
+    return Section("cluster", {
+        "redis": Option(DEFAULT_REDIS, "Redis URL: the live-endpoint directory and cross-node delivery"),
+        "node_id": Option("", "this node's id (default: host name and listener addresses, plus the "
+                              "worker's number under the supervisor)"),
+        "node_timeout": Option(10.0, "seconds without a heartbeat after which a node counts as lost",
+                               positive_number),
+        "handoff_timeout": Option(2.0, "seconds a message handed to another node waits for its "
+                                       "confirmation before it is stored offline instead",
+                                  positive_number),
+        "prefix": Option("convergence:", "prefix of every Redis key and channel (several clusters "
+                                         "on one Redis)"),
+    }, "several processes or machines as one server (docs/cluster.md)")
+
+
+def wanted(config) -> bool:
+    """Whether this server runs as a cluster member: a ``[cluster]`` table, or several workers."""
+    return "cluster" in config.raw or config["server"]["workers"] != 1
+
+
+def default_node_id(config, worker: int | None = None) -> str:
+    """The host name, the listener addresses of every table (``listen``, ``*_listen`` keys) and
+    the worker's number."""
+    addresses = sorted({f"{v[0]}:{v[1]}" for table in config.values.values() for k, v in table.items()
+                        if k.endswith("listen") and isinstance(v, tuple)})
+    node = socket.gethostname() + ("/" + ",".join(addresses) if addresses else "")
+    return node + (f"/w{worker}" if worker is not None else "")
+
+
+# ---- the wire format (sans-IO) -------------------------------------------------------------------
+
+def _address(text: str) -> Address:
+    local, _, rest = text.partition("@")
+    domain, slash, resource = rest.partition("/")
+    return Address(local or None, domain, resource if slash else None)
+
+
+def encode_message(message: Message) -> dict:
+    fields = {"sender": str(message.sender), "recipient": str(message.recipient),
+              "body": message.body, "subject": message.subject, "thread": message.thread,
+              "type": message.type, "id": message.id, "error": message.error}
+    hint = getattr(message, "store_hint", None)
+    if hint is not None:
+        fields["store_hint"] = hint
+    return fields
+
+
+class HandedMessage(Message):
+    """A message that came from another node, with the XEP-0334 hint its protocol attached."""
+
+    __slots__ = ("store_hint",)
+
+
+def decode_message(fields: dict) -> Message:
+    message = HandedMessage(_address(fields["sender"]), _address(fields["recipient"]), fields["body"],
+                            fields["subject"], fields["thread"], fields["type"], fields["id"],
+                            None, fields["error"])
+    object.__setattr__(message, "store_hint", fields.get("store_hint"))
+    return message
+
+
+def presence_fields(presence: Presence) -> list:
+    return [presence.available, presence.show, presence.status, presence.priority]
+
+
+# ---- endpoints of other nodes ----------------------------------------------------------------------
+
+@dataclass(eq=False)
+class RemoteEndpoint:
+    """An endpoint another node owns, as this node's presence hub and router see it.
+
+    ``protocol`` is ``"cluster"`` (watchers of every protocol see it as another endpoint of the
+    account; the owner's protocol is ``origin_protocol``); ``deliver`` hands the message to the
+    owner and returns once it is confirmed, else raises RoutingError."""
+
+    address: Address
+    origin_protocol: str
+    presence: Presence
+    node: str
+    cluster: Cluster
+    protocol: str = "cluster"
+    remote: bool = True
+
+    @property
+    def peer(self) -> str:
+        return f"node {self.node}"
+
+    def deliver(self, message: Message) -> None:
+        self.cluster.hand_off(self, message)
+
+
+# ---- the cluster member ------------------------------------------------------------------------------
+
+class Cluster:
+    """This process as a member: built and started by ``serve`` (``core.cluster``)."""
+
+    def __init__(self, core, node_id: str):
+        import redis  # the cluster's own dependency: imported when there is a cluster
+
+        settings = core.config["cluster"]
+        self.core = core
+        self.node_id = node_id
+        self.timeout = settings["node_timeout"]
+        self.handoff_timeout = settings["handoff_timeout"]
+        p = settings["prefix"]
+        self.events, self.inbox = f"{p}events", f"{p}inbox:{node_id}"
+        self.node_key, self.dir_key = f"{p}node:{node_id}", f"{p}dir:{node_id}"
+        self._prefix = p
+        self.redis = redis.Redis.from_url(settings["redis"], socket_timeout=max(self.timeout / 2, 1.0),
+                                          socket_connect_timeout=2.0, decode_responses=True)
+        self._errors = (redis.RedisError, OSError)
+        self.remote: dict[str, dict[str, RemoteEndpoint]] = {}  # node → full address → endpoint
+        self._waiting: dict[str, gevent.event.AsyncResult] = {}  # hand-off id → its ack
+        self._handoffs: gevent.queue.Queue = gevent.queue.Queue()
+        self._greenlets: list = []
+        self._healthy = False  # whether the last write reached Redis
+        self._subscribed = gevent.event.Event()
+        self.started = time.time()
+
+    # -- life cycle --
+    def start(self) -> None:
+        """Join: announce a fresh node, learn the others, start the heartbeat. Raises OSError when
+        Redis cannot be reached (start-up stops: a member that cannot join would split the server)."""
+        try:
+            self.redis.ping()
+        except self._errors as exc:
+            raise OSError(f"cannot reach Redis at {self._url()}: {exc}") from None
+        self._greenlets = [gevent.spawn(self._listen), gevent.spawn(self._take_handoffs)]
+        if not self._subscribed.wait(10):
+            raise OSError(f"cannot subscribe on Redis at {self._url()}")
+        self._announce()
+        self._greenlets.append(gevent.spawn(self._heartbeat))
+        self.core.presence.mirror = self
+        log.info("cluster node %s joined on %s (node_timeout %g s)", self.node_id, self._url(), self.timeout)
+
+    def stop(self) -> None:
+        """Leave: the others drop this node's endpoints at once rather than after node_timeout."""
+        self.core.presence.mirror = None
+        for greenlet in self._greenlets:
+            greenlet.kill(block=False)
+        try:
+            self.redis.delete(self.node_key, self.dir_key)
+            self.redis.publish(self.events, json.dumps({"t": "bye", "node": self.node_id}))
+        except self._errors as exc:
+            log.warning("cluster: could not say goodbye on Redis: %s", exc)
+        self.redis.close()
+
+    def _url(self) -> str:
+        kwargs = self.redis.connection_pool.connection_kwargs
+        return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+    # -- this node's endpoints, written by the presence hub (``mirror``) --
+    def changed(self, endpoint, present: bool) -> None:
+        """A local endpoint came, changed or went: update the directory and tell the others."""
+        address = str(endpoint.address)
+        event = {"t": "up" if present else "down", "node": self.node_id, "address": address}
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            if present:
+                event.update(protocol=endpoint.protocol, presence=presence_fields(endpoint.presence))
+                pipe.hset(self.dir_key, address, json.dumps([endpoint.protocol, event["presence"]]))
+                pipe.pexpire(self.dir_key, int(self.timeout * 1000))
+            else:
+                pipe.hdel(self.dir_key, address)
+            pipe.publish(self.events, json.dumps(event))
+            pipe.execute()
+        except self._errors as exc:
+            self._lost(exc)
+
+    def _announce(self) -> None:
+        """Write this node's heartbeat and whole directory hash, and ask the others to reload it."""
+        entries = {str(e.address): json.dumps([e.protocol, presence_fields(e.presence)])
+                   for e in self.local_endpoints()}
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.dir_key)
+        if entries:
+            pipe.hset(self.dir_key, mapping=entries)
+            pipe.pexpire(self.dir_key, int(self.timeout * 1000))
+        pipe.set(self.node_key, self._beat(), px=int(self.timeout * 1000))
+        pipe.publish(self.events, json.dumps({"t": "sync", "node": self.node_id}))
+        pipe.execute()
+        self._healthy = True
+
+    def local_endpoints(self) -> list:
+        hub = self.core.presence
+        return [e for table in hub._endpoints.values() for e in table.values()
+                if not getattr(e, "remote", False)]
+
+    def _beat(self) -> str:
+        counts = {}
+        for endpoint in self.local_endpoints():
+            counts[endpoint.protocol] = counts.get(endpoint.protocol, 0) + 1
+        return json.dumps({"node": self.node_id, "pid": os.getpid(), "host": socket.gethostname(),
+                           "started": self.started, "beat": time.time(), "endpoints": counts})
+
+    def _lost(self, exc) -> None:
+        if self._healthy:
+            log.error("cluster: Redis unreachable (%s): serving this node's endpoints only; "
+                      "messages for other nodes' endpoints are stored until it is back", exc)
+        self._healthy = False
+
+    # -- heartbeat and node loss --
+    def _heartbeat(self) -> None:
+        while True:
+            gevent.sleep(self.timeout / 4)
+            try:
+                if not self._healthy:
+                    self._announce()  # Redis is back (or was flushed): rewrite everything
+                    log.info("cluster: Redis reachable again; endpoints announced")
+                else:
+                    pipe = self.redis.pipeline(transaction=False)
+                    pipe.set(self.node_key, self._beat(), px=int(self.timeout * 1000))
+                    pipe.pexpire(self.dir_key, int(self.timeout * 1000))
+                    pipe.execute()
+                self._check_nodes()
+            except self._errors as exc:
+                self._lost(exc)
+
+    def _check_nodes(self) -> None:
+        nodes = list(self.remote)
+        if not nodes:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for node in nodes:
+            pipe.exists(f"{self._prefix}node:{node}")
+        for node, alive in zip(nodes, pipe.execute()):
+            if not alive:
+                log.warning("cluster: node %s lost (no heartbeat for %g s): its %d endpoints are gone",
+                            node, self.timeout, len(self.remote.get(node, ())))
+                self._drop_node(node)
+
+    # -- the others' endpoints --
+    def _drop_node(self, node: str) -> None:
+        for endpoint in list(self.remote.pop(node, {}).values()):
+            self.core.presence.unregister(endpoint)
+
+    def _set_remote(self, node: str, address: str, protocol: str, presence: list) -> None:
+        table = self.remote.setdefault(node, {})
+        presence = Presence(*presence)
+        endpoint = table.get(address)
+        if endpoint is None:
+            full = _address(address)
+            if self.core.presence.endpoint(full) is not None:
+                log.warning("cluster: %s on node %s has the address of an endpoint here; ignored",
+                            address, node)
+                return
+            endpoint = table[address] = RemoteEndpoint(full, protocol, presence, node, self)
+        else:
+            endpoint.presence = presence
+        self.core.presence.register(endpoint, int(self.timeout) or 1)
+
+    def _remove_remote(self, node: str, address: str) -> None:
+        endpoint = self.remote.get(node, {}).pop(address, None)
+        if endpoint is not None:
+            self.core.presence.unregister(endpoint)
+            if not self.remote[node]:
+                del self.remote[node]
+
+    def _load(self, node: str) -> None:
+        """Replace what is known of ``node`` with its directory hash."""
+        entries = self.redis.hgetall(f"{self._prefix}dir:{node}")
+        known = self.remote.get(node, {})
+        for address in [a for a in known if a not in entries]:
+            self._remove_remote(node, address)
+        for address, value in entries.items():
+            protocol, presence = json.loads(value)
+            self._set_remote(node, address, protocol, presence)
+
+    def _load_all(self) -> None:
+        nodes = {key[len(self._prefix) + 5:] for key in self.redis.scan_iter(f"{self._prefix}node:*")}
+        nodes.discard(self.node_id)
+        for node in set(self.remote) - nodes:
+            self._drop_node(node)
+        for node in nodes:
+            self._load(node)
+
+    # -- the subscription: events and this node's inbox --
+    def _listen(self) -> None:
+        wait = RETRY[0]
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self.events, self.inbox)
+                self._load_all()  # after subscribing: nothing published from now on is missed
+                self._subscribed.set()
+                wait = RETRY[0]
+                while True:
+                    item = pubsub.get_message(timeout=1.0)
+                    if item is not None:
+                        self._receive(item["channel"], item["data"])
+            except self._errors as exc:
+                self._lost(exc)
+                log.warning("cluster: subscription lost (%s); again in %.1f s", exc, wait)
+            finally:
+                try:
+                    pubsub.close()
+                except self._errors:
+                    pass
+            gevent.sleep(wait)
+            wait = min(wait * 2, RETRY[1])
+
+    def _receive(self, channel: str, data: str) -> None:
+        try:
+            event = json.loads(data)
+            kind = event["t"]
+            if channel == self.inbox:
+                if kind == "msg":
+                    self._handoffs.put(event)
+                elif kind == "ack" and (waiting := self._waiting.get(event["hid"])) is not None:
+                    waiting.set(event)
+                return
+            node = event["node"]
+            if node == self.node_id:
+                return
+            if kind == "up":
+                self._set_remote(node, event["address"], event["protocol"], event["presence"])
+            elif kind == "down":
+                self._remove_remote(node, event["address"])
+            elif kind == "sync":
+                self._load(node)
+            elif kind == "bye":
+                self._drop_node(node)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("cluster: ignored a bad event on %s: %s", channel, exc)
+
+    # -- hand-offs --
+    def hand_off(self, endpoint: RemoteEndpoint, message: Message) -> None:
+        """Give ``message`` to the node owning ``endpoint``; return once that node confirmed it
+        delivered or stored it. RoutingError when it did not take it: the router then stores it
+        (or reports the owner's refusal)."""
+        hid = f"{self.node_id}:{secrets.token_hex(8)}"
+        waiting = self._waiting[hid] = gevent.event.AsyncResult()
+        payload = json.dumps({"t": "msg", "hid": hid, "from": self.inbox,
+                              "message": encode_message(message)})
+        try:
+            try:
+                receivers = self.redis.publish(f"{self._prefix}inbox:{endpoint.node}", payload)
+            except self._errors as exc:
+                self._lost(exc)
+                raise RoutingError("service-unavailable", f"cannot reach node {endpoint.node}: {exc}") from None
+            ack = waiting.get(timeout=self.handoff_timeout) if receivers else None
+        except gevent.Timeout:
+            ack = None
+        finally:
+            self._waiting.pop(hid, None)
+        if ack is None:
+            ack = self._claim_back(hid, endpoint, waiting)
+        if ack["outcome"] in TAKEN:
+            return
+        raise RoutingError(ack.get("condition") or "recipient-unavailable",
+                           ack.get("text") or f"node {endpoint.node} did not deliver it")
+
+    def _claim_back(self, hid: str, endpoint: RemoteEndpoint, waiting) -> dict:
+        """No confirmation in time: claim the message; if the owner claimed it first it is the
+        owner's to deliver or store."""
+        try:
+            mine = self.redis.set(f"{self._prefix}claim:{hid}", self.node_id, nx=True, ex=CLAIM_TTL)
+        except self._errors as exc:
+            self._lost(exc)
+            mine = True  # cannot know: rather stored twice than lost
+        if mine:
+            log.warning("cluster: node %s did not confirm a message for %s within %g s; storing it",
+                        endpoint.node, endpoint.address, self.handoff_timeout)
+            return {"outcome": "unconfirmed", "condition": "recipient-unavailable",
+                    "text": f"node {endpoint.node} did not confirm"}
+        return {"outcome": "delivered"}  # the owner holds the claim: it delivers or stores it
+
+    def _take_handoffs(self) -> None:
+        """One at a time, in the order they came: the messages of one sender stay in order."""
+        for event in self._handoffs:
+            try:
+                self._take(event)
+            except self._errors as exc:
+                self._lost(exc)
+            except Exception:  # a bad message must not end the loop
+                log.exception("cluster: failed to take a hand-off")
+
+    def _take(self, event: dict) -> None:
+        hid = event["hid"]
+        if not self.redis.set(f"{self._prefix}claim:{hid}", self.node_id, nx=True, ex=CLAIM_TTL):
+            return  # the sender gave up waiting and stored it
+        message = decode_message(event["message"])
+        try:
+            outcome = self.core.router.deliver_here(message)
+            ack = {"t": "ack", "hid": hid, "outcome": outcome}
+        except RoutingError as exc:
+            ack = {"t": "ack", "hid": hid, "outcome": "refused", "condition": exc.condition,
+                   "text": exc.text}
+        self.redis.publish(event["from"], json.dumps(ack))
+
+    # -- operations --
+    def status(self) -> list[dict]:
+        """Every live node's heartbeat, with its directory size and heartbeat age."""
+        return read_status(self.redis, self._prefix)
+
+
+def read_status(client, prefix: str) -> list[dict]:
+    """The live nodes under ``prefix`` (``convergence cluster status``)."""
+    now = time.time()
+    nodes = []
+    for key in sorted(client.scan_iter(f"{prefix}node:*")):
+        raw = client.get(key)
+        if raw is None:
+            continue
+        beat = json.loads(raw)
+        beat["age"] = now - beat.get("beat", now)
+        beat["directory"] = client.hlen(f"{prefix}dir:{beat['node']}")
+        nodes.append(beat)
+    return nodes

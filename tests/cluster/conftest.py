@@ -1,0 +1,41 @@
+"""Fixtures of the cluster tests: nodes are real ``convergence serve`` processes sharing the test's
+PostgreSQL schema and a Redis key prefix of the test's own (docs/cluster.md)."""
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+REDIS = os.environ.get("CONVERGENCE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def cluster_table(database_url):
+    """The ``[cluster]`` table of every node of this test: a private key prefix, a short
+    node_timeout. Skipped without PostgreSQL (a cluster needs it): run with
+    ``--convergence-database postgresql+psycopg://127.0.0.1:5432/test``."""
+    if not database_url:
+        pytest.skip("a cluster needs PostgreSQL: run with --convergence-database postgresql+psycopg://…")
+    import redis
+
+    client = redis.Redis.from_url(REDIS, decode_responses=True)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"no Redis at {REDIS} (CONVERGENCE_TEST_REDIS): {exc}")
+    prefix = f"cvtest:{uuid.uuid4().hex[:12]}:"
+    yield {"redis": REDIS, "prefix": prefix, "node_timeout": 1.0, "handoff_timeout": 1.0}
+    keys = list(client.scan_iter(f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def node(convergence_server, cluster_table):
+    """``node(name, accounts=None, **sections)``: one more cluster member (an ``XmppServer`` of the
+    scenario kit: XMPP, SIP and HTTP on free ports) with ``node_id`` ``name``."""
+    def start(name: str, accounts: dict | None = None, **sections):
+        return convergence_server(accounts, cluster={**cluster_table, "node_id": name}, **sections)
+    return start

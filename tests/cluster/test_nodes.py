@@ -1,0 +1,76 @@
+"""Two nodes on one PostgreSQL schema and one Redis: XMPP users on different nodes chat and see
+each other's presence, the HTTP API of one node reaches a session on the other, and a node killed
+with SIGKILL leaves the directory within node_timeout, its users' messages stored and delivered at
+their next login, exactly once (issue 14, docs/cluster.md)."""
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import urllib.request
+
+ACCOUNTS = {"alice": "a", "bob": "b"}
+
+
+def available_from(jid: str, kind: str = "available"):
+    return lambda p: str(p["from"]).startswith(jid) and p["type"] == kind
+
+
+def chat_body(body: str):
+    return lambda m: m["body"] == body
+
+
+def api_send(server, name: str, password: str, to: str, body: str) -> dict:
+    basic = base64.b64encode(f"{name}:{password}".encode()).decode()
+    request = urllib.request.Request(
+        f"{server.http_url}/api/messages", data=json.dumps({"to": to, "body": body}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Basic {basic}"}, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def test_users_on_two_nodes_chat_and_see_presence(node, xmpp_client):
+    a = node("node-a", ACCOUNTS)
+    b = node("node-b")
+    b.passwords.update(ACCOUNTS)
+    bob = xmpp_client(b, "bob", resource="desk")
+    alice = xmpp_client(a, "alice", resource="laptop")
+    # bob (node B) sees alice's session on node A come online, through the directory
+    bob.next("presence", timeout=5, match=available_from("alice@"))
+    alice.send_message("bob@" + b.domain, "hello across")
+    assert bob.next("message", match=chat_body("hello across"))["from"] == alice.jid
+    bob.send_message(alice.jid, "and back")
+    alice.next("message", match=chat_body("and back"))
+    # the HTTP API of node A reaches bob's XMPP session on node B
+    answer = api_send(a, "alice", "a", "bob@" + b.domain, "over http")
+    assert answer["outcome"] == "delivered"
+    bob.next("message", match=chat_body("over http"))
+    # alice leaves node A: bob on node B sees her unavailable
+    alice.disconnect()
+    bob.next("presence", match=available_from("alice@", "unavailable"))
+
+
+def test_killed_node_leaves_and_its_users_messages_are_kept(node, xmpp_client):
+    a = node("node-a", ACCOUNTS)
+    b = node("node-b")
+    b.passwords.update(ACCOUNTS)
+    alice = xmpp_client(a, "alice", resource="laptop")
+    bob = xmpp_client(b, "bob", resource="desk")
+    alice.next("presence", match=available_from("bob@"))
+    alice.send_message("bob@" + b.domain, "before")
+    bob.next("message", match=chat_body("before"))
+
+    b.process.proc.send_signal(signal.SIGKILL)
+    b.process.proc.wait()
+    # within node_timeout (1 s, checked on the next heartbeat) alice sees bob go
+    alice.next("presence", timeout=5, match=available_from("bob@", "unavailable"))
+    a.process.wait_for("node node-b lost")
+    for n in range(3):
+        assert api_send(a, "alice", "a", "bob@" + a.domain, f"while away {n}")["outcome"] == "stored"
+
+    bob.disconnect()
+    again = xmpp_client(a, "bob", resource="back")  # bob comes back on the surviving node
+    got = [again.next("message", match=lambda m: m["body"].startswith("while away"))["body"]
+           for _ in range(3)]
+    assert got == [f"while away {n}" for n in range(3)]
+    again.none("message", wait=0.5)  # exactly once
