@@ -1,0 +1,84 @@
+"""Federation with a real Prosody 0.12 (Debian ``prosody``) on loopback (issue 13): STARTTLS and
+dialback (XEP-0220) both ways with self-signed certificates, messages both ways, errors, offline
+delivery, and a Prosody restart while stanzas wait. How the servers find each other is in
+``prosody.py``'s docstring (our domain is a random 127/8 address with s2s on its port 5269)."""
+import pytest
+
+from .prosody import PROSODY, Prosody, loopback_domain
+
+pytestmark = pytest.mark.skipif(PROSODY is None, reason="prosody is not installed (.ci/run installs it)")
+
+
+@pytest.fixture
+def prosody(tmp_path):
+    server = Prosody(tmp_path / "prosody", accounts={"bob": "bob-secret"})
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ours(federated, prosody):
+    domain = loopback_domain()
+    return federated(domain, {"alice": "alice-secret"}, {prosody.domain: prosody.s2s_address},
+                     xmpp={"s2s_listen": f"{domain}:5269"})
+
+
+def test_message_to_prosody_and_back(ours, prosody, xmpp_client):
+    alice, bob = xmpp_client(ours, "alice"), xmpp_client(prosody, "bob")
+    alice.send_message(prosody.jid("bob"), "hello prosody")
+    got = bob.next("message", timeout=15)
+    assert (str(got["from"]), got["body"]) == (alice.jid, "hello prosody")
+    bob.send_message(alice.jid, "hello convergence")
+    got = alice.next("message", timeout=15)
+    assert (str(got["from"]), got["body"]) == (bob.jid, "hello convergence")
+    ours.process.wait_for(f"{prosody.domain} authenticated by dialback")  # its stream to us
+    ours.process.wait_for(f"authenticated to {prosody.domain} by dialback")  # ours to it
+
+
+def test_prosody_user_writes_first(ours, prosody, xmpp_client):
+    alice, bob = xmpp_client(ours, "alice"), xmpp_client(prosody, "bob")
+    bob.send_message(alice.jid, "first contact")
+    got = alice.next("message", timeout=15)
+    assert (str(got["from"]), got["body"]) == (bob.jid, "first contact")
+
+
+def test_unknown_users_both_ways(ours, prosody, xmpp_client):
+    alice, bob = xmpp_client(ours, "alice"), xmpp_client(prosody, "bob")
+    alice.send_message(prosody.jid("nobody"), "anyone?")
+    assert alice.next("message_error", timeout=15)["error"]["condition"] == "service-unavailable"
+    bob.send_message(ours.jid("nobody"), "anyone here?")
+    assert bob.next("message_error", timeout=15)["error"]["condition"] == "service-unavailable"
+
+
+def test_offline_delivery_both_ways(ours, prosody, xmpp_client):
+    """Each server stores a message for its offline user; an error for a stanza sent after it on
+    the same stream shows the peer has handled it (streams keep their order)."""
+    alice = xmpp_client(ours, "alice")
+    alice.send_message(prosody.jid("bob"), "stored at prosody")
+    alice.send_message(prosody.jid("nobody"), "ordering mark")
+    alice.next("message_error", timeout=15)
+    bob = xmpp_client(prosody, "bob")
+    got = bob.next("message", timeout=15)
+    assert (str(got["from"]), got["body"]) == (alice.jid, "stored at prosody")
+    alice.disconnect()
+    bob.send_message(ours.jid("alice"), "stored at convergence")
+    bob.send_message(ours.jid("nobody"), "ordering mark")
+    bob.next("message_error", timeout=15)
+    alice = xmpp_client(ours, "alice", resource="again")
+    got = alice.next("message", timeout=15)
+    assert (str(got["from"]), got["body"]) == (bob.jid, "stored at convergence")
+    assert got["delay"]["stamp"] is not None  # XEP-0203: it was stored
+
+
+def test_prosody_restart_queued_stanzas_go_after_reconnect(ours, prosody, xmpp_client):
+    alice, bob = xmpp_client(ours, "alice"), xmpp_client(prosody, "bob")
+    alice.send_message(prosody.jid("bob"), "before")
+    assert bob.next("message", timeout=15)["body"] == "before"
+    bob.disconnect()
+    prosody.stop()
+    alice.send_message(prosody.jid("bob"), "while it was down")
+    ours.process.wait_for("unreachable", timeout=15)  # the connection was refused: it retries
+    prosody.start()
+    bob = xmpp_client(prosody, "bob")
+    got = bob.next("message", timeout=30, match=lambda m: m["body"] == "while it was down")
+    assert str(got["from"]) == alice.jid
