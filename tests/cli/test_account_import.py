@@ -118,12 +118,9 @@ def test_xep0227_scram_keys_log_in_over_xmpp_and_sip_digest_refuses_them(converg
 def second_database(request):
     """A second, empty database for the other side of a move: SQLite, or a PostgreSQL schema."""
     url = request.config.getoption("convergence_database")
-    if not url:
-        yield ""
-        return
-    schema_url, drop = create_schema(url)
+    schema_url, drop = create_schema(url) if url else ("", None)
     yield schema_url
-    drop()
+    drop and drop()
 
 
 def stored(config) -> dict:
