@@ -81,6 +81,16 @@ def add_config_section():
                                     one_of("replace", "rename")),
         "shared_roster": Option(True, "every roster shows the domain's accounts and service users"),
         "allow_registration": Option(False, "in-band registration (XEP-0077)"),
+        "pep_max_item_size": Option(131072, "bytes of one PEP item's payload (XEP-0163; avatars "
+                                    "included)", positive_int),
+        "pep_max_items": Option(256, "items kept per PEP node (what max_items 'max' means)", positive_int),
+        "pep_max_nodes": Option(256, "PEP nodes per account", positive_int),
+        "private_max_size": Option(65536, "bytes of one private XML storage element (XEP-0049)",
+                                   positive_int),
+        "private_max_elements": Option(64, "private XML storage elements per account (XEP-0049)",
+                                       positive_int),
+        "caps_cache_size": Option(1000, "verified entity capabilities remembered (XEP-0115)",
+                                  positive_int),
         **connection_limit_options("XMPP"),
     }, "the XMPP plugin")
 

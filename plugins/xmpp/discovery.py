@@ -2,7 +2,7 @@
 
 disco#info on the server lists an ``server/im`` identity and every feature the IQ handlers declare
 (``service.iq.features(service)``); on an account's bare JID it answers for the account (``account/registered``,
-XEP-0030 §3.1), and ``service-unavailable`` when there is no such account (RFC 6121 §8.5.1).
+XEP-0030 §3.1, with what ``router.account_identity``/``account_feature`` add: PEP), and ``service-unavailable`` when there is no such account (RFC 6121 §8.5.1).
 disco#items lists nothing yet (no components). Ping and version answer for the server. A
 get-only namespace sent as ``set`` is ``feature-not-implemented`` (RFC 6120 §8.3.3.3).
 """
@@ -51,7 +51,9 @@ def disco_info(service, session, stanza):
     query = ET.Element(tag("query", DISCO_INFO))
     if _account(service, stanza) is not None:
         ET.SubElement(query, tag("identity", DISCO_INFO), category="account", type="registered")
-        names = [DISCO_INFO]
+        for category, kind in service.iq.account_identities():  # the PEP service (XEP-0163 §1)
+            ET.SubElement(query, tag("identity", DISCO_INFO), category=category, type=kind)
+        names = [DISCO_INFO, *service.iq.account_features()]
     else:
         ET.SubElement(query, tag("identity", DISCO_INFO), category="server", type="im", name="Convergence")
         names = service.iq.features(service)

@@ -24,7 +24,17 @@ handlers (in-band registration, XEP-0077) are also reached before SASL. A handle
     to another domain   remote-server-not-found (no server-to-server yet)
 
 A get/set needs exactly one payload child (else ``bad-request``); results and errors not addressed
-to a session are dropped (answers to our keep-alive pings).
+to a session are dropped (answers to our keep-alive pings), unless the server ``expect``-ed that
+answer (``router.expect(full_jid, id, func)``: the entity capabilities query, XEP-0115 §6.3).
+
+A module may also declare what an account's bare JID offers in disco#info (``account_feature``,
+``account_identity``: the PEP service, XEP-0163 §1) and observe events of the service with
+``router.on(event, func)``; ``router.emit(event, *args)`` calls each observer in registration order.
+The events: ``presence`` (service, session, stanza) — a broadcast presence (RFC 6121 §4.2) before it
+is sent, which an observer may amend; ``closed`` (service, session) — a bound session ended;
+``vcard`` (service, account, vCard element) — an account is storing its vCard (XEP-0054 §3.2; an
+observer may refuse it with a ``StanzaError``); and the
+ones the PEP modules emit themselves (``pep.py``).
 """
 from __future__ import annotations
 
@@ -49,9 +59,16 @@ class Handler:
 class IqRouter:
     """The IQ handlers and extra features of one service (built with it, never shared)."""
 
+    #: Answers awaited at once (``expect``): beyond this the oldest is forgotten.
+    MAX_AWAITED = 10000
+
     def __init__(self):
         self._handlers: dict[str, Handler] = {}
         self._features: set[str] = set()
+        self._account_features: set[str] = set()
+        self._account_identities: list[tuple[str, str]] = []
+        self._observers: dict[str, list[Callable]] = {}
+        self._awaited: dict[tuple[str, str], Callable] = {}
 
     def register(self, payload: str, func: Callable, *, features=(), before_auth=False,
                  to_server=True, to_account=False, offered=None) -> None:
@@ -62,6 +79,38 @@ class IqRouter:
     def feature(self, *names: str) -> None:
         """Declare features provided without an IQ handler (e.g. XEP-0160 ``msgoffline``)."""
         self._features.update(names)
+
+    def account_feature(self, *names: str) -> None:
+        """Features of every account's bare JID in disco#info (XEP-0030 §3.1)."""
+        self._account_features.update(names)
+
+    def account_identity(self, category: str, type: str) -> None:
+        self._account_identities.append((category, type))
+
+    def account_features(self) -> list[str]:
+        return sorted(self._account_features)
+
+    def account_identities(self) -> list[tuple[str, str]]:
+        return list(self._account_identities)
+
+    def on(self, event: str, func: Callable) -> None:
+        self._observers.setdefault(event, []).append(func)
+
+    def emit(self, event: str, *args) -> None:
+        for func in self._observers.get(event, ()):
+            func(*args)
+
+    def expect(self, jid: str, id: str, func: Callable) -> None:
+        """Call ``func(iq)`` with the result or error ``jid`` sends to the server for IQ ``id``."""
+        awaited = self._awaited
+        awaited[(jid, id)] = func
+        while len(awaited) > self.MAX_AWAITED:
+            del awaited[next(iter(awaited))]
+
+    def forget(self, jid: str) -> None:
+        """Answers from ``jid`` are no longer awaited (its session ended)."""
+        for key in [k for k in self._awaited if k[0] == jid]:
+            del self._awaited[key]
 
     def handler(self, payload: str) -> Handler | None:
         return self._handlers.get(payload)
@@ -92,6 +141,10 @@ class IqRouter:
                     peer.send(iq)
                     return
             if not request:
+                if to is None or (not to.local and to.domain == service.domain):
+                    awaited = self._awaited.pop((iq.get("from") or "", iq.get("id")), None)
+                    if awaited is not None:
+                        awaited(iq)
                 return
             if to is not None and to.domain != service.domain:
                 raise StanzaError("remote-server-not-found", f"no route to {to.domain}")

@@ -68,6 +68,7 @@ def outbound(service, session, element: ET.Element) -> None:
 
 def closed(service, session) -> None:
     """A bound session ended for any reason: ``unavailable`` to everyone who saw it (§4.5.2)."""
+    service.iq.emit("closed", service, session)
     if session.available:
         session.available = False
         gone = stanza("unavailable", session.address)
@@ -110,6 +111,7 @@ def _broadcast(service, session, element: ET.Element) -> None:
         session.presence = UNAVAILABLE
         _forget(service, session)
     was_available, session.available = session.available, available
+    service.iq.emit("presence", service, session, element)  # caps (XEP-0115), avatar hash (XEP-0153)
     service.core.presence.update(session)
     if not (available or was_available):
         return  # unavailable from a resource that never was available: nobody to tell

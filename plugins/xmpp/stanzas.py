@@ -31,11 +31,13 @@ def tag(local: str, ns: str = CLIENT_NS) -> str:
 class StanzaError(Exception):
     """Raised by a handler to answer the stanza with an error (§8.3)."""
 
-    def __init__(self, condition: str, text: str | None = None, type: str | None = None):
+    def __init__(self, condition: str, text: str | None = None, type: str | None = None,
+                 app: ET.Element | None = None):
         super().__init__(text or condition)
         self.condition = condition
         self.text = text
         self.type = type or ERROR_TYPES.get(condition, "cancel")
+        self.app = app  # an application-specific condition (§8.3.3.1), e.g. XEP-0060's
 
 
 def iq_result(iq: ET.Element, payload: ET.Element | None = None) -> ET.Element:
@@ -55,6 +57,8 @@ def error_reply(stanza: ET.Element, error: StanzaError) -> ET.Element:
     ET.SubElement(element, tag(error.condition, STANZA_ERROR_NS))
     if error.text:
         ET.SubElement(element, tag("text", STANZA_ERROR_NS)).text = error.text
+    if error.app is not None:
+        element.append(error.app)
     return reply
 
 

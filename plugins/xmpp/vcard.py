@@ -31,6 +31,7 @@ def vcard(service, session, iq: ET.Element) -> ET.Element:
     if iq.get("type") == "set":
         if owner != own:
             raise StanzaError("forbidden", "only your own vCard can be published")  # §3.2
+        service.iq.emit("vcard", service, own, iq[0])  # the avatar follows (XEP-0153, XEP-0398)
         vcard_store.save(db, own.local, ET.tostring(iq[0], encoding="unicode"))
         return iq_result(iq)
     stored = vcard_store.get(db, owner.local) if accounts.exists(db, owner.local) else None

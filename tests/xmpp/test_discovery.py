@@ -38,7 +38,8 @@ def test_server_items_are_empty(server, xmpp_client):
 def test_account_info_and_items(server, xmpp_client):
     alice = xmpp_client(server, "alice")
     info = disco(alice, "info", "bob@example.org")["disco_info"]  # bob is offline: the server answers
-    assert [(c, t) for c, t, _, _ in info["identities"]] == [("account", "registered")]
+    assert sorted((c, t) for c, t, _, _ in info["identities"]) == [("account", "registered"),
+                                                                   ("pubsub", "pep")]  # XEP-0163 §1
     assert disco(alice, "items", "bob@example.org")["disco_items"]["items"] == set()
 
 
