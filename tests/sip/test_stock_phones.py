@@ -60,16 +60,21 @@ def user(demo, xmpp_client):
 class Baresip:
     """One baresip process with its own config directory; ``expect`` waits for an output line."""
 
-    def __init__(self, folder, server, contact: str):
+    def __init__(self, folder, server, contact: str, apps: tuple = (), account: str = ""):
+        """``contact`` (with ``;``-parameters after it, as in baresip's contacts file) is the one
+        contact; ``apps`` more application modules (``presence``); ``account`` more account
+        parameters (``;pubint=60``)."""
         folder.mkdir()
         (folder / "config").write_text(
             f"sip_listen 127.0.0.1:{free_port(socket.SOCK_DGRAM)}\n"
             "module_path /usr/lib/baresip/modules\n"
-            "module stdio.so\nmodule_app account.so\nmodule_app contact.so\nmodule_app menu.so\n")
+            "module stdio.so\nmodule_app account.so\nmodule_app contact.so\nmodule_app menu.so\n"
+            + "".join(f"module_app {app}.so\n" for app in apps))
         (folder / "accounts").write_text(
             f"<sip:{PHONE}@{server.domain}>;auth_pass={ACCOUNTS[PHONE]};"
-            f'outbound="sip:127.0.0.1:{server.sip_port}"\n')
-        (folder / "contacts").write_text(f"<sip:{contact}>\n")
+            f'outbound="sip:127.0.0.1:{server.sip_port}"{account}\n')
+        uri, _, params = contact.partition(";")
+        (folder / "contacts").write_text(f"<sip:{uri}>{';' + params if params else ''}\n")
         self.output: list[str] = []
         self.lines: queue.Queue[str] = queue.Queue()
         self.process = subprocess.Popen(["stdbuf", "-oL", "baresip", "-f", str(folder)],
@@ -113,8 +118,8 @@ def baresip(tmp_path):
     require("baresip", "baresip")
     phones = []
 
-    def start(server, contact: str) -> Baresip:
-        phones.append(Baresip(tmp_path / f"baresip{len(phones)}", server, contact))
+    def start(server, contact: str, **options) -> Baresip:
+        phones.append(Baresip(tmp_path / f"baresip{len(phones)}", server, contact, **options))
         return phones[-1]
 
     yield start
