@@ -311,3 +311,17 @@ def test_publish_closed_makes_the_binding_unavailable(users):
     assert not users.core.presence.presence(alice).available
     assert publish(phone, document(Presence())).status == 200
     assert users.core.presence.presence(alice).available
+
+
+def test_a_stopping_server_tells_its_watchers_to_come_back(sip_process):
+    """SIGTERM: each watcher gets terminated;reason=probation before the socket closes (the
+    subscriptions are not stored, docs/sip.md)."""
+    server = sip_process()
+    server.cli("user", "add", "alice", "--password", "secret")
+    client = server.client()
+    response, _ = subscribe(client, to="alice")  # her own presence
+    assert response.status == 200
+    notify(client)
+    assert server.core.stop() == 0
+    last = notify(client)
+    assert last.headers.get("Subscription-State") == "terminated;reason=probation;retry-after=30"
