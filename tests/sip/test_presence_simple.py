@@ -171,10 +171,13 @@ def test_fetch_with_expires_0(users):
 
 
 @pytest.mark.parametrize("status", [481, None])
-def test_a_notify_refused_or_unanswered_ends_the_subscription(users, status):
+def test_a_notify_refused_or_unanswered_ends_the_subscription(sip_server, status):
+    users = sip_server(t1=0.01, t2=0.08)
+    for name, password in (("alice", "secret"), ("bob", "hunter2")):
+        users.core.add_account(name, password)
     client = users.client()
     subscribe(client)
-    notify(client, status=status)  # 481, or never answered: Timer F (64*T1 = 3.2 s here)
+    notify(client, status=status)  # 481, or never answered: Timer F (64*T1 = 0.64 s here)
     wait_for(lambda: not users.element.presence.dialogs, timeout=6)
     assert not users.element.presence.per_source
 
