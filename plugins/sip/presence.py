@@ -143,11 +143,8 @@ class PresenceAgent:
     # -- SUBSCRIBE (RFC 6665 §4.2.1, RFC 3856 §6) --
     def subscribe(self, st) -> None:
         request = st.request
-        if st.unsupported("Require"):
+        if self._refused_event(st):
             return
-        package, _ = event_package(request.headers.get("Event"))
-        if package != EVENT:
-            return st.respond(489, headers=[("Allow-Events", ALLOW_EVENTS)])
         if request.to.tag is not None:
             return self._in_dialog(st)
         if not accepts_pidf(request):
@@ -158,13 +155,13 @@ class PresenceAgent:
         target = self._target(st)
         if target is None:
             return
+        seconds = self._granted(st)
+        if seconds is None:
+            return
         try:
-            seconds = self._expires(request)
             contact = request.contacts
         except ParseError as err:
             return st.respond(err.status, err.reason)
-        except _Refused as refusal:
-            return st.respond(*refusal.args)
         if len(contact) != 1 or contact[0].uri == "*":
             return st.respond(400, "A SUBSCRIBE needs one Contact")  # RFC 6665 §4.1.2
         source = st.flow.peer[0]
@@ -199,12 +196,9 @@ class PresenceAgent:
         if request.cseq.number <= sub.remote_cseq:
             return st.respond(500, "CSeq not above the dialog's")  # RFC 3261 §12.2.2
         sub.remote_cseq = request.cseq.number
-        try:
-            seconds = self._expires(request)
-        except ParseError as err:
-            return st.respond(err.status, err.reason)
-        except _Refused as refusal:
-            return st.respond(*refusal.args)
+        seconds = self._granted(st)
+        if seconds is None:
+            return
         try:
             if request.contacts and request.contacts[0].uri != "*":
                 sub.uri = request.contacts[0].uri  # a target refresh (§12.2.2)
@@ -219,6 +213,28 @@ class PresenceAgent:
         self._schedule(sub)
         self._authorize(sub)
         self._notify(sub)
+
+    @staticmethod
+    def _refused_event(st) -> bool:
+        """Answered already: an unsupported ``Require`` (420) or another event package than
+        presence (489 with Allow-Events, RFC 6665 §8.2.2)."""
+        if st.unsupported("Require"):
+            return True
+        package, _ = event_package(st.request.headers.get("Event"))
+        if package != EVENT:
+            st.respond(489, headers=[("Allow-Events", ALLOW_EVENTS)])
+            return True
+        return False
+
+    def _granted(self, st) -> int | None:
+        """The granted duration, or None once answered (400 for a bad Expires, 423)."""
+        try:
+            return self._expires(st.request)
+        except ParseError as err:
+            st.respond(err.status, err.reason)
+        except _Refused as refusal:
+            st.respond(*refusal.args)
+        return None
 
     def _authenticated(self, st) -> str | None:
         """The watcher (or publisher): a local From, proved with digest (as MESSAGE does)."""
@@ -387,22 +403,16 @@ class PresenceAgent:
     # -- PUBLISH (RFC 3903 §6) --
     def publish(self, st) -> None:
         request = st.request
-        if st.unsupported("Require"):
+        if self._refused_event(st):
             return
-        package, _ = event_package(request.headers.get("Event"))
-        if package != EVENT:
-            return st.respond(489, headers=[("Allow-Events", ALLOW_EVENTS)])
         user = self._authenticated(st)
         if user is None:
             return
         if self.location.account_of(request.uri) != user:
             return st.respond(403, "Only your own presence can be published")
-        try:
-            seconds = self._expires(request)
-        except ParseError as err:
-            return st.respond(err.status, err.reason)
-        except _Refused as refusal:
-            return st.respond(*refusal.args)
+        seconds = self._granted(st)
+        if seconds is None:
+            return
         etag = request.headers.get("SIP-If-Match")
         old = None
         if etag is not None:
