@@ -18,10 +18,10 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
-from . import account_import, server
+from . import account_import, server, supervisor
 from .account_files import FileError
 from .addresses import AddressError
-from .config import ConfigError, load
+from .config import ConfigError, load, worker_count
 from .core import Core
 from .credentials import PasswordError
 from .plugin_manager import PluginError
@@ -112,10 +112,22 @@ def cli(config):
 @cli.command()
 @click.option("--demo", is_flag=True, help="Also create the sample's demo accounts "
               "(convergence / 1, and sipuserf with a printed password).")
+@click.option("--workers", help='Worker processes sharing the listeners ("auto": one per core; '
+              "default: [server] workers); more than 1 needs PostgreSQL and Redis (docs/cluster.md).")
+@click.option("--worker", type=click.IntRange(0), hidden=True, help="(the supervisor's) run as worker N")
 @click.pass_context
-def serve(ctx, demo):
+def serve(ctx, demo, workers, worker):
     """Migrate the database and serve until SIGTERM or Ctrl-C."""
     core = get_core(ctx)
+    try:
+        count = core.config["server"]["workers"] if workers is None else worker_count(
+            int(workers) if workers.isdigit() else workers)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--workers") from None
+    try:
+        server.check_cluster_database(core, count)
+    except ConfigError as exc:
+        raise Fatal(str(exc)) from None
     if demo:
         for name, password in DEMO_ACCOUNTS.items():
             password = password or secrets.token_urlsafe(9)
@@ -126,7 +138,9 @@ def serve(ctx, demo):
                 click.echo(f"demo account {name}@{core.domain} exists "
                            f"(set its password with: convergence user passwd {name})")
     try:
-        server.serve(core)
+        if worker is None and count > 1:
+            ctx.exit(supervisor.supervise(ctx.find_root().params.get("config"), count, core.domain))
+        server.serve(core, worker)
     except (server.ListenError, ConfigError) as exc:  # a plugin's on_startup may refuse its settings
         raise Fatal(str(exc)) from None
 

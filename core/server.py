@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 
 import gevent
+from gevent.baseserver import BaseServer
 from gevent.event import Event
 
 from . import cluster
 from .core import Core
 from .listeners import raise_file_limit
+from .supervisor import WORKER_READY
 from .systemd import notify
 
 log = logging.getLogger(__name__)
@@ -24,10 +28,41 @@ def describe(server) -> str:
     return f"{type(server).__name__} on {host}:{port}"
 
 
-def start(core: Core) -> list:
-    """Fire ``on_startup`` and start the listeners (the store is migrated already); return them."""
+def shared_socket(server):
+    """A listening socket for the gevent ``server`` bound with SO_REUSEPORT, so that every worker
+    binds the same address and the kernel spreads connections over them (core/supervisor.py)."""
+    host, port = server.address[:2]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(getattr(server, "backlog", None) or 128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def start(core: Core, worker: int | None = None) -> list:
+    """Fire ``on_startup`` and start the listeners (the store is migrated already); return them.
+    A ``worker`` under the supervisor shares each gevent listener's port (SO_REUSEPORT); a
+    listener that opens its own socket (SIP's UDP) cannot share it and runs in worker 0 only."""
     core.hook.on_startup(core=core)
     servers = [s for group in core.hook.add_listeners(core=core) for s in group or ()]
+    if worker is not None:
+        shareable = [s for s in servers if isinstance(s, BaseServer) and getattr(s, "socket", None) is None]
+        for s in shareable:
+            try:
+                s.set_listener(shared_socket(s))
+            except OSError as exc:
+                raise ListenError(f"cannot listen: {describe(s)}: {exc.strerror or exc}") from exc
+        if worker != 0:
+            skipped = [s for s in servers if s not in shareable]
+            for s in skipped:
+                log.info("not listening: %s (it cannot share its port: worker 0 has it)", describe(s))
+            servers = shareable
     started = []
     for server in servers:
         try:
@@ -59,15 +94,20 @@ def log_counts(core: Core, interval: float) -> None:
                      ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())))
 
 
+def check_cluster_database(core: Core, workers: int = 1) -> None:
+    """ConfigError when a cluster ([cluster], ``workers`` > 1) is asked for on SQLite."""
+    if (workers > 1 or cluster.wanted(core.config)) and core.db.is_sqlite:
+        raise core.config.error("[cluster] and [server] workers > 1 need PostgreSQL ([server] "
+                                "database); SQLite is one process's database")
+
+
 def join_cluster(core: Core, worker: int | None = None) -> None:
-    """With a ``[cluster]`` table or several workers, make this process a cluster member
+    """With a ``[cluster]`` table, several workers or as a ``worker``, make this process a cluster member
     (core/cluster.py): ConfigError on SQLite, ListenError when Redis cannot be reached."""
     config = core.config
-    if not cluster.wanted(config):
+    if worker is None and not cluster.wanted(config):
         return
-    if core.db.is_sqlite:
-        raise config.error("[cluster] and [server] workers > 1 need PostgreSQL ([server] database); "
-                           "SQLite is one process's database")
+    check_cluster_database(core, 2 if worker is not None else 1)
     node_id = config["cluster"]["node_id"] or cluster.default_node_id(config, worker)
     if config["cluster"]["node_id"] and worker is not None:
         node_id += f"/w{worker}"
@@ -77,6 +117,8 @@ def join_cluster(core: Core, worker: int | None = None) -> None:
     except OSError as exc:
         raise ListenError(f"cannot join the cluster: {exc}") from exc
     core.cluster = member
+    for handler in logging.getLogger().handlers:  # each node's log names it
+        handler.setFormatter(logging.Formatter(f"%(asctime)s {node_id} %(levelname)s %(name)s: %(message)s"))
 
 
 def serve(core: Core, worker: int | None = None) -> None:
@@ -92,10 +134,13 @@ def serve(core: Core, worker: int | None = None) -> None:
         except OSError as exc:
             raise ListenError(f"cannot listen: {core.control.describe()}: {exc.strerror or exc}") from exc
         join_cluster(core, worker)
-        servers = start(core)
+        servers = start(core, worker)
         interval = core.config["server"]["stats_interval"]
         counting = gevent.spawn(log_counts, core, interval) if interval else None
-        log.info("convergence serving %s; stop with Ctrl-C or SIGTERM", core.domain)
+        if worker is None:
+            log.info("convergence serving %s; stop with Ctrl-C or SIGTERM", core.domain)
+        else:
+            log.info("%s %d (pid %d)", WORKER_READY, worker, os.getpid())
         notify("READY=1")  # systemd Type=notify (docs/deploy.md)
         done.wait()
     finally:

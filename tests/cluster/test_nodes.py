@@ -4,29 +4,11 @@ with SIGKILL leaves the directory within node_timeout, its users' messages store
 their next login, exactly once (issue 14, docs/cluster.md)."""
 from __future__ import annotations
 
-import base64
-import json
 import signal
-import urllib.request
+
+from .helpers import api_send, available_from, chat_body
 
 ACCOUNTS = {"alice": "a", "bob": "b"}
-
-
-def available_from(jid: str, kind: str = "available"):
-    return lambda p: str(p["from"]).startswith(jid) and p["type"] == kind
-
-
-def chat_body(body: str):
-    return lambda m: m["body"] == body
-
-
-def api_send(server, name: str, password: str, to: str, body: str) -> dict:
-    basic = base64.b64encode(f"{name}:{password}".encode()).decode()
-    request = urllib.request.Request(
-        f"{server.http_url}/api/messages", data=json.dumps({"to": to, "body": body}).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Basic {basic}"}, method="POST")
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        return json.loads(answer.read())
 
 
 def test_users_on_two_nodes_chat_and_see_presence(node, xmpp_client):

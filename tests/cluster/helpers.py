@@ -1,0 +1,25 @@
+"""What the cluster tests share: the HTTP API call and stanza matchers."""
+from __future__ import annotations
+
+import base64
+import json
+import urllib.request
+
+
+def available_from(jid: str, kind: str = "available"):
+    """Matches a presence from ``jid`` (a prefix: a bare JID matches its resources) of ``kind``."""
+    return lambda p: str(p["from"]).startswith(jid) and p["type"] == kind
+
+
+def chat_body(body: str):
+    return lambda m: m["body"] == body
+
+
+def api_send(server, name: str, password: str, to: str, body: str) -> dict:
+    """POST /api/messages as ``name`` (docs/http-api.md); the JSON answer."""
+    basic = base64.b64encode(f"{name}:{password}".encode()).decode()
+    request = urllib.request.Request(
+        f"{server.http_url}/api/messages", data=json.dumps({"to": to, "body": body}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Basic {basic}"}, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())

@@ -1,0 +1,54 @@
+"""``convergence serve`` with 2 workers on PostgreSQL and Redis: sessions on different workers
+chat and see each other's presence, the HTTP API reaches either, a worker killed with SIGKILL is
+restarted with a log line while its sessions' watchers see them go, SIGTERM stops all with exit
+status 0 (issue 14, docs/cluster.md)."""
+from __future__ import annotations
+
+import re
+import signal
+import os
+
+from .helpers import api_send, available_from, chat_body
+
+ACCOUNTS = {"alice": "a", "bob": "b"}
+
+
+def worker_of(server, jid: str) -> str:
+    """The worker (``w0``, ``w1``) whose log says the session ``jid`` logged in."""
+    line = server.process.wait_for(f"login {jid} ")
+    return re.search(r"/(w\d+) INFO", line).group(1)
+
+
+def test_two_workers_share_the_listeners(convergence_server, cluster_table, xmpp_client):
+    server = convergence_server(ACCOUNTS, server={"workers": 2}, cluster=cluster_table)
+    assert "with 2 workers" in server.process.wait_for("convergence serving")
+    alice = xmpp_client(server, "alice", resource="a")
+    home = worker_of(server, alice.jid)
+    for n in range(20):  # the kernel picks the worker (SO_REUSEPORT): until bob lands on the other
+        bob = xmpp_client(server, "bob", resource=f"b{n}")
+        if worker_of(server, bob.jid) != home:
+            break
+        bob.disconnect()
+    else:
+        raise AssertionError("20 connections all went to one worker")
+    # presence across workers, both ways
+    bob.next("presence", match=available_from(alice.jid))
+    alice.next("presence", match=available_from(bob.jid))
+    alice.send_message(bob.jid, "to the other worker")
+    bob.next("message", match=chat_body("to the other worker"))
+    bob.send_message("alice@" + server.domain, "back")
+    alice.next("message", match=chat_body("back"))
+    for n in range(4):  # whichever worker takes the HTTP request
+        assert api_send(server, "alice", "a", bob.jid, f"api {n}")["outcome"] == "delivered"
+        bob.next("message", match=chat_body(f"api {n}"))
+
+    # SIGKILL bob's worker: restarted with a log line; alice sees bob go
+    index = bob_worker = worker_of(server, bob.jid)
+    pid = int(re.search(r"worker serving %s \(pid (\d+)\)" % index[1:],
+                        server.process.wait_for(f"worker serving {index[1:]} ")).group(1))
+    mark = len(server.process.output)
+    os.kill(pid, signal.SIGKILL)
+    alice.next("presence", timeout=5, match=available_from(bob.jid, "unavailable"))
+    server.process.wait_for(f"worker {bob_worker[1:]} (pid {pid}) was killed by SIGKILL; restarting", start=mark)
+    server.process.wait_for(f"worker serving {bob_worker[1:]} ", start=mark)
+    assert server.process.stop() == 0, "".join(server.process.output[-20:])
