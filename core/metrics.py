@@ -87,6 +87,19 @@ class Histogram:
         return family
 
 
+def family(kind: str, name: str, documentation: str, value) -> GaugeMetricFamily | CounterMetricFamily:
+    """A ``"gauge"`` or ``"counter"`` family: one sample ``value``, or with a dict ``{label value:
+    number}`` one sample per entry, labelled ``value``'s ``label`` (give ``(label, dict)``)."""
+    make = GaugeMetricFamily if kind == "gauge" else CounterMetricFamily
+    if isinstance(value, tuple):
+        label, counts = value
+        metric = make(name, documentation, labels=[label])
+        for key, n in sorted(counts.items()):
+            metric.add_metric([key], n)
+        return metric
+    return make(name, documentation, value=value)
+
+
 class Metrics:
     """The metrics of one core (``core.metrics``)."""
 
@@ -167,23 +180,14 @@ class CoreCollector:
 
     def collect(self):
         core = self.core
-        endpoints = GaugeMetricFamily("convergence_endpoints", "Live endpoints (XMPP resources, SIP "
-                                      "bindings, HTTP event streams, ...) by protocol",
-                                      labels=["protocol"])
-        for protocol, n in sorted(core.presence.counts().items()):
-            endpoints.add_metric([protocol], n)
-        yield endpoints
-        logins = CounterMetricFamily("convergence_logins", "Endpoints that came online (logins, new "
-                                     "SIP bindings) by protocol", labels=["protocol"])
-        for protocol, n in sorted(core.presence.logins.items()):
-            logins.add_metric([protocol], n)
-        yield logins
-        failures = CounterMetricFamily("convergence_login_failures", "Failed authentications "
-                                       "(wrong password, unknown account or token) by protocol",
-                                       labels=["protocol"])
-        for protocol, n in sorted(self.metrics.failures().items()):
-            failures.add_metric([protocol], n)
-        yield failures
+        yield family("gauge", "convergence_endpoints", "Live endpoints (XMPP resources, SIP "
+                     "bindings, HTTP event streams, ...) by protocol",
+                     ("protocol", core.presence.counts()))
+        yield family("counter", "convergence_logins", "Endpoints that came online (logins, new "
+                     "SIP bindings) by protocol", ("protocol", core.presence.logins))
+        yield family("counter", "convergence_login_failures", "Failed authentications (wrong "
+                     "password, unknown account or token) by protocol",
+                     ("protocol", self.metrics.failures()))
         routed = CounterMetricFamily(
             "convergence_messages_routed", "Messages routed, by the protocol they came in by "
             "(source), where they went (destination: a protocol, 'store' or 'none') and outcome "
@@ -201,7 +205,5 @@ class CoreCollector:
             stored = offline.total(core.db)
         except SQLAlchemyError:
             return  # the database is away: /health/ready says so; the rest is still worth reading
-        size = GaugeMetricFamily("convergence_offline_messages", "Messages waiting in the offline "
-                                 "store (XEP-0160)")
-        size.add_metric([], stored)
-        yield size
+        yield family("gauge", "convergence_offline_messages", "Messages waiting in the offline "
+                     "store (XEP-0160)", stored)

@@ -8,10 +8,9 @@ and ``callback_url`` the deprecated ``[http] callback_url`` (the callback plugin
 """
 from __future__ import annotations
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
 from convergence import hookimpl
 from convergence.listeners import AddressLimit, GuardedWSGIServer
+from convergence.metrics import family
 from convergence.router import DELIVERED
 from convergence.services import answer
 
@@ -98,12 +97,8 @@ class HttpCollector:
         return []
 
     def collect(self):
-        streams = GaugeMetricFamily("convergence_http_event_streams", "Open API event streams "
-                                    "(Server-Sent Events, GET /api/events)")
-        streams.add_metric([], self.streams.count())
-        yield streams
-        slow = CounterMetricFamily("convergence_http_event_stream_overflows", "API event streams "
-                                   "ended because their client did not read ([http] sse_queue "
-                                   "events were waiting)")
-        slow.add_metric([], self.streams.overflows)
-        yield slow
+        yield family("gauge", "convergence_http_event_streams", "Open API event streams "
+                     "(Server-Sent Events, GET /api/events)", self.streams.count())
+        yield family("counter", "convergence_http_event_stream_overflows", "API event streams "
+                     "ended because their client did not read ([http] sse_queue events were "
+                     "waiting)", self.streams.overflows)

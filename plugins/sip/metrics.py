@@ -16,7 +16,20 @@ Failed digest authentications go to the core's ``convergence_login_failures_tota
 """
 from __future__ import annotations
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from collections import defaultdict
+
+from convergence.metrics import family
+
+#: the transaction layer's count kinds → (metric, help, label)
+FAMILIES = (
+    ("request", "convergence_sip_requests_received", "SIP requests received, by method", "method"),
+    ("response", "convergence_sip_responses_received", "SIP responses received, by class", "class"),
+    ("answer", "convergence_sip_responses_sent", "SIP responses sent by this server's "
+     "transactions, by class", "class"),
+    ("retransmission", "convergence_sip_retransmissions", "SIP retransmissions: requests "
+     "received again for a live transaction (received), messages sent again on a timer (sent)",
+     "direction"),
+)
 
 
 class SipCollector:
@@ -28,29 +41,13 @@ class SipCollector:
         return []
 
     def collect(self):
-        bindings = GaugeMetricFamily("convergence_sip_bindings", "Registered SIP bindings "
-                                     "(RFC 3261 §10)")
-        bindings.add_metric([], len(self.location.by_uri))
-        yield bindings
+        yield family("gauge", "convergence_sip_bindings", "Registered SIP bindings (RFC 3261 §10)",
+                     len(self.location.by_uri))
         transactions = self.transactions
-        live = GaugeMetricFamily("convergence_sip_transactions", "Live SIP transactions "
-                                 "(RFC 3261 §17)", labels=["kind"])
-        live.add_metric(["server"], len(transactions.server))
-        live.add_metric(["client"], len(transactions.client))
-        yield live
-        families = {
-            "request": CounterMetricFamily("convergence_sip_requests_received", "SIP requests "
-                                           "received, by method", labels=["method"]),
-            "response": CounterMetricFamily("convergence_sip_responses_received", "SIP responses "
-                                            "received, by class", labels=["class"]),
-            "answer": CounterMetricFamily("convergence_sip_responses_sent", "SIP responses sent "
-                                          "by this server's transactions, by class",
-                                          labels=["class"]),
-            "retransmission": CounterMetricFamily(
-                "convergence_sip_retransmissions", "SIP retransmissions: requests received again "
-                "for a live transaction (received), messages sent again on a timer (sent)",
-                labels=["direction"]),
-        }
-        for (kind, label), n in sorted(transactions.counts.items(), key=str):
-            families[kind].add_metric([f"{label}xx" if isinstance(label, int) else label], n)
-        yield from families.values()
+        yield family("gauge", "convergence_sip_transactions", "Live SIP transactions (RFC 3261 §17)",
+                     ("kind", {"server": len(transactions.server), "client": len(transactions.client)}))
+        counts = defaultdict(dict)
+        for (kind, label), n in transactions.counts.items():
+            counts[kind][f"{label}xx" if isinstance(label, int) else label] = n
+        for kind, name, documentation, label in FAMILIES:
+            yield family("counter", name, documentation, (label, counts[kind]))

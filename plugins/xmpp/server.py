@@ -17,9 +17,8 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
 from convergence import hookimpl
+from convergence.metrics import family
 
 from . import presence as broadcast, roster_push, s2s_routing, s2s_transport, transport
 from .service import C2SService
@@ -109,16 +108,10 @@ class XmppCollector:
 
     def collect(self):
         service = self.service
-        streams = GaugeMetricFamily("convergence_xmpp_c2s_streams", "Open XMPP client streams "
-                                    "(c2s), bound to a resource or still negotiating")
-        streams.add_metric([], service.open_streams())
-        yield streams
-        sessions = GaugeMetricFamily("convergence_xmpp_c2s_sessions", "XMPP client sessions bound "
-                                     "to a resource (RFC 6120 §7)")
-        sessions.add_metric([], len(service.all_sessions()))
-        yield sessions
-        slow = CounterMetricFamily("convergence_xmpp_slow_reader_disconnects", "XMPP connections "
-                                   "closed because the client did not read ([xmpp] max_queued "
-                                   "bytes were waiting)")
-        slow.add_metric([], service.slow_readers)
-        yield slow
+        yield family("gauge", "convergence_xmpp_c2s_streams", "Open XMPP client streams (c2s), "
+                     "bound to a resource or still negotiating", service.open_streams())
+        yield family("gauge", "convergence_xmpp_c2s_sessions", "XMPP client sessions bound to a "
+                     "resource (RFC 6120 §7)", len(service.all_sessions()))
+        yield family("counter", "convergence_xmpp_slow_reader_disconnects", "XMPP connections "
+                     "closed because the client did not read ([xmpp] max_queued bytes were "
+                     "waiting)", service.slow_readers)
