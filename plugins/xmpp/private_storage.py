@@ -66,7 +66,7 @@ def save(db: Database, account: str, elements: dict[str, str], max_elements: int
 
 
 def register_iq(router) -> None:
-    router.register(tag("query", NS), private_iq, features=(NS,))
+    router.register(tag("query", NS), private_iq, features=(NS,), to_account=True)
 
 
 def _checked(element: ET.Element) -> str:

@@ -15,9 +15,18 @@ EVENTS = ("pubsub_publish", "pubsub_retract", "pubsub_delete", "pubsub_purge")
 def pep_client(xmpp_client, server, name: str, notify=(), resource: str = "test"):
     """A logged-in client whose caps carry ``<ns>+notify`` for each of ``notify``, available."""
     client = xmpp_client(server, name, presence=False, resource=resource)
+    client.caps_queries = []  # the server's disco#info queries for our caps node (XEP-0115 §6.3)
+
+    def seen(stanza):
+        query = stanza.xml.find("{http://jabber.org/protocol/disco#info}query")
+        if stanza.name == "iq" and stanza["type"] == "get" and stanza["from"] == server.domain \
+                and query is not None and query.get("node"):
+            client.caps_queries.append(query.get("node"))
+        return stanza
 
     async def setup():
         xmpp = client.xmpp
+        xmpp.add_filter("in", seen)
         for plugin in PLUGINS:
             xmpp.register_plugin(plugin)
         for event in EVENTS:
