@@ -147,3 +147,38 @@ def test_metrics_listen_serves_metrics_and_health_on_a_listener_of_its_own(conve
     assert elsewhere.value.code == 404  # not on the main listener any more
     for base in (own, server.http_url):
         assert urllib.request.urlopen(base + "/health/ready", timeout=5).status == 200
+
+
+def test_two_cores_in_one_process_count_apart_and_a_stream_overflow_is_counted(make_core):
+    """In process: each core's registry reads its own objects (no global registry); an event
+    stream whose client does not read is counted when its queue overflows."""
+    from prometheus_client.exposition import generate_latest
+
+    from convergence import Message
+    from convergence.plugins.http.events import Stream
+
+    def samples(core):
+        text = generate_latest(core.metrics.registry).decode()
+        return {(s.name, frozenset(s.labels.items())): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+    one, two = make_core(), make_core()
+    alice = one.add_account("alice", "pw")
+    stream = Stream(one, one.pm.get_plugin("http:server").streams, alice, max_queued=1)
+    body = stream.events(keepalive=5)
+    assert next(body).startswith(b"event: stream\n")  # logged in
+    assert value(samples(one), "convergence_http_event_streams") == 1
+    sender = one.address("bob")
+    assert [one.send(Message(sender, alice, m), "test") for m in ("m0", "overflow")] == ["delivered", "stored"]
+    list(body)  # drained, then ended
+    first, second = samples(one), samples(two)
+    assert value(first, "convergence_http_event_stream_overflows_total") == 1
+    assert value(first, "convergence_http_event_streams") == 0
+    assert value(first, "convergence_logins_total", protocol="http") == 1
+    assert value(first, "convergence_messages_routed_total", source="test", destination="http",
+                 outcome="delivered", condition="") == 1
+    assert value(first, "convergence_messages_routed_total", source="test", destination="store",
+                 outcome="stored", condition="") == 1
+    assert value(first, "convergence_offline_messages") == 1
+    assert value(second, "convergence_http_event_stream_overflows_total") == 0
+    assert value(second, "convergence_logins_total", protocol="http") == 0
+    assert value(second, "convergence_offline_messages") == 0
