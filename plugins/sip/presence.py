@@ -17,9 +17,10 @@ is refreshed or the watched account's presence changes and the roster allows it 
 
 Each subscription is a dialog (RFC 6665 §4.1.2.2): our To tag, the watcher's Contact as remote
 target and its Record-Route as route set; requests in it are matched by Call-ID and both tags
-(``481`` otherwise), need no new challenge (the dialog identifiers are what proves them) and must
-come with a higher CSeq (``500``, RFC 3261 §12.2.2). A refresh gets ``200`` and a NOTIFY with the
-current state; ``Expires: 0`` unsubscribes (``200``, then a NOTIFY ``terminated;reason=timeout``),
+(``481`` otherwise) and must come with a higher CSeq (``500``, RFC 3261 §12.2.2). From the source
+address that began the dialog they need no new challenge (the dialog identifiers prove them);
+from another one they are challenged (``407``) and must be the watcher's (``403``). A refresh gets
+``200`` and a NOTIFY with the current state; ``Expires: 0`` unsubscribes (``200``, then a NOTIFY ``terminated;reason=timeout``),
 as does the expiry timer. A SUBSCRIBE that forks to us twice makes two dialogs (RFC 6665 §4.5.1);
 an initial ``Expires: 0`` is a fetch: one NOTIFY ``terminated``. Every change of the account's
 combined presence (the ``on_presence`` hook: XMPP ``<show/>``/``<status/>``, a phone's PUBLISH or
@@ -193,6 +194,12 @@ class PresenceAgent:
         sub = self.dialogs.get((request.call_id, request.from_.tag, request.to.tag))
         if sub is None:
             return st.respond(481)
+        if st.flow.peer[0] != sub.source:  # elsewhere than the dialog began: prove who you are
+            user = self._authenticated(st)  # (else knowing the Call-ID and tags would let
+            if user is None:  # anyone turn the NOTIFYs to themselves)
+                return
+            if user != sub.watcher:
+                return st.respond(403, "Not the watcher of this subscription")
         if request.cseq.number <= sub.remote_cseq:
             return st.respond(500, "CSeq not above the dialog's")  # RFC 3261 §12.2.2
         sub.remote_cseq = request.cseq.number

@@ -141,6 +141,22 @@ def test_refusals(users):
     assert client.ask(stray).status == 481
 
 
+def test_a_refresh_from_elsewhere_must_authenticate_as_the_watcher(users):
+    client, other = users.client(), users.client(host="127.0.0.2")  # another source address
+    response, request = subscribe(client)
+    notify(client)
+    again = other.request("SUBSCRIBE", uri=request.uri, call_id=request.call_id,
+                          cseq=request.cseq.number + 5, to=response.headers.get("To"),
+                          headers=[("Event", "presence"), ("Expires", "600")])
+    again.headers.set("From", request.headers.get("From"))
+    challenge = other.ask(again)
+    assert challenge.status == 407
+    assert other.ask(other.authorize(again, challenge, "bob", "hunter2")).status == 403
+    challenge = other.ask(again)
+    assert other.ask(other.authorize(again, challenge, "alice", "secret")).status == 200
+    assert notify(other).headers.get("Subscription-State").startswith("active;")
+
+
 def test_limits_per_account_and_per_address(users):
     agent = users.element.presence
     agent.settings["max_subscriptions_per_account"] = 2
