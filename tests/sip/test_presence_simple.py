@@ -145,15 +145,18 @@ def test_a_refresh_from_elsewhere_must_authenticate_as_the_watcher(users):
     client, other = users.client(), users.client(host="127.0.0.2")  # another source address
     response, request = subscribe(client)
     notify(client)
-    again = other.request("SUBSCRIBE", uri=request.uri, call_id=request.call_id,
-                          cseq=request.cseq.number + 5, to=response.headers.get("To"),
-                          headers=[("Event", "presence"), ("Expires", "600")])
-    again.headers.set("From", request.headers.get("From"))
-    challenge = other.ask(again)
-    assert challenge.status == 407
-    assert other.ask(other.authorize(again, challenge, "bob", "hunter2")).status == 403
-    challenge = other.ask(again)
-    assert other.ask(other.authorize(again, challenge, "alice", "secret")).status == 200
+
+    def refresh(user, password, cseq):
+        again = other.request("SUBSCRIBE", uri=request.uri, call_id=request.call_id, cseq=cseq,
+                              to=response.headers.get("To"),
+                              headers=[("Event", "presence"), ("Expires", "600")])
+        again.headers.set("From", request.headers.get("From"))
+        challenge = other.ask(again)
+        assert challenge.status == 407
+        return other.ask(other.authorize(again, challenge, user, password)).status
+
+    assert refresh("bob", "hunter2", 10) == 403
+    assert refresh("alice", "secret", 20) == 200
     assert notify(other).headers.get("Subscription-State").startswith("active;")
 
 
