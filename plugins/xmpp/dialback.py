@@ -4,7 +4,7 @@ A receiving server checks a dialback key by asking the originating domain's auth
 (``<db:verify/>``), so the key must be something only that server can compute, yet it needs no
 state per stream. XEP-0185 §3 (recommended key generation)::
 
-    key = HEX( HMAC-SHA256( SHA256(secret), "Receiving Server" + " " + "Originating Server" + " " + "Stream ID" ) )
+    key = HEX( HMAC-SHA256( HEX(SHA256(secret)), "Receiving Server" + " " + "Originating Server" + " " + "Stream ID" ) )
 
 ``secret`` is this server's dialback secret (random, kept in ``<data_dir>/s2s/dialback_secret``
 by the transport, so keys stay valid across a restart of a single process and are the same for
@@ -24,7 +24,7 @@ MAX_KEY_LENGTH = 256  # a key is 64 hex digits; anything much longer is not one 
 def key(secret: bytes, receiving: str, originating: str, stream_id: str) -> str:
     """XEP-0185 §3: the dialback key for a stream ``stream_id`` from ``originating`` to ``receiving``."""
     text = f"{receiving} {originating} {stream_id}".encode()
-    return hmac.new(hashlib.sha256(secret).digest(), text, hashlib.sha256).hexdigest()
+    return hmac.new(hashlib.sha256(secret).hexdigest().encode(), text, hashlib.sha256).hexdigest()
 
 
 def valid(secret: bytes, receiving: str, originating: str, stream_id: str, candidate: str) -> bool:

@@ -278,6 +278,10 @@ class Federation:
         log.info("s2s %s stream %s ended: %s", stream.direction, stream.peer, reason)
         if stream.direction == "in":
             self.inbound_streams.discard(stream)
+            for key in [k for k, waiting in self.verifying.items() if stream in waiting]:
+                self.verifying[key] = [s for s in self.verifying[key] if s is not stream]
+                if not self.verifying[key]:
+                    del self.verifying[key]
             return
         settled = self._settled.get(stream)
         if settled is not None:
