@@ -1,6 +1,7 @@
 """GET /metrics during a scenario on a real server: the counters move by exactly what the clients
 did (scraped and parsed with prometheus_client's own parser), the gauges show who is connected,
 and the endpoint is loopback-only unless configured, or on a listener of its own (issue 17)."""
+import socket
 import urllib.error
 import urllib.request
 
@@ -182,3 +183,24 @@ def test_two_cores_in_one_process_count_apart_and_a_stream_overflow_is_counted(m
     assert value(second, "convergence_http_event_stream_overflows_total") == 0
     assert value(second, "convergence_logins_total", protocol="http") == 0
     assert value(second, "convergence_offline_messages") == 0
+
+
+def test_an_xmpp_client_that_stops_reading_is_counted_when_it_is_disconnected(
+        convergence_server, raw_client, xmpp_client):
+    server = convergence_server(ACCOUNTS, xmpp={"max_queued": 16384})
+    reader = raw_client(server)
+    reader.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills up soon
+    reader.login("convergence", ACCOUNTS["convergence"])
+    reader.send(b"<presence/>")
+    reader.next("presence")
+    writer = xmpp_client(server, "userc")
+    body = "x" * 8000
+    for batch in range(100):  # until the server gives up on the reader
+        for _ in range(20):
+            writer.send_message(reader.bound, body)  # to the full JID: only that session
+        if any("logout convergence@" in line for line in server.process.output):
+            break
+    server.process.wait_for("logout convergence@")
+    samples = scrape(server.http_url)
+    assert value(samples, "convergence_xmpp_slow_reader_disconnects_total") == 1
+    assert value(samples, "convergence_xmpp_c2s_sessions") == 1  # the writer
