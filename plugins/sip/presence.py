@@ -138,6 +138,8 @@ class PresenceAgent:
         self.publications: dict[str, Publication] = {}  # entity tag → publication
         self.published: dict[object, Publication] = {}  # binding endpoint → its publication
         self._etags = itertools.count(1)
+        self.known: set[str] = set()  # account names seen to exist
+        self._written: tuple = (None, b"")  # ((target, presence), PIDF) last written
         tls = settings["tls_listen"]
         self._ports = {"UDP": names.port, "TCP": names.port, "TLS": tls[1] if tls else names.port}
 
@@ -265,11 +267,22 @@ class PresenceAgent:
             target = core.address(unquote(SipUri.parse(st.request.uri).user or ""))
         except (AddressError, ParseError):
             target = None
-        if target is None or not (target in contacts.service_users(core)
-                                  or accounts.exists(core.db, target.local)):
+        if target is None or not self._exists(target):
             st.respond(404, "No such user")
             return None
         return target
+
+    def _exists(self, target) -> bool:
+        """An account or service user. Accounts seen to exist are remembered (until deleted:
+        ``forget_account``), and one with live endpoints exists: the store is asked rarely."""
+        core, name = self.core, target.local
+        if name in self.known or core.presence.endpoints(target) \
+                or target in contacts.service_users(core):
+            return True
+        if accounts.exists(core.db, name):
+            self.known.add(name)
+            return True
+        return False
 
     def _expires(self, request) -> int:
         """The granted duration (RFC 6665 §4.2.1.1): ``Expires`` (default 3600, RFC 3856 §6.4),
@@ -366,11 +379,19 @@ class PresenceAgent:
         body = b""
         if sub.state == "active" and (terminated is None or terminated == "timeout"):
             headers.add("Content-Type", pidf.CONTENT_TYPE)
-            body = pidf.build(sub.target.sip_uri, presence, f"t{sub.key[2]}", f"p{sub.key[2]}")
+            body = self._document_of(sub.target, presence)
         request = Request("NOTIFY", sub.uri, headers, body)
         sub.in_flight = terminated is None
         self.transactions.send_request(request, flow,
                                        lambda response: self._answered(sub, response))
+
+    def _document_of(self, target, presence: Presence) -> bytes:
+        """The PIDF for ``target`` in ``presence``, written once per change for all its
+        watchers (the last one is kept). Its tuple and person ids stay the same from one
+        document to the next, as RFC 3863 §4.1.4 asks of one tuple."""
+        if self._written[0] != (target, presence):
+            self._written = ((target, presence), pidf.build(target.sip_uri, presence, "t1", "p1"))
+        return self._written[1]
 
     def _flow(self, sub: Subscription):
         """Where NOTIFYs go: back where the SUBSCRIBE came from (its UDP source address, what
@@ -396,6 +417,7 @@ class PresenceAgent:
 
     def forget_account(self, account) -> None:
         """A deleted account watches nothing and is watched by no one (RFC 6665 §4.2.2)."""
+        self.known.discard(account.local)
         for sub in list(self.dialogs.values()):
             if sub.target == account:
                 self._end(sub, "noresource")
