@@ -2,6 +2,7 @@
 announced through entity capabilities (XEP-0115) before the initial presence."""
 from __future__ import annotations
 
+import asyncio
 import xml.etree.ElementTree as ET
 
 PUBSUB = "http://jabber.org/protocol/pubsub"
@@ -33,6 +34,13 @@ def pep_client(xmpp_client, server, name: str, notify=(), resource: str = "test"
             client._watch(event)
         for ns in notify:
             await xmpp.plugin["xep_0030"].add_feature(f"{ns}+notify")
+        # slixmpp's XEP-0131 lists SubID only for the clients made after the first one in a
+        # process (a class-level set): list it always, so that equal clients have equal caps
+        await xmpp.plugin["xep_0030"].add_feature("http://jabber.org/protocol/shim#SubID")
+        # the plugins scheduled caps updates of their own: let them finish first, so that no stale
+        # ver (computed before every feature was in) is assigned after ours
+        await asyncio.gather(*(t for t in asyncio.all_tasks()
+                               if "update_caps" in t.get_coro().__qualname__))
         await xmpp.plugin["xep_0115"].update_caps(broadcast=False)
         xmpp.send_presence()
     client.call(setup)

@@ -173,10 +173,11 @@ def test_caps_verified_answers_are_cached_by_ver_and_lies_are_not(xmpp_server, x
     server = xmpp_server({"alice": "pw-a", "bob": "pw-b"})
     first = pep_client(xmpp_client, server, "alice", notify=["urn:example:n"])
     assert len(first.caps_queries) == 1  # an unknown ver: the server asked (XEP-0115 §6.3)
-    second = pep_client(xmpp_client, server, "alice", notify=["urn:example:n"], resource="two")
-    assert second.caps_queries == []  # the same verified ver: from the cache
     iq(first, publish_xml("urn:example:n", "<n xmlns='urn:example'/>"), "set")
-    assert event_node(second.next("pubsub_publish")) == "urn:example:n"
+    assert event_node(first.next("pubsub_publish")) == "urn:example:n"  # its answer was taken
+    second = pep_client(xmpp_client, server, "alice", notify=["urn:example:n"], resource="two")
+    assert event_node(second.next("pubsub_publish")) == "urn:example:n"  # the last item
+    assert second.caps_queries == []  # the same verified ver: from the cache
     liar = xmpp_client(server, "bob", presence=False)
     liar.call(lambda: liar.xmpp.add_filter("in", lambda s: (liar.__dict__.setdefault("asked", []).append(s)
                                                               if s.name == "iq" and s["type"] == "get" and s["from"] == "example.org"
