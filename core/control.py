@@ -153,7 +153,9 @@ class Control:
 
     def answer(self, request: str) -> bytes:
         """The answer to a request line's ``request`` (one line of JSON, without the break)."""
-        if request == "status":
+        if request == "status" and self.core.listeners is None:  # plugins' metrics come later
+            body = {"error": "the server is starting; ask again in a moment"}
+        elif request == "status":
             body = self.core.metrics.status()
         else:
             body = {"error": f"unknown request {request!r} (known: {', '.join(REQUESTS)})"}
