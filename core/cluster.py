@@ -57,7 +57,7 @@ DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 CLAIM_TTL = 300
 #: outcomes the owner acknowledges with
 TAKEN = ("delivered", "stored")
-RETRY = (0.5, 10.0)  # first and longest wait before reconnecting the subscription
+RETRY = (0.5, 4.0)  # first and longest wait before reconnecting the subscription
 
 
 def section() -> Section:
@@ -339,21 +339,25 @@ class Cluster:
 
     # -- the subscription: events and this node's inbox --
     def _listen(self) -> None:
-        wait = RETRY[0]
+        wait, lost = RETRY[0], False
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(self.events, self.inbox)
                 self._load_all()  # after subscribing: nothing published from now on is missed
                 self._subscribed.set()
-                wait = RETRY[0]
+                if lost:
+                    log.info("cluster: subscribed again; %d other nodes known", len(self.remote))
+                wait, lost = RETRY[0], False
                 while True:
                     item = pubsub.get_message(timeout=1.0)
                     if item is not None:
                         self._receive(item["channel"], item["data"])
             except self._errors as exc:
                 self._lost(exc)
-                log.warning("cluster: subscription lost (%s); again in %.1f s", exc, wait)
+                if not lost:
+                    log.warning("cluster: subscription lost (%s); trying again", exc)
+                lost = True
             finally:
                 try:
                     pubsub.close()

@@ -7,6 +7,8 @@ share every listener: a listener built on a gevent server gets a socket bound wi
 over the workers; a listener that opens its own socket cannot share its port and runs in worker 0
 only (docs/cluster.md). The supervisor
 
+- starts them one after the other (the next once the one before serves, or after
+  ``START_TIMEOUT``), so that what the first creates in ``data_dir`` the others find made;
 - forwards the workers' output, one line at a time, and says ``convergence serving … with N
   workers`` once each of them said it serves;
 - restarts a worker that exits while it should run, with a log line naming its status and a
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 BACKOFF = (0.5, 30.0)  # first and longest wait before restarting a worker that died
 STABLE = 60.0  # seconds a worker must run for its back-off to start again from the first
 STOP_TIMEOUT = 10.0  # seconds workers get to stop on SIGTERM before SIGKILL
+START_TIMEOUT = 60.0  # seconds the next worker waits at most for the one before to serve
 WORKER_READY = "worker serving"  # what a worker logs once its listeners accept (server.serve)
 
 
@@ -50,6 +53,7 @@ class Worker:
         self.proc: subprocess.Popen | None = None
         self.stopping = False
         self.backoff = BACKOFF[0]
+        self.started = Event()  # set once it said it serves, the first time
 
     def run(self) -> None:
         while not self.stopping:
@@ -60,6 +64,7 @@ class Worker:
             for line in self.proc.stdout:
                 sys.stdout.write(line)
                 if WORKER_READY in line:
+                    self.started.set()
                     self.ready(self.index)
             status = self.proc.wait()
             if self.stopping:
@@ -99,8 +104,13 @@ def supervise(config_path: str | None, workers: int, domain: str) -> int:
                      domain, workers, os.getpid())
 
     pool = [Worker(i, worker_command(config_path, i), on_ready) for i in range(workers)]
-    watchers = [gevent.spawn(w.run) for w in pool]
+    watchers = []
     try:
+        for worker in pool:  # one after the other: what the first creates (a self-signed
+            watchers.append(gevent.spawn(worker.run))  # certificate, say) the next finds made
+            gevent.wait([done, worker.started], count=1, timeout=START_TIMEOUT)
+            if done.is_set():
+                break
         done.wait()
         log.info("supervisor: stopping %d workers", workers)
     finally:

@@ -56,3 +56,50 @@ def test_killed_node_leaves_and_its_users_messages_are_kept(node, xmpp_client):
            for _ in range(3)]
     assert got == [f"while away {n}" for n in range(3)]
     again.none("message", wait=0.5)  # exactly once
+
+
+def test_unconfirmed_hand_off_is_stored_once(node, xmpp_client):
+    """The owner stops answering (SIGSTOP) with a message handed to it: the sender claims it back
+    after handoff_timeout and stores it; the owner, running again, finds the claim taken and does
+    not deliver it; the user gets it once, from the store, at the next login."""
+    a = node("node-a", ACCOUNTS)
+    b = node("node-b")
+    b.passwords.update(ACCOUNTS)
+    bob = xmpp_client(b, "bob", resource="desk")
+    alice = xmpp_client(a, "alice", resource="laptop")
+    alice.next("presence", match=available_from("bob@"))
+    b.process.proc.send_signal(signal.SIGSTOP)
+    try:
+        assert api_send(a, "alice", "a", "bob@" + a.domain, "unconfirmed")["outcome"] == "stored"
+        a.process.wait_for("did not confirm a message for bob@")
+    finally:
+        b.process.proc.send_signal(signal.SIGCONT)
+    bob.none("message", wait=1.0)  # node B took the hand-off from its inbox but lost the claim
+    bob.disconnect()
+    again = xmpp_client(b, "bob", resource="again")
+    again.next("message", match=chat_body("unconfirmed"))
+    again.none("message", wait=0.5)
+
+
+def test_phone_on_another_node_gets_messages(node, xmpp_client, tmp_path):
+    """A phone whose REGISTER landed on node B receives the MESSAGE an XMPP user of node A sends
+    (node B sends it and matches its 200), and its reply reaches the XMPP user."""
+    from actors import ACCOUNTS as DEMO, SIP, Phone
+    from sipp_runner import Sipp
+
+    a = node("node-a", DEMO, sip=SIP)
+    b = node("node-b", sip=SIP)
+    folder = tmp_path / "sipp"
+    folder.mkdir()
+    phone = Phone(Sipp(b.sip_port, folder))
+    phone.register()
+    b.process.wait_for("registered sipuserf@")
+    user = xmpp_client(a, "userc", password=DEMO["userc"], resource="pc")
+    a.process.wait_for("registered sipuserf@")  # node A learnt the binding from the directory
+    incoming = phone.receive()
+    user.send_message("sipuserf@" + a.domain, "to the phone")
+    assert "to the phone" in incoming()  # node B sent it; SIPp answered 200 to node B
+    phone.send("userc", "from the phone")
+    got = user.next("message")
+    assert got["body"].strip() == "from the phone"  # SIPp ends bodies with CRLF
+    assert got["from"].bare == "sipuserf@" + a.domain

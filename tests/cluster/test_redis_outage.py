@@ -1,0 +1,85 @@
+"""Redis stopped and started again under two nodes (a private redis-server on a port of the test's
+own): each node keeps serving its own users, a message for a user of the other node is stored
+rather than lost (HTTP 202), and once Redis is back the nodes announce their endpoints again and
+deliver across (issue 14, docs/cluster.md)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from convergence.testing import free_port
+
+from .helpers import api_send, available_from, chat_body
+
+ACCOUNTS = {"alice": "a", "bob": "b", "carol": "c"}
+
+
+class RedisServer:
+    def __init__(self, port: int, folder):
+        self.port, self.folder = port, folder
+        self.proc = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.folder)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in self.proc.stdout:  # until it accepts connections
+            if "Ready to accept connections" in line:
+                return
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def private_redis(tmp_path, cluster_table):
+    if not shutil.which("redis-server"):
+        pytest.skip("no redis-server to start")
+    server = RedisServer(free_port(), tmp_path)
+    server.start()
+    yield server, {**cluster_table, "redis": f"redis://127.0.0.1:{server.port}/0"}
+    server.stop()
+
+
+def test_nodes_ride_out_a_redis_restart(private_redis, convergence_server, xmpp_client):
+    redis, table = private_redis
+    a = convergence_server(ACCOUNTS, cluster={**table, "node_id": "node-a"})
+    b = convergence_server({}, cluster={**table, "node_id": "node-b"})
+    b.passwords.update(ACCOUNTS)
+    alice = xmpp_client(a, "alice", resource="laptop")
+    carol = xmpp_client(a, "carol", resource="home")
+    bob = xmpp_client(b, "bob", resource="desk")
+    alice.next("presence", match=available_from("bob@"))
+
+    mark_a, mark_b = len(a.process.output), len(b.process.output)
+    redis.stop()
+    a.process.wait_for("Redis unreachable", start=mark_a)
+    # node A still serves its own users
+    assert api_send(a, "alice", "a", "carol@" + a.domain, "same node")["outcome"] == "delivered"
+    carol.next("message", match=chat_body("same node"))
+    # bob's node cannot be reached: stored, not lost
+    assert api_send(a, "alice", "a", "bob@" + a.domain, "during the outage")["outcome"] == "stored"
+
+    redis.start()
+    a.process.wait_for("Redis reachable again", timeout=15, start=mark_a)
+    b.process.wait_for("Redis reachable again", timeout=15, start=mark_b)
+    a.process.wait_for("cluster: subscribed again", timeout=15, start=mark_a)
+    deadline = time.monotonic() + 15
+    while True:  # node A learns bob's session again from node B's announcement
+        answer = api_send(a, "alice", "a", "bob@" + a.domain, "after the outage")
+        if answer["outcome"] == "delivered" or time.monotonic() > deadline:
+            break
+        a.process.wait_for("registered bob@", timeout=5, start=mark_a)
+    assert answer["outcome"] == "delivered"
+    bob.next("message", match=chat_body("after the outage"))
+    bob.disconnect()
+    again = xmpp_client(b, "bob", resource="again")
+    assert again.next("message")["body"] == "during the outage"  # from the store, once
+    again.none("message", wait=0.5)
