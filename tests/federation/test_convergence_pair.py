@@ -1,6 +1,10 @@
 """Two Convergence servers federating with each other over real sockets on loopback (issue 13):
 each finds the other through ``[xmpp] s2s_hosts``, streams use STARTTLS and dialback (XEP-0220)
 with the servers' self-signed certificates."""
+import base64
+import json
+import urllib.request
+
 import pytest
 
 from convergence.testing import free_port
@@ -45,3 +49,27 @@ def test_offline_remote_user_gets_it_at_login(pair, xmpp_client):
     bob = xmpp_client(b, "bob")
     got = bob.next("message", timeout=10)
     assert (str(got["from"]), got["body"]) == (alice.jid, "while you were out")
+
+
+def test_http_api_sends_to_a_remote_user(pair, xmpp_client):
+    """POST /api/messages to another domain's JID goes out over federation (no HTTP code knows)."""
+    a, b = pair
+    bob = xmpp_client(b, "bob")
+    request = urllib.request.Request(
+        f"{a.http_url}/api/messages", data=json.dumps({"to": b.jid("bob"), "body": "via http"}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": "Basic " + base64.b64encode(
+            b"alice:secret-a").decode()}, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.load(response)["outcome"] == "delivered"
+    got = bob.next("message", timeout=10)
+    assert (got["from"].bare, got["body"]) == (a.jid("alice"), "via http")
+
+
+def test_no_relay_for_other_domains():
+    """A peer may only send for its own domain to ours; our route carries only our users."""
+    from convergence import Address, Message, RoutingError
+    from convergence.plugins.xmpp.s2s_routing import RemoteDomainRoute
+    route = RemoteDomainRoute(None, type("F", (), {"domain": A})(), B)
+    with pytest.raises(RoutingError) as refused:
+        route.deliver(Message(Address.from_jid("x@c.example"), Address.from_jid(f"bob@{B}"), "relay?"))
+    assert refused.value.condition == "forbidden"
