@@ -18,7 +18,7 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 from tqdm import tqdm
 
-from . import account_import, server, supervisor
+from . import account_import, cluster, server, supervisor
 from .account_files import FileError
 from .addresses import AddressError
 from .config import ConfigError, load, worker_count
@@ -143,6 +143,30 @@ def serve(ctx, demo, workers, worker):
         server.serve(core, worker)
     except (server.ListenError, ConfigError) as exc:  # a plugin's on_startup may refuse its settings
         raise Fatal(str(exc)) from None
+
+
+@cli.group("cluster")
+def cluster_group():
+    """Several processes or machines as one server (docs/cluster.md)."""
+
+
+@cluster_group.command("status")
+@click.pass_context
+def cluster_status(ctx):
+    """List the live nodes (workers too): endpoints, directory size, heartbeat age."""
+    core = get_core(ctx, migrate=False)
+    settings = core.config["cluster"]
+    client = cluster.connect(core.config)
+    try:
+        nodes = cluster.read_status(client, settings["prefix"])
+    except Exception as exc:  # redis.RedisError, OSError: one line, exit 2
+        raise Fatal(f"cannot read the cluster from {settings['redis']}: {exc}") from None
+    finally:
+        client.close()
+    for line in cluster.status_lines(nodes):
+        click.echo(line)
+    if not nodes:
+        ctx.exit(1)
 
 
 # ---- user ---------------------------------------------------------------------------------------

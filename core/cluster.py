@@ -250,11 +250,8 @@ class Cluster:
                 if not getattr(e, "remote", False)]
 
     def _beat(self) -> str:
-        counts = {}
-        for endpoint in self.local_endpoints():
-            counts[endpoint.protocol] = counts.get(endpoint.protocol, 0) + 1
         return json.dumps({"node": self.node_id, "pid": os.getpid(), "host": socket.gethostname(),
-                           "started": self.started, "beat": time.time(), "endpoints": counts})
+                           "started": self.started, "beat": time.time()})
 
     def _lost(self, exc) -> None:
         if self._healthy:
@@ -457,7 +454,7 @@ class Cluster:
 
     # -- operations --
     def status(self) -> list[dict]:
-        """Every live node's heartbeat, with its directory size and heartbeat age."""
+        """Every live node's heartbeat, with its endpoints by protocol and heartbeat age."""
         return read_status(self.redis, self._prefix)
 
 
@@ -471,6 +468,32 @@ def read_status(client, prefix: str) -> list[dict]:
             continue
         beat = json.loads(raw)
         beat["age"] = now - beat.get("beat", now)
-        beat["directory"] = client.hlen(f"{prefix}dir:{beat['node']}")
+        entries = client.hvals(f"{prefix}dir:{beat['node']}")
+        beat["directory"] = len(entries)
+        beat["endpoints"] = {}
+        for entry in entries:
+            protocol = json.loads(entry)[0]
+            beat["endpoints"][protocol] = beat["endpoints"].get(protocol, 0) + 1
         nodes.append(beat)
     return nodes
+
+
+def status_lines(nodes: list[dict]) -> list[str]:
+    """``convergence cluster status``: one line per node, then the totals."""
+    lines = []
+    for beat in nodes:
+        counts = ", ".join(f"{n} {protocol}" for protocol, n in sorted(beat.get("endpoints", {}).items()))
+        lines.append(f"{beat['node']}  pid {beat.get('pid', '?')} on {beat.get('host', '?')}  "
+                     f"heartbeat {beat['age']:.1f} s ago  up {beat.get('beat', 0) - beat.get('started', 0):.0f} s  "
+                     f"endpoints: {counts or 'none'}")
+    total = sum(beat["directory"] for beat in nodes)
+    lines.append(f"{len(nodes)} nodes, {total} endpoints")
+    return lines
+
+
+def connect(config):
+    """A Redis client for the ``[cluster]`` of ``config`` (the CLI's)."""
+    import redis
+
+    return redis.Redis.from_url(config["cluster"]["redis"], socket_timeout=5, socket_connect_timeout=5,
+                                decode_responses=True)

@@ -103,3 +103,22 @@ def test_phone_on_another_node_gets_messages(node, xmpp_client, tmp_path):
     got = user.next("message")
     assert got["body"].strip() == "from the phone"  # SIPp ends bodies with CRLF
     assert got["from"].bare == "sipuserf@" + a.domain
+
+
+def test_cluster_status_lists_the_nodes(node, xmpp_client):
+    a = node("node-a", ACCOUNTS)
+    b = node("node-b")
+    xmpp_client(a, "alice", resource="laptop")
+    b.process.wait_for("registered alice@")  # published after node A wrote its directory
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([str(Path(sys.executable).parent / "convergence"), "--config",
+                           str(a.process.config_path), "cluster", "status"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "2 nodes, 1 endpoints"
+    (line_a,) = [line for line in lines if line.startswith("node-a ")]
+    assert "heartbeat" in line_a and "1 xmpp" in line_a
