@@ -13,9 +13,14 @@
   as the XMPP client changes or leaves; its ``/presence_offline`` and
   ``/presence_online`` PUBLISHes reach the XMPP user as the phone's resource going away and
   coming back.
+- linphonec 5.1 (Debian's ``linphone-cli``) registers and adds the XMPP user as a friend: it shows
+  Online, Busy and Away as the XMPP client changes. It subscribes to the friend's own address
+  (not through its proxy), so the friend is given as ``sip:convergence@127.0.0.1:<port>`` (the
+  demo domain is not in DNS).
 """
 from __future__ import annotations
 
+import os
 import re
 import socket
 import time
@@ -25,7 +30,8 @@ import pytest
 from convergence.testing import free_port
 from sipp_runner import Sipp, needs_sipp, register, request
 
-from .test_stock_phones import ACCOUNTS, PHONE, USER, baresip, came_online, require  # noqa: F401
+from .test_stock_phones import (ACCOUNTS, PHONE, USER, Console, baresip, came_online,  # noqa: F401
+                                require)
 
 DOMAIN = "example.org"  # the scenario servers' (tests/scenario_kit.py)
 OK = """  <send><![CDATA[
@@ -203,3 +209,31 @@ def test_baresip_sees_the_xmpp_user_and_publishes(demo, user, baresip):
 
     user.disconnect()
     phone.expect(contact + r"\S*Online\S* to \S*Offline", timeout=10)
+
+
+# -- linphonec --
+class Linphonec(Console):
+    NAME = "linphonec"
+
+    def __init__(self, home):
+        (home / ".local" / "share" / "linphone").mkdir(parents=True)  # 5.1 crashes without it
+        self.start(["linphonec"], env=dict(os.environ, HOME=str(home)))
+
+
+def test_linphonec_sees_the_xmpp_user(demo, user, tmp_path):
+    require("linphonec", "linphone-cli")
+    phone = Linphonec(tmp_path / "home")
+    try:
+        phone.command(f"register sip:{PHONE}@{demo.domain} sip:127.0.0.1:{demo.sip_port} "
+                      f"{ACCOUNTS[PHONE]}")
+        user.next("presence", match=came_online(demo.jid(PHONE)), timeout=15)
+        friend = rf'Friend "conv" <sip:{USER}@127\.0\.0\.1:{demo.sip_port}> is '
+        phone.command(f"friend add conv sip:{USER}@127.0.0.1:{demo.sip_port}")
+        phone.expect(friend + "Online", timeout=15)
+        for show, shown in (("dnd", "Busy"), ("away", "Away")):
+            user.call(lambda: user.xmpp.send_presence(pshow=show, pstatus="x"))
+            phone.expect(friend + shown, timeout=10)
+        user.disconnect()
+        phone.expect(friend + "Offline", timeout=10)
+    finally:
+        phone.close()

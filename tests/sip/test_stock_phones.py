@@ -57,8 +57,55 @@ def user(demo, xmpp_client):
     return xmpp_client(demo, USER, roster=True)
 
 
-class Baresip:
+class Console:
+    """A line-oriented client driven through its stdin (``command``); ``expect`` waits for an
+    output line matching a pattern. ``QUIT`` is the command that ends it."""
+
+    NAME, QUIT = "the client", "quit"
+
+    def start(self, command: list[str], **options) -> None:
+        self.output: list[str] = []
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.process = subprocess.Popen(["stdbuf", "-oL", *command], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True, bufsize=1, **options)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.put(line)
+
+    def expect(self, pattern: str, timeout: float = 10) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"{self.NAME} printed no {pattern!r} within {timeout}s:\n"
+                                     + "".join(self.output)) from None
+            self.output.append(line)
+            found = re.search(pattern, line)
+            if found:
+                return found
+
+    def command(self, text: str) -> None:
+        self.process.stdin.write(text + "\n")
+        self.process.stdin.flush()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.command(self.QUIT)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class Baresip(Console):
     """One baresip process with its own config directory; ``expect`` waits for an output line."""
+
+    NAME, QUIT = "baresip", "/quit"
 
     def __init__(self, folder, server, contact: str, apps: tuple = (), account: str = ""):
         """``contact`` (with ``;``-parameters after it, as in baresip's contacts file) is the one
@@ -75,42 +122,7 @@ class Baresip:
             f'outbound="sip:127.0.0.1:{server.sip_port}"{account}\n')
         uri, _, params = contact.partition(";")
         (folder / "contacts").write_text(f"<sip:{uri}>{';' + params if params else ''}\n")
-        self.output: list[str] = []
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.process = subprocess.Popen(["stdbuf", "-oL", "baresip", "-f", str(folder)],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, bufsize=1)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.put(line)
-
-    def expect(self, pattern: str, timeout: float = 10) -> re.Match:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"baresip printed no {pattern!r} within {timeout}s:\n"
-                                     + "".join(self.output)) from None
-            self.output.append(line)
-            found = re.search(pattern, line)
-            if found:
-                return found
-
-    def command(self, text: str) -> None:
-        self.process.stdin.write(text + "\n")
-        self.process.stdin.flush()
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.command("/quit")
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self.start(["baresip", "-f", str(folder)])
 
 
 @pytest.fixture
