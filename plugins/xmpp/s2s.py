@@ -218,7 +218,7 @@ class S2SStream:
         if not self.header_sent:
             self._send_header()
         self.link.send(stream_error(condition, text) if condition else STREAM_CLOSE)
-        self._end(condition or "stream closed")
+        self._end(f"{condition}: {text}" if condition and text else condition or "stream closed")
 
     def _end(self, reason: str) -> None:
         if not self.closed:

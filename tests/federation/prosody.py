@@ -51,9 +51,8 @@ storage = "internal"
 c2s_require_encryption = true
 s2s_require_encryption = true
 s2s_secure_auth = {secure_auth}
-{ssl}
 VirtualHost "{domain}"
-    ssl = {{ certificate = "{cert}", key = "{key}" }}
+    ssl = {{ certificate = "{cert}", key = "{key}"{cafile} }}
 """
 
 
@@ -87,10 +86,10 @@ class Prosody:
             cert = (directory / f"{domain}.crt", directory / f"{domain}.key")
             certificates.generate(domain, *cert)
         self.cert, self.key = cert
-        ssl = f'ssl = {{ cafile = "{cafile}" }}' if cafile else ""
+        trusted = f', cafile = "{cafile}"' if cafile else ""
         (directory / "prosody.cfg.lua").write_text(CONFIG.format(
             dir=directory, c2s=self.port, s2s=self.s2s_port, domain=domain, cert=self.cert,
-            key=self.key, secure_auth="true" if secure_auth else "false", ssl=ssl))
+            key=self.key, secure_auth="true" if secure_auth else "false", cafile=trusted))
         accounts_dir = directory / "data" / domain.replace(".", "%2e") / "accounts"
         accounts_dir.mkdir(parents=True, exist_ok=True)
         for name, password in self.passwords.items():

@@ -4,6 +4,7 @@ delivery, and a Prosody restart while stanzas wait. How the servers find each ot
 ``prosody.py``'s docstring (our domain is a random 127/8 address with s2s on its port 5269)."""
 import pytest
 
+from .pki import Authority
 from .prosody import PROSODY, Prosody, loopback_domain
 
 pytestmark = pytest.mark.skipif(PROSODY is None, reason="prosody is not installed (.ci/run installs it)")
@@ -82,3 +83,40 @@ def test_prosody_restart_queued_stanzas_go_after_reconnect(ours, prosody, xmpp_c
     bob = xmpp_client(prosody, "bob")
     got = bob.next("message", timeout=30, match=lambda m: m["body"] == "while it was down")
     assert str(got["from"]) == alice.jid
+
+
+def test_certificates_from_a_ca_sasl_external_and_secure_auth(federated, tmp_path, xmpp_client):
+    """Both servers have certificates from a CA made by the test and require valid ones
+    (s2s_secure_auth on both sides): our stream to Prosody authenticates with SASL EXTERNAL
+    (XEP-0178); Prosody's stream to us uses dialback, checked over our validated stream."""
+    authority = Authority(tmp_path / "ca")
+    prosody = Prosody(tmp_path / "prosody", accounts={"bob": "bob-secret"}, secure_auth=True,
+                      cafile=authority.cert, cert=authority.issue("prosody.test"))
+    try:
+        domain = loopback_domain()
+        cert, key = authority.issue(domain)
+        ours = federated(domain, {"alice": "alice-secret"}, {prosody.domain: prosody.s2s_address},
+                         xmpp={"s2s_listen": f"{domain}:5269", "tls_cert": str(cert), "tls_key": str(key),
+                               "s2s_secure_auth": True, "s2s_ca_file": str(authority.cert)})
+        ours.cert = prosody.cert = authority.cert  # the clients trust the CA
+        alice, bob = xmpp_client(ours, "alice"), xmpp_client(prosody, "bob")
+        alice.send_message(prosody.jid("bob"), "signed and sealed")
+        assert bob.next("message", timeout=15)["body"] == "signed and sealed"
+        ours.process.wait_for(f"authenticated to {prosody.domain} by SASL EXTERNAL")
+        bob.send_message(alice.jid, "delivered")
+        assert alice.next("message", timeout=15)["body"] == "delivered"
+    finally:
+        prosody.stop()
+
+
+def test_secure_auth_refuses_a_self_signed_peer(federated, prosody, xmpp_client, tmp_path):
+    authority = Authority(tmp_path / "ca")
+    domain = loopback_domain()
+    ours = federated(domain, {"alice": "alice-secret"}, {prosody.domain: prosody.s2s_address},
+                     xmpp={"s2s_listen": f"{domain}:5269", "s2s_secure_auth": True,
+                           "s2s_ca_file": str(authority.cert), "s2s_retry_window": 0.1})
+    alice = xmpp_client(ours, "alice")
+    alice.send_message(prosody.jid("bob"), "not to an unverified server")
+    error = alice.next("message_error", timeout=15)
+    assert error["error"]["condition"] == "remote-server-not-found"
+    ours.process.wait_for("does not validate (s2s_secure_auth)")

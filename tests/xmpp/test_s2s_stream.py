@@ -132,7 +132,8 @@ def test_starttls_is_required_first():
     assert features[0].find("{urn:ietf:params:xml:ns:xmpp-tls}required") is not None
     assert stream_error(peer.say(f"<db:result from='{THEIRS}' to='{OURS}'>k</db:result>".encode())) \
         == "policy-violation"
-    assert federation.calls == [("stream_ended", stream, "policy-violation")]
+    assert federation.calls == [("stream_ended", stream, "policy-violation: STARTTLS is required "
+                                                         "(s2s_require_encryption)")]
 
 
 def test_starttls_then_dialback_feature():
