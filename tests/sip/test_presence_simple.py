@@ -5,7 +5,7 @@ import pytest
 
 from convergence import Presence, hookimpl
 from convergence.plugins.sip import pidf
-from convergence.plugins.sip.message import make_response
+from convergence.plugins.sip.message import make_response, parse_datagram
 from convergence.store import roster
 from convergence.testing import RecordingEndpoint
 
@@ -215,6 +215,19 @@ def test_a_subscribe_forked_to_us_twice_makes_two_dialogs(users):
     assert len(users.element.presence.dialogs) == 2
 
 
+def test_a_deleted_account_ends_the_subscriptions_to_and_from_it(users):
+    client = users.client()
+    subscribe(client)  # alice watches bob
+    notify(client)
+    subscribe(client, user="bob", password="hunter2", to="alice")  # bob watches alice
+    notify(client)
+    users.core.delete_account("bob")
+    states = {notify(client).headers.get("Subscription-State") for _ in range(2)}
+    assert states == {"terminated;reason=noresource", "terminated;reason=rejected"}
+    assert not users.element.presence.dialogs
+    assert subscribe(client)[0].status == 404  # no such account any more
+
+
 def test_shutdown_terminates_with_probation(users):
     client = users.client()
     subscribe(client)
@@ -347,3 +360,49 @@ def test_a_stopping_server_tells_its_watchers_to_come_back(sip_process):
     assert server.core.stop() == 0
     last = notify(client)
     assert last.headers.get("Subscription-State") == "terminated;reason=probation;retry-after=30"
+
+
+def test_fuzzed_presence_requests_are_answered_well_never_500(users):
+    """Seeded mutations (tests/sip/test_fuzz.py's mutator) of an in-dialog refresh, an initial
+    SUBSCRIBE and a PUBLISH: each is answered with well-formed SIP other than 500, or dropped
+    (the server shares this gevent hub: an answer comes at once, 50 ms is plenty)."""
+    from random import Random
+
+    from .test_fuzz import assert_well_formed, mutate
+    client = users.client()
+    response, request = subscribe(client)
+    notify(client)
+    refresh = client.request("SUBSCRIBE", uri=request.uri, call_id=request.call_id, cseq=1000,
+                             to=response.headers.get("To"),
+                             headers=[("Event", "presence;id=1"), ("Expires", "600"),
+                                      ("Contact", f"<sip:alice@{client.host}:{client.port}>")])
+    refresh.headers.set("From", request.headers.get("From"))
+    seeds = [bytes(refresh), bytes(client.request(
+        "SUBSCRIBE", uri=f"sip:bob@{DOMAIN}", to=f"<sip:bob@{DOMAIN}>",
+        headers=[("Event", "presence"), ("Accept", "application/pidf+xml, text/plain"),
+                 ("Contact", "<sip:a@127.0.0.1>"), ("Expires", "60")])), bytes(client.request(
+        "PUBLISH", uri=f"sip:alice@{DOMAIN}", headers=[
+            ("Event", "presence"), ("Content-Type", "application/pidf+xml"),
+            ("SIP-If-Match", "x")], body=document(Presence(show="away", status="x"))))]
+    rng, answered = Random(16), 0
+    for n in range(300):
+        data = mutate(rng.choice(seeds), rng)
+        data = data.replace(b"CSeq: 1000 ", b"CSeq: %d " % (1001 + n))  # a new request each time
+        client.send(data)
+        while True:  # its answer; the NOTIFYs of refreshes that succeed are answered and skipped
+            got = raw(client)
+            if got is None or not got.startswith(b"NOTIFY"):
+                break
+            client.send(make_response(parse_datagram(got), 200))
+        if got is not None:
+            assert_well_formed(got)
+            assert not got.startswith(b"SIP/2.0 500"), (data, got)
+            answered += 1
+    assert answered > 250, answered  # most mutations still parse
+
+
+def raw(client, timeout=0.05):
+    """The next datagram as bytes, or None."""
+    with gevent.Timeout(timeout, False):
+        return client.sock.recvfrom(70000)[0]
+    return None
