@@ -12,8 +12,9 @@ would (:func:`convergence.contacts.sees`: the shared roster lets everyone watch 
 roster subscription ``to``/``both`` is needed; an account may watch itself): ``200`` and a NOTIFY
 ``active`` with the PIDF of the account's combined presence (:mod:`.pidf`), or ``202`` and a NOTIFY
 ``pending`` without a body, and the ``on_subscription_request`` hook asks the protocol plugins to
-put the request to the watched user (RFC 8048 §4). A pending subscription becomes active when it
-is refreshed or the watched account's presence changes and the roster allows it by then.
+put the request to the watched user (RFC 8048 §4). A pending subscription becomes active (with a
+NOTIFY) once the roster allows it: looked at when it is refreshed, when the watched account's
+presence changes, and every ``pending_check`` (10) seconds while any is pending.
 
 Each subscription is a dialog (RFC 6665 §4.1.2.2): our To tag, the watcher's Contact as remote
 target and its Record-Route as route set; requests in it are matched by Call-ID and both tags
@@ -64,6 +65,7 @@ EVENT = "presence"
 ALLOW_EVENTS = EVENT
 DEFAULT_EXPIRES = 3600  # RFC 3856 §6.4
 SHUTDOWN_RETRY = 30  # seconds a phone is asked to wait before subscribing again after a restart
+PENDING_CHECK = 10.0  # seconds between looks at the roster for pending subscriptions
 
 
 def event_package(value: str | None) -> tuple[str | None, str | None]:
@@ -140,6 +142,8 @@ class PresenceAgent:
         self._etags = itertools.count(1)
         self.known: set[str] = set()  # account names seen to exist
         self._written: tuple = (None, b"")  # ((target, presence), PIDF) last written
+        self.pending: set[Subscription] = set()  # waiting for the roster to allow them
+        self.pending_check = PENDING_CHECK
         tls = settings["tls_listen"]
         self._ports = {"UDP": names.port, "TCP": names.port, "TLS": tls[1] if tls else names.port}
 
@@ -187,6 +191,9 @@ class PresenceAgent:
         self._add(sub)
         self._notify(sub)
         if not allowed:
+            if not self.pending:
+                self.call_at(self.now() + self.pending_check, self._check_pending)
+            self.pending.add(sub)
             self.core.hook.on_subscription_request(core=self.core, account=watcher_address,
                                                    contact=target)
 
@@ -311,6 +318,7 @@ class PresenceAgent:
         if sub.ended:
             return
         sub.ended = True
+        self.pending.discard(sub)
         self.dialogs.pop(sub.key, None)
         table = self.watchers.get(sub.target, {})
         table.pop(sub.key, None)
@@ -339,11 +347,25 @@ class PresenceAgent:
         self._remove(sub)
         self._notify(sub, terminated=reason)
 
-    def _authorize(self, sub: Subscription) -> None:
-        """A pending subscription becomes active once the roster allows it."""
+    def _authorize(self, sub: Subscription) -> bool:
+        """A pending subscription becomes active once the roster allows it (whether it did)."""
         if sub.state == "pending" and contacts.sees(self.core, self.core.address(sub.watcher),
                                                     sub.target):
             sub.state = "active"
+            self.pending.discard(sub)
+            return True
+        return False
+
+    def _check_pending(self) -> None:
+        """Every ``pending_check`` seconds while any is pending: the roster may allow it now
+        (the watched user approved over XMPP, which tells the core nothing)."""
+        for sub in list(self.pending):
+            if sub.ended:
+                self.pending.discard(sub)
+            elif self._authorize(sub):
+                self._notify(sub)
+        if self.pending:
+            self.call_at(self.now() + self.pending_check, self._check_pending)
 
     # -- NOTIFY (RFC 6665 §4.2.2, RFC 3856 §6.6–6.8) --
     def on_presence(self, account) -> None:

@@ -267,6 +267,22 @@ def test_without_the_shared_roster_a_watcher_waits_for_approval(sip_server):
     assert state(active).available is False
 
 
+def test_a_pending_subscription_turns_active_when_the_roster_allows_it(sip_server):
+    server = sip_server(presence_min_expires=1)
+    core = server.core
+    core.pm.register(_NoSharing(), "no-sharing")
+    for name, password in (("alice", "secret"), ("bob", "hunter2")):
+        core.add_account(name, password)
+    server.element.presence.pending_check = 0.05
+    client = server.client()
+    assert subscribe(client)[0].status == 202
+    assert notify(client).headers.get("Subscription-State").startswith("pending;")
+    roster.update(core.db, "alice", "bob@example.com", subscription="to")  # approved elsewhere
+    active = notify(client)  # no refresh, no presence change: the periodic look found it
+    assert active.headers.get("Subscription-State").startswith("active;")
+    assert not server.element.presence.pending
+
+
 class _NoSharing:
     @hookimpl(tryfirst=True)
     def share_roster(self):
