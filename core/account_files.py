@@ -14,6 +14,14 @@ cannot be one; nothing here touches the database.
   href is refused. Other data under ``<user/>`` (roster, vCard, offline messages…) is counted
   and not imported (§4: "SHOULD notify the operator").
 
+- **Prosody** ``internal_hashed``/``internal_plain`` storage: the folder
+  ``<data_path>/<host>/accounts/`` (or the host folder above it), one Lua file ``<user>.dat`` an
+  account (names %-encoded, as Prosody's datamanager writes them), holding ``stored_key`` and
+  ``server_key`` (hex), ``salt`` (the bytes of a string) and ``iteration_count`` — SCRAM-SHA-1, or
+  SCRAM-SHA-256 under ``password_hash = "SHA-256"`` (told apart by the key length) — or a plaintext
+  ``password``. Only Lua's data syntax is read (a table of strings, numbers and booleans), by a
+  small tokenizer: nothing is evaluated.
+
 Parsing is safe for files from elsewhere: expat with any DOCTYPE refused as it starts (so no
 entity is ever declared, no external entity or DTD read), the file read in 64 KiB pieces, element
 depth and the text of one element bounded.
@@ -26,6 +34,7 @@ import csv
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Iterator
 from xml.parsers import expat
 from xml.sax.saxutils import escape, quoteattr
@@ -86,8 +95,10 @@ class Ignored:
 
 
 def detect(path: Path) -> str:
-    """``"xep0227"`` for a file that starts (after a byte-order mark and blanks) with ``<``,
-    else ``"csv"``."""
+    """``"prosody"`` for a folder, ``"xep0227"`` for a file that starts (after a byte-order mark
+    and blanks) with ``<``, else ``"csv"``."""
+    if path.is_dir():
+        return "prosody"
     with open(path, "rb") as f:
         head = f.read(512).lstrip(b"\xef\xbb\xbf \t\r\n")
     return "xep0227" if head.startswith(b"<") else "csv"
@@ -99,6 +110,8 @@ def read(path: Path, kind: str, ignored: Ignored | None = None) -> Iterator[Entr
     try:
         if kind == "csv":
             yield from read_csv(path)
+        elif kind == "prosody":
+            yield from read_prosody(path)
         else:
             yield from read_xep0227(path, ignored or Ignored())
     except OSError as exc:
@@ -253,7 +266,7 @@ def _scram_set(found: dict) -> ScramSet:
     if missing:
         raise ValueError(f"{mechanism}: missing {', '.join(missing)}")
     count = found["iter-count"]
-    if not count.isdigit() or count.startswith("0") or int(count) > MAX_ITERATIONS:
+    if not count or not set(count) <= _DIGITS or count.startswith("0") or int(count) > MAX_ITERATIONS:
         raise ValueError(f"{mechanism}: iter-count must be a positive integer up to {MAX_ITERATIONS}")
     try:
         salt, server, stored = (base64.b64decode(found[k], validate=True)
@@ -295,6 +308,181 @@ def credentials_from_scram(sets: tuple[ScramSet, ...], realm: str) -> tuple[Cred
     sha1, sha256 = pick.get("sha1", empty), pick.get("sha256", empty)
     return (Credentials(main.salt, main.iterations, sha1, sha256, realm, "", ""),
             bool(sha1.stored_key and sha256.stored_key))
+
+
+# ---- Prosody's account store --------------------------------------------------------------------
+
+MAX_DAT = 65536  # bytes of one account file
+_DIGITS = frozenset("0123456789")
+_LUA_ESCAPES = MappingProxyType({"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f",
+                                 "v": "\v", "\\": "\\", '"': '"', "'": "'", "\n": "\n"})
+
+
+def prosody_decode(name: str) -> str:
+    """Prosody's datamanager file name → the name (every ``%xx`` is a byte of UTF-8)."""
+    out, i = bytearray(), 0
+    while i < len(name):
+        if name[i] == "%" and i + 2 < len(name) and all(c in "0123456789abcdefABCDEF" for c in name[i + 1:i + 3]):
+            out.append(int(name[i + 1:i + 3], 16))
+            i += 3
+        else:
+            out += name[i].encode()
+            i += 1
+    return out.decode()
+
+
+class _Lua:
+    """Reads ``return { key = value; … }`` with string, number and boolean values (Prosody's
+    serialization of a flat table); ValueError otherwise. One pass, no backtracking. ``text`` is
+    the file's bytes as Latin-1 (one character a byte); strings are UTF-8 within."""
+
+    def __init__(self, text: str):
+        self.text, self.at = text, 0
+
+    def skip(self) -> None:
+        text = self.text
+        while self.at < len(text):
+            if text[self.at] in " \t\r\n":
+                self.at += 1
+            elif text.startswith("--", self.at):
+                end = text.find("\n", self.at)
+                self.at = len(text) if end < 0 else end + 1
+            else:
+                return
+
+    def expect(self, token: str) -> None:
+        self.skip()
+        if not self.text.startswith(token, self.at):
+            raise ValueError(f"expected {token!r} at character {self.at}")
+        self.at += len(token)
+
+    def peek(self) -> str:
+        self.skip()
+        return self.text[self.at:self.at + 1]
+
+    def word(self) -> str:
+        self.skip()
+        start = self.at
+        while self.at < len(self.text) and (self.text[self.at].isalnum() or self.text[self.at] in "_.-+"):
+            self.at += 1
+        if start == self.at:
+            raise ValueError(f"unexpected {self.text[self.at:self.at + 1]!r} at character {self.at}")
+        return self.text[start:self.at]
+
+    def string(self) -> str:
+        quote = self.text[self.at]
+        self.at += 1
+        out = []
+        while True:
+            if self.at >= len(self.text):
+                raise ValueError("unterminated string")
+            ch = self.text[self.at]
+            self.at += 1
+            if ch == quote:
+                return "".join(out)
+            if ch == "\n":
+                raise ValueError("line break in a string")
+            if ch != "\\":
+                out.append(ch)
+                continue
+            esc = self.text[self.at:self.at + 1]
+            if esc and esc in _DIGITS:
+                digits = esc
+                while len(digits) < 3 and self.text[self.at + len(digits):self.at + len(digits) + 1] in _DIGITS:
+                    digits += self.text[self.at + len(digits)]
+                if int(digits) > 255:
+                    raise ValueError("bad decimal escape")
+                out.append(chr(int(digits)))  # one byte, like every character here
+                self.at += len(digits)
+            elif esc == "x" and all(c in "0123456789abcdefABCDEF" for c in self.text[self.at + 1:self.at + 3]):
+                out.append(chr(int(self.text[self.at + 1:self.at + 3], 16)))
+                self.at += 3
+            elif esc in _LUA_ESCAPES:
+                out.append(_LUA_ESCAPES[esc])
+                self.at += 1
+            else:
+                raise ValueError(f"bad escape \\{esc}")
+
+    def value(self):
+        first = self.peek()
+        if first in ("\"", "'"):
+            return self.string().encode("latin-1").decode()  # UnicodeDecodeError: not UTF-8
+        word = self.word()
+        if word in ("true", "false"):
+            return word == "true"
+        try:
+            return int(word)
+        except ValueError:
+            return float(word)
+
+    def table(self) -> dict:
+        self.expect("return")
+        self.expect("{")
+        found = {}
+        while self.peek() != "}":
+            if self.peek() == "[":
+                self.expect("[")
+                if self.peek() not in ("\"", "'"):
+                    raise ValueError("only string keys are read")
+                key = self.value()
+                self.expect("]")
+            else:
+                key = self.word()
+            self.expect("=")
+            found[key] = self.value()
+            if self.peek() in (";", ","):
+                self.at += 1
+        self.expect("}")
+        if self.peek() == ";":
+            self.at += 1
+        if self.peek():
+            raise ValueError("text after the table")
+        return found
+
+
+def _prosody_entry(where: str, name: str, data: dict, host: str | None) -> Entry | Refusal:
+    password = data.get("password")
+    if isinstance(password, str) and password:
+        return Entry(where, name, password=password, host=host)
+    keys = [data.get(k) for k in ("stored_key", "server_key", "salt", "iteration_count")]
+    if not all(keys):
+        return Refusal(where, name, "neither a password nor SCRAM keys (stored_key, server_key, salt, iteration_count)")
+    stored, server, salt, count = keys
+    try:
+        stored, server = bytes.fromhex(stored), bytes.fromhex(server)
+    except (TypeError, ValueError):
+        return Refusal(where, name, "stored_key and server_key must be hex")
+    by_size = {size: (m, h) for m, h, size in SCRAM_HASHES}
+    if len(stored) not in by_size or len(server) != len(stored):
+        return Refusal(where, name, "keys of 20 (SHA-1) or 32 (SHA-256) bytes expected")
+    if not isinstance(count, int) or not 0 < count <= MAX_ITERATIONS:
+        return Refusal(where, name, f"iteration_count must be a positive integer up to {MAX_ITERATIONS}")
+    salt = salt.encode() if isinstance(salt, str) else b""
+    if not salt or len(salt) > MAX_SALT:
+        return Refusal(where, name, f"the salt must be 1 to {MAX_SALT} bytes")
+    hash_name = by_size[len(stored)][1]
+    return Entry(where, name, scram=(ScramSet(hash_name, salt, count, ScramKeys(stored, server)),), host=host)
+
+
+def read_prosody(folder: Path) -> Iterator[Entry | Refusal]:
+    """The accounts of a Prosody host: ``folder`` is its ``accounts`` folder or the host's."""
+    if (folder / "accounts").is_dir():
+        folder = folder / "accounts"
+    if folder.name != "accounts":
+        raise FileError(f"{folder}: not a Prosody accounts folder (<data_path>/<host>/accounts)")
+    host = prosody_decode(folder.parent.name) if folder.parent.name else None
+    for path in sorted(folder.glob("*.dat")):
+        where, name = path.name, prosody_decode(path.name[:-4])
+        data = path.read_bytes()
+        if len(data) > MAX_DAT:
+            yield Refusal(where, name, f"file larger than {MAX_DAT} bytes")
+            continue
+        try:
+            table = _Lua(data.decode("latin-1")).table()
+        except (ValueError, UnicodeDecodeError) as exc:
+            yield Refusal(where, name, f"not a Prosody account file: {exc}")
+            continue
+        yield _prosody_entry(where, name, table, host)
 
 
 # ---- writing XEP-0227 --------------------------------------------------------------------------

@@ -231,15 +231,17 @@ def user_list(ctx):
 
 
 @user.command("import")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--format", "kind", type=click.Choice(["csv", "xep0227"]),
-              help="The file's format (default: XEP-0227 if it starts with '<', else CSV).")
+@click.argument("file", type=click.Path(exists=True, path_type=Path))
+@click.option("--format", "kind", type=click.Choice(["csv", "xep0227", "prosody"]),
+              help="The file's format (default: Prosody for a folder, XEP-0227 for a file that "
+                   "starts with '<', else CSV).")
 @click.option("--jobs", "-j", type=click.IntRange(1), help="Processes deriving keys (default: one per core).")
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress bar (default: when standard error is a terminal).")
 @click.pass_context
 def user_import(ctx, file, kind, jobs, progress):
-    """Create the accounts listed in FILE: CSV name,password or XEP-0227 (ejabberd, Prosody).
+    """Create the accounts listed in FILE: CSV name,password, XEP-0227 (ejabberd's export) or
+    a Prosody accounts folder (<data_path>/<host>/accounts).
 
     All new accounts are created in one transaction; existing ones are skipped, bad records
     refused with their reason. Exit status 1 when a record was refused."""

@@ -2,8 +2,10 @@
 logins with slixmpp and SIPp; SCRAM-key accounts refused by SIP digest until a password is set;
 export → import keeps every key; a failed import creates nothing."""
 import base64
+import shutil
 import socket
 import sqlite3
+import subprocess
 import time
 
 import pytest
@@ -193,3 +195,37 @@ def test_unreadable_files_are_one_line_and_create_nothing(tmp_path):
         assert result.returncode == 1 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     assert run_cli(config, "user", "list").stdout == ""
+
+
+PROSODY_CONFIG = """\
+run_as_root = true
+pidfile = "{dir}/prosody.pid"
+data_path = "{dir}/data"
+plugin_paths = {{}}
+log = {{ {{ levels = {{ min = "error" }}, to = "console" }} }}
+authentication = "internal_hashed"
+storage = "internal"
+VirtualHost "example.org"
+"""
+
+
+@pytest.mark.skipif(shutil.which("prosodyctl") is None, reason="prosody not installed (Debian package prosody)")
+def test_prosody_hashed_accounts_made_by_prosodyctl_log_in(convergence_server, xmpp_client, tmp_path):
+    """Prosody's own files: ``prosodyctl register`` with internal_hashed storage (SCRAM-SHA-1 keys,
+    its 10,000 iterations), and an internal_plain file (a password)."""
+    prosody = tmp_path / "prosody"
+    prosody.mkdir()
+    (prosody / "prosody.cfg.lua").write_text(PROSODY_CONFIG.format(dir=prosody))
+    for name, password in (("juliet", "balcony"), ("o.brien", 'pä"ss')):
+        subprocess.run(["prosodyctl", "--config", str(prosody / "prosody.cfg.lua"), "register", name,
+                        DOMAIN, password], check=True, capture_output=True, timeout=60)
+    accounts_dir = prosody / "data" / "example%2eorg" / "accounts"
+    (accounts_dir / "nurse.dat").write_text('return {\n\t["password"] = "herbs";\n};\n')
+    server = convergence_server({})
+    result = run_cli(server.process.config_path, "user", "import", accounts_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 created, 0 skipped (they exist), 0 refused" in result.stdout
+    assert "2 created from SCRAM keys" in result.stdout and "2 of them with one SCRAM hash's keys only" in result.stdout
+    assert xmpp_client(server, "juliet", "balcony", mechanism="SCRAM-SHA-1", presence=False)
+    assert xmpp_client(server, "o.brien", 'pä"ss', mechanism="SCRAM-SHA-1", presence=False)
+    assert xmpp_client(server, "nurse", "herbs", presence=False)

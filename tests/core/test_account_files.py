@@ -153,3 +153,47 @@ def test_fuzzed_files_give_records_or_a_file_error(tmp_path):
             assert all(isinstance(r, (Entry, Refusal)) for r in found)
             outcomes["records"] += 1
     assert outcomes["records"] and outcomes["error"]
+
+
+def test_prosody_account_files(tmp_path):
+    """Prosody's datamanager layout and Lua serialization: %-encoded names, hex keys, a string
+    salt, decimal escapes and comments; a bad file refuses its account only."""
+    creds = derive("o.brien", "example.org", "pw", salt=b"2c5d-uuid", iterations=10000)
+    folder = tmp_path / "example%2eorg" / "accounts"
+    folder.mkdir(parents=True)
+    (folder / "o%2ebrien.dat").write_text(
+        "return {\n\t[\"salt\"] = \"2c5d-uuid\";\n\t[\"stored_key\"] = \"%s\";\n"
+        "\t[\"server_key\"] = \"%s\"; -- SHA-1\n\t[\"iteration_count\"] = 10000;\n};\n"
+        % (creds.sha1.stored_key.hex(), creds.sha1.server_key.hex()))
+    (folder / "plain.dat").write_bytes(b'return { ["password"] = "p\\195\\164ss\\"\\n"; };\n')
+    (folder / "broken.dat").write_text("return { os.execute('x') }")
+    (folder / "short.dat").write_text('return { ["stored_key"] = "00"; ["server_key"] = "00"; '
+                                      '["salt"] = "s"; ["iteration_count"] = 1; };')
+    assert account_files.detect(tmp_path / "example%2eorg") == "prosody"
+    found = records(tmp_path / "example%2eorg")  # the host folder: its accounts folder is read
+    assert [r.name for r in found] == ["broken", "o.brien", "plain", "short"]
+    broken, obrien, plain, short = found
+    assert isinstance(broken, Refusal) and "not a Prosody account file" in broken.reason
+    assert obrien.host == "example.org" and obrien.password is None
+    [keys] = obrien.scram
+    assert (keys.hash_name, keys.salt, keys.iterations, keys.keys) == ("sha1", b"2c5d-uuid", 10000, creds.sha1)
+    assert plain.password == 'päss"\n'
+    assert isinstance(short, Refusal) and "20 (SHA-1) or 32 (SHA-256) bytes" in short.reason
+
+
+def test_prosody_folder_must_be_an_accounts_folder(tmp_path):
+    with pytest.raises(FileError, match="not a Prosody accounts folder"):
+        records(tmp_path, "prosody")
+
+
+def test_fuzzed_prosody_files_refuse_their_account_only(tmp_path):
+    valid = (b'return {\n\t["salt"] = "99014dde";\n\t["stored_key"] = "' + b"ab" * 20
+             + b'";\n\t["server_key"] = "' + b"cd" * 20 + b'";\n\t["iteration_count"] = 10000;\n};\n')
+    folder = tmp_path / "accounts"
+    folder.mkdir()
+    rng = random.Random(12)
+    for _ in range(400):
+        (folder / "a.dat").write_bytes(mutate(valid, rng, (b'"', b"\\", b"\\9", b"[", b"]", b"{", b"}", b"=",
+                                                           b";", b"--", b"\n", b"\\x4", b"\\300")))
+        [record] = records(folder, "prosody")
+        assert isinstance(record, (Entry, Refusal))
