@@ -10,7 +10,8 @@
   registrar, messaging and the proxy (the transaction users) answer through the
   :class:`ServerTransaction` they are handed and send through ``Transactions.send_request``.
 - Dispatch (§8.2, §16.3, §16.4): a Route naming this server is removed (loose routing); requests
-  for other domains without one get ``403`` (no open relay); REGISTER → registrar, MESSAGE →
+  for other domains without one get ``403`` (no open relay) except a MESSAGE, which messaging
+  takes from an authenticated local user only and routes through the core; REGISTER → registrar, MESSAGE →
   messaging, OPTIONS to the server → ``200`` with Allow/Accept/Supported, calls → proxy;
   Max-Forwards 0 → ``483``; unsupported Require (local) or Proxy-Require (proxied) → ``420``;
   SUBSCRIBE and PUBLISH → the presence agent (RFC 3856, RFC 3903); NOTIFY/REFER → ``405`` with
@@ -463,7 +464,10 @@ class Dispatcher:
         if route is not None or not self.names.is_ours(uri):
             if routed:
                 return self.proxy.relay(st)  # in a dialog we record-routed
-            return st.respond(403, "Relaying Forbidden")  # no open relay
+            if route is not None or method != "MESSAGE":
+                return st.respond(403, "Relaying Forbidden")  # no open relay
+            # a MESSAGE to another domain: messaging takes it from an authenticated local user
+            # only and gives it to the core's router (federation); it is never relayed as SIP
         if method == "REGISTER":
             return self.register(st)
         if method == "OPTIONS" and uri.user is None:

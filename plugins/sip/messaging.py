@@ -1,7 +1,9 @@
 """RFC 3428 MESSAGE: SIP instant messages into the core router, and out to SIP bindings.
 
 In: a MESSAGE from a local user, authenticated with digest (``407``, §22.3) as the From account,
-to any address the router knows; a From of another domain gets ``403`` without a challenge (no
+to any address the router knows — an account here, or ``user@host`` of another domain, which the
+router reaches only through a route that claims that domain (XMPP federation; with none,
+``remote-server-not-found`` → 404): the MESSAGE itself is never relayed as SIP. A From of another domain gets ``403`` without a challenge (no
 one can authenticate for it here). ``text/plain`` in any charset Python knows (UTF-8 by default)
 and ``text/html`` (reduced to its text) are accepted, other types get ``415`` with Accept. The
 message goes through ``core.send`` as a ``chat`` message (RFC 7572 §5) from the sender's binding
@@ -27,7 +29,8 @@ from html.parser import HTMLParser
 from types import MappingProxyType
 from urllib.parse import unquote
 
-from convergence import AddressError, Message, RoutingError
+from convergence import Address, AddressError, Message, RoutingError
+from convergence.addresses import normalize_domain, normalize_localpart
 from convergence.router import STORED
 
 from .message import Headers, ParseError, Request, SipUri
@@ -154,8 +157,14 @@ class Messaging:
         self._recipient = lru_cache(maxsize=1024)(self._address_of)  # the same few Request-URIs
 
     def _address_of(self, uri: str):
-        """The address a MESSAGE's Request-URI names (AddressError if none)."""
-        return self.core.address(unquote(SipUri.parse(uri).user or ""))
+        """The address a MESSAGE's Request-URI names (AddressError if none): an account of this
+        domain when the host is one of our names, else ``user@host`` of another (RFC 7247 §5.2)."""
+        parsed = SipUri.parse(uri)
+        if parsed.host in self.location.hosts:
+            return self.core.address(unquote(parsed.user or ""))
+        if parsed.user is None:
+            raise AddressError(f"{uri!r} names no user")
+        return Address(normalize_localpart(unquote(parsed.user)), normalize_domain(parsed.host))
 
     # -- in --
     def handle(self, st) -> None:

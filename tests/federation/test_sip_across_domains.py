@@ -3,11 +3,9 @@ as a MESSAGE whose From is the remote JID, with no SIP code knowing about s2s (t
 hands the inbound stanza to the phone's binding like any local message). Against a real Prosody
 and between two Convergence servers; the phones are SIPp.
 
-A phone writing to another domain is not possible yet: the SIP dispatcher answers any
-Request-URI of another domain with ``403 Relaying Forbidden`` before the MESSAGE handler, and the
-handler reads only the user part of the Request-URI (``Messaging._address_of``). That test is a
-strict xfail until the SIP plugin passes such MESSAGEs of authenticated local users to the core
-(see docs/xmpp.md, "Federation")."""
+A phone writes to another domain with a MESSAGE whose Request-URI names it: the SIP plugin takes
+it from an authenticated local user only and hands it to the core's router, which reaches the
+domain over XMPP federation (the MESSAGE is never relayed as SIP)."""
 import pytest
 
 from convergence.testing import free_port
@@ -20,9 +18,15 @@ pytestmark = needs_sipp
 A, B = "a.example", "b.example"
 
 
-def from_header(log: str) -> str:
-    block = log.split("message received")[1]
-    return next(line for line in block.splitlines() if line.startswith("From:"))
+def reaches(sender, phone, to: str, text: str) -> None:
+    """``sender`` (an XMPP client of another domain) writes to the phone's account ``to``; the
+    phone gets a MESSAGE with that text whose From is the sender's bare JID as a SIP URI."""
+    incoming = phone.receive()
+    sender.send_message(to, text)
+    block = incoming().split("message received")[1]
+    assert text in block
+    sip_from = next(line for line in block.splitlines() if line.startswith("From:"))
+    assert f"sip:{sender.jid.partition('/')[0]}" in sip_from
 
 
 @pytest.mark.skipif(PROSODY is None, reason="prosody is not installed (.ci/run installs it)")
@@ -34,9 +38,27 @@ def test_prosody_user_writes_to_a_phone(federated, tmp_path, xmpp_client):
                          xmpp={"s2s_listen": f"{domain}:5269"}, sip=SIP)
         phone = FederatedPhone(ours, "phone", "phone-secret", tmp_path / "sipp")
         phone.register()
+        reaches(xmpp_client(prosody, "bob"), phone, f"phone@{domain}", "hello phone")
+    finally:
+        prosody.stop()
+
+
+@pytest.mark.skipif(PROSODY is None, reason="prosody is not installed (.ci/run installs it)")
+def test_phone_writes_to_a_prosody_user(federated, tmp_path, xmpp_client):
+    prosody = Prosody(tmp_path / "prosody", accounts={"bob": "bob-secret"})
+    try:
+        domain = loopback_domain()
+        ours = federated(domain, {"phone": "phone-secret"}, {prosody.domain: prosody.s2s_address},
+                         xmpp={"s2s_listen": f"{domain}:5269"}, sip=SIP)
+        phone = FederatedPhone(ours, "phone", "phone-secret", tmp_path / "sipp")
+        phone.register()
         bob = xmpp_client(prosody, "bob")
+        phone.send(f"bob@{prosody.domain}", "hello from a phone")
+        got = bob.next("message", timeout=15)
+        assert (str(got["from"]).split("/")[0], got["body"].strip()) == (f"phone@{domain}",
+                                                                         "hello from a phone")
         incoming = phone.receive()
-        bob.send_message(f"phone@{domain}", "hello phone")
+        bob.send_message(str(got["from"]), "hello phone")  # the reply reaches the phone that wrote
         log = incoming()
         assert "hello phone" in log and f"sip:bob@{prosody.domain}" in from_header(log)
     finally:
@@ -57,15 +79,9 @@ def test_xmpp_user_writes_to_a_phone_of_the_other_convergence(pair, tmp_path, xm
     a, b = pair
     phone_b = FederatedPhone(b, "phoneb", "pb-secret", tmp_path / "b")
     phone_b.register()
-    alice = xmpp_client(a, "alice")
-    incoming = phone_b.receive()
-    alice.send_message(f"phoneb@{B}", "xmpp to a remote phone")
-    log = incoming()
-    assert "xmpp to a remote phone" in log and f"sip:alice@{A}" in from_header(log)
+    reaches(xmpp_client(a, "alice"), phone_b, f"phoneb@{B}", "xmpp to a remote phone")
 
 
-@pytest.mark.xfail(strict=True, reason="the SIP dispatcher refuses Request-URIs of other domains "
-                                       "(403 Relaying Forbidden) before MESSAGE handling")
 def test_phone_to_phone_across_two_convergence_servers(pair, tmp_path):
     a, b = pair
     phone_a = FederatedPhone(a, "phonea", "pa-secret", tmp_path / "a")
@@ -74,5 +90,5 @@ def test_phone_to_phone_across_two_convergence_servers(pair, tmp_path):
     phone_b.register()
     incoming = phone_b.receive()
     phone_a.send(f"phoneb@{B}", "phone to phone")
-    log = incoming()
-    assert "phone to phone" in log and f"sip:phonea@{A}" in from_header(log)
+    block = incoming().split("message received")[1]
+    assert "phone to phone" in block and f"sip:phonea@{A}" in block

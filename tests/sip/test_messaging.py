@@ -19,9 +19,10 @@ def users(sip_server):
 
 def message(client, to, body=b"hello", user="alice", password="secret",
             content_type="text/plain;charset=UTF-8", headers=()):
-    """MESSAGE with digest (407 first): the final response."""
-    request = client.request("MESSAGE", uri=f"sip:{to}@{DOMAIN}", user=user,
-                             to=f"<sip:{to}@{DOMAIN}>", body=body,
+    """MESSAGE with digest (407 first) to ``to`` (a user here, or ``user@domain``): the final
+    response."""
+    aor = f"sip:{to}" if "@" in to else f"sip:{to}@{DOMAIN}"
+    request = client.request("MESSAGE", uri=aor, user=user, to=f"<{aor}>", body=body,
                              headers=[("Content-Type", content_type), *headers])
     challenge = client.ask(request)
     assert challenge.status == 407 and challenge.headers.get("Proxy-Authenticate")
@@ -92,6 +93,13 @@ def test_stored_when_offline_then_delivered_on_register(users):
 
 def test_unknown_account_is_404(users):
     assert message(users.client(), "nobody").status == 404
+
+
+def test_another_domain_without_federation_is_404(users):
+    """A MESSAGE to another domain goes to the core's router; with no route for that domain
+    (here no XMPP server-to-server) it is ``remote-server-not-found`` (RFC 7247 §8.1: 404)."""
+    response = message(users.client(), "bob@elsewhere.example.net")
+    assert response.status == 404
 
 
 @pytest.mark.parametrize("content_type, body, status, text", [

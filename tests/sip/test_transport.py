@@ -161,10 +161,15 @@ def test_max_forwards_zero_is_483(sip_server):
     assert client.ask(request).status == 483
 
 
-def test_other_domains_are_forbidden(sip_server):
+@pytest.mark.parametrize("method", ["OPTIONS", "INVITE", "SUBSCRIBE", "REGISTER"])
+def test_other_domains_are_forbidden(sip_server, method):
+    """No open relay: only a MESSAGE may name another domain, and messaging challenges it (it
+    takes such a MESSAGE from an authenticated local user only, for the core's router)."""
     client = sip_server().client()
-    response = client.ask(client.request("MESSAGE", uri="sip:bob@elsewhere.example.net", body=b"x"))
+    response = client.ask(client.request(method, uri="sip:bob@elsewhere.example.net", body=b"x"))
     assert (response.status, response.reason) == (403, "Relaying Forbidden")
+    response = client.ask(client.request("MESSAGE", uri="sip:bob@elsewhere.example.net", body=b"x"))
+    assert response.status == 407
 
 
 def test_rport_and_received(sip_server):
