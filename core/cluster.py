@@ -57,6 +57,7 @@ DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 CLAIM_TTL = 300
 #: outcomes the owner acknowledges with
 TAKEN = ("delivered", "stored")
+HANDOFF_BATCH = 200  # hand-offs claimed in one Redis round trip at most
 RETRY = (0.5, 4.0)  # first and longest wait before reconnecting the subscription
 
 
@@ -430,27 +431,38 @@ class Cluster:
         return {"outcome": "delivered"}  # the owner holds the claim: it delivers or stores it
 
     def _take_handoffs(self) -> None:
-        """One at a time, in the order they came: the messages of one sender stay in order."""
-        for event in self._handoffs:
+        """In the order they came (the messages of one sender stay in order), in batches: the
+        claims of all the hand-offs waiting are one Redis round trip, their acks another."""
+        queue = self._handoffs
+        while True:
+            batch = [queue.get()]
+            while len(batch) < HANDOFF_BATCH and not queue.empty():
+                batch.append(queue.get_nowait())
             try:
-                self._take(event)
+                self._take(batch)
             except self._errors as exc:
                 self._lost(exc)
             except Exception:  # a bad message must not end the loop
                 log.exception("cluster: failed to take a hand-off")
 
-    def _take(self, event: dict) -> None:
-        hid = event["hid"]
-        if not self.redis.set(f"{self._prefix}claim:{hid}", self.node_id, nx=True, ex=CLAIM_TTL):
-            return  # the sender gave up waiting and stored it
-        message = decode_message(event["message"])
-        try:
-            outcome = self.core.router.deliver_here(message)
-            ack = {"t": "ack", "hid": hid, "outcome": outcome}
-        except RoutingError as exc:
-            ack = {"t": "ack", "hid": hid, "outcome": "refused", "condition": exc.condition,
-                   "text": exc.text}
-        self.redis.publish(event["from"], json.dumps(ack))
+    def _take(self, batch: list[dict]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for event in batch:
+            pipe.set(f"{self._prefix}claim:{event['hid']}", self.node_id, nx=True, ex=CLAIM_TTL)
+        claims = pipe.execute()
+        acks = self.redis.pipeline(transaction=False)
+        for event, mine in zip(batch, claims):
+            if not mine:
+                continue  # the sender gave up waiting and stored it
+            hid = event["hid"]
+            try:
+                outcome = self.core.router.deliver_here(decode_message(event["message"]))
+                ack = {"t": "ack", "hid": hid, "outcome": outcome}
+            except RoutingError as exc:
+                ack = {"t": "ack", "hid": hid, "outcome": "refused", "condition": exc.condition,
+                       "text": exc.text}
+            acks.publish(event["from"], json.dumps(ack))
+        acks.execute()
 
     # -- operations --
     def status(self) -> list[dict]:

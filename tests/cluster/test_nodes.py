@@ -11,10 +11,16 @@ from .helpers import api_send, available_from, chat_body
 ACCOUNTS = {"alice": "a", "bob": "b"}
 
 
-def test_users_on_two_nodes_chat_and_see_presence(node, xmpp_client):
+def two_nodes(node):
+    """node-a (which creates ``ACCOUNTS``) and node-b on the same database, Redis and prefix."""
     a = node("node-a", ACCOUNTS)
     b = node("node-b")
     b.passwords.update(ACCOUNTS)
+    return a, b
+
+
+def test_users_on_two_nodes_chat_and_see_presence(node, xmpp_client):
+    a, b = two_nodes(node)
     bob = xmpp_client(b, "bob", resource="desk")
     alice = xmpp_client(a, "alice", resource="laptop")
     # bob (node B) sees alice's session on node A come online, through the directory
@@ -33,9 +39,7 @@ def test_users_on_two_nodes_chat_and_see_presence(node, xmpp_client):
 
 
 def test_killed_node_leaves_and_its_users_messages_are_kept(node, xmpp_client):
-    a = node("node-a", ACCOUNTS)
-    b = node("node-b")
-    b.passwords.update(ACCOUNTS)
+    a, b = two_nodes(node)
     alice = xmpp_client(a, "alice", resource="laptop")
     bob = xmpp_client(b, "bob", resource="desk")
     alice.next("presence", match=available_from("bob@"))
@@ -62,9 +66,7 @@ def test_unconfirmed_hand_off_is_stored_once(node, xmpp_client):
     """The owner stops answering (SIGSTOP) with a message handed to it: the sender claims it back
     after handoff_timeout and stores it; the owner, running again, finds the claim taken and does
     not deliver it; the user gets it once, from the store, at the next login."""
-    a = node("node-a", ACCOUNTS)
-    b = node("node-b")
-    b.passwords.update(ACCOUNTS)
+    a, b = two_nodes(node)
     bob = xmpp_client(b, "bob", resource="desk")
     alice = xmpp_client(a, "alice", resource="laptop")
     alice.next("presence", match=available_from("bob@"))
