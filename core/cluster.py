@@ -234,7 +234,7 @@ class Cluster:
     def _announce(self) -> None:
         """Write this node's heartbeat and whole directory hash, and ask the others to reload it."""
         entries = {str(e.address): json.dumps([e.protocol, presence_fields(e.presence)])
-                   for e in self.local_endpoints()}
+                   for e in self.core.presence.own()}
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(self.dir_key)
         if entries:
@@ -244,11 +244,6 @@ class Cluster:
         pipe.publish(self.events, json.dumps({"t": "sync", "node": self.node_id}))
         pipe.execute()
         self._healthy = True
-
-    def local_endpoints(self) -> list:
-        hub = self.core.presence
-        return [e for table in hub._endpoints.values() for e in table.values()
-                if not getattr(e, "remote", False)]
 
     def _beat(self) -> str:
         return json.dumps({"node": self.node_id, "pid": os.getpid(), "host": socket.gethostname(),

@@ -111,7 +111,8 @@ class PresenceHub:
         if expires <= 0:
             return self.unregister(endpoint)
         if self.endpoint(endpoint.address) is not endpoint:  # new, not a refresh
-            self.logins[endpoint.protocol] += 1
+            if not getattr(endpoint, "remote", False):  # another node counted it
+                self.logins[endpoint.protocol] += 1
             log.info("registered %s (%s)%s for %d s", endpoint.address, endpoint.protocol,
                      _source(endpoint), expires)
         self._add(endpoint)
@@ -157,9 +158,14 @@ class PresenceHub:
         return self._combined.get(address.bare, UNAVAILABLE)
 
     def counts(self) -> dict[str, int]:
-        """The live endpoints by protocol (for the metrics and ``convergence status``)."""
-        counts = Counter(e.protocol for table in self._endpoints.values() for e in table.values())
-        return dict(counts)
+        """This process's live endpoints by protocol (for the metrics and ``convergence status``;
+        not another cluster node's, which that node counts)."""
+        return dict(Counter(e.protocol for e in self.own()))
+
+    def own(self) -> list[Endpoint]:
+        """Every live endpoint of this process (not another cluster node's)."""
+        return [e for table in self._endpoints.values() for e in table.values()
+                if not getattr(e, "remote", False)]
 
     def online(self) -> list[Address]:
         """Every account or service user that is available now."""
