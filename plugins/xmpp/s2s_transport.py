@@ -111,25 +111,6 @@ def certificate_valid(der: bytes | None, domain: str, anchors: list) -> bool:
         return False
 
 
-def _serve(conn: Connection, stream, ended=lambda: None) -> None:
-    """Feed ``conn``'s bytes and silences to ``stream``; ``ended()`` once it closed."""
-    def on_data(data: bytes) -> None:
-        stream.receive(data)
-        conn.idle_timeout = stream.idle_timeout()
-
-    def on_idle() -> None:
-        stream.idle()
-        conn.idle_timeout = stream.idle_timeout()
-
-    def on_close() -> None:
-        try:
-            stream.connection_lost()
-        finally:
-            ended()
-
-    conn.start(on_data, on_idle, on_close)
-
-
 class Federation:
     """The server-to-server side of one core's XMPP plugin (see the module docstring)."""
 
@@ -238,7 +219,7 @@ class Federation:
         stream = OutboundStream(self, conn, (host, port), domain)
         settled = self._settled[stream] = Event()
         self.outbound[domain] = stream
-        _serve(conn, stream)
+        transport.feed(conn, stream)
         stream.start()
         settled.wait()
         self._settled.pop(stream, None)
@@ -327,7 +308,7 @@ class Federation:
                           idle_timeout=self.settings["negotiation_timeout"])
         stream = InboundStream(self, conn, peer)
         self.inbound_streams.add(stream)
-        _serve(conn, stream, ended)
+        transport.feed(conn, stream, ended)
 
     def shutdown(self) -> None:
         """End every stream with ``system-shutdown``; queued stanzas bounce."""

@@ -45,22 +45,32 @@ def serve_connection(service, sock, peer, direct_tls: bool = False, ended=lambda
             return
     session = Session(service, conn, peer, encrypted=direct_tls)
 
-    def on_data(data: bytes) -> None:
-        session.receive(data)
-        conn.idle_timeout = session.idle_timeout()
-
-    def on_idle() -> None:
-        session.idle()
-        conn.idle_timeout = session.idle_timeout()
-
-    def on_close() -> None:
+    def closed() -> None:
         if conn.close_reason == QUEUE_FULL:
             service.slow_readers += 1  # metrics: disconnected for not reading
+        ended()
+
+    feed(conn, session, closed)
+
+
+def feed(conn: Connection, stream, ended=lambda: None) -> None:
+    """Feed ``conn``'s bytes to ``stream`` (a c2s session or an s2s stream: ``receive``,
+    ``idle``, ``idle_timeout``, ``connection_lost``), asking it after each how long silence may
+    last; ``ended()`` runs once the connection has closed."""
+    def on_data(data: bytes) -> None:
+        stream.receive(data)
+        conn.idle_timeout = stream.idle_timeout()
+
+    def on_idle() -> None:
+        stream.idle()
+        conn.idle_timeout = stream.idle_timeout()
+
+    def on_close() -> None:
         try:
-            session.connection_lost()  # stores what the connection did not write
+            stream.connection_lost()  # a session stores what the connection did not write
         finally:
             ended()
-        log.debug("xmpp session %s ended: %s", session, conn.close_reason)
+        log.debug("xmpp stream %s ended: %s", stream, conn.close_reason)
 
     conn.start(on_data, on_idle, on_close)
 

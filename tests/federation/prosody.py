@@ -21,11 +21,10 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 from convergence import certificates
-from convergence.testing import free_port
+from convergence.testing import ServerProcess, free_port
 
 PROSODY = shutil.which("prosody")
 
@@ -71,7 +70,8 @@ def loopback_domain() -> str:
 
 
 class Prosody:
-    """``prosody -F`` with its own configuration; ``output`` collects its log lines."""
+    """``prosody -F`` with its own configuration; ``output`` collects its log lines, ``wait_for(text)``
+    waits for one (from index ``start``)."""
 
     def __init__(self, directory: Path, domain: str = "prosody.test", accounts: dict | None = None,
                  secure_auth: bool = False, cafile: Path | None = None,
@@ -109,21 +109,12 @@ class Prosody:
     def start(self) -> None:
         """Start it (again: ``stop`` then ``start`` is a restart on the same data and ports)."""
         self._mark = len(self.output)
-        self._reading = True
         self.proc = subprocess.Popen([PROSODY, "--config", str(self.dir / "prosody.cfg.lua"), "-F"],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      cwd=self.dir, env={**os.environ, "HOME": str(self.dir)})
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         self._wait_listening()
-
-    def _read(self, proc) -> None:
-        for line in proc.stdout:
-            with self._more:
-                self.output.append(line)
-                self._more.notify_all()
-        with self._more:
-            self._reading = False
-            self._more.notify_all()
 
     def _wait_listening(self, timeout: float = 15) -> None:
         """Until its log says both listeners are up (or it exited)."""
@@ -134,24 +125,9 @@ class Prosody:
             self.stop()
             raise RuntimeError("prosody did not start:\n" + "".join(self.output[-30:])) from None
 
-    def wait_for(self, text: str, timeout: float = 10, start: int = 0) -> str:
-        """The first log line from index ``start`` on that contains ``text``."""
-        deadline = time.monotonic() + timeout
-        with self._more:
-            while True:
-                found = next((line for line in self.output[start:] if text in line), None)
-                if found is not None:
-                    return found
-                left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None and not self._reading:
-                    raise AssertionError(f"no prosody log line with {text!r}:\n" + "".join(self.output[-40:]))
-                self._more.wait(left)
+    # the log reader, waiting for a line and stopping are those of a ``convergence serve`` process
+    _read, wait_for = ServerProcess._read, ServerProcess.wait_for
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            ServerProcess.stop(self)

@@ -9,6 +9,8 @@ import pytest
 
 from convergence.testing import free_port
 
+from .talk import says
+
 A, B = "a.example", "b.example"
 
 
@@ -23,12 +25,8 @@ def pair(federated):
 def test_messages_both_ways(pair, xmpp_client):
     a, b = pair
     alice, bob = xmpp_client(a, "alice"), xmpp_client(b, "bob")
-    alice.send_message(b.jid("bob"), "hello from a")
-    got = bob.next("message", timeout=10)
-    assert (str(got["from"]), got["body"]) == (alice.jid, "hello from a")
-    bob.send_message(alice.jid, "hello back")
-    got = alice.next("message", timeout=10)
-    assert (str(got["from"]), got["body"]) == (bob.jid, "hello back")
+    says(alice, bob, "hello from a")
+    says(bob, alice, "hello back", to=alice.jid)
     a.process.wait_for("authenticated by dialback")
     b.process.wait_for("authenticated by dialback")
 

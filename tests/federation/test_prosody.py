@@ -6,6 +6,7 @@ import pytest
 
 from .pki import Authority
 from .prosody import PROSODY, Prosody, loopback_domain
+from .talk import says
 
 pytestmark = pytest.mark.skipif(PROSODY is None, reason="prosody is not installed (.ci/run installs it)")
 
@@ -26,21 +27,15 @@ def ours(federated, prosody):
 
 def test_message_to_prosody_and_back(ours, prosody, xmpp_client):
     alice, bob = xmpp_client(ours, "alice"), xmpp_client(prosody, "bob")
-    alice.send_message(prosody.jid("bob"), "hello prosody")
-    got = bob.next("message", timeout=15)
-    assert (str(got["from"]), got["body"]) == (alice.jid, "hello prosody")
-    bob.send_message(alice.jid, "hello convergence")
-    got = alice.next("message", timeout=15)
-    assert (str(got["from"]), got["body"]) == (bob.jid, "hello convergence")
+    says(alice, bob, "hello prosody")
+    says(bob, alice, "hello convergence", to=alice.jid)
     ours.process.wait_for(f"{prosody.domain} authenticated by dialback")  # its stream to us
     ours.process.wait_for(f"authenticated to {prosody.domain} by dialback")  # ours to it
 
 
 def test_prosody_user_writes_first(ours, prosody, xmpp_client):
     alice, bob = xmpp_client(ours, "alice"), xmpp_client(prosody, "bob")
-    bob.send_message(alice.jid, "first contact")
-    got = alice.next("message", timeout=15)
-    assert (str(got["from"]), got["body"]) == (bob.jid, "first contact")
+    says(bob, alice, "first contact")
 
 
 def test_unknown_users_both_ways(ours, prosody, xmpp_client):
@@ -100,11 +95,9 @@ def test_certificates_from_a_ca_sasl_external_and_secure_auth(federated, tmp_pat
                                "s2s_secure_auth": True, "s2s_ca_file": str(authority.cert)})
         ours.cert = prosody.cert = authority.cert  # the clients trust the CA
         alice, bob = xmpp_client(ours, "alice"), xmpp_client(prosody, "bob")
-        alice.send_message(prosody.jid("bob"), "signed and sealed")
-        assert bob.next("message", timeout=15)["body"] == "signed and sealed"
+        says(alice, bob, "signed and sealed")
         ours.process.wait_for(f"authenticated to {prosody.domain} by SASL EXTERNAL")
-        bob.send_message(alice.jid, "delivered")
-        assert alice.next("message", timeout=15)["body"] == "delivered"
+        says(bob, alice, "delivered")
     finally:
         prosody.stop()
 

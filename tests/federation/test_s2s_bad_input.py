@@ -11,6 +11,8 @@ from convergence.plugins.xmpp import dialback
 from convergence.plugins.xmpp.stream import Stanza, StreamClose, StreamOpen, StreamParser
 from convergence.testing import free_port
 
+from .talk import says
+
 A, B = "a.example", "b.example"
 TLS = b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
 
@@ -78,9 +80,7 @@ class RawPeer:
 
 
 def federation_works(a, b, xmpp_client):
-    alice, bob = xmpp_client(a, "alice"), xmpp_client(b, "bob")
-    bob.send_message(alice.jid, "still here")
-    assert alice.next("message", timeout=15)["body"] == "still here"
+    says(xmpp_client(b, "bob"), xmpp_client(a, "alice"), "still here")
 
 
 def test_bad_peers_lose_only_their_own_stream(pair, xmpp_client):
