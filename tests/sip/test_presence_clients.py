@@ -28,7 +28,7 @@ import time
 import pytest
 
 from convergence.testing import free_port
-from sipp_runner import Sipp, needs_sipp, register, request
+from sipp_runner import Sipp, register, request
 
 from .test_stock_phones import (ACCOUNTS, PHONE, USER, Console, baresip, came_online,  # noqa: F401
                                 require)
