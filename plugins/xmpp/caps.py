@@ -6,7 +6,8 @@ the server ask the session for ``disco#info`` on ``node#ver`` (§6.3), compute t
 string of the answer (§5.1: identities, features and extended forms, each sorted, ``<``-separated),
 hash it with the announced algorithm (``sha-1``, ``sha-256``, ``sha-512``) and compare with
 ``ver`` (§5.4). Only a verified answer is cached by ``ver`` — at most ``[xmpp] caps_cache_size``,
-the least recently used forgotten first; an answer that does not verify (or legacy caps without
+the least recently used forgotten first, each keeping only its ``+notify`` features (at most
+``MAX_NOTIFY``); an answer that does not verify (or legacy caps without
 ``hash``) serves that session only. Duplicate identities, features or form types make an answer
 invalid (§5.4 3.3–3.6). Once a session's features are known or change, the ``caps`` event fires
 (``service.iq.emit("caps", service, session)``): PEP then sends it the last items it wants (XEP-0163
@@ -28,7 +29,8 @@ NS = "http://jabber.org/protocol/caps"
 DATA = "jabber:x:data"
 HASHES = MappingProxyType({"sha-1": hashlib.sha1, "sha-256": hashlib.sha256,
                            "sha-512": hashlib.sha512})
-MAX_VER = 256  # characters of a ver or node we are willing to keep
+MAX_VER = 256  # characters of a ver, node or feature we are willing to keep
+MAX_NOTIFY = 256  # +notify features kept per capability set
 NOTIFY = "+notify"
 
 
@@ -122,8 +124,13 @@ def _ask(service, session, algo: str, ver: str, node: str) -> None:
 
 
 def _features(query: ET.Element) -> frozenset | None:
+    """The features worth keeping: only ``+notify`` ones (all PEP reads), at most ``MAX_NOTIFY``
+    of at most ``MAX_VER`` characters, so a cache entry stays small whatever a client sends."""
     names = [f.get("var") or "" for f in query.findall(tag("feature", DISCO_INFO))]
-    return None if len(set(names)) != len(names) else frozenset(names)
+    if len(set(names)) != len(names):
+        return None
+    kept = sorted(n for n in names if n.endswith(NOTIFY) and len(n) <= MAX_VER)
+    return frozenset(kept[:MAX_NOTIFY])
 
 
 def verification_string(query: ET.Element) -> str | None:

@@ -32,7 +32,8 @@ A module may also declare what an account's bare JID offers in disco#info (``acc
 ``router.on(event, func)``; ``router.emit(event, *args)`` calls each observer in registration order.
 The events: ``presence`` (service, session, stanza) — a broadcast presence (RFC 6121 §4.2) before it
 is sent, which an observer may amend; ``closed`` (service, session) — a bound session ended;
-``vcard`` (service, account, vCard element) — an account is storing its vCard (XEP-0054 §3.2; an
+``subscribed`` (service, account, sessions) — those sessions now see the account's presence (RFC
+6121 §3.1.5); ``vcard`` (service, account, vCard element) — an account is storing its vCard (XEP-0054 §3.2; an
 observer may refuse it with a ``StanzaError``); and the
 ones the PEP modules emit themselves (``pep.py``).
 """

@@ -24,7 +24,8 @@ Notifications (XEP-0163 §4.3): a ``headline`` ``<message/>`` from the owner's b
 access model that see the owner's presence, when that session's entity capabilities (``caps.py``)
 carry ``<node>+notify``. When a session's capabilities become known (its available presence,
 XEP-0163 §6.1.2), it gets the last item of each such node of its own account and of every contact
-whose presence it sees, unless the node says ``send_last_published_item = never``.
+whose presence it sees, unless the node says ``send_last_published_item = never``; a contact's
+sessions get the owner's last items too when its subscription to the owner's presence starts.
 
 Bounds (``[xmpp]``): ``pep_max_item_size`` bytes per item payload (more: ``not-acceptable`` +
 ``payload-too-big``, §7.1.3.4), ``pep_max_items`` items per node (``max_items`` ``max`` means this),
@@ -70,6 +71,7 @@ def register_iq(router) -> None:
     router.account_identity("pubsub", "pep")
     router.account_feature(*FEATURES)
     router.on("caps", send_last)
+    router.on("subscribed", subscribed)
 
 
 def error(condition: str, app: str | None = None, text: str | None = None, **attrs) -> StanzaError:
@@ -383,13 +385,26 @@ def _items_event(node: str, item_id: str, payload: ET.Element | None, config: di
 def send_last(service, session) -> None:
     """The session's capabilities are known: the last item of each node it wants, of its own
     account and of each contact whose presence it sees (XEP-0163 §6.1.2, §4.3.3)."""
+    owners = [session.account] + [c for c in watched(service, session.account) if c != session.account]
+    _send_last(service, session, owners, ("never", "on_sub"))
+
+
+def subscribed(service, owner: Address, sessions: list) -> None:
+    """The sessions' account now sees ``owner``'s presence (RFC 6121 §3.1.5): it is subscribed to
+    ``owner``'s nodes, so each session gets their last items (XEP-0060 §6.1.7)."""
+    for session in sessions:
+        _send_last(service, session, [owner], ("never",))
+
+
+def _send_last(service, session, owners: list, not_when: tuple) -> None:
+    """The last items of ``owners``' nodes the session wants, but not from nodes whose
+    ``send_last_published_item`` is in ``not_when`` (XEP-0060 §16.4.4)."""
     wanted = service.caps.notify(session.address)
     if not wanted or not session.available:
         return
-    owners = [session.account] + [c for c in watched(service, session.account) if c != session.account]
     for owner, node, item in store.last_items(service.core.db, [o.local for o in owners], wanted):
         owner = service.core.address(owner)
-        if node.config.get("send_last_published_item") == "never":
+        if node.config.get("send_last_published_item") in not_when:
             continue
         if not forms.truth(node.config.get("deliver_notifications", "true")):
             continue

@@ -6,7 +6,7 @@ from slixmpp.plugins.xep_0172 import UserNick
 
 from .pep_client import (EVENT, PUBSUB, app_condition, event_node, items_of, items_xml, pep_client,
                          publish_xml, result_items)
-from .roster_client import condition, iq
+from .roster_client import condition, iq, send_presence
 
 TUNE = "http://jabber.org/protocol/tune"
 NICK = "http://jabber.org/protocol/nick"
@@ -188,3 +188,18 @@ def test_bad_requests_get_the_xep_errors(xmpp_server, xmpp_client):
     with pytest.raises(IqError) as exc:  # the domain has no pubsub service of its own
         iq(alice, items_xml("n"), to="example.org")
     assert condition(exc.value) == "service-unavailable"
+
+
+def test_last_item_when_a_subscription_starts(xmpp_server, xmpp_client):
+    server = xmpp_server({"alice": "pw-a", "bob": "pw-b"}, shared_roster=False)
+    alice = pep_client(xmpp_client, server, "alice")  # slixmpp approves subscription requests
+    bob = pep_client(xmpp_client, server, "bob", notify=[TUNE])
+    iq(alice, publish_xml(TUNE, tune("Something")), "set")
+    bob.none("pubsub_publish", 0.3)  # not subscribed yet
+    send_presence(bob, to="alice@example.org", type="subscribe")
+    event = bob.next("pubsub_publish")  # RFC 6121 §3.1.5 + XEP-0060 §6.1.7: now subscribed
+    [(_, payload)] = items_of(event)
+    assert payload.findtext(f"{{{TUNE}}}title") == "Something"
+    iq(alice, publish_xml(TUNE, tune("Else")), "set")
+    [(_, payload)] = items_of(bob.next("pubsub_publish"))
+    assert payload.findtext(f"{{{TUNE}}}title") == "Else"
