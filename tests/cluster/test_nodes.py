@@ -5,10 +5,20 @@ their next login, exactly once (issue 14, docs/cluster.md)."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 from .helpers import api_send, available_from, chat_body
 
 ACCOUNTS = {"alice": "a", "bob": "b"}
+
+
+def cli(server, *args: str) -> subprocess.CompletedProcess:
+    """``convergence --config <server's configuration> ARGS``."""
+    return subprocess.run([str(Path(sys.executable).parent / "convergence"), "--config",
+                           str(server.process.config_path), *args],
+                          capture_output=True, text=True, timeout=60)
 
 
 def two_nodes(node):
@@ -112,15 +122,21 @@ def test_cluster_status_lists_the_nodes(node, xmpp_client):
     b = node("node-b")
     xmpp_client(a, "alice", resource="laptop")
     b.process.wait_for("registered alice@")  # published after node A wrote its directory
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    done = subprocess.run([str(Path(sys.executable).parent / "convergence"), "--config",
-                           str(a.process.config_path), "cluster", "status"],
-                          capture_output=True, text=True, timeout=30)
+    done = cli(a, "cluster", "status")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[-1] == "2 nodes, 1 endpoints"
     (line_a,) = [line for line in lines if line.startswith("node-a ")]
     assert "heartbeat" in line_a and "1 xmpp" in line_a
+
+
+def test_account_change_from_the_cli_reaches_every_node(node, xmpp_client):
+    """``convergence user passwd`` (run against node A's configuration) ends bob's session on node
+    B with <reset/> (the PostgreSQL control path reaches every member, docs/operations.md)."""
+    a, b = two_nodes(node)
+    bob = xmpp_client(b, "bob", resource="desk")
+    done = cli(a, "user", "passwd", "bob", "-p", "new secret")
+    assert done.returncode == 0, done.stderr
+    b.process.wait_for("account bob@example.org changed (announced by another process)")
+    error = bob.next("stream_error")
+    assert error["condition"] == "reset"
