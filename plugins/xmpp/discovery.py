@@ -3,7 +3,8 @@
 disco#info on the server lists an ``server/im`` identity and every feature the IQ handlers declare
 (``service.iq.features(service)``); on an account's bare JID it answers for the account (``account/registered``,
 XEP-0030 §3.1, with what ``router.account_identity``/``account_feature`` add: PEP), and ``service-unavailable`` when there is no such account (RFC 6121 §8.5.1).
-disco#items lists nothing yet (no components). Ping and version answer for the server. A
+disco#items on the server lists nothing yet (no components); on an account, what the router's
+``account_items`` give (the PEP nodes the asker may read). Ping and version answer for the server. A
 get-only namespace sent as ``set`` is ``feature-not-implemented`` (RFC 6120 §8.3.3.3).
 """
 from __future__ import annotations
@@ -64,8 +65,11 @@ def disco_info(service, session, stanza):
 
 def disco_items(service, session, stanza):
     _get(stanza)
-    _account(service, stanza)
-    return iq_result(stanza, ET.Element(tag("query", DISCO_ITEMS)))
+    account = _account(service, stanza)
+    query = ET.Element(tag("query", DISCO_ITEMS))
+    for jid, node in service.iq.items_of_account(service, session, account) if account else ():
+        ET.SubElement(query, tag("item", DISCO_ITEMS), jid=jid, node=node)
+    return iq_result(stanza, query)
 
 
 def ping(service, session, stanza):

@@ -69,6 +69,7 @@ class IqRouter:
         self._account_features: set[str] = set()
         self._account_identities: list[tuple[str, str]] = []
         self._observers: dict[str, list[Callable]] = {}
+        self._account_items: list[Callable] = []
         self._awaited: dict[tuple[str, str], Callable] = {}
 
     def register(self, payload: str, func: Callable, *, features=(), before_auth=False,
@@ -93,6 +94,14 @@ class IqRouter:
 
     def account_identities(self) -> list[tuple[str, str]]:
         return list(self._account_identities)
+
+    def account_items(self, func: Callable) -> None:
+        """``func(service, session, account)`` gives disco#items of an account's bare JID: a list
+        of (jid, node) (XEP-0030 §4; PEP nodes, XEP-0163 §7)."""
+        self._account_items.append(func)
+
+    def items_of_account(self, service, session, account) -> list[tuple[str, str]]:
+        return [item for func in self._account_items for item in func(service, session, account)]
 
     def on(self, event: str, func: Callable) -> None:
         self._observers.setdefault(event, []).append(func)

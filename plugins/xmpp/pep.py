@@ -38,6 +38,8 @@ from __future__ import annotations
 import secrets
 import xml.etree.ElementTree as ET
 
+from sqlalchemy.exc import IntegrityError
+
 from convergence import Address, AddressError, contacts
 
 from . import pep_store as store, pubsub_forms as forms
@@ -70,6 +72,7 @@ def register_iq(router) -> None:
     router.register(tag("pubsub", OWNER), owner_iq, to_account=True)
     router.account_identity("pubsub", "pep")
     router.account_feature(*FEATURES)
+    router.account_items(node_items)
     router.on("caps", send_last)
     router.on("subscribed", subscribed)
 
@@ -208,6 +211,13 @@ def _items(service, session, iq, owner, request) -> ET.Element:
     return iq_result(iq, result)
 
 
+def node_items(service, session, owner: Address) -> list[tuple[str, str]]:
+    """disco#items of an account (XEP-0163 §7, XEP-0060 §5.2): the nodes the asker may read."""
+    found = store.nodes_of(service.core.db, owner.local)
+    return [(owner.jid, node.name) for node in found
+            if _allowed(service, session.account, owner, node) is None]
+
+
 def owner_iq(service, session, iq: ET.Element) -> ET.Element:
     owner = _owner(service, session, iq)
     _own(session, owner)
@@ -293,10 +303,13 @@ def publish_item(service, owner: Address, node: str, item_id: str, payload: ET.E
         config = existing.config
     else:
         config = {**node_defaults(node), **(defaults or {}), **wanted}
+    args = (db, owner.local, node, store.Item(item_id, text), publisher, config,
+            forms.max_items(config, _setting(service, "pep_max_items")), _setting(service, "pep_max_nodes"))
     try:
-        store.publish(db, owner.local, node, store.Item(item_id, text), publisher, config,
-                      forms.max_items(config, _setting(service, "pep_max_items")),
-                      _setting(service, "pep_max_nodes"))
+        try:
+            store.publish(*args)
+        except IntegrityError:  # the node or item id was created by a concurrent publish: again
+            store.publish(*args)
     except store.TooManyNodes:
         raise _too_many(service) from None
     current = existing or store.Node(node, config)

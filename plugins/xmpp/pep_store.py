@@ -94,11 +94,12 @@ def node(db: Database, account: str, name: str) -> Node | None:
         return None if row is None else Node(row.node, dict(row.config), _members(session, row.id))
 
 
-def nodes(db: Database, account: str) -> list[str]:
-    """The names of ``account``'s nodes (disco#items, XEP-0163 §7)."""
+def nodes_of(db: Database, account: str) -> list[Node]:
+    """``account``'s nodes by name, with their whitelists (disco#items, XEP-0163 §7)."""
     with db.read() as session:
-        return list(session.scalars(select(PepNode.node).join(Account, Account.id == PepNode.account_id)
-                                    .where(Account.name == account).order_by(PepNode.node)))
+        rows = session.scalars(select(PepNode).join(Account, Account.id == PepNode.account_id)
+                               .where(Account.name == account).order_by(PepNode.node)).all()
+        return [Node(row.node, dict(row.config), _members(session, row.id)) for row in rows]
 
 
 def items(db: Database, account: str, name: str, ids=None, last: int | None = None) -> list[Item]:

@@ -203,3 +203,17 @@ def test_last_item_when_a_subscription_starts(xmpp_server, xmpp_client):
     iq(alice, publish_xml(TUNE, tune("Else")), "set")
     [(_, payload)] = items_of(bob.next("pubsub_publish"))
     assert payload.findtext(f"{{{TUNE}}}title") == "Else"
+
+
+def test_account_disco_items_list_the_nodes_one_may_read(xmpp_server, xmpp_client):
+    server = xmpp_server({"alice": "pw-a", "bob": "pw-b"})
+    alice = pep_client(xmpp_client, server, "alice")
+    bob = pep_client(xmpp_client, server, "bob")
+    iq(alice, publish_xml(TUNE, tune("a")), "set")
+    iq(alice, publish_xml("urn:example:secret", "<s xmlns='urn:example'/>", access_model="whitelist"), "set")
+
+    def nodes(client):
+        items = client.call(lambda: client.xmpp.plugin["xep_0030"].get_items("alice@example.org"))
+        return {(str(jid), node) for jid, node, _ in items["disco_items"]["items"]}
+    assert nodes(alice) == {("alice@example.org", TUNE), ("alice@example.org", "urn:example:secret")}
+    assert nodes(bob) == {("alice@example.org", TUNE)}
