@@ -140,3 +140,40 @@ def test_account_change_from_the_cli_reaches_every_node(node, xmpp_client):
     b.process.wait_for("account bob@example.org changed (announced by another process)")
     error = bob.next("stream_error")
     assert error["condition"] == "reset"
+
+
+def test_three_nodes_story_with_a_node_killed(node, xmpp_client, tmp_path):
+    """The sample's story over three nodes: the XMPP user on A, the phone on B, the HTTP API and a
+    watcher on C. Then A is killed with SIGKILL: the watcher sees the user go, the phone's
+    messages are acknowledged (202: stored) and arrive exactly once when the user logs in again on
+    C."""
+    from actors import ACCOUNTS as DEMO, SIP, Phone
+    from sipp_runner import Sipp
+
+    a = node("node-a", DEMO, sip=SIP)
+    b = node("node-b", sip=SIP)
+    c = node("node-c", sip=SIP)
+    folder = tmp_path / "sipp"
+    folder.mkdir()
+    phone = Phone(Sipp(b.sip_port, folder))
+    phone.register()
+    user = xmpp_client(a, "convergence", password=DEMO["convergence"], resource="pc")
+    watcher = xmpp_client(c, "userc", password=DEMO["userc"], resource="w")
+    watcher.next("presence", match=available_from("convergence@"))
+    c.process.wait_for("registered sipuserf@")  # node C knows the phone (from node B)
+
+    phone.send("convergence", "phone on B to XMPP on A")
+    assert user.next("message")["body"].strip() == "phone on B to XMPP on A"
+    incoming = phone.receive()
+    assert api_send(c, "userc", DEMO["userc"], "sipuserf@" + c.domain, "HTTP on C")["outcome"] == "delivered"
+    assert "HTTP on C" in incoming()
+
+    a.process.proc.send_signal(signal.SIGKILL)
+    a.process.proc.wait()
+    for n in range(3):  # acknowledged with 202 whether or not node B has noticed yet
+        phone.send("convergence", f"after the kill {n}", expect=202)
+    watcher.next("presence", timeout=5, match=available_from("convergence@", "unavailable"))
+    back = xmpp_client(c, "convergence", password=DEMO["convergence"], resource="again")
+    got = [back.next("message")["body"].strip() for _ in range(3)]
+    assert got == [f"after the kill {n}" for n in range(3)]
+    back.none("message", wait=0.5)
