@@ -87,6 +87,14 @@ def test_access_models(xmpp_server, xmpp_client):
     iq(alice, publish_xml(DEVICES, devices), "set")
     [(item_id, payload)] = result_items(iq(bob, items_xml(DEVICES), to="alice@example.org"))
     assert payload.find("{eu.siacs.conversations.axolotl}device").get("id") == "1234"
+    bundle = "<bundle xmlns='eu.siacs.conversations.axolotl'><signedPreKeyPublic signedPreKeyId='1'>AAAA" \
+             "</signedPreKeyPublic></bundle>"
+    iq(alice, publish_xml(f"eu.siacs.conversations.axolotl.bundles:1234", bundle), "set")
+    assert len(result_items(iq(bob, items_xml("eu.siacs.conversations.axolotl.bundles:1234"), to="alice@example.org"))) == 1
+    for device in ("1", "2"):  # OMEMO 2: one bundle item per device, with the options XEP-0384 asks
+        iq(alice, publish_xml("urn:xmpp:omemo:2:bundles", f"<bundle xmlns='urn:xmpp:omemo:2'><spk id='{device}'>AA"
+                              "</spk></bundle>", item_id=device, max_items="max", access_model="open"), "set")
+    assert [i for i, _ in result_items(iq(bob, items_xml("urn:xmpp:omemo:2:bundles"), to="alice@example.org"))] == ["1", "2"]
     # whitelist: only members read
     iq(alice, publish_xml("urn:example:secret", "<s xmlns='urn:example'/>", access_model="whitelist"), "set")
     with pytest.raises(IqError) as exc:

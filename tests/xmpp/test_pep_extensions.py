@@ -141,6 +141,19 @@ def test_bookmarks_2_and_private_xml_convert(xmpp_server, xmpp_client):
     with pytest.raises(IqError) as exc:  # a conference without a room JID
         private_set(alice, "<storage xmlns='storage:bookmarks'><conference name='x'/></storage>")
     assert condition(exc.value) == "not-acceptable"
+    # slixmpp's XEP-0048 plugin over XEP-0049, as an old client stores and reads bookmarks
+    from slixmpp.plugins.xep_0048.stanza import Bookmarks
+
+    def store_old():
+        bookmarks = Bookmarks()
+        bookmarks.add_conference("lobby@conference.example.org", "al", name="Lobby", autojoin=True)
+        return phone.xmpp.plugin["xep_0048"].set_bookmarks(bookmarks, method="xep_0049")
+    phone.call(store_old)
+    lobby = alice.next("pubsub_publish", match=lambda m: event_node(m) == BOOKMARKS and
+                       items_of(m)[0][0] == "lobby@conference.example.org")
+    assert items_of(lobby)[0][1].findtext(f"{{{BOOKMARKS}}}nick") == "al"
+    got = alice.call(lambda: alice.xmpp.plugin["xep_0048"].get_bookmarks(method="xep_0049"))
+    assert [c["jid"] for c in got["private"]["bookmarks"]["conferences"]] == ["lobby@conference.example.org"]
 
 
 def test_private_xml_storage(xmpp_server, xmpp_client):
