@@ -263,3 +263,38 @@ def test_fuzzed_pubsub_requests_are_answered_and_the_server_keeps_serving(xmpp_s
         answered += 1
     assert answered == 120
     assert iq(bob, "<ping xmlns='urn:xmpp:ping'/>") is not None
+
+
+def test_verification_string_fuzz():
+    """Seeded mutations of the §5.3 answer: never an exception, order never matters (§5.1 sorts)."""
+    import random
+    rng = random.Random(1150)
+    base = ET.fromstring(COMPLEX)
+    junk = ["<identity xmlns='http://jabber.org/protocol/disco#info'/>",
+            "<feature xmlns='http://jabber.org/protocol/disco#info'/>",
+            "<feature xmlns='http://jabber.org/protocol/disco#info' var='x&lt;y'/>",
+            "<x xmlns='jabber:x:data'/>",
+            "<x xmlns='jabber:x:data'><field var='FORM_TYPE' type='text-single'><value>a</value></field></x>",
+            "<x xmlns='jabber:x:data'><field var='FORM_TYPE'><value>a</value><value>b</value></field></x>",
+            "<x xmlns='jabber:x:data'><field var='FORM_TYPE' type='hidden'><value>urn:xmpp:dataforms:softwareinfo</value>"
+            "</field></x>",
+            "<x xmlns='jabber:x:data'><field><value>v</value></field><field var='f'/></x>",
+            "<other xmlns='urn:x'><deep><deeper/></deep></other>"]
+    for _ in range(500):
+        query = ET.fromstring(ET.tostring(base))
+        for _ in range(rng.randint(0, 3)):
+            query.append(ET.fromstring(rng.choice(junk)))
+        for child in list(query):
+            if rng.random() < 0.15:
+                query.remove(child)
+        for child in query.iter():
+            for key in list(child.attrib):
+                if rng.random() < 0.05:
+                    child.set(key, rng.choice(["", "é", "<", "a" * 300]))
+        result = caps.verification_string(query)
+        assert result is None or isinstance(result, str)
+        shuffled = ET.Element(query.tag)
+        children = list(query)
+        rng.shuffle(children)
+        shuffled.extend(children)
+        assert caps.verification_string(shuffled) == result
