@@ -7,7 +7,7 @@ secrets of every plaintext password over the CPU cores (PBKDF2 for SCRAM-SHA-1 a
 the digest HA1, :func:`convergence.credentials.derive`, in a ``ProcessPoolExecutor``), then create
 every new account in **one transaction** — all of them, or none when anything fails, so an
 interrupted or failed import leaves no account behind — and announce each like ``user add``
-(``on_account``, the control path). Accounts given as SCRAM keys (no plaintext) get no digest
+(``on_account``, the control path; on PostgreSQL the NOTIFYs go with the accounts' commit). Accounts given as SCRAM keys (no plaintext) get no digest
 HA1: they log in over SASL SCRAM (and PLAIN/HTTP Basic when SHA-256 keys came), and digest
 (SIP) refuses them until a password is set.
 
@@ -19,10 +19,13 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, TextIO
 
-from . import account_files, credentials
+from sqlalchemy import text
+
+from . import account_files, control, credentials
 from .account_files import Entry, Refusal
 from .addresses import AddressError, normalize_domain
 from .store import accounts
@@ -142,7 +145,8 @@ def import_file(core, path: Path, kind: str | None = None, jobs: int | None = No
             creds, keyed[local] = account_files.credentials_from_scram(entry.scram, core.domain)
         ready.append((local, creds))
 
-    appeared = accounts.create_many(core.db, ready)
+    notify = isinstance(core.control.channel, control.NotifyChannel)
+    appeared = accounts.create_many(core.db, ready, partial(_notify, core.control) if notify else None)
     for local, creds in ready:
         if local in appeared:  # created by another process since we looked
             summary.skipped.append(local)
@@ -153,8 +157,21 @@ def import_file(core, path: Path, kind: str | None = None, jobs: int | None = No
             summary.one_hash += not keyed[local]
         address = core.address(local)
         core.hook.on_account(core=core, account=address, change="created", endpoint=None)
-        core.control.publish(address, "created")
+        if not notify:
+            core.control.publish(address, "created")
     return summary
+
+
+def _notify(control_: control.Control, conn, names: list[str]) -> None:
+    """PostgreSQL: the control path's NOTIFY of every created account, sent by the accounts'
+    own commit (one statement, one commit: a NOTIFY in a transaction of its own costs ~3 ms, 30 s
+    for 10,000 accounts)."""
+    if not names:
+        return
+    conn.execute(text("SELECT pg_notify(:channel, :payload)"), [
+        {"channel": control.CHANNEL,
+         "payload": control.encode(control.AccountChange(name, "created", control_.origin)).decode()}
+        for name in names])
 
 
 def export(core, out: TextIO) -> int:

@@ -2,9 +2,10 @@
 credentials."""
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from ..credentials import Credentials, ScramKeys
@@ -72,10 +73,12 @@ def existing(db: Database, names: Iterable[str]) -> set[str]:
         return _existing(conn, list(names))
 
 
-def create_many(db: Database, accounts: Sequence[tuple[str, Credentials]]) -> set[str]:
+def create_many(db: Database, accounts: Sequence[tuple[str, Credentials]],
+                before_commit: Callable[[Connection, list[str]], None] | None = None) -> set[str]:
     """Create ``accounts`` (name, credentials) in one transaction: all of them, or none when
     anything fails. Names that exist (also those another process created since the caller
-    looked) are left alone and returned."""
+    looked) are left alone and returned. ``before_commit(conn, created names)`` runs inside the
+    transaction, last (PostgreSQL NOTIFYs there are sent by the commit, and only by it)."""
     names = [name for name, _ in accounts]
     for attempt in (1, 2):
         try:
@@ -84,6 +87,8 @@ def create_many(db: Database, accounts: Sequence[tuple[str, Credentials]]) -> se
                 rows = [{"name": name, **_columns(creds)} for name, creds in accounts if name not in found]
                 if rows:
                     conn.execute(insert(Account), rows)
+                if before_commit:
+                    before_commit(conn, [row["name"] for row in rows])
             return found
         except IntegrityError:  # PostgreSQL: a name created concurrently; look again
             if attempt == 2:

@@ -50,6 +50,12 @@ def test_csv_import_of_1000_accounts_then_xmpp_and_sip_logins(convergence_server
     assert lines[0].endswith("999 created, 1 skipped (they exist), 2 refused"), result.stdout
     assert lines[1] == "  refused line 1002: 'bad name': localpart 'bad name' contains a space or control character"
     assert lines[2] == "  refused line 1003: 'user3': listed before (line 5)"
+    # The running server heard of each (PostgreSQL: NOTIFYs sent by the import's one commit).
+    server.process.wait_for("account user999@example.org created (announced by another process)")
+    # (On PostgreSQL the channel is the database's: other tests' changes may be heard too.)
+    heard = {line.split(" account ")[1].split("@")[0] for line in server.process.output
+             if "created (announced by another process)" in line}
+    assert heard >= {f"user{i}" for i in range(1000) if i != 7}
     listed = run_cli(server.process.config_path, "user", "list").stdout.splitlines()
     assert len(listed) == 1000 and "user999@example.org" in listed and "(" not in "".join(listed)
 
