@@ -20,8 +20,9 @@
 
 What presence remembers lives on the service: the last available stanza of each session
 (``service.last_presence``, for probes, §4.3.2) and, per account, the non-XMPP presence last shown
-from each JID (``service.shown``). Directed presence and subscription stanzas to other domains get
-``remote-server-not-found`` (no server-to-server yet).
+from each JID (``service.shown``). Contacts of other domains (federation) are reached through
+``s2s_presence``: remote watchers in the broadcast, probes at initial presence, directed presence
+over s2s; without federation they get ``remote-server-not-found``.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from convergence import Address, AddressError, Presence, contacts
 from convergence.presence import UNAVAILABLE
 from convergence.store import roster as store
 
+from . import s2s_presence
 from .stanzas import StanzaError, error_reply, tag
 from .subscription_handling import subscription
 from .subscriptions import KINDS
@@ -131,6 +133,7 @@ def _broadcast(service, session, element: ET.Element) -> None:
                 session.send(readdressed(last[other.address][1], other.address, session.address))
         for contact in watched(service, account, state):
             show(service, contact, [session])
+        s2s_presence.probe(service, account)  # contacts of other domains answer by themselves
         for _, text in state.requests:
             session.send(ET.fromstring(text))  # §3.1.3: still waiting for an answer
         service.core.router.deliver_stored(account)
@@ -138,9 +141,7 @@ def _broadcast(service, session, element: ET.Element) -> None:
 
 def _directed(service, session, to: Address, element: ET.Element) -> None:
     """§4.6: presence to one JID; remembered so that ``unavailable`` reaches it later."""
-    if to.domain != service.domain:
-        raise StanzaError("remote-server-not-found", f"no route to {to.domain}")
-    deliver(service, to, element)
+    deliver(service, to, element)  # another domain: over federation (remote-server-not-found without)
     if element.get("type") == "unavailable":
         session.directed.discard(to)
     elif session.available and to.bare not in watcher_accounts(service, session.account):

@@ -15,8 +15,11 @@ SIP, HTTP) or the offline store. An error from the router goes back to the remot
 error stanza (an account that does not exist is ``service-unavailable``, RFC 6121 §8.5.1). IQs
 for a bound local resource are passed to it; IQs for the server answer disco, ping and version
 (XEP-0030, XEP-0199, XEP-0092) through the plugin's IQ router; anything else is
-``service-unavailable``. Presence from remote users is passed to the local resource named by a
-full JID (directed presence); subscriptions across domains are not handled yet (docs/xmpp.md).
+``service-unavailable``. Presence (RFC 6121 §3, §4): subscription stanzas go through the same
+state machine as local ones (``subscription_handling.received``); a probe is answered with the
+account's presence when the remote contact may see it (``from``/``both``), else ignored (§4.3.2:
+no presence leak); available and unavailable presence reach the account's available resources
+when it sees the contact (``to``/``both``), or the named resource (directed presence).
 """
 from __future__ import annotations
 
@@ -26,9 +29,12 @@ import xml.etree.ElementTree as ET
 from convergence import Address, AddressError, RoutingError
 from convergence.message import MESSAGE_TYPES, new_id
 
-from . import messages
+from . import messages, s2s_presence
 from .discovery import DISCO_INFO, DISCO_ITEMS, PING, VERSION
 from .stanzas import ERROR_TYPES, STANZA_ERROR_NS, StanzaError, error_reply, tag
+from .subscription_handling import received as subscription_received
+from .subscriptions import KINDS
+from .visibility import deliver, show
 
 log = logging.getLogger(__name__)
 
@@ -147,11 +153,20 @@ class Inbound:
         addresses = self._addresses(element)
         if addresses is None:
             return
-        _, recipient = addresses
-        if recipient.resource:
-            session = self.service.session(recipient)
-            if session is not None:
-                session.send(element)
+        sender, recipient = addresses
+        kind, service = element.get("type"), self.service
+        if recipient.local is None:
+            return  # presence to the server itself: nothing to do
+        if kind in KINDS:
+            subscription_received(service, recipient, sender, kind, element)
+        elif kind == "probe":
+            if s2s_presence.shows_to(service, recipient.bare, sender):
+                show(service, recipient.bare, [s2s_presence.RemoteWatcher(service, sender)])
+        elif kind in (None, "unavailable"):
+            if recipient.resource or s2s_presence.sees(service, recipient.bare, sender):
+                deliver(service, recipient, element)
+        elif kind == "error" and recipient.resource:
+            deliver(service, recipient, element)
 
 
 class _Remote:

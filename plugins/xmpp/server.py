@@ -40,6 +40,7 @@ class XmppServer:
         if settings["s2s_listen"]:
             self.federation = s2s_transport.Federation(core, settings)
             self.federation.on_stanza = s2s_routing.Inbound(self.service, self.federation).receive
+            self.service.federation = self.federation  # presence to contacts of other domains
 
     @hookimpl
     def add_listeners(self):

@@ -11,8 +11,9 @@ shown to a contact that starts seeing it (§3.1.5) or withdrawn from one that st
 The shared roster makes every local account and service user a ``both`` contact of every account:
 subscription stanzas between them are answered (``subscribe`` → ``subscribed``) but change nothing.
 Service users approve every request and keep no state; a stanza to a local JID with no account is
-silently ignored (§8.5.1). Contacts on other domains are not reachable (no server-to-server yet):
-``remote-server-not-found``.
+silently ignored (§8.5.1). Contacts on other domains (federation, ``s2s_presence``) go through the
+same state machine: the stanzas to them leave over s2s (``visibility.deliver``), theirs come in
+through ``received``; without federation they get ``remote-server-not-found``.
 """
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ from convergence.store import accounts
 from convergence.store import roster as store
 from convergence.store.roster import Item
 
+from . import s2s_presence
 from .roster_push import push
 from .stanzas import StanzaError
 from .subscriptions import State, inbound, outbound
-from .visibility import deliver, own, readdressed, show, stanza, withdraw
+from .visibility import deliver, own, readdressed, seen_by, show, stanza, withdraw
 
 
 def subscription(service, session, kind: str, to: Address | None, element: ET.Element) -> None:
@@ -38,10 +40,11 @@ def subscription(service, session, kind: str, to: Address | None, element: ET.El
     contact = to.bare
     if contact == account:
         raise StanzaError("bad-request", "an account cannot subscribe to itself")
-    if contact.domain != service.domain:
+    far = s2s_presence.remote(service, contact)
+    if far and service.federation is None:
         raise StanzaError("remote-server-not-found", f"no route to {contact.domain}")
     routed = readdressed(element, account, contact)  # §3.1.2: stamped with the bare JID
-    if contacts.is_shared(service.core, account, contact):
+    if not far and contacts.is_shared(service.core, account, contact):
         if kind == "subscribe":  # already "both": answered at once (§3.1.3)
             deliver(service, account, stanza("subscribed", contact, account))
             show(service, contact, own(service, account))
@@ -53,6 +56,12 @@ def subscription(service, session, kind: str, to: Address | None, element: ET.El
     _follow(service, account, contact, outcome)
 
 
+def received(service, user: Address, contact: Address, kind: str, element: ET.Element) -> None:
+    """A subscription stanza from ``contact`` of another domain to the local ``user`` (over
+    federation, already checked to come from that domain)."""
+    _receive(service, user.bare, contact.bare, kind, readdressed(element, contact.bare, user.bare))
+
+
 def contact_removed(service, account: Address, contact: Address, item: Item) -> None:
     """§2.5.2: ``contact`` leaves ``account``'s roster; subscriptions both ways are cancelled."""
     db = service.core.db
@@ -60,18 +69,22 @@ def contact_removed(service, account: Address, contact: Address, item: Item) -> 
     store.remove(db, account.local, contact.jid)
     store.remove_request(db, account.local, contact.jid)
     sender = account.bare
-    if contact.domain == service.domain:
-        if state.sees_contact or state.pending_out:
-            _receive(service, contact, sender, "unsubscribe", stanza("unsubscribe", sender, contact))
-        if state.shows_contact or state.pending_in:
-            _receive(service, contact, sender, "unsubscribed", stanza("unsubscribed", sender, contact))
+    if state.sees_contact or state.pending_out:  # (a contact of another domain: over federation)
+        _receive(service, contact, sender, "unsubscribe", stanza("unsubscribe", sender, contact))
+    if state.shows_contact or state.pending_in:
+        _receive(service, contact, sender, "unsubscribed", stanza("unsubscribed", sender, contact))
     if state.shows_contact:
         withdraw(service, account, contact)
 
 
 def _receive(service, user: Address, contact: Address, kind: str, element: ET.Element) -> None:
-    """``user`` (local) receives a subscription stanza from ``contact`` (Appendix A.3)."""
+    """``user`` (local) receives a subscription stanza from ``contact`` (Appendix A.3); a
+    ``user`` of another domain gets it over federation (its server applies it)."""
     core = service.core
+    if s2s_presence.remote(service, user):
+        if service.federation is not None:
+            deliver(service, user, element)
+        return
     if user in contacts.service_users(core):  # service users approve everyone (and keep no state)
         if kind in ("subscribe", "unsubscribe"):
             answer = "subscribed" if kind == "subscribe" else "unsubscribed"
@@ -114,7 +127,7 @@ def _follow(service, account: Address, contact: Address, outcome) -> None:
     withdraw it from one that no longer does."""
     old, new = outcome.old, outcome.new
     if new.shows_contact and not old.shows_contact:  # §3.1.5: the contact now sees the user
-        show(service, account, own(service, contact))
+        show(service, account, seen_by(service, contact))
         service.iq.emit("subscribed", service, account, own(service, contact))  # PEP's last items
     elif old.shows_contact and not new.shows_contact:  # §3.2.2, §3.3.3
         withdraw(service, account, contact)

@@ -14,6 +14,7 @@ import xml.etree.ElementTree as ET
 from convergence import Address, Presence, contacts
 from convergence.store import roster as store
 
+from . import s2s_presence
 from .stanzas import tag
 
 
@@ -28,8 +29,10 @@ def watcher_accounts(service, account: Address, state: store.InitialPresence | N
 
 
 def watchers(service, account: Address, state: store.InitialPresence | None = None) -> list:
-    """The available sessions that see ``account``'s presence."""
-    return [s for a in watcher_accounts(service, account, state) for s in own(service, a)]
+    """The available sessions that see ``account``'s presence, and its contacts of other domains
+    that do (``s2s_presence.RemoteWatcher``: they take stanzas like a session)."""
+    return [s for a in watcher_accounts(service, account, state) for s in own(service, a)] \
+        + s2s_presence.watchers(service, account)
 
 
 def watched(service, account: Address, state: store.InitialPresence | None = None) -> list[Address]:
@@ -63,9 +66,17 @@ def show(service, account: Address, sessions: list) -> None:
         send(sessions, stanza_of(jid, presence))
 
 
+def seen_by(service, contact: Address) -> list:
+    """Where ``contact`` sees presence: its available sessions, or for a contact of another
+    domain its server (federation)."""
+    if s2s_presence.remote(service, contact):
+        return [s2s_presence.RemoteWatcher(service, contact.bare)]
+    return own(service, contact)
+
+
 def withdraw(service, account: Address, contact: Address) -> None:
     """``contact`` no longer sees ``account``: unavailable from each of its resources."""
-    targets = own(service, contact)
+    targets = seen_by(service, contact)
     for session in own(service, account):
         send(targets, stanza("unavailable", session.address))
     for jid in foreign(service.core, account):
@@ -112,7 +123,11 @@ def send(sessions: list, element: ET.Element, sender: Address | None = None) -> 
 
 def deliver(service, to: Address, element: ET.Element) -> None:
     """A presence stanza to a local JID (RFC 6121 §8.5): the named resource, or every available
-    resource of the account; nothing for a JID with no such session (§8.5.1, §8.5.3.2.2)."""
+    resource of the account; nothing for a JID with no such session (§8.5.1, §8.5.3.2.2).
+    A JID of another domain: over federation (``s2s_presence.send``)."""
+    if s2s_presence.remote(service, to):
+        s2s_presence.send(service, readdressed(element, Address.parse(element.get("from")), to))
+        return
     if to.resource:
         session = service.session(to)
         if session is not None:

@@ -4,6 +4,7 @@ delivery, and a Prosody restart while stanzas wait. How the servers find each ot
 ``prosody.py``'s docstring (our domain is a random 127/8 address with s2s on its port 5269)."""
 import pytest
 
+from .phones import SIP, FederatedPhone
 from .pki import Authority
 from .prosody import PROSODY, Prosody, loopback_domain
 from .talk import says
@@ -22,7 +23,7 @@ def prosody(tmp_path):
 def ours(federated, prosody):
     domain = loopback_domain()
     return federated(domain, {"alice": "alice-secret"}, {prosody.domain: prosody.s2s_address},
-                     xmpp={"s2s_listen": f"{domain}:5269"})
+                     xmpp={"s2s_listen": f"{domain}:5269"}, sip=SIP)
 
 
 def test_message_to_prosody_and_back(ours, prosody, xmpp_client):
@@ -113,3 +114,28 @@ def test_secure_auth_refuses_a_self_signed_peer(federated, prosody, xmpp_client,
     error = alice.next("message_error", timeout=15)
     assert error["error"]["condition"] == "remote-server-not-found"
     ours.process.wait_for("does not validate (s2s_secure_auth)")
+
+
+def test_presence_subscription_both_ways_broadcast_and_logout(ours, prosody, xmpp_client, tmp_path):
+    """RFC 6121 across domains with Prosody: alice subscribes to bob (slixmpp approves and
+    subscribes back by default), both see each other's presence, a phone registered for alice
+    shows to bob as a resource of her account, her logout is unavailable at bob's, and her next
+    login probes bob (RFC 6121 §4.3) and shows her to him."""
+    alice, bob = xmpp_client(ours, "alice", roster=True), xmpp_client(prosody, "bob", roster=True)
+    alice.call(lambda: alice.xmpp.send_presence(pto=prosody.jid("bob"), ptype="subscribe"))
+    alice.next("presence", timeout=15, match=lambda p: str(p["from"]) == bob.jid and p["type"] == "available")
+    bob.next("presence", timeout=15, match=lambda p: str(p["from"]) == alice.jid and p["type"] == "available")
+    roster = alice.call(lambda: alice.xmpp.client_roster)
+    assert roster[prosody.jid("bob")]["subscription"] == "both"
+
+    phone = FederatedPhone(ours, "alice", "alice-secret", tmp_path / "sipp")
+    phone.register()
+    shown = bob.next("presence", timeout=15, match=lambda p: p["from"].bare == ours.jid("alice")
+                     and p["from"].resource.startswith("sip-"))
+    assert shown["type"] == "available"
+
+    alice.disconnect()
+    bob.next("presence", timeout=15, match=lambda p: str(p["from"]) == alice.jid and p["type"] == "unavailable")
+    again = xmpp_client(ours, "alice", resource="again")  # initial presence probes bob (§4.3.1)
+    again.next("presence", timeout=15, match=lambda p: str(p["from"]) == bob.jid and p["type"] == "available")
+    bob.next("presence", timeout=15, match=lambda p: str(p["from"]) == again.jid and p["type"] == "available")
