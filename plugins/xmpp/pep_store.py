@@ -88,10 +88,16 @@ def _members(session, node_id: int) -> frozenset:
         PepAffiliation.node_id == node_id, PepAffiliation.affiliation.in_(("member", "publisher")))))
 
 
+def _node(session, row: PepNode) -> Node:
+    """The node of ``row``; its whitelist is read only when the access model uses it."""
+    whitelisted = row.config.get("access_model") == "whitelist"
+    return Node(row.node, dict(row.config), _members(session, row.id) if whitelisted else frozenset())
+
+
 def node(db: Database, account: str, name: str) -> Node | None:
     with db.read() as session:
         row = _node_row(session, account, name)
-        return None if row is None else Node(row.node, dict(row.config), _members(session, row.id))
+        return None if row is None else _node(session, row)
 
 
 def nodes_of(db: Database, account: str) -> list[Node]:
@@ -99,16 +105,15 @@ def nodes_of(db: Database, account: str) -> list[Node]:
     with db.read() as session:
         rows = session.scalars(select(PepNode).join(Account, Account.id == PepNode.account_id)
                                .where(Account.name == account).order_by(PepNode.node)).all()
-        return [Node(row.node, dict(row.config), _members(session, row.id)) for row in rows]
+        return [_node(session, row) for row in rows]
 
 
 def items(db: Database, account: str, name: str, ids=None, last: int | None = None) -> list[Item]:
-    """Items of a node oldest first: those with ``ids``, or the ``last`` newest, or all."""
+    """Items of a node oldest first: those with ``ids``, or the ``last`` newest, or all (one query)."""
     with db.read() as session:
-        row = _node_row(session, account, name)
-        if row is None:
-            return []
-        query = select(PepItem.item_id, PepItem.payload).where(PepItem.node_id == row.id)
+        query = (select(PepItem.item_id, PepItem.payload).join(PepNode, PepNode.id == PepItem.node_id)
+                 .join(Account, Account.id == PepNode.account_id)
+                 .where(Account.name == account, PepNode.node == name))
         if ids is not None:
             query = query.where(PepItem.item_id.in_(list(ids)))
         if last is not None:
