@@ -31,7 +31,8 @@ A module may also declare what an account's bare JID offers in disco#info (``acc
 ``account_identity``: the PEP service, XEP-0163 §1) and observe events of the service with
 ``router.on(event, func)``; ``router.emit(event, *args)`` calls each observer in registration order.
 The events: ``presence`` (service, session, stanza) — a broadcast presence (RFC 6121 §4.2) before it
-is sent, which an observer may amend; ``closed`` (service, session) — a bound session ended;
+is sent, which an observer may amend; ``directed`` (service, session, stanza) — the same for
+directed presence (§4.6); ``closed`` (service, session) — a bound session ended;
 ``subscribed`` (service, account, sessions) — those sessions now see the account's presence (RFC
 6121 §3.1.5); ``vcard`` (service, account, vCard element) — an account is storing its vCard (XEP-0054 §3.2; an
 observer may refuse it with a ``StanzaError``); and the
@@ -42,7 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from convergence import Address, AddressError
+from convergence import Address, AddressError, RoutingError
 
 from .stanzas import StanzaError, error_reply
 
@@ -131,6 +132,20 @@ class IqRouter:
                    if h.offered is None or h.offered(service))
         return sorted(self._features.union(*offered))
 
+    @staticmethod
+    def _to_other_domain(service, iq, request: bool) -> None:
+        """RFC 6120 §10.4: a bound session's IQ for another domain (a request, or the answer to a
+        remote entity's request) leaves over federation (``service.federation``); without it a
+        request gets ``remote-server-not-found``, an answer is dropped."""
+        to = Address.from_jid(iq.get("to"))
+        try:
+            if service.federation is None:
+                raise RoutingError("remote-server-not-found", f"no route to {to.domain}")
+            service.federation.send(to.domain, iq)
+        except RoutingError as exc:
+            if request:
+                raise StanzaError(exc.condition, exc.text) from None
+
     def dispatch(self, service, session, iq) -> None:
         """Route or answer one IQ from ``session`` (``from`` already stamped once bound)."""
         kind = iq.get("type")
@@ -145,6 +160,8 @@ class IqRouter:
                 session.send(error_reply(iq, error))
             return
         try:
+            if to is not None and to.domain != service.domain and getattr(session, "account", None):
+                return self._to_other_domain(service, iq, request)
             if to is not None and to.resource and to.local:
                 peer = service.session(to)
                 if peer is not None:

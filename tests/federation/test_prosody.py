@@ -139,3 +139,13 @@ def test_presence_subscription_both_ways_broadcast_and_logout(ours, prosody, xmp
     again = xmpp_client(ours, "alice", resource="again")  # initial presence probes bob (§4.3.1)
     again.next("presence", timeout=15, match=lambda p: str(p["from"]) == bob.jid and p["type"] == "available")
     bob.next("presence", timeout=15, match=lambda p: str(p["from"]) == again.jid and p["type"] == "available")
+
+
+def test_iqs_cross_both_ways(ours, prosody, xmpp_client):
+    """XEP-0199 pings and XEP-0030 disco over federation: a local client asks Prosody's server
+    and a Prosody user; a Prosody user asks our server and a local client (who answers itself)."""
+    alice, bob = xmpp_client(ours, "alice"), xmpp_client(prosody, "bob")
+    for client, target in ((alice, prosody.domain), (alice, bob.jid), (bob, ours.domain), (bob, alice.jid)):
+        assert client.call(lambda: client.xmpp.plugin["xep_0199"].ping(jid=target, timeout=10)) is not None
+    info = bob.call(lambda: bob.xmpp.plugin["xep_0030"].get_info(jid=ours.domain, timeout=10))
+    assert "urn:xmpp:ping" in info["disco_info"]["features"]
