@@ -1,0 +1,232 @@
+"""Federation load: messages/s and latency across a federated pair of servers on loopback, ours
+against Prosody's, and the time to set up a server-to-server stream (issue 13).
+
+Run (from a checkout, with the project installed in the virtualenv):
+
+    .venv/bin/python bench/s2s_load.py                 # both pairs, then the ours/Prosody ratios
+    .venv/bin/python bench/s2s_load.py --pairs 50 --window 10 --duration 10
+    .venv/bin/python bench/s2s_load.py --only convergence
+
+Each pair is two servers of the same kind whose domains are loopback addresses (``127.a.b.c``)
+with their server-to-server listener on that address's port 5269, so each finds the other
+without DNS (Prosody 0.12 connects to port 5269 of an IP-literal domain; ours does the same). Both
+use STARTTLS and dialback (XEP-0220) with self-signed certificates. Per pair:
+
+1. **stream set-up**: the first message from ``user0@A`` to ``user0@B``: its latency covers the
+   TCP connection, STARTTLS, both dialback checks (B asks A's authoritative server over a second
+   stream) and the delivery;
+2. **messages/s**: ``--pairs`` users on A and as many on B send each other ``<message
+   type='chat'/>`` (to the full JID, so both servers route it over the one s2s stream each way) for
+   ``--duration`` seconds, each keeping ``--window`` in flight (it sends one for each it receives);
+   the body is the send time, so each delivery gives a latency (p50, p99).
+
+The clients (bench/xmpp_load.py's, logging in with SASL PLAIN here: logins are not what is
+measured) run in this process under gevent. Servers and clients share the machine's cores:
+compare the two pairs within one run, not across machines.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from base64 import b64encode
+from pathlib import Path
+
+import gevent
+from gevent import socket as gsocket
+from gevent import ssl as gssl
+
+sys.path.insert(0, str(Path(__file__).parent))
+import xmpp_load  # noqa: E402  (the client's chat loop)
+
+PASSWORD = "bench-secret"
+
+
+def loopback() -> str:
+    """A random 127.a.b.c whose port 5269 is free."""
+    for _ in range(100):
+        address = f"127.{random.randrange(1, 255)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+        with socket.socket() as s:
+            with contextlib.suppress(OSError):
+                s.bind((address, 5269))
+                return address
+    raise RuntimeError("no loopback address with a free port 5269")
+
+
+class Client(xmpp_load.Client):
+    def login_plain(self, domain: str, port: int) -> None:
+        header = (f"<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' xmlns='jabber:client' "
+                  "xmlns:stream='http://etherx.jabber.org/streams'>").encode()
+        tls = gssl.SSLContext(gssl.PROTOCOL_TLS_CLIENT)
+        tls.check_hostname, tls.verify_mode = False, gssl.CERT_NONE
+        self.sock = gsocket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.sendall(header)
+        self.read_until(xmpp_load.FEATURES)
+        self.sock.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        self.read_until(xmpp_load.PROCEED)
+        self.sock, self.buf = tls.wrap_socket(self.sock), b""
+        self.sock.sendall(header)
+        self.read_until(xmpp_load.FEATURES)
+        credentials = b64encode(f"\0{self.name}\0{PASSWORD}".encode())
+        self.sock.sendall(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"
+                          + credentials + b"</auth>")
+        self.read_until(xmpp_load.SUCCESS)
+        self.sock.sendall(header)
+        self.read_until(xmpp_load.FEATURES)
+        self.sock.sendall(b"<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                          b"<resource>bench</resource></bind></iq>")
+        self.jid = self.read_until(xmpp_load.BOUND_JID).group(1).decode()
+        self.sock.sendall(b"<presence/><iq type='get' id='ready'><ping xmlns='urn:xmpp:ping'/></iq>")
+        self.read_until(xmpp_load.READY)
+
+
+# ---- the servers ----------------------------------------------------------------------------------
+
+def start_convergence(tmp: Path, domain: str, port: int, users: int) -> subprocess.Popen:
+    from convergence.config import load
+    from convergence.core import Core
+    data = tmp / domain / "data"
+    core = Core.create(load(None, {"server": {"domain": domain, "data_dir": str(data)}}))
+    try:
+        core.db.upgrade()
+        for i in range(users):
+            core.add_account(f"user{i}", PASSWORD)
+    finally:
+        core.close()
+    config = tmp / domain / "convergence.toml"
+    config.write_text(f"""[server]
+domain = "{domain}"
+data_dir = "{data}"
+log_level = "warning"
+[xmpp]
+listen = "127.0.0.1:{port}"
+s2s_listen = "{domain}:5269"
+shared_roster = false
+[http]
+listen = "127.0.0.1:{xmpp_load.free_port()}"
+[sip]
+listen = "127.0.0.1:{xmpp_load.free_port()}"
+""")
+    log = (tmp / domain / "convergence.log").open("a")
+    return subprocess.Popen([str(Path(sys.executable).parent / "convergence"), "--config", str(config),
+                             "serve"], stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
+                            env=xmpp_load.environment())
+
+
+def start_prosody(tmp: Path, domain: str, port: int, users: int) -> subprocess.Popen:
+    from convergence.certificates import generate
+    folder = tmp / domain
+    accounts = folder / "data" / domain.replace(".", "%2e") / "accounts"
+    accounts.mkdir(parents=True)
+    for i in range(users):
+        (accounts / f"user{i}.dat").write_text(f'return {{ ["password"] = "{PASSWORD}"; }};\n')
+    generate(domain, folder / "cert.pem", folder / "key.pem")
+    config = folder / "prosody.cfg.lua"
+    config.write_text(f"""run_as_root = true
+pidfile = "{folder}/prosody.pid"
+data_path = "{folder}/data"
+network_backend = "epoll"
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {port} }}
+s2s_interfaces = {{ "{domain}" }}
+s2s_ports = {{ 5269 }}
+http_ports = {{ }}
+https_ports = {{ }}
+modules_enabled = {{ "roster", "saslauth", "tls", "dialback", "disco", "ping" }}
+modules_disabled = {{ "s2s_bidi" }}
+authentication = "internal_plain"
+storage = "internal"
+c2s_require_encryption = true
+s2s_require_encryption = true
+s2s_secure_auth = false
+log = {{ warn = "{folder}/prosody.log" }}
+VirtualHost "{domain}"
+    ssl = {{ certificate = "{folder}/cert.pem", key = "{folder}/key.pem" }}
+""")
+    return subprocess.Popen(["prosody", "--config", str(config), "-F"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT, cwd=folder)
+
+
+SERVERS = {"convergence": start_convergence, "prosody": start_prosody}
+
+
+def measure(kind: str, args, tmp: Path) -> dict:
+    domains = [loopback(), loopback()]
+    ports = [xmpp_load.free_port(), xmpp_load.free_port()]
+    procs = [SERVERS[kind](tmp / kind, d, p, args.pairs) for d, p in zip(domains, ports)]
+    try:
+        for proc, port, domain in zip(procs, ports, domains):
+            xmpp_load.wait_listening(proc, port, kind, tmp / kind / domain / f"{kind}.log")
+        for domain in domains:  # the s2s listener too
+            deadline = time.monotonic() + 30
+            while True:
+                with contextlib.suppress(OSError):
+                    socket.create_connection((domain, 5269), timeout=1).close()
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{kind}: no s2s listener on {domain}:5269")
+                gevent.sleep(0.05)  # another process opens the port: no event to wait on
+        sides = [[Client(i) for i in range(args.pairs)] for _ in domains]
+        jobs = [gevent.spawn(c.login_plain, d, p) for side, d, p in zip(sides, domains, ports) for c in side]
+        gevent.joinall(jobs, raise_error=True)
+        first, second = sides
+        # 1. stream set-up: the first message across, and back (both directions set up)
+        started = time.monotonic()
+        first[0].sock.sendall(f"<message to='{second[0].jid}' type='chat'><body>x</body></message>".encode())
+        second[0].read_until(xmpp_load.BODY)
+        setup = time.monotonic() - started
+        second[0].sock.sendall(f"<message to='{first[0].jid}' type='chat'><body>y</body></message>".encode())
+        first[0].read_until(xmpp_load.BODY)
+        # 2. messages/s with every pair chatting
+        start = time.monotonic() + 0.5
+        stop = start + args.duration
+        chats = [gevent.spawn(a.chat, b.jid, args.window, start, stop) for a, b in zip(first, second)]
+        chats += [gevent.spawn(b.chat, a.jid, args.window, start, stop) for a, b in zip(first, second)]
+        gevent.joinall(chats, raise_error=True)
+        latencies = sorted(x for job in chats for x in job.value)
+        for client in first + second:
+            client.close()
+        return {"setup ms": setup * 1000, "msgs/s": len(latencies) / args.duration,
+                "p50 ms": statistics.median(latencies) * 1000 if latencies else float("nan"),
+                "p99 ms": latencies[int(len(latencies) * 0.99)] * 1000 if latencies else float("nan")}
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=20)
+    parser.add_argument("--window", type=int, default=10)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--only", choices=sorted(SERVERS))
+    args = parser.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="s2s-load-") as tmp:
+        for kind in [args.only] if args.only else ["convergence", "prosody"]:
+            results[kind] = measure(kind, args, Path(tmp))
+    columns = ["setup ms", "msgs/s", "p50 ms", "p99 ms"]
+    print(f"{'pair':<14}" + "".join(f"{c:>12}" for c in columns))
+    for kind, row in results.items():
+        print(f"{kind:<14}" + "".join(f"{row[c]:>12.1f}" for c in columns))
+    if len(results) == 2:
+        ours, theirs = results["convergence"], results["prosody"]
+        print(f"{'ours/Prosody':<14}" + "".join(f"{ours[c] / theirs[c]:>12.2f}" for c in columns))
+
+
+if __name__ == "__main__":
+    main()
