@@ -1,6 +1,7 @@
 """SIP presence: SUBSCRIBE setups/s and NOTIFYs/s fanned out, Convergence and Kamailio side by side.
 
 Run: python bench/sip_presence.py [--watchers 100,1000] [--changes 10] [--only convergence|kamailio]
+     [--kamailio-auth]
 
 Needs Convergence installed in the running Python (the ``convergence`` command beside
 sys.executable) and, for the comparison, ``kamailio`` with the presence modules (Debian packages
@@ -13,7 +14,8 @@ more is the presentity's phone. For N watchers (default 100 and 1,000):
 - **setups**: N SUBSCRIBEs to ``sip:p@bench.test`` (``Expires: 3600``), at most 200 outstanding;
   a setup is done when its 200 came (Convergence challenges each with 407 and gets a second,
   authenticated SUBSCRIBE, as it does for MESSAGE; Kamailio, as configured here with
-  ``presence`` + ``presence_xml`` and ``force_active``, accepts at once). Every initial NOTIFY is
+  ``presence`` + ``presence_xml`` and ``force_active``, accepts at once, or with
+  ``--kamailio-auth`` challenges the same way from a db_text ``subscriber`` table). Every initial NOTIFY is
   answered 200. Rate = N / (first SUBSCRIBE sent → last 200 and last initial NOTIFY received).
 - **fan-out**: the presentity changes state ``--changes`` times (a PUBLISH of a PIDF alternating
   ``away`` and ``busy``; Convergence wants it authenticated and from a registered phone, so the
@@ -78,7 +80,7 @@ loadmodule "registrar.so"
 loadmodule "db_text.so"
 loadmodule "presence.so"
 loadmodule "presence_xml.so"
-modparam("presence", "db_url", "text://{db}")
+{auth_modules}modparam("presence", "db_url", "text://{db}")
 modparam("presence", "server_address", "sip:{domain}@127.0.0.1:{port}")
 modparam("presence", "subs_db_mode", 0)
 modparam("presence", "publ_cache", 1)
@@ -86,7 +88,7 @@ modparam("presence_xml", "db_url", "text://{db}")
 modparam("presence_xml", "force_active", 1)
 
 request_route {{
-    if (is_method("PUBLISH|SUBSCRIBE")) {{
+{auth}    if (is_method("PUBLISH|SUBSCRIBE")) {{
         if (!t_newtran()) {{ sl_reply_error(); exit; }}
         if (is_method("PUBLISH")) {{ handle_publish(); t_release(); }}
         else {{ handle_subscribe(); t_release(); }}
@@ -98,6 +100,22 @@ request_route {{
 """
 #: db_text tables the presence modules open (their schemas come with the kamailio package).
 KAMAILIO_TABLES = ("version", "presentity", "active_watchers", "watchers", "xcap")
+#: --kamailio-auth: MD5 digest (407) for PUBLISH and initial SUBSCRIBE, as Convergence asks.
+KAMAILIO_AUTH_MODULES = """loadmodule "auth.so"
+loadmodule "auth_db.so"
+modparam("auth_db", "db_url", "text://{db}")
+modparam("auth_db", "calculate_ha1", yes)
+modparam("auth_db", "password_column", "password")
+modparam("auth_db", "load_credentials", "")
+"""
+KAMAILIO_AUTH = """    if (is_method("PUBLISH") || (is_method("SUBSCRIBE") && !has_totag())) {{
+        if (!proxy_authenticate("{domain}", "subscriber")) {{
+            proxy_challenge("{domain}", "1");
+            exit;
+        }}
+        consume_credentials();
+    }}
+"""
 
 
 # ---- a minimal SIP user agent ------------------------------------------------------------------
@@ -201,6 +219,8 @@ class Watchers:
             if status == 407 and call_id in self.sent:
                 i = int(call_id[1:].split("-")[0])
                 cseq = int(headers["cseq"].split()[0]) + 1
+                if cseq > 2:
+                    raise BenchError(f"SUBSCRIBE credentials refused: {start}")
                 self.subscribe(i, cseq, authorization(headers["proxy-authenticate"], WATCHER,
                                                       "SUBSCRIBE", f"sip:{PRESENTITY}@{DOMAIN}"))
             elif status in (200, 202):
@@ -279,6 +299,8 @@ class Phone:
             challenge = headers.get("proxy-authenticate") or headers.get("www-authenticate")
             if status in (401, 407) and challenge:
                 method, extra, body = self.last
+                if any("Authorization:" in h for h in extra):
+                    raise BenchError(f"{method} credentials refused: {start}")
                 self.send(method, extra, body, auth=challenge)
             elif status >= 300:
                 raise BenchError(f"{self.last[0]} refused: {start}")
@@ -345,18 +367,28 @@ def start_convergence(tmp: Path, n: int) -> Server:
     return server
 
 
-def start_kamailio(tmp: Path) -> Server:
+def start_kamailio(tmp: Path, with_auth: bool) -> Server:
     port = free_udp_port()
     db = tmp / "kamailio-db"
     db.mkdir()
     schemas = Path("/usr/share/kamailio/dbtext/kamailio")
     for table in KAMAILIO_TABLES:
         shutil.copy(schemas / table, db / table)
+    auth_modules = auth = ""
+    if with_auth:
+        (db / "subscriber").write_text(
+            "id(int,auto) username(string) domain(string) password(string)\n"
+            + "".join(f"{i}:{user}:{DOMAIN}:{PASSWORD}\n"
+                      for i, user in enumerate((PRESENTITY, WATCHER), 1)))
+        auth_modules = KAMAILIO_AUTH_MODULES.format(db=db)
+        auth = KAMAILIO_AUTH.format(domain=DOMAIN)
     config = tmp / "kamailio.cfg"
     config.write_text(KAMAILIO_CFG.format(port=port, domain=DOMAIN, db=db,
-                                          modules=kamailio_modules_dir()))
+                                          modules=kamailio_modules_dir(),
+                                          auth_modules=auth_modules, auth=auth))
     version = subprocess.run(["kamailio", "-v"], capture_output=True, text=True).stdout.split()[2:3]
-    server = Server("Kamailio", " ".join(["Kamailio", *version, "(no auth, 1 worker)"]),
+    what = "MD5 digest auth" if with_auth else "no auth"
+    server = Server("Kamailio", " ".join(["Kamailio", *version, f"({what}, 1 worker)"]),
                     ["kamailio", "-f", str(config), "-DD", "-E", "-m", "1024", "-M", "64",
                      "-Y", str(tmp)], tmp / "kamailio.log", port)
     server.wait_ready()
@@ -368,6 +400,8 @@ def main() -> int:
     parser.add_argument("--watchers", default="100,1000", help="N values, comma-separated")
     parser.add_argument("--changes", type=int, default=10, help="presence changes per N")
     parser.add_argument("--only", choices=("convergence", "kamailio"))
+    parser.add_argument("--kamailio-auth", action="store_true",
+                        help="Kamailio challenges PUBLISH and initial SUBSCRIBEs too (db_text)")
     args = parser.parse_args()
     sizes = [int(v) for v in args.watchers.split(",")]
     servers = [args.only] if args.only else ["convergence", "kamailio"]
@@ -384,7 +418,7 @@ def main() -> int:
                 with tempfile.TemporaryDirectory(prefix=f"presence-{name}-") as folder:
                     tmp = Path(folder)
                     server = start_convergence(tmp, n) if name == "convergence" \
-                        else start_kamailio(tmp)
+                        else start_kamailio(tmp, args.kamailio_auth)
                     labels[name] = server.label
                     try:
                         results[name, n] = measure(server, n, args.changes,
