@@ -115,11 +115,22 @@ class HandedMessage(Message):
     __slots__ = ("store_hint",)
 
 
-def decode_message(fields: dict) -> Message:
+def decode_message(fields) -> Message:
+    """The message :func:`encode_message` made; ValueError for anything else."""
+    if not isinstance(fields, dict):
+        raise ValueError("a hand-off's message is not an object")
+    for key, optional in (("sender", False), ("recipient", False), ("body", False), ("type", False),
+                          ("id", False), ("subject", True), ("thread", True), ("error", True)):
+        value = fields.get(key)
+        if not (isinstance(value, str) or optional and value is None):
+            raise ValueError(f"a hand-off's message has no valid {key}")
+    hint = fields.get("store_hint")
+    if hint is not None and not isinstance(hint, bool):
+        raise ValueError("a hand-off's store_hint is not a boolean")
     message = HandedMessage(_address(fields["sender"]), _address(fields["recipient"]), fields["body"],
-                            fields["subject"], fields["thread"], fields["type"], fields["id"],
-                            None, fields["error"])
-    object.__setattr__(message, "store_hint", fields.get("store_hint"))
+                            fields.get("subject"), fields.get("thread"), fields["type"], fields["id"],
+                            None, fields.get("error"))  # Message checks the type (ValueError)
+    object.__setattr__(message, "store_hint", hint)
     return message
 
 
@@ -405,7 +416,7 @@ class Cluster:
             self._waiting.pop(hid, None)
         if ack is None:
             ack = self._claim_back(hid, endpoint, waiting)
-        if ack["outcome"] in TAKEN:
+        if ack.get("outcome") in TAKEN:
             return
         raise RoutingError(ack.get("condition") or "recipient-unavailable",
                            ack.get("text") or f"node {endpoint.node} did not deliver it")
