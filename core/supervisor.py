@@ -12,7 +12,9 @@ only (docs/cluster.md). The supervisor
 - forwards the workers' output, one line at a time, and says ``convergence serving … with N
   workers`` once each of them said it serves;
 - restarts a worker that exits while it should run, with a log line naming its status and a
-  back-off (0.5 s doubling up to 30 s; reset once a worker ran for a minute);
+  back-off (0.5 s doubling up to 30 s; reset once a worker ran for a minute) — except one that
+  exits with status 2 before it ever served (its configuration, database or a listener is
+  unusable): then it stops every worker and exits with status 2;
 - on SIGTERM or SIGINT stops every worker with SIGTERM (SIGKILL after ``STOP_TIMEOUT`` seconds)
   and exits with status 0.
 """
@@ -34,6 +36,7 @@ BACKOFF = (0.5, 30.0)  # first and longest wait before restarting a worker that 
 STABLE = 60.0  # seconds a worker must run for its back-off to start again from the first
 STOP_TIMEOUT = 10.0  # seconds workers get to stop on SIGTERM before SIGKILL
 START_TIMEOUT = 60.0  # seconds the next worker waits at most for the one before to serve
+UNUSABLE = 2  # a worker's exit status for configuration, database or listener trouble (cli.py)
 WORKER_READY = "worker serving"  # what a worker logs once its listeners accept (server.serve)
 
 
@@ -48,8 +51,8 @@ def worker_command(config_path: str | None, index: int) -> list[str]:
 class Worker:
     """One worker process: started, watched and restarted by its own greenlet."""
 
-    def __init__(self, index: int, command: list[str], ready):
-        self.index, self.command, self.ready = index, command, ready
+    def __init__(self, index: int, command: list[str], ready, failed):
+        self.index, self.command, self.ready, self.failed = index, command, ready, failed
         self.proc: subprocess.Popen | None = None
         self.stopping = False
         self.backoff = BACKOFF[0]
@@ -68,6 +71,9 @@ class Worker:
                     self.ready(self.index)
             status = self.proc.wait()
             if self.stopping:
+                return
+            if status == UNUSABLE and not self.started.is_set():
+                self.failed(self.index)  # its configuration, database or listener: no use retrying
                 return
             if time.monotonic() - started >= STABLE:
                 self.backoff = BACKOFF[0]
@@ -91,10 +97,18 @@ def describe_status(status: int) -> str:
 
 
 def supervise(config_path: str | None, workers: int, domain: str) -> int:
-    """Run ``workers`` workers until SIGTERM or SIGINT; return the exit status (0)."""
+    """Run ``workers`` workers until SIGTERM or SIGINT; return the exit status: 0, or 2 when a
+    worker could not start (it exited with status 2 before it served: configuration, database or
+    listener; its one-line reason is in the output)."""
     done = Event()
     handlers = [gevent.signal_handler(sig, done.set) for sig in (signal.SIGTERM, signal.SIGINT)]
     ready: set[int] = set()
+    failed: list[int] = []
+
+    def on_failed(index: int) -> None:
+        log.error("worker %d could not start (exit status %d, its reason above); stopping", index, UNUSABLE)
+        failed.append(index)
+        done.set()
 
     def on_ready(index: int) -> None:
         first = len(ready) < workers
@@ -103,7 +117,7 @@ def supervise(config_path: str | None, workers: int, domain: str) -> int:
             log.info("convergence serving %s with %d workers (supervisor pid %d); stop with SIGTERM",
                      domain, workers, os.getpid())
 
-    pool = [Worker(i, worker_command(config_path, i), on_ready) for i in range(workers)]
+    pool = [Worker(i, worker_command(config_path, i), on_ready, on_failed) for i in range(workers)]
     watchers = []
     try:
         for worker in pool:  # one after the other: what the first creates (a self-signed
@@ -124,4 +138,4 @@ def supervise(config_path: str | None, workers: int, domain: str) -> int:
             for worker in pool:
                 worker.signal(signal.SIGKILL)
             gevent.joinall(watchers, timeout=2)
-    return 0
+    return UNUSABLE if failed else 0

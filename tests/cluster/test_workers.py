@@ -4,9 +4,15 @@ restarted with a log line while its sessions' watchers see them go, SIGTERM stop
 status 0 (issue 14, docs/cluster.md)."""
 from __future__ import annotations
 
+import os
 import re
 import signal
-import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from convergence.testing import free_port, toml_value
 
 from .helpers import api_send, available_from, chat_body
 
@@ -52,3 +58,25 @@ def test_two_workers_share_the_listeners(convergence_server, cluster_table, xmpp
     server.process.wait_for(f"worker {bob_worker[1:]} (pid {pid}) was killed by SIGKILL; restarting", start=mark)
     server.process.wait_for(f"worker serving {bob_worker[1:]} ", start=mark)
     assert server.process.stop() == 0, "".join(server.process.output[-20:])
+
+
+def test_a_worker_that_cannot_listen_stops_the_supervisor(tmp_path, cluster_table, database_url):
+    """A port taken by another program: worker 0 exits with status 2 and its reason, the supervisor
+    stops and exits with status 2 instead of restarting it forever."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", free_port()))
+    taken.listen()
+    config = {"server": {"data_dir": str(tmp_path / "data"), "database": database_url, "workers": 2},
+              "cluster": cluster_table, "xmpp": {"listen": "127.0.0.1:%d" % taken.getsockname()[1]},
+              "http": {"listen": f"127.0.0.1:{free_port()}"}, "sip": {"listen": f"127.0.0.1:{free_port()}"}}
+    path = tmp_path / "c.toml"
+    path.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in table.items())
+                            for name, table in config.items()))
+    try:
+        done = subprocess.run([str(Path(sys.executable).parent / "convergence"), "--config", str(path),
+                               "serve"], capture_output=True, text=True, timeout=60)
+    finally:
+        taken.close()
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "cannot listen" in done.stdout + done.stderr
+    assert "restarting" not in done.stdout + done.stderr
