@@ -141,6 +141,7 @@ def _broadcast(service, session, element: ET.Element) -> None:
 
 def _directed(service, session, to: Address, element: ET.Element) -> None:
     """§4.6: presence to one JID; remembered so that ``unavailable`` reaches it later."""
+    service.iq.emit("directed", service, session, element)  # the avatar hash (XEP-0398 §4)
     deliver(service, to, element)  # another domain: over federation (remote-server-not-found without)
     if element.get("type") == "unavailable":
         session.directed.discard(to)

@@ -127,9 +127,10 @@ def test_account_disco_shows_pep(xmpp_server, xmpp_client):
     info = alice.call(lambda: alice.xmpp.plugin["xep_0030"].get_info("alice@example.org"))["disco_info"]
     assert ("pubsub", "pep", None, None) in info["identities"]
     assert {PUBSUB, f"{PUBSUB}#publish", f"{PUBSUB}#publish-options", f"{PUBSUB}#access-whitelist",
-            f"{PUBSUB}#auto-create", f"{PUBSUB}#last-published", "urn:xmpp:bookmarks:1#compat"} <= set(info["features"])
+            f"{PUBSUB}#auto-create", f"{PUBSUB}#last-published", "urn:xmpp:bookmarks:1#compat",
+            "urn:xmpp:pep-vcard-conversion:0"} <= set(info["features"])  # XEP-0398 §2: on the account
     server_info = alice.call(lambda: alice.xmpp.plugin["xep_0030"].get_info("example.org"))["disco_info"]
-    assert {"jabber:iq:private", "urn:xmpp:pep-vcard-conversion:0"} <= set(server_info["features"])
+    assert {"jabber:iq:private", "http://jabber.org/protocol/caps"} <= set(server_info["features"])
 
 
 def test_limits(xmpp_server, xmpp_client):
