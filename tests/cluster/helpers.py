@@ -15,11 +15,33 @@ def chat_body(body: str):
     return lambda m: m["body"] == body
 
 
+def basic(name: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
+
+
+def api_events(server, name: str, password: str):
+    """GET /api/events as ``name``: a generator of (event, data) pairs (docs/http-api.md)."""
+    request = urllib.request.Request(f"{server.http_url}/api/events",
+                                     headers={"Authorization": basic(name, password)})
+    answer = urllib.request.urlopen(request, timeout=10)
+
+    def events():
+        with answer:
+            kind = None
+            for raw in answer:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    yield kind, json.loads(line[6:])
+    return events()
+
+
 def api_send(server, name: str, password: str, to: str, body: str) -> dict:
     """POST /api/messages as ``name`` (docs/http-api.md); the JSON answer."""
-    basic = base64.b64encode(f"{name}:{password}".encode()).decode()
     request = urllib.request.Request(
         f"{server.http_url}/api/messages", data=json.dumps({"to": to, "body": body}).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Basic {basic}"}, method="POST")
+        headers={"Content-Type": "application/json", "Authorization": basic(name, password)},
+        method="POST")
     with urllib.request.urlopen(request, timeout=10) as answer:
         return json.loads(answer.read())

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .helpers import api_send, available_from, chat_body
+from .helpers import api_events, api_send, available_from, chat_body
 
 ACCOUNTS = {"alice": "a", "bob": "b"}
 
@@ -177,3 +177,18 @@ def test_three_nodes_story_with_a_node_killed(node, xmpp_client, tmp_path):
     got = [back.next("message")["body"].strip() for _ in range(3)]
     assert got == [f"after the kill {n}" for n in range(3)]
     back.none("message", wait=0.5)
+
+
+def test_event_stream_on_another_node(node, xmpp_client):
+    """bob's HTTP event stream on node B is an endpoint node A's XMPP user sees and reaches."""
+    a, b = two_nodes(node)
+    alice = xmpp_client(a, "alice", resource="laptop")
+    events = api_events(b, "bob", "b")
+    kind, stream = next(events)
+    assert kind == "stream"
+    alice.next("presence", match=available_from(stream["jid"]))  # the stream, as a resource of bob
+    alice.send_message("bob@" + a.domain, "to the stream")
+    message = next(data for kind, data in events if kind == "message")
+    assert message["body"] == "to the stream" and message["from"] == alice.jid
+    events.close()
+    alice.next("presence", match=available_from(stream["jid"], "unavailable"))
