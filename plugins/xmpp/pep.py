@@ -120,7 +120,8 @@ def _own(session, owner: Address) -> None:
 def pubsub_iq(service, session, iq: ET.Element) -> ET.Element:
     owner = _owner(service, session, iq)
     pubsub, kind = iq[0], iq.get("type")
-    actions = [c for c in pubsub if c.tag != tag("publish-options", PUBSUB)]
+    beside = (tag("publish-options", PUBSUB), tag("configure", PUBSUB))  # with publish, create
+    actions = [c for c in pubsub if c.tag not in beside] or list(pubsub)[:1]
     if len(actions) != 1:
         raise StanzaError("bad-request", "one pubsub action per request")
     action = actions[0]

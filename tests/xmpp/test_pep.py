@@ -172,6 +172,10 @@ BAD = [
     (f"<pubsub xmlns='{PUBSUB}'><create/></pubsub>", "set", ("not-acceptable", "nodeid-required")),
     (publish_xml("n", "<a xmlns='u'/>").replace("</pubsub>", "") + "</pubsub>", "set", None),  # valid: created
     (f"<pubsub xmlns='{PUBSUB}'><create node='n'/></pubsub>", "set", ("conflict", None)),
+    (f"<pubsub xmlns='{PUBSUB}'><create node='n3'/><configure><x xmlns='jabber:x:data' type='submit'>"
+     "<field var='pubsub#access_model'><value>whitelist</value></field></x></configure></pubsub>", "set", None),
+    (f"<pubsub xmlns='{PUBSUB}'><configure node='n3'/></pubsub>", "get", ("feature-not-implemented", "unsupported")),
+    (f"<pubsub xmlns='{PUBSUB}'/>", "set", ("bad-request", None)),
     (publish_xml("n2", "<a xmlns='u'/>", access_model="roster"), "set", ("not-acceptable", None)),
     (publish_xml("n2", "<a xmlns='u'/>", max_items="zero"), "set", ("not-acceptable", None)),
     (publish_xml("n2", "<a xmlns='u'/>", bogus="1"), "set", ("not-acceptable", None)),
