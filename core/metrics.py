@@ -100,6 +100,17 @@ def family(kind: str, name: str, documentation: str, value) -> GaugeMetricFamily
     return make(name, documentation, value=value)
 
 
+class Collector:
+    """A plugin's collector: ``collect()`` (a subclass's) reads ``self.source`` at each scrape.
+    ``describe`` returns nothing, so the registry does not collect at registration."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def describe(self):
+        return []
+
+
 class Metrics:
     """The metrics of one core (``core.metrics``)."""
 

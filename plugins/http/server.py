@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from convergence import hookimpl
 from convergence.listeners import AddressLimit, GuardedWSGIServer
-from convergence.metrics import family
+from convergence.metrics import Collector, family
 from convergence.router import DELIVERED
 from convergence.services import answer
 
@@ -87,18 +87,12 @@ class HttpServer:
         self.core.pm.unregister(self)
 
 
-class HttpCollector:
-    """The HTTP plugin's figures, read at each scrape."""
-
-    def __init__(self, streams: Streams):
-        self.streams = streams
-
-    def describe(self):
-        return []
+class HttpCollector(Collector):
+    """The HTTP plugin's figures, read from its ``Streams`` at each scrape."""
 
     def collect(self):
         yield family("gauge", "convergence_http_event_streams", "Open API event streams "
-                     "(Server-Sent Events, GET /api/events)", self.streams.count())
+                     "(Server-Sent Events, GET /api/events)", self.source.count())
         yield family("counter", "convergence_http_event_stream_overflows", "API event streams "
                      "ended because their client did not read ([http] sse_queue events were "
-                     "waiting)", self.streams.overflows)
+                     "waiting)", self.source.overflows)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from convergence.metrics import family
+from convergence.metrics import Collector, family
 
 #: the transaction layer's count kinds → (metric, help, label)
 FAMILIES = (
@@ -32,18 +32,13 @@ FAMILIES = (
 )
 
 
-class SipCollector:
-    def __init__(self, location, transactions):
-        self.location = location
-        self.transactions = transactions
-
-    def describe(self):
-        return []
+class SipCollector(Collector):
+    """The ``SipServer``'s figures (its location service and transaction layer)."""
 
     def collect(self):
         yield family("gauge", "convergence_sip_bindings", "Registered SIP bindings (RFC 3261 §10)",
-                     len(self.location.by_uri))
-        transactions = self.transactions
+                     len(self.source.location.by_uri))
+        transactions = self.source.transactions
         yield family("gauge", "convergence_sip_transactions", "Live SIP transactions (RFC 3261 §17)",
                      ("kind", {"server": len(transactions.server), "client": len(transactions.client)}))
         counts = defaultdict(dict)

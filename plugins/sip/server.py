@@ -101,7 +101,7 @@ class SipServer:
     @hookimpl
     def add_metrics(self, registry):
         self.core.metrics.count_failures("sip", self.auth.limiter)
-        registry.register(SipCollector(self.location, self.transactions))
+        registry.register(SipCollector(self))
 
     @hookimpl
     def on_shutdown(self):

@@ -18,7 +18,7 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from convergence import hookimpl
-from convergence.metrics import family
+from convergence.metrics import Collector, family
 
 from . import presence as broadcast, roster_push, s2s_routing, s2s_transport, transport
 from .service import C2SService
@@ -98,17 +98,11 @@ class XmppServer:
         self.core.pm.unregister(self)
 
 
-class XmppCollector:
-    """The XMPP service's figures, read at each scrape (docs/operations.md, Metrics)."""
-
-    def __init__(self, service: C2SService):
-        self.service = service
-
-    def describe(self):
-        return []
+class XmppCollector(Collector):
+    """The C2SService's figures, read at each scrape (docs/operations.md, Metrics)."""
 
     def collect(self):
-        service = self.service
+        service = self.source
         yield family("gauge", "convergence_xmpp_c2s_streams", "Open XMPP client streams (c2s), "
                      "bound to a resource or still negotiating", service.open_streams())
         yield family("gauge", "convergence_xmpp_c2s_sessions", "XMPP client sessions bound to a "
