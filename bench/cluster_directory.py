@@ -18,7 +18,11 @@ Node A gets ``--endpoints`` endpoints (logins, as a protocol plugin reports them
 - **load**: a third node joining and loading A's directory into its hub (``HGETALL`` and one
   remote endpoint each);
 - **node loss**: B dropping A's endpoints once A's heartbeat expired (watchers' ``unavailable``
-  fan-out included, with no plugin listening).
+  fan-out included, with no plugin listening);
+- **same node vs across**: ``--messages`` messages routed on A to an endpoint on A, then to one on
+  B (a hand-off: publish, B's claim and delivery, its acknowledgement), one at a time (latency)
+  and from 50 greenlets at once (rate); CPU is this process's, which runs both nodes (Redis's own
+  CPU is not counted).
 """
 from gevent import monkey
 
@@ -33,6 +37,7 @@ import gevent  # noqa: E402
 from convergence.addresses import Address  # noqa: E402
 from convergence.cluster import Cluster  # noqa: E402
 from convergence.config import load  # noqa: E402
+from convergence.message import Message  # noqa: E402
 from convergence.core import Core  # noqa: E402
 from convergence.store import Database  # noqa: E402
 from convergence.testing import RecordingEndpoint  # noqa: E402
@@ -60,16 +65,42 @@ def wait_until(test, timeout: float = 120) -> None:
         gevent.sleep(0.01)
 
 
+def delivery(a: Cluster, b: Cluster, count: int) -> None:
+    here = RecordingEndpoint(Address("near", "example.org", "r"))
+    there = RecordingEndpoint(Address("far", "example.org", "r"))
+    a.core.presence.login(here)
+    b.core.presence.login(there)
+    wait_until(lambda: a.core.presence.endpoint(there.address) is not None)
+    sender = Address("someone", "example.org", "x")
+    for label, target in (("same node", here), ("across nodes", there)):
+        def one(i, to=target.address):
+            assert a.core.send(Message(sender, to.bare, f"m{i}", type="chat")) == "delivered"
+        cpu, wall = time.process_time(), time.perf_counter()
+        for i in range(count):
+            one(i)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        pool_wall = time.perf_counter()
+        gevent.joinall([gevent.spawn(lambda k=k: [one(i) for i in range(k, count, 50)]) for k in range(50)])
+        pool_wall = time.perf_counter() - pool_wall
+        wait_until(lambda t=target: len(t.received) == 2 * count)
+        print(f"{label}: {1e6 * wall / count:,.0f} µs per message one at a time, "
+              f"{1e6 * cpu / count:,.0f} µs CPU each; {count / pool_wall:,.0f} msg/s from 50 greenlets")
+    a.core.presence.logout(here)
+    b.core.presence.logout(there)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--endpoints", type=int, default=10_000)
+    parser.add_argument("--messages", type=int, default=3_000)
     args = parser.parse_args()
     n = args.endpoints
     prefix = f"bench-dir:{uuid.uuid4().hex[:8]}:"
     table = {"redis": args.redis, "prefix": prefix, "node_timeout": 3600.0}
     a, b = member("node-a", table), member("node-b", table)
     try:
+        delivery(a, b, args.messages)
         endpoints = [RecordingEndpoint(Address(f"user{i}", "example.org", "r")) for i in range(n)]
         login = timed(lambda: [a.core.presence.login(e) for e in endpoints])
         print(f"login: {1e6 * login / n:.0f} µs per endpoint ({n / login:,.0f}/s) with the directory write")
