@@ -124,9 +124,8 @@ def import_file(core, path: Path, kind: str | None = None, jobs: int | None = No
     summary.ignored = ignored.counts
     candidates = _check(core, records, summary)
     exist = accounts.existing(core.db, [local for local, _ in candidates])
-    new = []
-    for local, entry in candidates:
-        (summary.skipped.append(local) if local in exist else new.append((local, entry)))
+    summary.skipped = [local for local, _ in candidates if local in exist]
+    new = [(local, entry) for local, entry in candidates if local not in exist]
 
     with_password = [(local, entry) for local, entry in new if entry.password is not None]
     advance = progress(len(with_password)) if progress else (lambda n: None)
