@@ -3,7 +3,7 @@
 
 - SIPp subscribes to the XMPP user: 407, 200 and a NOTIFY with PIDF ``open``; it then MESSAGEs the
   XMPP user, who changes to ``dnd`` with a status, and the next NOTIFY carries ``<rpid:busy/>`` and
-  the note; SIPp unsubscribes and gets ``terminated``. Another subscription runs out (Expires 2)
+  the note; SIPp unsubscribes and gets ``terminated``. Another subscription runs out (Expires 1)
   and ends with ``terminated;reason=timeout``.
 - SIPp registers and PUBLISHes ``away`` with a note: the XMPP user sees that resource's
   ``<show/>``/``<status/>``; the PUBLISH that removes it (SIP-If-Match, Expires 0) makes it
@@ -135,9 +135,9 @@ def test_sipp_watches_an_xmpp_user(demo, user, sipp):
 
 def test_sipp_subscription_expires(demo, user, sipp):
     require("sipp", "sip-tester")
-    scenario = (subscribe(1, 2) + '  <recv response="407" auth="true"/>\n'
-                + subscribe(2, 2) + '  <recv response="200"/>\n'
-                + expect_notify(r"<basic>open</basic>", "active;expires=2")
+    scenario = (subscribe(1, 1) + '  <recv response="407" auth="true"/>\n'
+                + subscribe(2, 1) + '  <recv response="200"/>\n'
+                + expect_notify(r"<basic>open</basic>", "active;expires=1")
                 + expect_notify(state="terminated;reason=timeout"))
     sipp.run("expire", scenario, **as_phone())
 
