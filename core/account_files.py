@@ -332,9 +332,9 @@ def prosody_decode(name: str) -> str:
 
 
 class _Lua:
-    """Reads ``return { key = value; … }`` with string, number and boolean values (Prosody's
-    serialization of a flat table); ValueError otherwise. One pass, no backtracking. ``text`` is
-    the file's bytes as Latin-1 (one character a byte); strings are UTF-8 within."""
+    """Reads ``return { key = value; … }`` with string (as bytes), number and boolean values
+    (Prosody's serialization of a flat table); ValueError otherwise. One pass, no backtracking.
+    ``text`` is the file's bytes as Latin-1 (one character a byte)."""
 
     def __init__(self, text: str):
         self.text, self.at = text, 0
@@ -406,7 +406,7 @@ class _Lua:
     def value(self):
         first = self.peek()
         if first in ("\"", "'"):
-            return self.string().encode("latin-1").decode()  # UnicodeDecodeError: not UTF-8
+            return self.string().encode("latin-1")  # bytes: a salt is any bytes, text is UTF-8
         word = self.word()
         if word in ("true", "false"):
             return word == "true"
@@ -424,7 +424,7 @@ class _Lua:
                 self.expect("[")
                 if self.peek() not in ("\"", "'"):
                     raise ValueError("only string keys are read")
-                key = self.value()
+                key = self.value().decode("latin-1")
                 self.expect("]")
             else:
                 key = self.word()
@@ -442,26 +442,50 @@ class _Lua:
 
 def _prosody_entry(where: str, name: str, data: dict, host: str | None) -> Entry | Refusal:
     password = data.get("password")
-    if isinstance(password, str) and password:
-        return Entry(where, name, password=password, host=host)
+    if isinstance(password, bytes) and password:
+        try:
+            return Entry(where, name, password=password.decode(), host=host)
+        except UnicodeDecodeError:
+            return Refusal(where, name, "the password is not UTF-8")
     keys = [data.get(k) for k in ("stored_key", "server_key", "salt", "iteration_count")]
     if not all(keys):
         return Refusal(where, name, "neither a password nor SCRAM keys (stored_key, server_key, salt, iteration_count)")
     stored, server, salt, count = keys
     try:
-        stored, server = bytes.fromhex(stored), bytes.fromhex(server)
-    except (TypeError, ValueError):
+        stored, server = bytes.fromhex(stored.decode("ascii")), bytes.fromhex(server.decode("ascii"))
+    except (AttributeError, ValueError):
         return Refusal(where, name, "stored_key and server_key must be hex")
     by_size = {size: (m, h) for m, h, size in SCRAM_HASHES}
     if len(stored) not in by_size or len(server) != len(stored):
         return Refusal(where, name, "keys of 20 (SHA-1) or 32 (SHA-256) bytes expected")
     if not isinstance(count, int) or not 0 < count <= MAX_ITERATIONS:
         return Refusal(where, name, f"iteration_count must be a positive integer up to {MAX_ITERATIONS}")
-    salt = salt.encode() if isinstance(salt, str) else b""
+    salt = salt if isinstance(salt, bytes) else b""
     if not salt or len(salt) > MAX_SALT:
         return Refusal(where, name, f"the salt must be 1 to {MAX_SALT} bytes")
     hash_name = by_size[len(stored)][1]
     return Entry(where, name, scram=(ScramSet(hash_name, salt, count, ScramKeys(stored, server)),), host=host)
+
+
+def prosody_encode(name: str) -> str:
+    """A name as Prosody's datamanager names its file: every byte but ASCII letters and digits
+    as ``%xx``."""
+    return "".join(chr(b) if chr(b).isascii() and chr(b).isalnum() else f"%{b:02x}" for b in name.encode())
+
+
+def _lua_string(data: bytes) -> str:
+    """A Lua string literal of ``data``: printable ASCII as it is, any other byte ``\\ddd``."""
+    return '"' + "".join(chr(b) if 32 <= b < 127 and b not in b'"\\' else f"\\{b:03d}" for b in data) + '"'
+
+
+def prosody_account(creds: Credentials) -> str | None:
+    """The ``internal_hashed`` file of an account with SCRAM-SHA-1 keys (Prosody's default
+    ``password_hash``), or None without them."""
+    if not creds.sha1.stored_key:
+        return None
+    return (f'return {{\n\t["iteration_count"] = {creds.iterations};\n\t["salt"] = {_lua_string(creds.salt)};\n'
+            f'\t["server_key"] = "{creds.sha1.server_key.hex()}";\n'
+            f'\t["stored_key"] = "{creds.sha1.stored_key.hex()}";\n}};\n')
 
 
 def read_prosody(folder: Path) -> Iterator[Entry | Refusal]:

@@ -11,7 +11,8 @@ interrupted or failed import leaves no account behind — and announce each like
 HA1: they log in over SASL SCRAM (and PLAIN/HTTP Basic when SHA-256 keys came), and digest
 (SIP) refuses them until a password is set.
 
-Export writes XEP-0227 with each account's stored SCRAM keys (§5.3), never a password.
+Export writes XEP-0227 with each account's stored SCRAM keys (§5.3), or Prosody's account store
+(``internal_hashed``: the SCRAM-SHA-1 keys), never a password.
 """
 from __future__ import annotations
 
@@ -182,3 +183,22 @@ def export(core, out: TextIO) -> int:
         count += 1
     out.write(account_files.XEP0227_FOOTER)
     return count
+
+
+def export_prosody(core, data_path: Path) -> tuple[int, list[str]]:
+    """Write every account with SCRAM-SHA-1 keys as Prosody's ``<data_path>/<host>/accounts/
+    <name>.dat``; (how many, the names left out: no SCRAM-SHA-1 keys). FileExistsError when that
+    accounts folder holds files already (nothing is overwritten)."""
+    folder = data_path / account_files.prosody_encode(core.domain) / "accounts"
+    folder.mkdir(parents=True, exist_ok=True)
+    if any(folder.iterdir()):
+        raise FileExistsError(f"{folder} is not empty")
+    count, left_out = 0, []
+    for name, creds in accounts.every_credentials(core.db):
+        text_ = account_files.prosody_account(creds)
+        if text_ is None:
+            left_out.append(name)
+            continue
+        (folder / f"{account_files.prosody_encode(name)}.dat").write_text(text_)
+        count += 1
+    return count, left_out

@@ -277,14 +277,29 @@ def user_import(ctx, file, kind, jobs, progress):
 
 
 @user.command("export")
-@click.argument("file", type=click.File("w", encoding="utf-8", atomic=True), default="-")
+@click.argument("file", default="-", type=click.Path(path_type=Path, allow_dash=True))
+@click.option("--format", "kind", type=click.Choice(["xep0227", "prosody"]), default="xep0227",
+              help="XEP-0227 to FILE (or stdout), or Prosody's store under the data_path FILE.")
 @click.pass_context
-def user_export(ctx, file):
-    """Write every account as XEP-0227 with its stored SCRAM keys (no password) to FILE or stdout."""
+def user_export(ctx, file, kind):
+    """Write every account with its stored SCRAM keys (no password): XEP-0227 to FILE or stdout,
+    or Prosody's internal_hashed files under FILE/<host>/accounts/."""
     core = get_core(ctx)
-    count = account_import.export(core, file)
-    if file.name != "<stdout>":
-        click.echo(f"{count} accounts written to {file.name}", err=True)
+    if kind == "prosody":
+        if str(file) == "-":
+            raise click.UsageError("--format prosody needs a folder (Prosody's data_path)")
+        try:
+            count, left_out = account_import.export_prosody(core, file)
+        except (FileExistsError, OSError) as exc:
+            raise click.ClickException(f"cannot export: {exc}") from None
+        click.echo(f"{count} accounts written under {file}", err=True)
+        if left_out:
+            click.echo(f"left out (no SCRAM-SHA-1 keys, set a password first): {', '.join(left_out)}", err=True)
+        return
+    with click.open_file(str(file), "w", encoding="utf-8", atomic=str(file) != "-") as out:
+        count = account_import.export(core, out)
+    if str(file) != "-":
+        click.echo(f"{count} accounts written to {file}", err=True)
 
 
 @user.command("passwd")

@@ -168,6 +168,20 @@ def test_export_then_import_elsewhere_keeps_every_key(tmp_path, database_url, se
     again = run_cli(new, "user", "import", tmp_path / "export.xml")
     assert again.returncode == 0 and "0 created, 30 skipped (they exist), 0 refused" in again.stdout
 
+    # Prosody's store (internal_hashed, SCRAM-SHA-1 keys): read back, the same keys.
+    assert run_cli(new, "user", "export", "--format", "prosody", tmp_path / "prosody").returncode == 0
+    folder = tmp_path / "prosody" / "example%2eorg" / "accounts"
+    assert len(list(folder.glob("*.dat"))) == 30
+    (tmp_path / "c").mkdir()
+    third = write_config(tmp_path / "c" / "c.toml") if not database_url else None
+    if third:  # (a third database: SQLite only)
+        assert run_cli(third, "user", "import", folder).returncode == 0
+        for name, creds in stored(third).items():
+            assert (creds.salt, creds.iterations, creds.sha1) == \
+                   (before[name].salt, before[name].iterations, before[name].sha1)
+    refused = run_cli(new, "user", "export", "--format", "prosody", tmp_path / "prosody")
+    assert refused.returncode == 1 and "is not empty" in refused.stderr
+
 
 def test_a_failed_import_creates_no_account(tmp_path, database_url):
     if database_url:

@@ -197,3 +197,14 @@ def test_fuzzed_prosody_files_refuse_their_account_only(tmp_path):
                                                            b";", b"--", b"\n", b"\\x4", b"\\300")))
         [record] = records(folder, "prosody")
         assert isinstance(record, (Entry, Refusal))
+
+
+def test_prosody_export_reads_back_with_any_salt_bytes(tmp_path):
+    creds = derive("o.brien", "example.org", "pw", salt=bytes(range(256))[::7] + b'"\\\x00\xff')
+    folder = tmp_path / account_files.prosody_encode("example.org") / "accounts"
+    folder.mkdir(parents=True)
+    (folder / f"{account_files.prosody_encode('o.brien')}.dat").write_text(account_files.prosody_account(creds))
+    [entry] = records(tmp_path / "example%2eorg" / "accounts")
+    assert (entry.name, entry.host) == ("o.brien", "example.org")
+    [keys] = entry.scram
+    assert (keys.salt, keys.iterations, keys.keys) == (creds.salt, creds.iterations, creds.sha1)
