@@ -20,7 +20,8 @@ from types import MappingProxyType
 from convergence import hookimpl
 from convergence.metrics import Collector, family
 
-from . import presence as broadcast, roster_push, s2s_routing, s2s_transport, transport
+from . import (presence as broadcast, roster_push, s2s_routing, s2s_transport, subscription_handling,
+               transport)
 from .service import C2SService
 
 #: RFC 6120 §4.9.3 stream errors for the sessions of a changed account: a deleted account is no
@@ -59,6 +60,11 @@ class XmppServer:
     @hookimpl
     def on_presence(self, account, presence):
         broadcast.account_changed(self.service, account, presence)
+
+    @hookimpl
+    def on_subscription_request(self, account, contact):
+        """A watcher without a roster (SIP SUBSCRIBE) asks: the XMPP roster puts it to ``contact``."""
+        subscription_handling.requested(self.service, account, contact)
 
     @hookimpl
     def on_register(self, account, endpoint):

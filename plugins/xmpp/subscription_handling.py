@@ -56,6 +56,20 @@ def subscription(service, session, kind: str, to: Address | None, element: ET.El
     _follow(service, account, contact, outcome)
 
 
+def requested(service, account: Address, contact: Address) -> None:
+    """``account`` asks to see ``contact``'s presence from a protocol that keeps no roster (a SIP
+    SUBSCRIBE answered ``pending``, RFC 8048 §4; the ``on_subscription_request`` hook): handled as
+    the ``subscribe`` one of ``account``'s XMPP clients would send (§3.1.2), so ``contact`` is
+    asked now or at its next initial presence (§3.1.3) and ``account``'s roster shows it pending."""
+    if account == contact or contacts.is_shared(service.core, account, contact):
+        return
+    outcome = outbound("subscribe", _state(service, account, contact))
+    _apply(service, account, contact, outcome)
+    if outcome.forward:
+        _receive(service, contact, account, "subscribe", stanza("subscribe", account, contact))
+    _follow(service, account, contact, outcome)
+
+
 def received(service, user: Address, contact: Address, kind: str, element: ET.Element) -> None:
     """A subscription stanza from ``contact`` of another domain to the local ``user`` (over
     federation, already checked to come from that domain)."""

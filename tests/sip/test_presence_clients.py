@@ -133,6 +133,26 @@ def test_sipp_watches_an_xmpp_user(demo, user, sipp):
     assert "Subscription-State: terminated;reason=timeout" in log
 
 
+def test_without_the_shared_roster_the_xmpp_user_is_asked(convergence_server, xmpp_client, tmp_path):
+    """RFC 8048 §4: a SUBSCRIBE the roster does not allow yet gets 202 and a ``pending`` NOTIFY,
+    and the XMPP user gets a presence subscription request from the phone's account; once she
+    approves, the phone's subscription turns active and its NOTIFY shows her presence."""
+    require("sipp", "sip-tester")
+    server = convergence_server(ACCOUNTS, sip={"presence_min_expires": 1},
+                                xmpp={"shared_roster": False})
+    user = xmpp_client(server, USER, roster=True)
+    sipp = Sipp(server.sip_port, tmp_path)
+    scenario = (subscribe(1, 600) + '  <recv response="407" auth="true"/>\n'
+                + subscribe(2, 600) + '  <recv response="202"/>\n'
+                + expect_notify(state="pending")
+                + expect_notify(r"<basic>open</basic>", "active;expires="))
+    process = sipp.start("pending", scenario, free_port(socket.SOCK_DGRAM), **as_phone())
+    asked = user.next("presence_subscribe", timeout=15)
+    assert asked["from"] == server.jid(PHONE)
+    user.call(lambda: user.xmpp.send_presence(pto=server.jid(PHONE), ptype="subscribed"))
+    sipp.wait("pending", process)
+
+
 def test_sipp_subscription_expires(demo, user, sipp):
     require("sipp", "sip-tester")
     scenario = (subscribe(1, 1) + '  <recv response="407" auth="true"/>\n'
