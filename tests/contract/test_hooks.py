@@ -10,7 +10,7 @@ from convergence import Message, Presence, contacts, hookimpl, server
 from convergence.cli import cli
 from convergence.config import Option, Section
 from convergence.credentials import ha1
-from convergence.store import accounts
+from convergence.store import accounts, roster
 from convergence.testing import RecordingEndpoint
 
 
@@ -212,6 +212,16 @@ def test_hook_share_roster(make_core):
     for core in (off, by_xmpp):
         assert contacts.view(core, core.add_account("alice", "pw"))[0] == []
         assert not contacts.sees(core, core.address("alice"), core.address("bob"))
+
+
+def test_hook_on_subscription_request(make_core):
+    """A watcher without a roster (a SIP SUBSCRIBE answered pending) asks: the XMPP plugin puts the
+    request to the contact (stored for his next login) and shows it pending on the watcher's roster."""
+    core = make_core({"xmpp": {"shared_roster": False}})
+    alice, bob = core.add_account("alice", "pw"), core.add_account("bob", "pw")
+    core.hook.on_subscription_request(core=core, account=alice, contact=bob)
+    assert roster.has_request(core.db, "bob", "alice@localhost")
+    assert roster.get(core.db, "alice", "bob@localhost").ask
 
 
 def test_hook_on_account(core, register_plugin):
