@@ -227,6 +227,8 @@ class Cluster:
     # -- this node's endpoints, written by the presence hub (``mirror``) --
     def changed(self, endpoint, present: bool) -> None:
         """A local endpoint came, changed or went: update the directory and tell the others."""
+        if not self._healthy:
+            return  # Redis is away: no login waits for it; the heartbeat announces all when it is back
         address = str(endpoint.address)
         event = {"t": "up" if present else "down", "node": self.node_id, "address": address}
         try:
@@ -307,10 +309,13 @@ class Cluster:
         endpoint = table.get(address)
         if endpoint is None:
             full = _address(address)
-            if self.core.presence.endpoint(full) is not None:
+            existing = self.core.presence.endpoint(full)
+            if existing is not None and not getattr(existing, "remote", False):
                 log.warning("cluster: %s on node %s has the address of an endpoint here; ignored",
                             address, node)
                 return
+            if existing is not None:  # it moved (a phone registering through another node): the
+                self._remove_remote(existing.node, address)  # last node to announce it has it
             endpoint = table[address] = RemoteEndpoint(full, protocol, presence, node, self)
         else:
             endpoint.presence = presence
@@ -399,6 +404,8 @@ class Cluster:
         """Give ``message`` to the node owning ``endpoint``; return once that node confirmed it
         delivered or stored it. RoutingError when it did not take it: the router then stores it
         (or reports the owner's refusal)."""
+        if not self._healthy:  # no wait for a connection timeout: stored at once
+            raise RoutingError("service-unavailable", f"Redis is unreachable: cannot reach node {endpoint.node}")
         hid = f"{self.node_id}:{secrets.token_hex(8)}"
         waiting = self._waiting[hid] = gevent.event.AsyncResult()
         payload = json.dumps({"t": "msg", "hid": hid, "from": self.inbox,

@@ -34,39 +34,39 @@ def test_users_on_two_nodes_chat_and_see_presence(node, xmpp_client):
     bob = xmpp_client(b, "bob", resource="desk")
     alice = xmpp_client(a, "alice", resource="laptop")
     # bob (node B) sees alice's session on node A come online, through the directory
-    bob.next("presence", timeout=5, match=available_from("alice@"))
+    bob.next("presence", timeout=10, match=available_from("alice@"))
     alice.send_message("bob@" + b.domain, "hello across")
-    assert bob.next("message", match=chat_body("hello across"))["from"] == alice.jid
+    assert bob.next("message", timeout=10, match=chat_body("hello across"))["from"] == alice.jid
     bob.send_message(alice.jid, "and back")
-    alice.next("message", match=chat_body("and back"))
+    alice.next("message", timeout=10, match=chat_body("and back"))
     # the HTTP API of node A reaches bob's XMPP session on node B
     answer = api_send(a, "alice", "a", "bob@" + b.domain, "over http")
     assert answer["outcome"] == "delivered"
-    bob.next("message", match=chat_body("over http"))
+    bob.next("message", timeout=10, match=chat_body("over http"))
     # alice leaves node A: bob on node B sees her unavailable
     alice.disconnect()
-    bob.next("presence", match=available_from("alice@", "unavailable"))
+    bob.next("presence", timeout=10, match=available_from("alice@", "unavailable"))
 
 
 def test_killed_node_leaves_and_its_users_messages_are_kept(node, xmpp_client):
     a, b = two_nodes(node)
     alice = xmpp_client(a, "alice", resource="laptop")
     bob = xmpp_client(b, "bob", resource="desk")
-    alice.next("presence", match=available_from("bob@"))
+    alice.next("presence", timeout=10, match=available_from("bob@"))
     alice.send_message("bob@" + b.domain, "before")
-    bob.next("message", match=chat_body("before"))
+    bob.next("message", timeout=10, match=chat_body("before"))
 
     b.process.proc.send_signal(signal.SIGKILL)
     b.process.proc.wait()
     # within node_timeout (1 s, checked on the next heartbeat) alice sees bob go
-    alice.next("presence", timeout=5, match=available_from("bob@", "unavailable"))
+    alice.next("presence", timeout=10, match=available_from("bob@", "unavailable"))
     a.process.wait_for("node node-b lost")
     for n in range(3):
         assert api_send(a, "alice", "a", "bob@" + a.domain, f"while away {n}")["outcome"] == "stored"
 
     bob.disconnect()
     again = xmpp_client(a, "bob", resource="back")  # bob comes back on the surviving node
-    got = [again.next("message", match=lambda m: m["body"].startswith("while away"))["body"]
+    got = [again.next("message", timeout=10, match=lambda m: m["body"].startswith("while away"))["body"]
            for _ in range(3)]
     assert got == [f"while away {n}" for n in range(3)]
     again.none("message", wait=0.5)  # exactly once
@@ -79,7 +79,7 @@ def test_unconfirmed_hand_off_is_stored_once(node, xmpp_client):
     a, b = two_nodes(node)
     bob = xmpp_client(b, "bob", resource="desk")
     alice = xmpp_client(a, "alice", resource="laptop")
-    alice.next("presence", match=available_from("bob@"))
+    alice.next("presence", timeout=10, match=available_from("bob@"))
     b.process.proc.send_signal(signal.SIGSTOP)
     try:
         assert api_send(a, "alice", "a", "bob@" + a.domain, "unconfirmed")["outcome"] == "stored"
@@ -89,7 +89,7 @@ def test_unconfirmed_hand_off_is_stored_once(node, xmpp_client):
     bob.none("message", wait=1.0)  # node B took the hand-off from its inbox but lost the claim
     bob.disconnect()
     again = xmpp_client(b, "bob", resource="again")
-    again.next("message", match=chat_body("unconfirmed"))
+    again.next("message", timeout=10, match=chat_body("unconfirmed"))
     again.none("message", wait=0.5)
 
 
@@ -112,7 +112,7 @@ def test_phone_on_another_node_gets_messages(node, xmpp_client, tmp_path):
     user.send_message("sipuserf@" + a.domain, "to the phone")
     assert "to the phone" in incoming()  # node B sent it; SIPp answered 200 to node B
     phone.send("userc", "from the phone")
-    got = user.next("message")
+    got = user.next("message", timeout=10)
     assert got["body"].strip() == "from the phone"  # SIPp ends bodies with CRLF
     assert got["from"].bare == "sipuserf@" + a.domain
 
@@ -138,7 +138,7 @@ def test_account_change_from_the_cli_reaches_every_node(node, xmpp_client):
     done = cli(a, "user", "passwd", "bob", "-p", "new secret")
     assert done.returncode == 0, done.stderr
     b.process.wait_for("account bob@example.org changed (announced by another process)")
-    error = bob.next("stream_error")
+    error = bob.next("stream_error", timeout=10)
     assert error["condition"] == "reset"
 
 
@@ -159,11 +159,11 @@ def test_three_nodes_story_with_a_node_killed(node, xmpp_client, tmp_path):
     phone.register()
     user = xmpp_client(a, "convergence", password=DEMO["convergence"], resource="pc")
     watcher = xmpp_client(c, "userc", password=DEMO["userc"], resource="w")
-    watcher.next("presence", match=available_from("convergence@"))
+    watcher.next("presence", timeout=10, match=available_from("convergence@"))
     c.process.wait_for("registered sipuserf@")  # node C knows the phone (from node B)
 
     phone.send("convergence", "phone on B to XMPP on A")
-    assert user.next("message")["body"].strip() == "phone on B to XMPP on A"
+    assert user.next("message", timeout=10)["body"].strip() == "phone on B to XMPP on A"
     incoming = phone.receive()
     assert api_send(c, "userc", DEMO["userc"], "sipuserf@" + c.domain, "HTTP on C")["outcome"] == "delivered"
     assert "HTTP on C" in incoming()
@@ -172,9 +172,9 @@ def test_three_nodes_story_with_a_node_killed(node, xmpp_client, tmp_path):
     a.process.proc.wait()
     for n in range(3):  # acknowledged with 202 whether or not node B has noticed yet
         phone.send("convergence", f"after the kill {n}", expect=202)
-    watcher.next("presence", timeout=5, match=available_from("convergence@", "unavailable"))
+    watcher.next("presence", timeout=10, match=available_from("convergence@", "unavailable"))
     back = xmpp_client(c, "convergence", password=DEMO["convergence"], resource="again")
-    got = [back.next("message")["body"].strip() for _ in range(3)]
+    got = [back.next("message", timeout=10)["body"].strip() for _ in range(3)]
     assert got == [f"after the kill {n}" for n in range(3)]
     back.none("message", wait=0.5)
 
@@ -186,9 +186,9 @@ def test_event_stream_on_another_node(node, xmpp_client):
     events = api_events(b, "bob", "b")
     kind, stream = next(events)
     assert kind == "stream"
-    alice.next("presence", match=available_from(stream["jid"]))  # the stream, as a resource of bob
+    alice.next("presence", timeout=10, match=available_from(stream["jid"]))  # the stream, as a resource of bob
     alice.send_message("bob@" + a.domain, "to the stream")
     message = next(data for kind, data in events if kind == "message")
     assert message["body"] == "to the stream" and message["from"] == alice.jid
     events.close()
-    alice.next("presence", match=available_from(stream["jid"], "unavailable"))
+    alice.next("presence", timeout=10, match=available_from(stream["jid"], "unavailable"))

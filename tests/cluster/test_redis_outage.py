@@ -56,14 +56,14 @@ def test_nodes_ride_out_a_redis_restart(private_redis, convergence_server, xmpp_
     alice = xmpp_client(a, "alice", resource="laptop")
     carol = xmpp_client(a, "carol", resource="home")
     bob = xmpp_client(b, "bob", resource="desk")
-    alice.next("presence", match=available_from("bob@"))
+    alice.next("presence", timeout=10, match=available_from("bob@"))
 
     mark_a, mark_b = len(a.process.output), len(b.process.output)
     redis.stop()
     a.process.wait_for("Redis unreachable", start=mark_a)
     # node A still serves its own users
     assert api_send(a, "alice", "a", "carol@" + a.domain, "same node")["outcome"] == "delivered"
-    carol.next("message", match=chat_body("same node"))
+    carol.next("message", timeout=10, match=chat_body("same node"))
     # bob's node cannot be reached: stored, not lost
     assert api_send(a, "alice", "a", "bob@" + a.domain, "during the outage")["outcome"] == "stored"
 
@@ -76,10 +76,10 @@ def test_nodes_ride_out_a_redis_restart(private_redis, convergence_server, xmpp_
         answer = api_send(a, "alice", "a", "bob@" + a.domain, "after the outage")
         if answer["outcome"] == "delivered" or time.monotonic() > deadline:
             break
-        a.process.wait_for("registered bob@", timeout=5, start=mark_a)
+        a.process.wait_for("registered bob@", timeout=10, start=mark_a)
     assert answer["outcome"] == "delivered"
-    bob.next("message", match=chat_body("after the outage"))
+    bob.next("message", timeout=10, match=chat_body("after the outage"))
     bob.disconnect()
     again = xmpp_client(b, "bob", resource="again")
-    assert again.next("message")["body"] == "during the outage"  # from the store, once
+    assert again.next("message", timeout=10)["body"] == "during the outage"  # from the store, once
     again.none("message", wait=0.5)

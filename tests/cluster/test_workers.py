@@ -38,15 +38,15 @@ def test_two_workers_share_the_listeners(convergence_server, cluster_table, xmpp
     else:
         raise AssertionError("20 connections all went to one worker")
     # presence across workers, both ways
-    bob.next("presence", match=available_from(alice.jid))
-    alice.next("presence", match=available_from(bob.jid))
+    bob.next("presence", timeout=10, match=available_from(alice.jid))
+    alice.next("presence", timeout=10, match=available_from(bob.jid))
     alice.send_message(bob.jid, "to the other worker")
-    bob.next("message", match=chat_body("to the other worker"))
+    bob.next("message", timeout=10, match=chat_body("to the other worker"))
     bob.send_message("alice@" + server.domain, "back")
-    alice.next("message", match=chat_body("back"))
+    alice.next("message", timeout=10, match=chat_body("back"))
     for n in range(4):  # whichever worker takes the HTTP request
         assert api_send(server, "alice", "a", bob.jid, f"api {n}")["outcome"] == "delivered"
-        bob.next("message", match=chat_body(f"api {n}"))
+        bob.next("message", timeout=10, match=chat_body(f"api {n}"))
 
     # SIGKILL bob's worker: restarted with a log line; alice sees bob go
     index = bob_worker = worker_of(server, bob.jid)
@@ -54,7 +54,7 @@ def test_two_workers_share_the_listeners(convergence_server, cluster_table, xmpp
                         server.process.wait_for(f"worker serving {index[1:]} ")).group(1))
     mark = len(server.process.output)
     os.kill(pid, signal.SIGKILL)
-    alice.next("presence", timeout=5, match=available_from(bob.jid, "unavailable"))
+    alice.next("presence", timeout=10, match=available_from(bob.jid, "unavailable"))
     server.process.wait_for(f"worker {bob_worker[1:]} (pid {pid}) was killed by SIGKILL; restarting", start=mark)
     server.process.wait_for(f"worker serving {bob_worker[1:]} ", start=mark)
     assert server.process.stop() == 0, "".join(server.process.output[-20:])
