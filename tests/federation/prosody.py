@@ -3,22 +3,19 @@ private configuration in a temporary directory: its c2s and s2s listeners on fre
 its own self-signed certificate for its domain, plain-text accounts written straight into its
 data directory, its log on stdout.
 
-How the two servers find each other without touching the machine's DNS or /etc/hosts:
+How the two servers find each other without DNS, /etc/hosts or any change to the machine:
 
 - Convergence finds Prosody's domain through ``[xmpp] s2s_hosts``;
-- Prosody 0.12 has no per-domain override and always connects to port 5269, but for a domain
-  that is an IP literal it skips DNS and connects to that address (``net.resolvers.service``,
-  ``basic``). So the Convergence server under test serves a domain that is a loopback address
-  picked at random in 127.0.0.0/8 (say ``127.83.4.17``) with ``s2s_listen`` on that address's
-  port 5269: Linux routes all of 127/8 to the loopback interface, and a bind there needs no
-  privilege. :func:`loopback_domain` picks one whose port 5269 is free.
+- Prosody 0.12 has no such setting (it asks DNS, and connects to port 5269 of an IP-literal
+  domain), so the test gives it one: ``mod_test_s2s_hosts`` (the ``MODULE`` below, written into
+  the Prosody's own ``plugin_paths``) wraps ``net.resolvers.service.new`` so that the domains in
+  its ``test_s2s_hosts`` option resolve to a fixed address and port (``peers``) and have no
+  Direct TLS service, while every other domain resolves as usual.
 """
 from __future__ import annotations
 
 import os
-import random
 import shutil
-import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -27,13 +24,15 @@ from convergence import certificates
 from convergence.testing import ServerProcess, free_port
 
 PROSODY = shutil.which("prosody")
+OURS = "convergence.test"  # the domain of the Convergence server the tests federate with Prosody
 
 CONFIG = """\
 run_as_root = true
 daemonize = false
 pidfile = "{dir}/prosody.pid"
 data_path = "{dir}/data"
-plugin_paths = {{}}
+plugin_paths = {{ "{dir}/plugins" }}
+test_s2s_hosts = {{ {peers} }}
 log = {{ {{ levels = {{ min = "debug" }}, to = "console" }} }}
 interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {c2s} }}
@@ -43,7 +42,7 @@ https_ports = {{ }}
 c2s_direct_tls_ports = {{ }}
 s2s_direct_tls_ports = {{ }}
 modules_enabled = {{ "roster", "saslauth", "tls", "dialback", "disco", "ping", "offline",
-                    "presence", "message", "iq" }}
+                    "presence", "message", "iq", "test_s2s_hosts" }}
 modules_disabled = {{ "s2s_bidi" }}
 authentication = "internal_plain"
 storage = "internal"
@@ -55,18 +54,26 @@ VirtualHost "{domain}"
 """
 
 
-def loopback_domain() -> str:
-    """A random 127.a.b.c whose port 5269 is free now (see the module docstring)."""
-    rng = random.Random()
-    for _ in range(100):
-        address = f"127.{rng.randrange(1, 255)}.{rng.randrange(0, 256)}.{rng.randrange(1, 255)}"
-        with socket.socket() as s:
-            try:
-                s.bind((address, 5269))
-            except OSError:
-                continue
-        return address
-    raise RuntimeError("no loopback address with a free port 5269")
+MODULE = """\
+-- Test only: the domains of the option test_s2s_hosts = { ["domain"] = { "address", port } }
+-- are found at that address (as Convergence's [xmpp] s2s_hosts), with no Direct TLS service.
+local service = require "net.resolvers.service";
+local basic = require "net.resolvers.basic";
+local hosts = module:get_option("test_s2s_hosts", {});
+local none = { next = function(_, callback) callback(nil); end };
+local original = service._original_new or service.new;
+service._original_new = original;
+function service.new(hostname, name, conn_type, extra)
+    local target = hosts[hostname];
+    if not target then
+        return original(hostname, name, conn_type, extra);
+    end
+    if name ~= "xmpp-server" then
+        return setmetatable({}, { __index = none });
+    end
+    return basic.new(target[1], target[2], conn_type, extra);
+end
+"""
 
 
 class Prosody:
@@ -74,8 +81,9 @@ class Prosody:
     waits for one (from index ``start``)."""
 
     def __init__(self, directory: Path, domain: str = "prosody.test", accounts: dict | None = None,
-                 secure_auth: bool = False, cafile: Path | None = None,
-                 cert: tuple[Path, Path] | None = None):
+                 peers: dict[str, int] | None = None, secure_auth: bool = False,
+                 cafile: Path | None = None, cert: tuple[Path, Path] | None = None):
+        """``peers``: domain -> port on 127.0.0.1 where Prosody finds that domain's s2s listener."""
         self.dir = directory
         self.domain = domain
         self.passwords = dict(accounts or {})
@@ -87,9 +95,13 @@ class Prosody:
             certificates.generate(domain, *cert)
         self.cert, self.key = cert
         trusted = f', cafile = "{cafile}"' if cafile else ""
+        (directory / "plugins").mkdir(exist_ok=True)
+        (directory / "plugins" / "mod_test_s2s_hosts.lua").write_text(MODULE)
+        peers = " ".join(f'["{name}"] = {{ "127.0.0.1", {port} }};' for name, port in (peers or {}).items())
         (directory / "prosody.cfg.lua").write_text(CONFIG.format(
             dir=directory, c2s=self.port, s2s=self.s2s_port, domain=domain, cert=self.cert,
-            key=self.key, secure_auth="true" if secure_auth else "false", cafile=trusted))
+            key=self.key, secure_auth="true" if secure_auth else "false", cafile=trusted,
+            peers=peers))
         accounts_dir = directory / "data" / domain.replace(".", "%2e") / "accounts"
         accounts_dir.mkdir(parents=True, exist_ok=True)
         for name, password in self.passwords.items():

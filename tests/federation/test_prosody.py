@@ -1,29 +1,36 @@
 """Federation with a real Prosody 0.12 (Debian ``prosody``) on loopback (issue 13): STARTTLS and
 dialback (XEP-0220) both ways with self-signed certificates, messages both ways, errors, offline
-delivery, and a Prosody restart while stanzas wait. How the servers find each other is in
-``prosody.py``'s docstring (our domain is a random 127/8 address with s2s on its port 5269)."""
+delivery, a Prosody restart while stanzas wait, certificates from a CA (SASL EXTERNAL), presence
+and IQs. How the servers find each other is in ``prosody.py``'s docstring."""
 import pytest
 
 from .phones import SIP, FederatedPhone
 from .pki import Authority
-from .prosody import PROSODY, Prosody, loopback_domain
+from convergence.testing import free_port
+
+from .prosody import OURS, PROSODY, Prosody
 from .talk import says
 
 pytestmark = pytest.mark.skipif(PROSODY is None, reason="prosody is not installed (.ci/run installs it)")
 
 
 @pytest.fixture
-def prosody(tmp_path):
-    server = Prosody(tmp_path / "prosody", accounts={"bob": "bob-secret"})
+def s2s_port():
+    """Where our server's s2s listener will be (Prosody is told before either starts)."""
+    return free_port()
+
+
+@pytest.fixture
+def prosody(tmp_path, s2s_port):
+    server = Prosody(tmp_path / "prosody", accounts={"bob": "bob-secret"}, peers={OURS: s2s_port})
     yield server
     server.stop()
 
 
 @pytest.fixture
-def ours(federated, prosody):
-    domain = loopback_domain()
-    return federated(domain, {"alice": "alice-secret"}, {prosody.domain: prosody.s2s_address},
-                     xmpp={"s2s_listen": f"{domain}:5269"}, sip=SIP)
+def ours(federated, prosody, s2s_port):
+    return federated(OURS, {"alice": "alice-secret"}, {prosody.domain: prosody.s2s_address},
+                     xmpp={"s2s_listen": f"127.0.0.1:{s2s_port}"}, sip=SIP)
 
 
 def test_message_to_prosody_and_back(ours, prosody, xmpp_client):
@@ -85,14 +92,13 @@ def test_certificates_from_a_ca_sasl_external_and_secure_auth(federated, tmp_pat
     """Both servers have certificates from a CA made by the test and require valid ones
     (s2s_secure_auth on both sides): our stream to Prosody authenticates with SASL EXTERNAL
     (XEP-0178); Prosody's stream to us uses dialback, checked over our validated stream."""
-    authority = Authority(tmp_path / "ca")
-    prosody = Prosody(tmp_path / "prosody", accounts={"bob": "bob-secret"}, secure_auth=True,
-                      cafile=authority.cert, cert=authority.issue("prosody.test"))
+    authority, port = Authority(tmp_path / "ca"), free_port()
+    prosody = Prosody(tmp_path / "prosody", accounts={"bob": "bob-secret"}, peers={OURS: port},
+                      secure_auth=True, cafile=authority.cert, cert=authority.issue("prosody.test"))
     try:
-        domain = loopback_domain()
-        cert, key = authority.issue(domain)
-        ours = federated(domain, {"alice": "alice-secret"}, {prosody.domain: prosody.s2s_address},
-                         xmpp={"s2s_listen": f"{domain}:5269", "tls_cert": str(cert), "tls_key": str(key),
+        cert, key = authority.issue(OURS)
+        ours = federated(OURS, {"alice": "alice-secret"}, {prosody.domain: prosody.s2s_address},
+                         xmpp={"s2s_listen": f"127.0.0.1:{port}", "tls_cert": str(cert), "tls_key": str(key),
                                "s2s_secure_auth": True, "s2s_ca_file": str(authority.cert)})
         ours.cert = prosody.cert = authority.cert  # the clients trust the CA
         alice, bob = xmpp_client(ours, "alice"), xmpp_client(prosody, "bob")
@@ -103,11 +109,10 @@ def test_certificates_from_a_ca_sasl_external_and_secure_auth(federated, tmp_pat
         prosody.stop()
 
 
-def test_secure_auth_refuses_a_self_signed_peer(federated, prosody, xmpp_client, tmp_path):
+def test_secure_auth_refuses_a_self_signed_peer(federated, prosody, s2s_port, xmpp_client, tmp_path):
     authority = Authority(tmp_path / "ca")
-    domain = loopback_domain()
-    ours = federated(domain, {"alice": "alice-secret"}, {prosody.domain: prosody.s2s_address},
-                     xmpp={"s2s_listen": f"{domain}:5269", "s2s_secure_auth": True,
+    ours = federated(OURS, {"alice": "alice-secret"}, {prosody.domain: prosody.s2s_address},
+                     xmpp={"s2s_listen": f"127.0.0.1:{s2s_port}", "s2s_secure_auth": True,
                            "s2s_ca_file": str(authority.cert), "s2s_retry_window": 0.1})
     alice = xmpp_client(ours, "alice")
     alice.send_message(prosody.jid("bob"), "not to an unverified server")

@@ -12,7 +12,7 @@ from convergence.testing import free_port
 from sipp_runner import needs_sipp
 
 from .phones import SIP, FederatedPhone
-from .prosody import PROSODY, Prosody, loopback_domain
+from .prosody import OURS, PROSODY, Prosody
 
 pytestmark = needs_sipp
 A, B = "a.example", "b.example"
@@ -31,11 +31,12 @@ def reaches(sender, phone, to: str, text: str) -> None:
 
 @pytest.mark.skipif(PROSODY is None, reason="prosody is not installed (.ci/run installs it)")
 def test_prosody_user_writes_to_a_phone(federated, tmp_path, xmpp_client):
-    prosody = Prosody(tmp_path / "prosody", accounts={"bob": "bob-secret"})
+    port = free_port()
+    prosody = Prosody(tmp_path / "prosody", accounts={"bob": "bob-secret"}, peers={OURS: port})
     try:
-        domain = loopback_domain()
+        domain = OURS
         ours = federated(domain, {"phone": "phone-secret"}, {prosody.domain: prosody.s2s_address},
-                         xmpp={"s2s_listen": f"{domain}:5269"}, sip=SIP)
+                         xmpp={"s2s_listen": f"127.0.0.1:{port}"}, sip=SIP)
         phone = FederatedPhone(ours, "phone", "phone-secret", tmp_path / "sipp")
         phone.register()
         reaches(xmpp_client(prosody, "bob"), phone, f"phone@{domain}", "hello phone")
@@ -45,11 +46,12 @@ def test_prosody_user_writes_to_a_phone(federated, tmp_path, xmpp_client):
 
 @pytest.mark.skipif(PROSODY is None, reason="prosody is not installed (.ci/run installs it)")
 def test_phone_writes_to_a_prosody_user(federated, tmp_path, xmpp_client):
-    prosody = Prosody(tmp_path / "prosody", accounts={"bob": "bob-secret"})
+    port = free_port()
+    prosody = Prosody(tmp_path / "prosody", accounts={"bob": "bob-secret"}, peers={OURS: port})
     try:
-        domain = loopback_domain()
+        domain = OURS
         ours = federated(domain, {"phone": "phone-secret"}, {prosody.domain: prosody.s2s_address},
-                         xmpp={"s2s_listen": f"{domain}:5269"}, sip=SIP)
+                         xmpp={"s2s_listen": f"127.0.0.1:{port}"}, sip=SIP)
         phone = FederatedPhone(ours, "phone", "phone-secret", tmp_path / "sipp")
         phone.register()
         bob = xmpp_client(prosody, "bob")
