@@ -7,10 +7,11 @@ Run (from a checkout, with the project installed in the virtualenv):
     .venv/bin/python bench/s2s_load.py --pairs 50 --window 10 --duration 10
     .venv/bin/python bench/s2s_load.py --only convergence
 
-Each pair is two servers of the same kind whose domains are loopback addresses (``127.a.b.c``)
-with their server-to-server listener on that address's port 5269, so each finds the other
-without DNS (Prosody 0.12 connects to port 5269 of an IP-literal domain; ours does the same). Both
-use STARTTLS and dialback (XEP-0220) with self-signed certificates. Per pair:
+Each pair is two servers of the same kind, ``a.bench`` and ``b.bench``, with their
+server-to-server listeners on free loopback ports; each finds the other without DNS: ours through
+``[xmpp] s2s_hosts``, Prosody through the test suite's ``mod_test_s2s_hosts`` module
+(tests/federation/prosody.py). Both use STARTTLS and dialback (XEP-0220) with self-signed
+certificates. Per pair:
 
 1. **stream set-up**: the first message from ``user0@A`` to ``user0@B``: its latency covers the
    TCP connection, STARTTLS, both dialback checks (B asks A's authoritative server over a second
@@ -29,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import random
 import socket
 import ssl
 import statistics
@@ -45,20 +45,11 @@ from gevent import socket as gsocket
 from gevent import ssl as gssl
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 import xmpp_load  # noqa: E402  (the client's chat loop)
+from federation.prosody import MODULE  # noqa: E402  (Prosody's s2s_hosts)
 
 PASSWORD = "bench-secret"
-
-
-def loopback() -> str:
-    """A random 127.a.b.c whose port 5269 is free."""
-    for _ in range(100):
-        address = f"127.{random.randrange(1, 255)}.{random.randrange(256)}.{random.randrange(1, 255)}"
-        with socket.socket() as s:
-            with contextlib.suppress(OSError):
-                s.bind((address, 5269))
-                return address
-    raise RuntimeError("no loopback address with a free port 5269")
 
 
 class Client(xmpp_load.Client):
@@ -91,7 +82,10 @@ class Client(xmpp_load.Client):
 
 # ---- the servers ----------------------------------------------------------------------------------
 
-def start_convergence(tmp: Path, domain: str, port: int, users: int) -> subprocess.Popen:
+DOMAINS = ("a.bench", "b.bench")
+
+
+def start_convergence(tmp: Path, domain: str, port: int, users: int, s2s: dict) -> subprocess.Popen:
     from convergence.config import load
     from convergence.core import Core
     data = tmp / domain / "data"
@@ -109,7 +103,8 @@ data_dir = "{data}"
 log_level = "warning"
 [xmpp]
 listen = "127.0.0.1:{port}"
-s2s_listen = "{domain}:5269"
+s2s_listen = "127.0.0.1:{s2s[domain]}"
+s2s_hosts = {{ {", ".join(f'"{d}" = "127.0.0.1:{p}"' for d, p in s2s.items() if d != domain)} }}
 shared_roster = false
 [http]
 listen = "127.0.0.1:{xmpp_load.free_port()}"
@@ -122,7 +117,7 @@ listen = "127.0.0.1:{xmpp_load.free_port()}"
                             env=xmpp_load.environment())
 
 
-def start_prosody(tmp: Path, domain: str, port: int, users: int) -> subprocess.Popen:
+def start_prosody(tmp: Path, domain: str, port: int, users: int, s2s: dict) -> subprocess.Popen:
     from convergence.certificates import generate
     folder = tmp / domain
     accounts = folder / "data" / domain.replace(".", "%2e") / "accounts"
@@ -130,18 +125,22 @@ def start_prosody(tmp: Path, domain: str, port: int, users: int) -> subprocess.P
     for i in range(users):
         (accounts / f"user{i}.dat").write_text(f'return {{ ["password"] = "{PASSWORD}"; }};\n')
     generate(domain, folder / "cert.pem", folder / "key.pem")
+    (folder / "plugins").mkdir()
+    (folder / "plugins" / "mod_test_s2s_hosts.lua").write_text(MODULE)
+    peers = " ".join(f'["{d}"] = {{ "127.0.0.1", {p} }};' for d, p in s2s.items() if d != domain)
     config = folder / "prosody.cfg.lua"
     config.write_text(f"""run_as_root = true
 pidfile = "{folder}/prosody.pid"
 data_path = "{folder}/data"
+plugin_paths = {{ "{folder}/plugins" }}
+test_s2s_hosts = {{ {peers} }}
 network_backend = "epoll"
 interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {port} }}
-s2s_interfaces = {{ "{domain}" }}
-s2s_ports = {{ 5269 }}
+s2s_ports = {{ {s2s[domain]} }}
 http_ports = {{ }}
 https_ports = {{ }}
-modules_enabled = {{ "roster", "saslauth", "tls", "dialback", "disco", "ping" }}
+modules_enabled = {{ "roster", "saslauth", "tls", "dialback", "disco", "ping", "test_s2s_hosts" }}
 modules_disabled = {{ "s2s_bidi" }}
 authentication = "internal_plain"
 storage = "internal"
@@ -160,9 +159,10 @@ SERVERS = {"convergence": start_convergence, "prosody": start_prosody}
 
 
 def measure(kind: str, args, tmp: Path) -> dict:
-    domains = [loopback(), loopback()]
+    domains = list(DOMAINS)
     ports = [xmpp_load.free_port(), xmpp_load.free_port()]
-    procs = [SERVERS[kind](tmp / kind, d, p, args.pairs) for d, p in zip(domains, ports)]
+    s2s = {domain: xmpp_load.free_port() for domain in domains}
+    procs = [SERVERS[kind](tmp / kind, d, p, args.pairs, s2s) for d, p in zip(domains, ports)]
     try:
         for proc, port, domain in zip(procs, ports, domains):
             xmpp_load.wait_listening(proc, port, kind, tmp / kind / domain / f"{kind}.log")
@@ -170,10 +170,10 @@ def measure(kind: str, args, tmp: Path) -> dict:
             deadline = time.monotonic() + 30
             while True:
                 with contextlib.suppress(OSError):
-                    socket.create_connection((domain, 5269), timeout=1).close()
+                    socket.create_connection(("127.0.0.1", s2s[domain]), timeout=1).close()
                     break
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{kind}: no s2s listener on {domain}:5269")
+                    raise RuntimeError(f"{kind}: no s2s listener for {domain} on port {s2s[domain]}")
                 gevent.sleep(0.05)  # another process opens the port: no event to wait on
         sides = [[Client(i) for i in range(args.pairs)] for _ in domains]
         jobs = [gevent.spawn(c.login_plain, d, p) for side, d, p in zip(sides, domains, ports) for c in side]
