@@ -29,39 +29,35 @@ def reaches(sender, phone, to: str, text: str) -> None:
     assert f"sip:{sender.jid.partition('/')[0]}" in sip_from
 
 
-@pytest.mark.skipif(PROSODY is None, reason="prosody is not installed (.ci/run installs it)")
-def test_prosody_user_writes_to_a_phone(federated, tmp_path, xmpp_client):
+@pytest.fixture
+def prosody_and_phone(federated, tmp_path):
+    """A Prosody with ``bob``, and our server with the account ``phone`` registered by SIPp."""
+    if PROSODY is None:
+        pytest.skip("prosody is not installed (.ci/run installs it)")
     port = free_port()
     prosody = Prosody(tmp_path / "prosody", accounts={"bob": "bob-secret"}, peers={OURS: port})
     try:
-        domain = OURS
-        ours = federated(domain, {"phone": "phone-secret"}, {prosody.domain: prosody.s2s_address},
+        ours = federated(OURS, {"phone": "phone-secret"}, {prosody.domain: prosody.s2s_address},
                          xmpp={"s2s_listen": f"127.0.0.1:{port}"}, sip=SIP)
         phone = FederatedPhone(ours, "phone", "phone-secret", tmp_path / "sipp")
         phone.register()
-        reaches(xmpp_client(prosody, "bob"), phone, f"phone@{domain}", "hello phone")
+        yield prosody, phone
     finally:
         prosody.stop()
 
 
-@pytest.mark.skipif(PROSODY is None, reason="prosody is not installed (.ci/run installs it)")
-def test_phone_writes_to_a_prosody_user(federated, tmp_path, xmpp_client):
-    port = free_port()
-    prosody = Prosody(tmp_path / "prosody", accounts={"bob": "bob-secret"}, peers={OURS: port})
-    try:
-        domain = OURS
-        ours = federated(domain, {"phone": "phone-secret"}, {prosody.domain: prosody.s2s_address},
-                         xmpp={"s2s_listen": f"127.0.0.1:{port}"}, sip=SIP)
-        phone = FederatedPhone(ours, "phone", "phone-secret", tmp_path / "sipp")
-        phone.register()
-        bob = xmpp_client(prosody, "bob")
-        phone.send(f"bob@{prosody.domain}", "hello from a phone")
-        got = bob.next("message", timeout=15)
-        assert (str(got["from"]).split("/")[0], got["body"].strip()) == (f"phone@{domain}",
-                                                                         "hello from a phone")
-        reaches(bob, phone, str(got["from"]), "hello phone")  # the reply reaches that phone
-    finally:
-        prosody.stop()
+def test_prosody_user_writes_to_a_phone(prosody_and_phone, xmpp_client):
+    prosody, phone = prosody_and_phone
+    reaches(xmpp_client(prosody, "bob"), phone, f"phone@{OURS}", "hello phone")
+
+
+def test_phone_writes_to_a_prosody_user(prosody_and_phone, xmpp_client):
+    prosody, phone = prosody_and_phone
+    bob = xmpp_client(prosody, "bob")
+    phone.send(f"bob@{prosody.domain}", "hello from a phone")
+    got = bob.next("message", timeout=15)
+    assert (str(got["from"]).split("/")[0], got["body"].strip()) == (f"phone@{OURS}", "hello from a phone")
+    reaches(bob, phone, str(got["from"]), "hello phone")  # the reply reaches that phone
 
 
 @pytest.fixture
