@@ -21,7 +21,8 @@ TLS = b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
 def pair(federated):
     pa, pb = free_port(), free_port()
     a = federated(A, {"alice": "alice-secret"}, {B: f"127.0.0.1:{pb}"},
-                  xmpp={"s2s_listen": f"127.0.0.1:{pa}", "max_stanza_size": 4096})
+                  xmpp={"s2s_listen": f"127.0.0.1:{pa}", "max_stanza_size": 4096, "max_queued": 65536,
+                        "negotiation_timeout": 10.0})
     b = federated(B, {"bob": "bob-secret"}, {A: f"127.0.0.1:{pa}"},
                   xmpp={"s2s_listen": f"127.0.0.1:{pb}"})
     return a, b
@@ -141,4 +142,22 @@ def test_spoofed_from_after_dialback_is_invalid_from(pair, xmpp_client):
             if getattr(e, "tag", "").endswith("}result")] == ["valid"]
     peer.send(f"<message from='x@c.example' to='alice@{A}'><body>spoof</body></message>".encode())
     assert peer.stream_error() == "invalid-from"
+    federation_works(a, b, xmpp_client)
+
+
+def test_a_peer_that_never_reads_is_disconnected(pair, xmpp_client):
+    """A peer that asks and asks (db:verify) but never reads the answers: once [xmpp] max_queued
+    bytes wait for it, its stream is closed; the federation goes on."""
+    a, b = pair
+    peer = RawPeer(a)
+    peer.open()
+    peer.starttls()
+    peer.open()
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    question = f"<db:verify from='{B}' to='{A}' id='{'x' * 40}'>{'0' * 64}</db:verify>".encode()
+    mark = len(a.process.output)
+    with pytest.raises(OSError):  # the server closes (a reset) once its queue for us is full
+        for _ in range(200):
+            peer.sock.sendall(question * 500)
+    a.process.wait_for("outbound queue full", start=mark)
     federation_works(a, b, xmpp_client)
