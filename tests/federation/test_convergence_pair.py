@@ -71,3 +71,18 @@ def test_no_relay_for_other_domains():
     with pytest.raises(RoutingError) as refused:
         route.deliver(Message(Address.from_jid("x@c.example"), Address.from_jid(f"bob@{B}"), "relay?"))
     assert refused.value.condition == "forbidden"
+
+
+def test_presence_subscription_between_two_convergence_servers(pair, xmpp_client):
+    """RFC 6121 across our own servers: alice subscribes to bob (slixmpp approves and subscribes
+    back), both rosters say both, each sees the other online, and a logout is seen."""
+    a, b = pair
+    alice, bob = xmpp_client(a, "alice", roster=True), xmpp_client(b, "bob", roster=True)
+    alice.call(lambda: alice.xmpp.send_presence(pto=b.jid("bob"), ptype="subscribe"))
+    alice.next("presence", timeout=15, match=lambda p: str(p["from"]) == bob.jid and p["type"] == "available")
+    bob.next("presence", timeout=15, match=lambda p: str(p["from"]) == alice.jid and p["type"] == "available")
+    for client, contact in ((alice, b.jid("bob")), (bob, a.jid("alice"))):
+        roster = client.call(lambda: client.xmpp.client_roster)
+        assert roster[contact]["subscription"] == "both"
+    bob.disconnect()
+    alice.next("presence", timeout=15, match=lambda p: str(p["from"]) == bob.jid and p["type"] == "unavailable")
