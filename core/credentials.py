@@ -89,10 +89,15 @@ def derive(username: str, realm: str, password: str, iterations: int = DEFAULT_I
 
 
 def verify(credentials: Credentials, password: str) -> bool:
-    """Check a plaintext password (SASL PLAIN, HTTP Basic) against the SCRAM-SHA-256 keys."""
+    """Check a plaintext password (SASL PLAIN, HTTP Basic) against the SCRAM-SHA-256 keys, or the
+    SCRAM-SHA-1 keys of an account imported with those alone (Prosody stores only SHA-1)."""
     try:
         prepared = saslprep(password)
     except PasswordError:
         return False
-    keys = scram_keys("sha256", prepared, credentials.salt, credentials.iterations)
-    return hmac.compare_digest(keys.stored_key, credentials.sha256.stored_key)
+    name, stored = (("sha256", credentials.sha256) if credentials.sha256.stored_key
+                    else ("sha1", credentials.sha1))
+    if not stored.stored_key:
+        return False
+    keys = scram_keys(name, prepared, credentials.salt, credentials.iterations)
+    return hmac.compare_digest(keys.stored_key, stored.stored_key)

@@ -111,6 +111,9 @@ def test_xep0227_scram_keys_log_in_over_xmpp_and_sip_digest_refuses_them(converg
     assert xmpp_client(server, "juliet", "balcony", presence=False)  # the client's choice (SHA-256)
     assert xmpp_client(server, "juliet", "balcony", mechanism="PLAIN", presence=False)
     assert xmpp_client(server, "romeo", "montague", mechanism="SCRAM-SHA-1", presence=False)
+    assert xmpp_client(server, "romeo", "montague", mechanism="PLAIN", presence=False)  # SHA-1 keys
+    with pytest.raises(LoginFailed):
+        xmpp_client(server, "romeo", "wrong", mechanism="PLAIN", presence=False)
     assert xmpp_client(server, "nurse", "herbs", presence=False)
     with pytest.raises(LoginFailed):
         xmpp_client(server, "juliet", "wrong", mechanism="SCRAM-SHA-1", presence=False)
