@@ -55,23 +55,10 @@ def tree_cpu(pid: int) -> float:
 
 
 def config_text(tmp: Path, url: str, port: int, workers: int, cluster: bool, prefix: str, redis: str) -> str:
-    text = f"""[server]
-domain = "{DOMAIN}"
-data_dir = "{tmp}/data"
-database = "{url}"
-log_level = "info"
-stats_interval = 0
-workers = {workers}
-[xmpp]
-listen = "127.0.0.1:{port}"
-tls_cert = "{tmp}/tls/{DOMAIN}.crt"
-tls_key = "{tmp}/tls/{DOMAIN}.key"
-shared_roster = false
-[http]
-listen = "127.0.0.1:{free_port()}"
-[sip]
-listen = "127.0.0.1:{free_port()}"
-"""
+    """``xmpp_load``'s configuration on PostgreSQL, with ``workers`` (and a ``[cluster]`` table)."""
+    text = xmpp_load.convergence_config(tmp, port, free_port(), free_port()).replace(
+        'log_level = "warning"\n',
+        f'log_level = "info"\nstats_interval = 0\ndatabase = "{url}"\nworkers = {workers}\n')
     if cluster:
         text += f'[cluster]\nredis = "{redis}"\nprefix = "{prefix}"\n'
     return text
