@@ -168,8 +168,9 @@ def _notify(control_: control.Control, conn, names: list[str]) -> None:
     for 10,000 accounts)."""
     if not names:
         return
+    channel = control.channel_name(conn)
     conn.execute(text("SELECT pg_notify(:channel, :payload)"), [
-        {"channel": control.CHANNEL,
+        {"channel": channel,
          "payload": control.encode(control.AccountChange(name, "created", control_.origin)).decode()}
         for name in names])
 

@@ -9,9 +9,9 @@ plugins' ``on_account`` implementations react the same way to a change made in-p
 registration) or elsewhere. The transport depends on the database, because the database is what
 the processes share:
 
-- **PostgreSQL**: ``NOTIFY`` on the channel :data:`CHANNEL` (sent after the commit), ``LISTEN`` on
-  a dedicated autocommit connection read by a greenlet. Every server on the database hears every
-  change; this is also the cross-node event path of a cluster.
+- **PostgreSQL**: ``NOTIFY`` on the channel ``convergence_accounts.<schema>`` (sent after the
+  commit; ``channel_name``), ``LISTEN`` on a dedicated autocommit connection read by a greenlet.
+  Every server on the schema hears every change, and none on another schema of the database.
 - **SQLite** (file): a Unix domain socket ``<data_dir>/control.sock`` (mode 0600) that ``serve``
   binds; a publisher connects, writes its message lines and closes. Without a server there is no
   socket (or a stale one that refuses): the change is simply not announced (a debug line).
@@ -51,7 +51,7 @@ from .addresses import AddressError
 log = logging.getLogger(__name__)
 
 CHANGES = ("created", "changed", "deleted")
-CHANNEL = "convergence_accounts"  # PostgreSQL NOTIFY/LISTEN channel
+CHANNEL = "convergence_accounts"  # PostgreSQL NOTIFY/LISTEN channel, per schema: channel_name
 SOCKET_NAME = "control.sock"  # under data_dir, for SQLite
 MAX_LINE = 1024  # bytes of one message line; a longer line ends the connection
 CONNECT_TIMEOUT = 2.0  # seconds a publisher waits for the socket
@@ -293,6 +293,15 @@ class SocketChannel:
                 pass
 
 
+def channel_name(conn) -> str:
+    """The NOTIFY channel of the schema ``conn`` works in: ``convergence_accounts.<schema>``.
+
+    NOTIFY reaches every session of the *database*, so servers on other schemas of it (another
+    installation sharing the database, each test of the suite) must listen elsewhere."""
+    schema = conn.execute(text("SELECT current_schema()")).scalar()
+    return f"{CHANNEL}.{schema}"[:63]  # an identifier: NAMEDATALEN - 1 bytes
+
+
 class NotifyChannel:
     """PostgreSQL: NOTIFY after the commit, LISTEN on a connection of its own."""
 
@@ -300,15 +309,23 @@ class NotifyChannel:
         self.db = db
         self.conn = None
         self.greenlet = None
+        self._name = None
+
+    @property
+    def name(self) -> str:
+        if self._name is None:
+            with self.db.read_connection() as conn:
+                self._name = channel_name(conn)
+        return self._name
 
     def describe(self) -> str:
-        return f"PostgreSQL LISTEN {CHANNEL} on {self.db.url.render_as_string()}"
+        return f"PostgreSQL LISTEN {self.name} on {self.db.url.render_as_string()}"
 
     def publish(self, line: bytes) -> None:
         try:
             with self.db.write_connection() as conn:
                 conn.execute(text("SELECT pg_notify(:channel, :payload)"),
-                             {"channel": CHANNEL, "payload": line.decode()})
+                             {"channel": self.name, "payload": line.decode()})
         except SQLAlchemyError as exc:
             log.warning("control path: NOTIFY failed: %s", exc)
 
@@ -318,7 +335,7 @@ class NotifyChannel:
         url = self.db.url.set(drivername="postgresql")
         conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True,
                                connect_timeout=5)
-        conn.execute(f"LISTEN {CHANNEL}")
+        conn.execute('LISTEN "{}"'.format(self.name.replace('"', '""')))
         return conn
 
     def listen(self, receive, answer=None) -> None:
@@ -338,7 +355,7 @@ class NotifyChannel:
             try:
                 if self.conn is None:
                     self.conn = self._connect()
-                    log.info("control path: listening again on %s", CHANNEL)
+                    log.info("control path: listening again on %s", self.name)
                     wait = RETRY[0]
                 for notify in self.conn.notifies():
                     receive(notify.payload)
