@@ -95,6 +95,8 @@ class XmppServer:
     def add_metrics(self, registry):
         self.core.metrics.count_failures("xmpp", self.service.limiter)
         registry.register(XmppCollector(self.service))
+        if self.federation is not None:
+            registry.register(S2SCollector(self.federation))
 
     @hookimpl
     def on_shutdown(self):
@@ -116,3 +118,17 @@ class XmppCollector(Collector):
         yield family("counter", "convergence_xmpp_slow_reader_disconnects", "XMPP connections "
                      "closed because the client did not read ([xmpp] max_queued bytes were "
                      "waiting)", service.slow_readers)
+
+
+class S2SCollector(Collector):
+    """The federation's figures (server-to-server, RFC 6120), read at each scrape."""
+
+    def collect(self):
+        federation = self.source
+        yield family("gauge", "convergence_xmpp_s2s_streams", "Open XMPP server-to-server "
+                     "streams by direction, authenticated or still negotiating",
+                     ("direction", {"in": len(federation.inbound_streams),
+                                    "out": len(federation.outbound)}))
+        yield family("gauge", "convergence_xmpp_s2s_queued", "Stanzas waiting for a "
+                     "server-to-server stream to be set up",
+                     sum(len(q) for q in federation.queues.values()))

@@ -31,6 +31,25 @@ def test_messages_both_ways(pair, xmpp_client):
     b.process.wait_for("authenticated by dialback")
 
 
+def test_s2s_streams_are_in_the_metrics(pair, xmpp_client):
+    """``convergence_xmpp_s2s_streams`` by direction (docs/operations.md, Metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def streams(server) -> dict:
+        with urllib.request.urlopen(server.http_url + "/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+        return {s.labels["direction"]: s.value for f in text_string_to_metric_families(text)
+                for s in f.samples if s.name == "convergence_xmpp_s2s_streams"}
+
+    a, b = pair
+    assert streams(a) == {"in": 0, "out": 0}
+    alice, bob = xmpp_client(a, "alice"), xmpp_client(b, "bob")
+    says(alice, bob, "counted")
+    a.process.wait_for("authenticated to b.example by dialback")
+    b.process.wait_for("a.example authenticated by dialback")
+    assert streams(a)["out"] == 1 and streams(b)["in"] == 1
+
+
 def test_unknown_remote_user_is_an_error(pair, xmpp_client):
     a, b = pair
     alice = xmpp_client(a, "alice")
