@@ -220,6 +220,11 @@ class Cluster:
             log.warning("cluster: could not say goodbye on Redis: %s", exc)
         self.redis.close()
 
+    @property
+    def reachable(self) -> bool:
+        """Whether the last write reached Redis (the readiness check asks)."""
+        return self._healthy
+
     def _url(self) -> str:
         kwargs = self.redis.connection_pool.connection_kwargs
         return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"

@@ -104,6 +104,8 @@ def listener_problems(core) -> dict[str, str]:
 
 def readiness(core) -> tuple[bool, dict]:
     checks = {"database": database_problem(core) or "ok"}
+    if core.cluster is not None:  # clustered: the cross-node path must be up (docs/cluster.md)
+        checks["redis"] = "ok" if core.cluster.reachable else "unreachable"
     problems = listener_problems(core)
     checks.update(problems or {"listeners": "ok"})
     failing = sorted(name for name, state in checks.items() if state != "ok")

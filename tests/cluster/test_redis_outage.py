@@ -4,9 +4,12 @@ rather than lost (HTTP 202), and once Redis is back the nodes announce their end
 deliver across (issue 14, docs/cluster.md)."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -48,6 +51,15 @@ def private_redis(tmp_path, cluster_table):
     server.stop()
 
 
+def ready(server) -> tuple[int, str]:
+    """/health/ready's status code and its Redis check."""
+    try:
+        with urllib.request.urlopen(server.http_url + "/health/ready", timeout=10) as reply:
+            return reply.status, json.load(reply)["checks"]["redis"]
+    except urllib.error.HTTPError as err:
+        return err.code, json.load(err)["checks"]["redis"]
+
+
 def test_nodes_ride_out_a_redis_restart(private_redis, convergence_server, xmpp_client):
     redis, table = private_redis
     a = convergence_server(ACCOUNTS, cluster={**table, "node_id": "node-a"})
@@ -58,9 +70,11 @@ def test_nodes_ride_out_a_redis_restart(private_redis, convergence_server, xmpp_
     bob = xmpp_client(b, "bob", resource="desk")
     alice.next("presence", timeout=10, match=available_from("bob@"))
 
+    assert ready(a) == (200, "ok")
     mark_a, mark_b = len(a.process.output), len(b.process.output)
     redis.stop()
     a.process.wait_for("Redis unreachable", start=mark_a)
+    assert ready(a) == (503, "unreachable")  # /health/ready names the failing part
     # node A still serves its own users
     assert api_send(a, "alice", "a", "carol@" + a.domain, "same node")["outcome"] == "delivered"
     carol.next("message", timeout=10, match=chat_body("same node"))
@@ -71,6 +85,7 @@ def test_nodes_ride_out_a_redis_restart(private_redis, convergence_server, xmpp_
     a.process.wait_for("Redis reachable again", timeout=15, start=mark_a)
     b.process.wait_for("Redis reachable again", timeout=15, start=mark_b)
     a.process.wait_for("cluster: subscribed again", timeout=15, start=mark_a)
+    assert ready(a) == (200, "ok")
     deadline = time.monotonic() + 15
     while True:  # node A learns bob's session again from node B's announcement
         answer = api_send(a, "alice", "a", "bob@" + a.domain, "after the outage")
