@@ -27,6 +27,7 @@ what the plugins say (``Endpoint.protocol``, the ``source`` of ``Core.send``, a 
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from bisect import bisect_left
@@ -38,6 +39,8 @@ from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 
 from .store import offline
+
+log = logging.getLogger(__name__)
 
 #: seconds: routing one message in memory takes tens of microseconds; storing it, milliseconds
 ROUTING_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -143,6 +146,7 @@ class Metrics:
             registry = CollectorRegistry(auto_describe=True)
             ProcessCollector(registry=registry)
             registry.register(CoreCollector(self.core, self))
+            registry.register(ClusterCollector(self.core))
             self.core.hook.add_metrics(core=self.core, registry=registry)
             self._registry = registry
         return self._registry
@@ -207,3 +211,29 @@ class CoreCollector:
             return  # the database is away: /health/ready says so; the rest is still worth reading
         yield family("gauge", "convergence_offline_messages", "Messages waiting in the offline "
                      "store (XEP-0160)", stored)
+
+
+class ClusterCollector(Collector):
+    """In a cluster (``core.cluster``, docs/cluster.md): whether this node reaches Redis, and every
+    live node's endpoints by protocol as the directory holds them (read from Redis at each scrape,
+    so any node's ``/metrics`` shows the whole cluster). Nothing without a cluster."""
+
+    def collect(self):
+        cluster = self.source.cluster
+        if cluster is None:
+            return
+        yield family("gauge", "convergence_cluster_redis_up", "1 when this node's last write "
+                     "reached Redis", int(cluster.reachable))
+        try:
+            nodes = cluster.status()
+        except Exception as exc:  # Redis unreachable: the gauge above says so, the rest is unknown
+            log.info("metrics: cluster directory not read: %s", exc)
+            return
+        yield family("gauge", "convergence_cluster_nodes", "Live nodes (fresh heartbeat)", len(nodes))
+        endpoints = GaugeMetricFamily("convergence_cluster_node_endpoints", "Endpoints each live "
+                                      "node holds, by protocol (the directory)",
+                                      labels=["node", "protocol"])
+        for beat in nodes:
+            for protocol, n in sorted(beat.get("endpoints", {}).items()):
+                endpoints.add_metric([beat["node"], protocol], n)
+        yield endpoints

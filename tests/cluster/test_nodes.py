@@ -7,7 +7,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from .helpers import api_events, api_send, available_from, chat_body
 
@@ -128,6 +131,13 @@ def test_cluster_status_lists_the_nodes(node, xmpp_client):
     assert lines[-1] == "2 nodes, 1 endpoints"
     (line_a,) = [line for line in lines if line.startswith("node-a ")]
     assert "heartbeat" in line_a and "1 xmpp" in line_a
+    # every node's /metrics shows the whole cluster, per node (docs/operations.md, Metrics)
+    with urllib.request.urlopen(b.http_url + "/metrics", timeout=10) as reply:
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for f in text_string_to_metric_families(reply.read().decode()) for s in f.samples}
+    assert samples[("convergence_cluster_nodes", ())] == 2
+    assert samples[("convergence_cluster_redis_up", ())] == 1
+    assert samples[("convergence_cluster_node_endpoints", (("node", "node-a"), ("protocol", "xmpp")))] == 1
 
 
 def test_account_change_from_the_cli_reaches_every_node(node, xmpp_client):
