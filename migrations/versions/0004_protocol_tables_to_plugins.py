@@ -5,7 +5,8 @@ From this revision on each of these tables is created by its plugin's own Alembi
 without a plugin has no table of it. A database made by an earlier release has the three tables,
 created by 0001–0003: a table holding rows is kept exactly as it is and its plugin's branch adopts
 it (no row is copied, none is lost, even while that plugin is disabled); an empty one is dropped
-here and its plugin's branch creates it again.
+here and its plugin's branch creates it again. Downgrades drop nothing: a plugin's first
+revision, downgraded, hands its table back as it is, which is what 0003 had.
 
 Revision ID: 0004
 Revises: 0003
@@ -38,43 +39,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Give 0003 back its tables where a plugin's downgrade removed them (empty, as at 0003's
-    first upgrade)."""
-    inspector = sa.inspect(op.get_bind())
-    if not inspector.has_table("sip_bindings"):
-        op.create_table('sip_bindings',
-        sa.Column('id', sa.Integer(), nullable=False),
-        sa.Column('account_id', sa.Integer(), nullable=False),
-        sa.Column('contact', sa.String(length=1024), nullable=False),
-        sa.Column('expires_at', sa.DateTime(), nullable=False),
-        sa.Column('q', sa.Float(), nullable=True),
-        sa.Column('call_id', sa.String(length=255), nullable=False),
-        sa.Column('cseq', sa.Integer(), nullable=False),
-        sa.Column('received', sa.String(length=255), nullable=True),
-        sa.Column('path', sa.Text(), nullable=True),
-        sa.Column('instance', sa.String(length=255), nullable=True),
-        sa.Column('user_agent', sa.String(length=255), nullable=True),
-        sa.Column('updated_at', sa.DateTime(), nullable=False),
-        sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], ondelete='CASCADE'),
-        sa.PrimaryKeyConstraint('id'),
-        sa.UniqueConstraint('account_id', 'contact'))
-        op.create_index('ix_sip_bindings_account_id', 'sip_bindings', ['account_id'])
-        op.create_index('ix_sip_bindings_expires_at', 'sip_bindings', ['expires_at'])
-    if not inspector.has_table("vcards"):
-        op.create_table('vcards',
-        sa.Column('account_id', sa.Integer(), nullable=False),
-        sa.Column('vcard', sa.Text(), nullable=False),
-        sa.Column('updated_at', sa.DateTime(), nullable=False),
-        sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], ondelete='CASCADE'),
-        sa.PrimaryKeyConstraint('account_id'))
-    if not inspector.has_table("api_tokens"):
-        op.create_table('api_tokens',
-        sa.Column('id', sa.Integer(), nullable=False),
-        sa.Column('account_id', sa.Integer(), nullable=False),
-        sa.Column('name', sa.String(length=255), nullable=False),
-        sa.Column('digest', sa.LargeBinary(length=32), nullable=False),
-        sa.Column('created_at', sa.DateTime(), nullable=False),
-        sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], ondelete='CASCADE'),
-        sa.PrimaryKeyConstraint('id'),
-        sa.UniqueConstraint('digest'))
-        op.create_index('ix_api_tokens_account_id', 'api_tokens', ['account_id'])
+    """Nothing to do: the plugins' downgrades leave their tables in place (``sip_0001``…), so
+    0003 finds the three tables it made, with every row."""

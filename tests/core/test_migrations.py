@@ -108,3 +108,22 @@ def test_a_disabled_plugin_has_no_table_and_its_rows_wait_for_it(old_database):
     with kept.db.engine.connect() as conn:
         assert conn.execute(text("SELECT contact FROM sip_bindings")).scalars().all() == [
             "sip:alice@192.0.2.1:5060"]
+
+
+def test_a_downgrade_to_the_previous_release_keeps_every_row(old_database):
+    from alembic import command
+
+    core = old_database()
+    fill(core.db)
+    core.db.upgrade()
+    config = core.db._alembic()
+    with core.db.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0003")
+    with core.db.engine.connect() as conn:
+        versions = set(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
+        assert "0003" in versions and not versions & {"0004", "sip_0001", "xmpp_0001", "http_0001"}
+        assert conn.execute(text("SELECT contact FROM sip_bindings")).scalars().all() == [
+            "sip:alice@192.0.2.1:5060"]
+        assert conn.execute(text("SELECT count(*) FROM vcards")).scalar() == 1
+        assert conn.execute(text("SELECT name FROM api_tokens")).scalars().all() == ["laptop"]
