@@ -8,6 +8,22 @@ import slixmpp
 
 from scenario_kit import Client, LoginFailed, Loop, RawClient, XmppServer
 
+#: Interop with stock clients and peers (baresip, linphonec, SIPp presence, Prosody, two federating
+#: servers): what they check is the wire, not the store, whose SQL runs on PostgreSQL in the other
+#: tests. They run in the SQLite pass only, so the two passes .ci/run starts side by side finish
+#: together (the PostgreSQL pass also has tests/cluster, which needs PostgreSQL).
+INTEROP = ("tests/federation/", "tests/sip/test_stock_phones.py", "tests/sip/test_presence_clients.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("convergence_database"):
+        return
+    skip = pytest.mark.skip(reason="interop with stock clients: runs in the SQLite pass (tests/conftest.py)")
+    for item in items:
+        if any(part in item.nodeid for part in INTEROP):
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def raw_client():
     clients = []

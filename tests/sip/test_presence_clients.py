@@ -150,6 +150,8 @@ def test_without_the_shared_roster_the_xmpp_user_is_asked(convergence_server, xm
     asked = user.next("presence_subscribe", timeout=15)
     assert asked["from"] == server.jid(PHONE)
     user.call(lambda: user.xmpp.send_presence(pto=server.jid(PHONE), ptype="subscribed"))
+    # a change of her presence makes the agent look at the roster again (else within 10 s)
+    user.call(lambda: user.xmpp.send_presence(pstatus="approved"))
     sipp.wait("pending", process)
 
 
