@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import gevent
 
-from pathlib import Path
-
 from . import cluster, credentials
 from .addresses import Address, AddressError, normalize_localpart
 from .config import Config
@@ -117,10 +115,7 @@ class Core:
     def database_location(self) -> str:
         """The database URL without its password, a SQLite file's path made absolute (a relative
         ``data_dir`` means another database in another folder)."""
-        url = self.db.url
-        if self.db.is_sqlite and url.database not in (None, "", ":memory:"):
-            url = url.set(database=str(Path(url.database).absolute()))
-        return url.render_as_string(hide_password=True)
+        return self.db.location
 
     def close(self) -> None:
         self.db.close()
