@@ -49,7 +49,7 @@ from convergence import Address, AddressError, RoutingError
 from convergence.addresses import normalize_domain
 from convergence.presence import UNAVAILABLE
 
-from . import messages, presence, sasl
+from . import csi, messages, presence, sasl, stream_management
 from .stanzas import StanzaError, error_reply, iq_result, tag
 from .stream import (CLIENT_NS, STREAM_CLOSE, STREAM_NS, StreamClose, StreamError, StreamOpen,
                      StreamParser, serialize, stream_error, stream_header)
@@ -101,7 +101,13 @@ class Session:
     __slots__ = ("service", "link", "peer", "parser", "encrypted", "username", "address", "account",
                  "presence", "available", "interested", "directed", "carbons", "closed",
                  "header_sent", "stream_open", "lang", "generation", "mechanism", "deadline",
-                 "pinged", "unwritten", "holding", "giving", "__weakref__")
+                 "pinged", "unwritten", "holding", "giving", "sm", "csi", "__weakref__")
+    #: what belongs to the connection, not to the bound session: a stream resumed on a new
+    #: connection (XEP-0198 §5) takes every other slot over from the old one
+    CONNECTION_STATE = frozenset(("service", "link", "peer", "parser", "encrypted", "closed",
+                                  "header_sent", "stream_open", "lang", "generation", "mechanism",
+                                  "deadline", "pinged", "unwritten", "holding", "giving",
+                                  "__weakref__"))
 
     protocol = "xmpp"
 
@@ -130,6 +136,8 @@ class Session:
         self.unwritten: deque = deque()  # (link offset where its stanza ends, Message), oldest first
         self.holding = False  # closing: the router holds the account's stores until we gave back
         self.giving = False  # a greenlet is giving back ``unwritten`` (one at a time: in order)
+        self.sm = None  # XEP-0198 state once enabled (stream_management.StreamManagement)
+        self.csi = None  # XEP-0352: held stanzas while the client is inactive (csi.ClientState)
         service.connected(self)
 
     def __repr__(self):
@@ -205,6 +213,8 @@ class Session:
             ET.SubElement(features, BIND)
             ET.SubElement(ET.SubElement(features, tag("session", SESSION_NS)), tag("optional", SESSION_NS))
             ET.SubElement(features, tag("ver", ROSTER_VERSIONING_NS))
+            stream_management.features(features)
+            csi.features(features)
         return features
 
     def _restart(self) -> None:
@@ -220,6 +230,10 @@ class Session:
             self._starttls()
         elif name.startswith("{" + SASL_NS + "}"):
             self._sasl(element)
+        elif name.startswith("{" + stream_management.SM_NS + "}") and self.username is not None:
+            stream_management.element(self, element)
+        elif name.startswith("{" + csi.CSI_NS + "}") and self.address is not None:
+            csi.element(self, element)
         elif self.address is not None:
             self._stanza(element)
         elif name == IQ and self.username is not None and element.find(BIND) is not None:
@@ -345,6 +359,8 @@ class Session:
         if name not in (IQ, MESSAGE, PRESENCE):
             return self.close("unsupported-stanza-type", f"{name} is not a stanza")
         element.set("from", self.address.jid)  # §8.1.2.1: the server stamps the real sender
+        if self.sm is not None:
+            self.sm.received()
         try:
             if name == IQ:
                 self.service.iq.dispatch(self.service, self, element)
@@ -358,10 +374,16 @@ class Session:
                 self.send(error_reply(element, StanzaError("internal-server-error")))
 
     # ---- output --------------------------------------------------------------------------------
-    def send(self, element: ET.Element) -> bool:
-        """Queue one element for the client; False when the connection is gone or was too slow."""
+    def send(self, element: ET.Element, message=None) -> bool:
+        """Queue one element for the client; False when the connection is gone or was too slow.
+        An inactive client's presence and chat states wait (XEP-0352); with stream management
+        a stanza is kept until acknowledged, with the core ``message`` it carries (XEP-0198)."""
         if self.closed:
             return False
+        if self.csi is not None and self.csi.hold(self, element):
+            return True
+        if self.sm is not None:
+            return stream_management.send(self, element, message)
         return self.link.send(serialize(element))
 
     def deliver(self, message) -> None:
@@ -370,19 +392,20 @@ class Session:
         it did not write went back to the router: the store keeps them in order."""
         if self.closed or self.address is None:
             raise RoutingError("recipient-unavailable", f"{self} is gone")
-        if not self.send(messages.element(self.service, message)):
+        if not self.send(messages.element(self.service, message), message):
             self.connection_lost()
             raise RoutingError("recipient-unavailable", f"{self} is gone")
-        written, unwritten = self.link.written, self.unwritten
-        while unwritten and unwritten[0][0] <= written:
-            unwritten.popleft()
-        unwritten.append((self.link.accepted, message))
+        if self.sm is None:  # with stream management, kept until acknowledged instead
+            written, unwritten = self.link.written, self.unwritten
+            while unwritten and unwritten[0][0] <= written:
+                unwritten.popleft()
+            unwritten.append((self.link.accepted, message))
         messages.delivered(self.service, self, message)
 
     def flush(self, timeout: float) -> bool:
         """Endpoint.flush: wait until what was queued for the client has been written to the
         socket; False if the connection closed first (its queue thrown away) or ``timeout``."""
-        return not self.closed and self.link.flush(timeout)
+        return not self.closed and (self.link.flush(timeout) or stream_management.handed_on(self))
 
     # ---- timers: the transport calls idle() after idle_timeout() silent seconds ----------------
     def idle_timeout(self) -> float:
@@ -400,6 +423,7 @@ class Session:
             return self.close("connection-timeout", "negotiation took too long")
         if self.pinged:
             return self.close("connection-timeout", "no answer to ping")
+        stream_management.request(self)  # XEP-0198: unacknowledged stanzas? ask
         ping = ET.Element(IQ, {"type": "get", "id": "ping-" + secrets.token_hex(4),
                                 "from": self.service.domain, "to": self.address.jid})
         ET.SubElement(ping, tag("ping", PING_NS))
@@ -425,8 +449,8 @@ class Session:
         has closed too (a closing stream may still be flushing), the messages it did not write go
         back to the router, after the session left the presence hub."""
         try:
-            if not self.closed:
-                self._leave()
+            if not self.closed and not (self.link.closed and stream_management.hibernate(self)):
+                self._leave()  # (a session with resumption enabled waits for it: XEP-0198 §5)
         finally:
             if self.link.closed:
                 self._give_back()
@@ -457,6 +481,9 @@ class Session:
             while unwritten:
                 end, message = unwritten.popleft()
                 if end > written:
+                    router.returned(message)
+            if self.sm is not None and self.closed:  # XEP-0198: never acknowledged by the client
+                for message in self.sm.messages():
                     router.returned(message)
         finally:
             self.giving = False

@@ -37,6 +37,7 @@ class XmppServer:
     def __init__(self, core, settings: dict):
         self.core = core
         self.service = C2SService(core, settings)
+        self.service.later = transport.later  # XEP-0198 hibernation timers
         self.federation = None  # server-to-server, when [xmpp] s2s_listen is set
         if settings["s2s_listen"]:
             self.federation = s2s_transport.Federation(core, settings)

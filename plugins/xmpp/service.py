@@ -21,13 +21,13 @@ from convergence.ratelimit import FailureLimiter
 from convergence.store import accounts
 
 from . import (avatar, bookmarks, c2s, caps, discovery, messages, pep, private_storage, registration,
-               roster, vcard)
+               roster, stream_management, vcard)
 from .iq import IqRouter
 
 #: The modules whose ``register_iq(router)`` fills a service's IQ router (in this order: caps
 #: learns a session's features before PEP sends it the last items).
 IQ_PROVIDERS = (c2s, discovery, messages, registration, roster, vcard, caps, pep, avatar,
-                private_storage, bookmarks)
+                private_storage, bookmarks, stream_management)
 
 
 class C2SService:
@@ -50,6 +50,11 @@ class C2SService:
         self.last_presence: dict[Address, tuple[object, ET.Element]] = {}  # full JID -> (session, stanza)
         self.shown: dict[Address, dict[Address, Presence]] = {}  # account -> {JID: presence shown}
         self.slow_readers = 0  # connections closed because their outbound queue was full (metrics)
+        #: XEP-0198 §5: resumable sessions by id, hibernated or connected (stream_management.py)
+        self.resumptions = stream_management.Resumptions()
+        #: ``later(seconds, fn) -> cancel()``: runs ``fn`` after ``seconds`` (the hibernation
+        #: timers); the transport's ``transport.later``, set by the XmppServer
+        self.later = None
 
     def credentials(self, username: str):
         """The stored SCRAM keys of ``username`` (SASL lookups), or None."""
