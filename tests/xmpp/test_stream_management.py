@@ -238,3 +238,121 @@ def test_resuming_replaces_a_connection_still_open_and_an_overflow_ends_the_sess
     assert [m.body for _, m in offline.pending(svc.core.db, "alice", 10)] == ["0", "1", "2", "3"]
 
 
+# ---- real clients over STARTTLS ------------------------------------------------------------------
+
+def test_slixmpp_resumes_a_killed_connection_and_gets_every_message_once(xmpp_server, xmpp_client):
+    """slixmpp enables SM with resumption after binding; the test counts the server's acks of
+    its stanzas, then kills alice's TCP connection (no </stream:stream>) while bob's messages are
+    in flight, sends more while she is away, and has her reconnect: she resumes and has every
+    message exactly once, in order."""
+    server = xmpp_server({"alice": "pw-a", "bob": "pw-b"})
+    alice = xmpp_client(server, "alice", plugins=("xep_0198",))
+    bob = xmpp_client(server, "bob")
+    sm = alice.xmpp.plugin["xep_0198"]
+    assert alice.call(lambda: sm.sm_id) and alice.call(lambda: sm.enabled_out)
+    acked = alice.watch("stanza_acked")
+    for n in range(7):
+        alice.send_message(server.jid("bob"), f"to bob {n}")
+    alice.call(sm.request_ack)  # (slixmpp also asks by itself every 5 stanzas)
+    while alice.call(lambda: sm.unacked_queue):  # the server's <a h/> counted every stanza
+        acked.get(timeout=5)
+    assert alice.call(lambda: sm.last_ack == sm.seq > 7)
+    assert [bob.next("message")["body"] for _ in range(7)] == [f"to bob {n}" for n in range(7)]
+
+    def kill_at_five(message):  # on alice's loop: her socket dies, what follows is not read
+        if message["body"] == "5":
+            alice.xmpp.transport.abort()
+    alice.call(alice.xmpp.add_event_handler, "message", kill_at_five)
+    for n in range(20):
+        bob.send_message(server.jid("alice", "test"), str(n))
+    alice.next("disconnected", timeout=10)
+    bob.call(bob.xmpp.get_roster)  # answered after every message before it was routed
+    for n in range(20, 25):  # while she is away: queued for her on the server
+        bob.send_message(server.jid("alice", "test"), str(n))
+    bob.call(bob.xmpp.get_roster)
+    resumed = alice.watch("session_resumed")
+    alice.call(alice.xmpp.connect, "127.0.0.1", server.port)
+    resumed.get(timeout=10)
+    received = []
+    while len(received) < 25:
+        received.append(alice.next("message", timeout=10)["body"])
+    alice.none("message", wait=0.5)
+    assert received == [str(n) for n in range(25)]  # nothing lost, nothing twice, in order
+
+
+def kill(raw) -> None:
+    """Close a raw client's socket with a reset, as a phone that loses its network does."""
+    raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    raw.sock.close()
+
+
+def raw_sm(raw_client, server, name, resource="raw"):
+    """A raw client logged in with SM and resumption enabled and initial presence; returns
+    (client, resumption id)."""
+    raw = raw_client(server)
+    raw.login(name, server.passwords[name], resource)
+    raw.send(b"<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+    enabled = raw.next("enabled")
+    assert enabled.get("resume") == "true" and int(enabled.get("max")) == int(
+        server.config["xmpp"].get("resume_timeout", 300))
+    raw.send(b"<presence/>")
+    raw.next("presence")
+    return raw, enabled.get("id")
+
+
+def test_a_stream_not_resumed_gives_its_messages_to_another_resource(xmpp_server, raw_client,
+                                                                     xmpp_client):
+    """alice's phone (raw, SM with resumption) reads three messages without acknowledging them
+    and loses its network; one more comes while it hibernates, still available to others. When
+    ``resume_timeout`` has passed, her desk (slixmpp) gets the four once each, in order, then
+    the phone's unavailable presence."""
+    server = xmpp_server({"alice": "pw-a", "bob": "pw-b"}, resume_timeout=2)
+    phone, _ = raw_sm(raw_client, server, "alice", "phone")
+    desk = xmpp_client(server, "alice", resource="desk")
+    bob = xmpp_client(server, "bob")
+    for n in range(3):
+        bob.send_message(server.jid("alice", "phone"), f"m{n}")
+    assert [phone.next("message").findtext("{jabber:client}body") for _ in range(3)] == ["m0", "m1", "m2"]
+    kill(phone)
+    bob.send_message(server.jid("alice", "phone"), "m3")
+    bob.call(bob.xmpp.get_roster)
+    gone = desk.next("presence", timeout=15, match=lambda p: p["from"] == server.jid("alice", "phone"))
+    assert gone["type"] == "unavailable"  # only once resume_timeout passed
+    assert [desk.next("message", timeout=10)["body"] for _ in range(4)] == ["m0", "m1", "m2", "m3"]
+    desk.none("message", wait=0.3)
+    core = Core.create(load(None, server.config))  # the server's database, seen from the test
+    try:
+        assert offline.count(core.db, "alice") == 0  # delivered to the desk, not left stored
+    finally:
+        core.close()
+
+
+def test_resumption_is_refused_to_another_account_and_to_a_wrong_id(xmpp_server, raw_client):
+    """A raw client's hibernated stream: bob cannot resume it with its id (item-not-found, and his
+    stream can still bind), a wrong id fails the same way, and alice resumes with the right one:
+    the messages she had not acknowledged come again, after <resumed/>."""
+    server = xmpp_server({"alice": "pw-a", "bob": "pw-b"})
+    phone, token = raw_sm(raw_client, server, "alice", "phone")
+    bob = raw_client(server)
+    bob.login("bob", "pw-b")
+    bob.send(b"<message to='alice@example.org/phone' type='chat'><body>unacked</body></message>")
+    assert phone.next("message").findtext("{jabber:client}body") == "unacked"
+    kill(phone)
+    thief = raw_client(server)
+    thief.login("bob", "pw-b", bind=False)
+    thief.send(b"<resume xmlns='urn:xmpp:sm:3' previd='%s' h='0'/>" % token.encode())
+    failed = thief.next("failed")
+    assert failed.find(f"{{{STANZAS}}}item-not-found") is not None
+    thief.send(b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    assert thief.next("iq").get("type") == "result"
+    again = raw_client(server)
+    again.login("alice", "pw-a", bind=False)
+    again.send(b"<resume xmlns='urn:xmpp:sm:3' previd='x%s' h='0'/>" % token.encode())
+    assert again.next("failed").find(f"{{{STANZAS}}}item-not-found") is not None
+    again.send(b"<resume xmlns='urn:xmpp:sm:3' previd='%s' h='1'/>" % token.encode())
+    events = again.read(lambda e: getattr(e, "tag", "").endswith("}message"))
+    names = [e.tag.split("}")[1] for e in events]
+    assert names[0] == "resumed" and "message" in names
+    [message] = [e for e in events if e.tag == "{jabber:client}message"]
+    # h='1' acknowledged the presence echo; the message was not: it comes again
+    assert message.findtext("{jabber:client}body") == "unacked"
