@@ -422,6 +422,9 @@ class Session:
         if self.address is None:
             return self.close("connection-timeout", "negotiation took too long")
         if self.pinged:
+            if stream_management.resumable(self):  # a dead connection: it hibernates (XEP-0198 §5)
+                self.link.send(stream_error("connection-timeout", "no answer to ping"))
+                return self.link.close_after_flush("no answer to ping")
             return self.close("connection-timeout", "no answer to ping")
         stream_management.request(self)  # XEP-0198: unacknowledged stanzas? ask
         ping = ET.Element(IQ, {"type": "get", "id": "ping-" + secrets.token_hex(4),

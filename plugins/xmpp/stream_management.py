@@ -214,12 +214,18 @@ def handed_on(session) -> bool:
     return session.sm is not None and not session.closed
 
 
+def resumable(session) -> bool:
+    """Whether the session would hibernate if its connection died now."""
+    sm = session.sm
+    return sm is not None and sm.resumable and not sm.hibernated and session.address is not None
+
+
 def hibernate(session) -> bool:
     """The session's connection died: keep the session for ``resume_timeout`` seconds if it
     enabled resumption and is not already hibernated or ending; True if it now waits."""
-    sm = session.sm
-    if sm is None or not sm.resumable or sm.hibernated or session.address is None:
+    if not resumable(session):
         return False
+    sm = session.sm
     sm.hibernated = True
     sm.requested = False
     service = session.service

@@ -208,8 +208,10 @@ def test_a_stream_not_resumed_in_time_gives_its_messages_back_once(svc, timers):
     alice, bob = online(login(svc)), login(svc, "bob")
     token = enable(alice)
     chat(bob, "alice@example.org/phone", "a")
-    alice.link.close("read failed: connection reset")
-    alice.session.connection_lost()
+    alice.session.idle(), alice.session.idle()  # pinged, no answer: a dead connection
+    assert stream_error(alice.say(b"")) == "connection-timeout" and alice.link.closed
+    alice.session.connection_lost()  # the transport, once the connection closed
+    assert alice.session.sm.hibernated and not alice.session.closed
     chat(bob, "alice@example.org/phone", "b")
     timers.fire()  # resume_timeout passed
     assert alice.session.closed and svc.core.presence.endpoint(alice.session.address) is None
