@@ -34,6 +34,13 @@ next login, oldest first. The message whose ``send`` found the link closed (the 
 overflowed the queue, say) is refused after those went back, so the router stores it after them.
 Bytes the kernel took can still be lost with the connection, and a message to the bare JID that
 another resource also received is stored again: see docs/xmpp.md, "Slow readers".
+
+With stream management (XEP-0198, ``stream_management.py``) a message counts as delivered only
+once the client acknowledged it: ``send`` keeps each stanza (with its message) until then, a dead
+connection of a resumable session hibernates instead of ending it (``connection_lost``), a new
+stream may take the session over with ``<resume/>`` (every slot but ``CONNECTION_STATE`` moves to
+it), and a session that ends for good gives its unacknowledged messages back (``_give_back``).
+While the client is inactive (XEP-0352, ``csi.py``) ``send`` holds presence and chat states back.
 """
 from __future__ import annotations
 
