@@ -220,6 +220,17 @@ def test_a_stream_not_resumed_in_time_gives_its_messages_back_once(svc, timers):
     assert sm_names(new.say(b"<resume xmlns='urn:xmpp:sm:3' previd='%s' h='0'/>" % token.encode())) == ["failed"]
 
 
+def test_without_resumption_a_dead_connection_ends_the_session_and_gives_back_at_once(svc, timers):
+    alice, bob = online(login(svc)), login(svc, "bob")
+    [enabled] = alice.say(b"<enable xmlns='urn:xmpp:sm:3'/>")
+    assert enabled.get("id") is None and enabled.get("resume") is None
+    chat(bob, "alice@example.org/phone", "read but not acknowledged")
+    alice.link.close("read failed: connection reset")
+    alice.session.connection_lost()
+    assert alice.session.closed and not timers.pending
+    assert [m.body for _, m in offline.pending(svc.core.db, "alice", 10)] == ["read but not acknowledged"]
+
+
 def test_resuming_replaces_a_connection_still_open_and_an_overflow_ends_the_session(service):
     svc = service(sm_max_unacked=3)
     svc.core.add_account("alice", "secret")
