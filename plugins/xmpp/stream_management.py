@@ -11,7 +11,7 @@ enabled it.
 The nonzas (§3–§5), handled by :func:`element` for ``c2s.Session``:
 
 - ``<enable/>`` after resource binding (§3): ``<enabled/>``; with ``resume='true'`` also an ``id``
-  and ``max`` (``[xmpp] resume_timeout`` seconds). Before binding, or a second time:
+  and ``max``: ``[xmpp] resume_timeout`` seconds, or the client's own ``max`` if shorter. Before binding, or a second time:
   ``<failed><unexpected-request/></failed>``.
 - ``<r/>`` → ``<a h=handled/>``; ``<a h=…/>`` drops what it acknowledges. An ``h`` acknowledging more
   than was sent is an ``undefined-condition`` stream error (§4, ``handled-count-too-high``).
@@ -59,7 +59,7 @@ class StreamManagement:
     """One session's XEP-0198 counters and unacknowledged stanzas (§4)."""
 
     __slots__ = ("id", "resumable", "max_unacked", "handled", "sent", "unacked", "requested",
-                 "since_request", "hibernated", "timer")
+                 "since_request", "hibernated", "timer", "timeout")
 
     def __init__(self, max_unacked: int, id: str | None = None):
         self.id = id  # the resumption id (§5), or None: not resumable
@@ -74,6 +74,7 @@ class StreamManagement:
         self.since_request = 0  # stanzas sent since that <r/>
         self.hibernated = False  # the connection died; waiting for a resumption
         self.timer = None  # the hibernation timer (``service.later``'s handle)
+        self.timeout = 0.0  # seconds it may hibernate (the ``max`` of <enabled/>)
 
     def received(self) -> None:
         """A stanza from the peer was handled (§4: counted whatever its outcome)."""
@@ -230,7 +231,7 @@ def hibernate(session) -> bool:
     sm.requested = False
     service = session.service
     if service.later is not None:
-        sm.timer = service.later(service.settings["resume_timeout"], lambda: expire(session))
+        sm.timer = service.later(sm.timeout, lambda: expire(session))
     return True
 
 
@@ -297,7 +298,12 @@ def _enable(session, nonza: ET.Element) -> None:
     if resume:
         sm.id = session.service.resumptions.add(session)
         sm.resumable = True
-        attrs = {"id": sm.id, "resume": "true", "max": str(max(1, int(settings["resume_timeout"])))}
+        # §3: the client's ``max`` is its preference; ours, resume_timeout, is the limit
+        wanted = nonza.get("max", "")
+        sm.timeout = settings["resume_timeout"]
+        if wanted.isdigit() and 0 < int(wanted) < sm.timeout:
+            sm.timeout = float(wanted)
+        attrs = {"id": sm.id, "resume": "true", "max": str(max(1, int(sm.timeout)))}
     session.sm = sm
     _nonza(session, "enabled", **attrs)
 

@@ -206,18 +206,31 @@ def test_a_dead_connection_hibernates_and_a_resumption_resends_only_what_was_not
 
 def test_a_stream_not_resumed_in_time_gives_its_messages_back_once(svc, timers):
     alice, bob = online(login(svc)), login(svc, "bob")
-    token = enable(alice)
+    [enabled] = alice.say(b"<enable xmlns='urn:xmpp:sm:3' resume='true' max='60'/>")
+    token = enabled.get("id")
+    assert enabled.get("max") == "60"  # the client asked for less than resume_timeout (300)
     chat(bob, "alice@example.org/phone", "a")
     alice.session.idle(), alice.session.idle()  # pinged, no answer: a dead connection
     assert stream_error(alice.say(b"")) == "connection-timeout" and alice.link.closed
     alice.session.connection_lost()  # the transport, once the connection closed
-    assert alice.session.sm.hibernated and not alice.session.closed
+    assert alice.session.sm.hibernated and not alice.session.closed and timers.pending[0][0] == 60
     chat(bob, "alice@example.org/phone", "b")
     timers.fire()  # resume_timeout passed
     assert alice.session.closed and svc.core.presence.endpoint(alice.session.address) is None
     assert [m.body for _, m in offline.pending(svc.core.db, "alice", 10)] == ["a", "b"]
     new = authenticated(svc)
     assert sm_names(new.say(b"<resume xmlns='urn:xmpp:sm:3' previd='%s' h='0'/>" % token.encode())) == ["failed"]
+
+
+def test_a_hibernated_stream_gives_its_messages_back_when_the_server_stops(svc, timers):
+    alice, bob = online(login(svc)), login(svc, "bob")
+    enable(alice)
+    alice.link.close("read failed: connection reset")
+    alice.session.connection_lost()
+    chat(bob, "alice@example.org/phone", "while hibernated")
+    svc.shutdown()  # system-shutdown for every stream: the hibernated one ends for good
+    assert alice.session.closed and not timers.pending
+    assert [m.body for _, m in offline.pending(svc.core.db, "alice", 10)] == ["while hibernated"]
 
 
 def test_without_resumption_a_dead_connection_ends_the_session_and_gives_back_at_once(svc, timers):
