@@ -447,6 +447,8 @@ class Session:
             return
         if not self.header_sent:  # §4.9.1.2: a stream error needs our header before it
             self._send_header()
+        if self.sm is not None:
+            self.sm.resumable = False  # a stream that was ended is not resumed (XEP-0198 §5)
         self.link.send(stream_error(condition, text) if condition else STREAM_CLOSE)
         self._end(condition or "stream closed")
 

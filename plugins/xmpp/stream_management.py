@@ -67,9 +67,9 @@ class StreamManagement:
         self.max_unacked = max_unacked
         self.handled = 0  # stanzas received from the peer, mod 2**32
         self.sent = 0  # stanzas sent to the peer, mod 2**32 (the last one's sequence number)
-        #: [sequence number, bytes, core message or None, link, link offset where it ends],
-        #: oldest first (a list, not a deque: an idle session's empty queue costs 56 bytes, not 600)
-        self.unacked: list[list] = []
+        #: (sequence number, bytes, core message or None), oldest first (a list, not a deque:
+        #: an idle session's empty queue costs 56 bytes, not 600)
+        self.unacked: list[tuple] = []
         self.requested = False  # a <r/> is out, unanswered
         self.since_request = 0  # stanzas sent since that <r/>
         self.hibernated = False  # the connection died; waiting for a resumption
@@ -84,10 +84,10 @@ class StreamManagement:
     def full(self) -> bool:
         return len(self.unacked) >= self.max_unacked
 
-    def track(self, data: bytes, message=None, link=None, end: int = 0) -> bool:
+    def track(self, data: bytes, message=None) -> bool:
         """Remember a stanza sent; True if an ``<r/>`` should go out after it."""
         self.sent = (self.sent + 1) % MODULUS
-        self.unacked.append([self.sent, data, message, link, end])
+        self.unacked.append((self.sent, data, message))
         if not self.requested:
             self.requested, self.since_request = True, 0
             return True
@@ -191,11 +191,10 @@ def send(session, element: ET.Element, message=None) -> bool:
         return False
     data = serialize(element)
     link = session.link
-    request = sm.track(data, message, link, 0)
+    request = sm.track(data, message)
     if link.closed:
         return True  # hibernated (or dying: the transport's connection_lost comes next)
     link.send(data)
-    sm.unacked[-1][4] = link.accepted
     if request:
         link.send(_R)
     return True
@@ -275,7 +274,7 @@ def _failed(session, condition: str, h: int | None = None) -> None:
 
 def _h(nonza: ET.Element) -> int:
     text = nonza.get("h", "")
-    if not text.isdigit():
+    if not text.isdigit() or len(text) > 10:  # (2**32 has 10 digits)
         raise ValueError(f"h={text!r} is not a number")
     return int(text)
 
@@ -301,7 +300,7 @@ def _enable(session, nonza: ET.Element) -> None:
         # §3: the client's ``max`` is its preference; ours, resume_timeout, is the limit
         wanted = nonza.get("max", "")
         sm.timeout = settings["resume_timeout"]
-        if wanted.isdigit() and 0 < int(wanted) < sm.timeout:
+        if wanted.isdigit() and len(wanted) < 10 and 0 < int(wanted) < sm.timeout:
             sm.timeout = float(wanted)
         attrs = {"id": sm.id, "resume": "true", "max": str(max(1, int(sm.timeout)))}
     session.sm = sm
@@ -328,9 +327,8 @@ def _resume(session, nonza: ET.Element) -> None:
     sm.hibernated = sm.requested = False
     _nonza(session, "resumed", previd=sm.id, h=str(sm.handled))
     link = session.link
-    for entry in sm.unacked:  # §5: everything not acknowledged, again, in order
-        link.send(entry[1])
-        entry[3], entry[4] = link, link.accepted
+    for _, data, _ in sm.unacked:  # §5: everything not acknowledged, again, in order
+        link.send(data)
     if sm.unacked:
         request(session)
     if session.csi is not None:  # XEP-0352 §5.2: CSI state is not restored on resumption

@@ -169,6 +169,19 @@ def test_enable_acks_both_ways_and_a_wrong_h_is_a_stream_error(svc, timers):
     assert stream_error(alice.say(b"<a xmlns='urn:xmpp:sm:3' h='9'/>")) == "undefined-condition"
 
 
+def test_hostile_numbers_get_a_clear_answer_and_others_are_served(svc, timers):
+    alice, bob = login(svc), login(svc, "bob")
+    [enabled] = alice.say(b"<enable xmlns='urn:xmpp:sm:3' resume='true' max='%s'/>" % (b"9" * 5000))
+    assert enabled.get("max") == "300"  # resume_timeout, the limit
+    assert stream_error(alice.say(b"<a xmlns='urn:xmpp:sm:3' h='%s'/>" % (b"1" * 5000))) == "undefined-condition"
+    assert stream_error(bob.say(b"<a xmlns='urn:xmpp:sm:3' h='0'/>")) == "unsupported-stanza-type"  # not enabled
+    carol = authenticated(svc, "alice")
+    [failed] = carol.say(b"<resume xmlns='urn:xmpp:sm:3' previd='%s' h='-1'/>" % enabled.get("id").encode())
+    assert failed.find(f"{{{STANZAS}}}item-not-found") is not None  # that session is gone
+    [result] = carol.say(b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    assert result.get("type") == "result"
+
+
 def test_a_dead_connection_hibernates_and_a_resumption_resends_only_what_was_not_handled(svc, timers):
     alice, bob = online(login(svc)), login(svc, "bob")
     token = enable(alice)
