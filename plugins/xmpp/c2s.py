@@ -397,7 +397,7 @@ class Session:
         """Endpoint.deliver: a core Message as a <message/> stanza (RFC 6121 §5), remembered until
         the socket has taken it. A link that closed (a full queue) refuses it, after the messages
         it did not write went back to the router: the store keeps them in order."""
-        if self.closed or self.address is None:
+        if self.closed or self.address is None or stream_management.refuses(self, message):
             raise RoutingError("recipient-unavailable", f"{self} is gone")
         if not self.send(messages.element(self.service, message), message):
             self.connection_lost()

@@ -214,6 +214,12 @@ def handed_on(session) -> bool:
     return session.sm is not None and not session.closed
 
 
+def refuses(session, message) -> bool:
+    """A hibernated session takes no message from the offline store: it stays stored, in order,
+    and goes out when the stream is resumed (or at the next login)."""
+    return session.sm is not None and session.sm.hibernated and message.stamp is not None
+
+
 def resumable(session) -> bool:
     """Whether the session would hibernate if its connection died now."""
     sm = session.sm
@@ -333,6 +339,8 @@ def _resume(session, nonza: ET.Element) -> None:
         request(session)
     if session.csi is not None:  # XEP-0352 §5.2: CSI state is not restored on resumption
         session.csi.activate(session)
+    if session.available:  # what was stored meanwhile (refused while hibernated, XEP-0160)
+        service.core.router.deliver_stored(session.account)
 
 
 def _take_over(session, old) -> None:

@@ -195,6 +195,9 @@ def test_a_dead_connection_hibernates_and_a_resumption_resends_only_what_was_not
     assert svc.core.presence.endpoint(old.address) is old  # still available to everyone
     chat(bob, "alice@example.org", 4)  # to the bare JID: queued for the resumption
     assert offline.count(svc.core.db, "alice") == 0
+    stored = Message(Address("bob", "example.org"), Address("alice", "example.org"), "kept")
+    svc.core.router.returned(stored)  # a message given back meanwhile (another closing stream)
+    assert offline.count(svc.core.db, "alice") == 1  # not taken by the hibernated session
 
     wrong = authenticated(svc, "bob")  # another account cannot take it over
     [failed] = wrong.say(b"<resume xmlns='urn:xmpp:sm:3' previd='%s' h='0'/>" % token.encode())
@@ -204,13 +207,14 @@ def test_a_dead_connection_hibernates_and_a_resumption_resends_only_what_was_not
     events = new.say(b"<resume xmlns='urn:xmpp:sm:3' previd='%s' h='2'/>" % token.encode())
     resumed = events[0]
     assert (resumed.tag, resumed.get("previd"), resumed.get("h")) == (f"{{{SM}}}resumed", token, "0")
-    assert bodies(events) == ["2", "3", "4"]  # 0 and 1 were handled: not again
+    assert bodies(events) == ["2", "3", "4", "kept"]  # 0 and 1 were handled: not again
+    assert offline.count(svc.core.db, "alice") == 0  # then what was stored meanwhile
     session = new.session
     assert session.address == old.address and old.closed and not timers.pending
     assert svc.core.presence.endpoint(session.address) is session and svc.session(session.address) is session
     assert session.presence.available and svc.last_presence[session.address][0] is session
     chat(bob, "alice@example.org/phone", 5)
-    assert bodies(new.say(b"<a xmlns='urn:xmpp:sm:3' h='5'/>")) == ["5"]
+    assert bodies(new.say(b"<a xmlns='urn:xmpp:sm:3' h='6'/>")) == ["5"]
     new.session.close()  # a clean end: the unacknowledged message goes back to the router
     new.link.close("closed")
     new.session.connection_lost()
