@@ -116,6 +116,8 @@ class XmppCollector(Collector):
                      "bound to a resource or still negotiating", service.open_streams())
         yield family("gauge", "convergence_xmpp_c2s_sessions", "XMPP client sessions bound to a "
                      "resource (RFC 6120 §7)", len(service.all_sessions()))
+        yield family("gauge", "convergence_xmpp_c2s_hibernated", "XMPP sessions whose connection "
+                     "died, waiting to be resumed (XEP-0198)", service.resumptions.hibernated())
         yield family("counter", "convergence_xmpp_slow_reader_disconnects", "XMPP connections "
                      "closed because the client did not read ([xmpp] max_queued bytes were "
                      "waiting)", service.slow_readers)

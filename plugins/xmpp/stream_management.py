@@ -148,6 +148,10 @@ class Resumptions:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def hibernated(self) -> int:
+        """Sessions waiting for their client to resume them (metrics)."""
+        return sum(1 for s in self._sessions.values() if s.sm is not None and s.sm.hibernated)
+
 
 # ---- the session's side (c2s.Session calls these) --------------------------------------------
 

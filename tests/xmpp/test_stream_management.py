@@ -192,6 +192,7 @@ def test_a_dead_connection_hibernates_and_a_resumption_resends_only_what_was_not
     alice.session.connection_lost()
     old = alice.session
     assert not old.closed and old.sm.hibernated and len(timers.pending) == 1
+    assert svc.resumptions.hibernated() == 1  # the metric
     assert svc.core.presence.endpoint(old.address) is old  # still available to everyone
     chat(bob, "alice@example.org", 4)  # to the bare JID: queued for the resumption
     assert offline.count(svc.core.db, "alice") == 0
@@ -211,6 +212,7 @@ def test_a_dead_connection_hibernates_and_a_resumption_resends_only_what_was_not
     assert offline.count(svc.core.db, "alice") == 0  # then what was stored meanwhile
     session = new.session
     assert session.address == old.address and old.closed and not timers.pending
+    assert svc.resumptions.hibernated() == 0
     assert svc.core.presence.endpoint(session.address) is session and svc.session(session.address) is session
     assert session.presence.available and svc.last_presence[session.address][0] is session
     chat(bob, "alice@example.org/phone", 5)
