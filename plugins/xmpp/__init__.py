@@ -91,6 +91,15 @@ def add_config_section():
                                        positive_int),
         "caps_cache_size": Option(1000, "verified entity capabilities remembered (XEP-0115)",
                                   positive_int),
+        # ---- group chat (XEP-0045; docs/xmpp.md "Group chat") ----
+        "muc_domain": Option("conference.{domain}", 'the Multi-User Chat service\'s domain '
+                             '({domain} is [server] domain); "" turns group chat off'),
+        "muc_max_rooms_per_user": Option(10, "rooms one user may own", positive_int),
+        "muc_max_occupants": Option(200, "occupants per room (the ceiling of a room's max users)",
+                                    positive_int),
+        "muc_history_default": Option(20, "messages of history sent on joining when the client "
+                                      "does not ask for a number", positive_int),
+        "muc_history_max": Option(100, "messages of history a room keeps at most", positive_int),
         **connection_limit_options("XMPP"),
     }, "the XMPP plugin")
 
