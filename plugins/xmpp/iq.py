@@ -146,9 +146,6 @@ class IqRouter:
         remote entity's request) leaves over federation (``service.federation``); without it a
         request gets ``remote-server-not-found``, an answer is dropped."""
         to = Address.from_jid(iq.get("to"))
-        muc = getattr(service, "muc", None)
-        if muc is not None and to.domain == muc.domain:
-            return muc.iq(session, iq)  # the MUC service (XEP-0045, muc_service.py)
         try:
             if service.federation is None:
                 raise RoutingError("remote-server-not-found", f"no route to {to.domain}")
@@ -171,6 +168,10 @@ class IqRouter:
                 session.send(error_reply(iq, error))
             return
         try:
+            muc = getattr(service, "muc", None)
+            if to is not None and muc is not None and to.domain == muc.domain and \
+                    getattr(session, "account", None):
+                return muc.iq(session, iq)  # the MUC service (XEP-0045, muc_service.py)
             if to is not None and to.domain != service.domain and getattr(session, "account", None):
                 return self._to_other_domain(service, iq, request)
             if to is not None and to.resource and to.local:

@@ -210,8 +210,10 @@ class MucService:
             self._available(sender, to, element)
         except StanzaError as error:
             session = self.xmpp.session(sender)
-            if session is not None:
-                session.send(error_reply(element, error))
+            if session is not None:  # §7.2.6 etc.: the error carries the MUC <x/> back
+                reply = error_reply(element, error)
+                reply.insert(0, ET.Element(tag("x", MUC)))
+                session.send(reply)
 
     def _available(self, sender: Address, to: Address, element: ET.Element) -> None:
         nick = check_nick(to.resource)

@@ -1,0 +1,205 @@
+"""Multi-User Chat (XEP-0045) and self-ping (XEP-0410) with stock slixmpp clients (plugin
+xep_0045) over STARTTLS; a SIP phone (SIPp) and the HTTP API taking part in a room; persistent
+rooms across a restart. The room's rules are unit-tested without a server in test_muc_room.py."""
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import urllib.error
+import urllib.request
+import xml.etree.ElementTree as ET
+
+import pytest
+from slixmpp.exceptions import IqError, PresenceError
+
+from convergence.testing import free_port
+from sipp_runner import Sipp, needs_sipp, register, reply, request
+
+from .roster_client import condition, iq
+
+MUC = "http://jabber.org/protocol/muc"
+MUC_USER = MUC + "#user"
+MUC_ADMIN = MUC + "#admin"
+MUC_OWNER = MUC + "#owner"
+DISCO_INFO = "http://jabber.org/protocol/disco#info"
+DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+SERVICE = "conference.example.org"
+ROOM = f"lobby@{SERVICE}"
+ACCOUNTS = {"alice": "pw-a", "bob": "pw-b", "carol": "pw-c", "dave": "pw-d"}
+
+
+def client(xmpp_client, server, name: str, **options):
+    c = xmpp_client(server, name, **options)
+    for plugin in ("xep_0004", "xep_0045", "xep_0082", "xep_0203"):
+        c.xmpp.register_plugin(plugin)
+    for event in ("groupchat_message", "groupchat_subject", "groupchat_invite",
+                  "groupchat_decline", "groupchat_presence"):
+        c._watch(event)
+    return c
+
+
+def join(c, room: str, nick: str, **options):
+    """XEP-0045 §7.2 through slixmpp: (self-presence, subject, occupants, history)."""
+    async def go():
+        return await c.xmpp.plugin["xep_0045"].join_muc_wait(room, nick, timeout=5, **options)
+    return c.call(go)
+
+
+def join_error(c, room: str, nick: str, **options) -> str:
+    with pytest.raises(PresenceError) as failed:
+        join(c, room, nick, **options)
+    return failed.value.presence["error"]["condition"]
+
+
+def codes(presence) -> set[int]:
+    return set(presence["muc"]["status_codes"])
+
+
+def configure(c, room: str, **fields):
+    """Fill in the owner's form (§10.1.3) and submit it."""
+    async def go():
+        muc = c.xmpp.plugin["xep_0045"]
+        form = await muc.get_room_config(room)
+        for var, value in fields.items():
+            form.field[var]["value"] = value
+        await muc.set_room_config(room, form)
+    c.call(go)
+
+
+def instant(c, room: str):
+    """§10.1.2: accept the default configuration (an empty submitted form)."""
+    iq(c, f"<query xmlns='{MUC_OWNER}'><x xmlns='jabber:x:data' type='submit'/></query>", "set", room)
+
+
+def create(c, room: str, nick: str, **fields):
+    presence, *_ = join(c, room, nick)
+    assert {110, 201} <= codes(presence)  # §10.1.1: a new room
+    configure(c, room, **fields) if fields else instant(c, room)
+    return presence
+
+
+def groupchat(c, room: str, body: str = "", subject: str | None = None):
+    def send():
+        message = c.xmpp.make_message(mto=room, mbody=body or None, mtype="groupchat")
+        if subject is not None:
+            message["subject"] = subject
+        message.send()
+    c.call(send)
+
+
+def said(c, room: str, nick: str, body: str, timeout: float = 5):
+    """Wait for ``nick``'s groupchat message ``body`` in ``room``."""
+    return c.next("groupchat_message", timeout,
+                  lambda m: str(m["from"]) == f"{room}/{nick}" and m["body"] == body)
+
+
+def presence_of(c, room: str, nick: str, type: str = "available", timeout: float = 5):
+    return c.next("groupchat_presence", timeout,
+                  lambda p: str(p["from"]) == f"{room}/{nick}" and p["type"] == type)
+
+
+def admin(c, room: str, *items: str, type: str = "set"):
+    return iq(c, f"<query xmlns='{MUC_ADMIN}'>{''.join(items)}</query>", type, room)
+
+
+def item(**attrs) -> str:
+    return "<item " + " ".join(f"{k}='{v}'" for k, v in attrs.items()) + "/>"
+
+
+def error_of(c, room: str, timeout: float = 5) -> str:
+    message = c.next("message_error", timeout, lambda m: m["from"].bare == room)
+    return message["error"]["condition"]
+
+
+def test_create_join_talk_and_leave(xmpp_server, xmpp_client):
+    """§10.1 reserved room with the owner's form, §7.2 joining (110, occupants, history, subject),
+    §7.4 messages, §7.5 private messages, §8.1 subject, §7.6 nick change (303), §7.2.9 nick
+    conflicts and impersonation, §7.14 leaving, XEP-0410 self-ping, §6 discovery."""
+    server = xmpp_server(ACCOUNTS)
+    alice, bob, carol = (client(xmpp_client, server, n) for n in ("alice", "bob", "carol"))
+
+    # a reserved room stays locked until its owner submits the form (§10.1.2)
+    presence, *_ = join(alice, ROOM, "Alice")
+    assert {110, 201} <= codes(presence) and presence["muc"]["affiliation"] == "owner"
+    assert presence["muc"]["role"] == "moderator"
+    assert join_error(bob, ROOM, "bob") == "item-not-found"
+    configure(alice, ROOM, **{"muc#roomconfig_roomname": "The Lobby",
+                              "muc#roomconfig_persistentroom": True})
+
+    # discovery (§6): the service, its rooms, the room's features and info form
+    info = iq(bob, f"<query xmlns='{DISCO_INFO}'/>", to=SERVICE).xml.find(f"{{{DISCO_INFO}}}query")
+    identity = info.find(f"{{{DISCO_INFO}}}identity")
+    assert (identity.get("category"), identity.get("type")) == ("conference", "text")
+    assert MUC in {f.get("var") for f in info.iter(f"{{{DISCO_INFO}}}feature")}
+    items = iq(bob, f"<query xmlns='{DISCO_ITEMS}'/>", to=SERVICE).xml.iter(f"{{{DISCO_ITEMS}}}item")
+    assert {(i.get("jid"), i.get("name")) for i in items} == {(ROOM, "The Lobby")}
+    info = iq(bob, f"<query xmlns='{DISCO_INFO}'/>", to=ROOM).xml.find(f"{{{DISCO_INFO}}}query")
+    features = {f.get("var") for f in info.iter(f"{{{DISCO_INFO}}}feature")}
+    assert {MUC, "muc_persistent", "muc_public", "muc_open", "muc_unmoderated", "muc_unsecured",
+            "muc_semianonymous"} <= features
+    fields = {f.get("var"): f.findtext("{jabber:x:data}value") for f in info.iter("{jabber:x:data}field")}
+    assert fields["FORM_TYPE"] == MUC + "#roominfo" and fields["muc#roominfo_occupants"] == "1"
+
+    # bob joins: alice's presence, then his own with 110; alice sees him come
+    presence, subject, occupants, history = join(bob, ROOM, "bob")
+    assert 110 in codes(presence) and 201 not in codes(presence)
+    assert [str(p["from"]) for p in occupants] == [f"{ROOM}/Alice", f"{ROOM}/bob"]  # others first
+    assert occupants[0]["muc"]["jid"] == ""  # semi-anonymous: participants see no real JIDs
+    assert not subject["subject"] and history == []  # the empty subject comes all the same
+    seen = presence_of(alice, ROOM, "bob")
+    assert str(seen["muc"]["jid"]) == server.jid("bob", "test")  # moderators do (§7.2.4)
+
+    # nick conflicts (§7.2.9): taken, taken but for case and width, another user's address
+    assert join_error(carol, ROOM, "bob") == "conflict"
+    assert join_error(carol, ROOM, "ＢＯＢ") == "conflict"
+    assert join_error(carol, ROOM, "alice@example.org") == "conflict"
+
+    # messages to everyone (§7.4), the subject (§8.1), private messages (§7.5)
+    groupchat(bob, ROOM, "hello all")
+    for c in (alice, bob):
+        said(c, ROOM, "bob", "hello all")
+    groupchat(bob, ROOM, subject="bob's topic")
+    assert error_of(bob, ROOM) == "forbidden"  # participants may not change it here
+    groupchat(alice, ROOM, subject="Welcome")
+    for c in (alice, bob):
+        c.next("groupchat_subject", match=lambda m: m["subject"] == "Welcome")
+    bob.send_message(f"{ROOM}/Alice", "psst")
+    private = alice.next("message", match=lambda m: m["body"] == "psst")
+    assert str(private["from"]) == f"{ROOM}/bob" and private["type"] == "chat"
+    carol.send_message(ROOM, "not in the room", type="groupchat")
+    assert error_of(carol, ROOM) == "not-acceptable"
+
+    # history on joining (§7.2.14): bounded by what the client asks for; subject last
+    for n in range(3):
+        groupchat(alice, ROOM, f"message {n}")
+    said(bob, ROOM, "Alice", "message 2")
+    presence, subject, _, history = join(carol, ROOM, "carol", maxstanzas=2)
+    assert [m["body"] for m in history] == ["message 1", "message 2"]
+    assert all(m["delay"]["from"] == ROOM for m in history)
+    assert subject["subject"] == "Welcome" and str(subject["from"]) == f"{ROOM}/Alice"
+
+    # self-ping (XEP-0410): yes for one's own occupant JID, not-acceptable otherwise
+    assert iq(bob, "<ping xmlns='urn:xmpp:ping'/>", to=f"{ROOM}/bob")["type"] == "result"
+    with pytest.raises(IqError) as failed:
+        iq(bob, "<ping xmlns='urn:xmpp:ping'/>", to=f"{ROOM}/carol")
+    assert condition(failed.value) == "not-acceptable"
+
+    # nick change (§7.6): unavailable with 303 and the new nick, then available
+    bob.call(lambda: bob.xmpp.send_presence(pto=f"{ROOM}/robert"))
+    gone = presence_of(alice, ROOM, "bob", "unavailable")
+    assert 303 in codes(gone) and gone["muc"]["item_nick"] == "robert"
+    presence_of(alice, ROOM, "robert")
+    groupchat(bob, ROOM, "renamed")
+    said(carol, ROOM, "robert", "renamed")
+
+    # leaving (§7.14), and leaving by disconnecting
+    bob.call(lambda: bob.xmpp.plugin["xep_0045"].leave_muc(ROOM, "robert", "bye"))
+    own = presence_of(bob, ROOM, "robert", "unavailable")
+    assert 110 in codes(own)
+    presence_of(alice, ROOM, "robert", "unavailable")
+    carol.disconnect()
+    presence_of(alice, ROOM, "carol", "unavailable")
+    with pytest.raises(IqError) as failed:
+        iq(bob, "<ping xmlns='urn:xmpp:ping'/>", to=f"{ROOM}/robert")
+    assert condition(failed.value) == "not-acceptable"
