@@ -94,9 +94,11 @@ def said(c, room: str, nick: str, body: str, timeout: float = 5):
                   lambda m: str(m["from"]) == f"{room}/{nick}" and m["body"] == body)
 
 
-def presence_of(c, room: str, nick: str, type: str = "available", timeout: float = 5):
+def presence_of(c, room: str, nick: str, type: str = "available", role: str | None = None,
+                timeout: float = 5):
     return c.next("groupchat_presence", timeout,
-                  lambda p: str(p["from"]) == f"{room}/{nick}" and p["type"] == type)
+                  lambda p: str(p["from"]) == f"{room}/{nick}" and p["type"] == type
+                  and role in (None, p["muc"]["role"]))
 
 
 def admin(c, room: str, *items: str, type: str = "set"):
@@ -203,3 +205,69 @@ def test_create_join_talk_and_leave(xmpp_server, xmpp_client):
     with pytest.raises(IqError) as failed:
         iq(bob, "<ping xmlns='urn:xmpp:ping'/>", to=f"{ROOM}/robert")
     assert condition(failed.value) == "not-acceptable"
+
+
+def test_roles_affiliations_and_protected_rooms(xmpp_server, xmpp_client):
+    """§8 moderation (kick 307, voice), §9 administration (ban 301, members), §10 owners;
+    members-only (407), password (401), moderated rooms, max users (503)."""
+    server = xmpp_server(ACCOUNTS)
+    alice, bob, carol, dave = (client(xmpp_client, server, n) for n in ACCOUNTS)
+    create(alice, ROOM, "alice", **{"muc#roomconfig_moderatedroom": True,
+                                    "muc#roomconfig_maxusers": "3"})
+    presence, *_ = join(bob, ROOM, "bob")
+    assert presence["muc"]["role"] == "visitor"  # moderated: no voice without membership
+    groupchat(bob, ROOM, "may I?")
+    assert error_of(bob, ROOM) == "forbidden"
+
+    # voice (§8.3) by nick, then revoked (§8.4); a participant cannot moderate
+    admin(alice, ROOM, item(nick="bob", role="participant"))
+    assert presence_of(bob, ROOM, "bob", role="participant")
+    groupchat(bob, ROOM, "thanks")
+    said(alice, ROOM, "bob", "thanks")
+    with pytest.raises(IqError) as failed:
+        admin(bob, ROOM, item(nick="alice", role="none"))
+    assert condition(failed.value) == "forbidden"
+
+    # the room is full at 3 (§7.2.10), but not for its admins
+    join(carol, ROOM, "carol")
+    assert join_error(dave, ROOM, "dave") == "service-unavailable"
+    admin(alice, ROOM, item(jid="dave@example.org", affiliation="admin"))
+    presence, *_ = join(dave, ROOM, "dave")
+    assert (presence["muc"]["affiliation"], presence["muc"]["role"]) == ("admin", "moderator")
+    with pytest.raises(IqError) as failed:  # an admin cannot touch the owner (§9.x)
+        admin(dave, ROOM, item(jid="alice@example.org", affiliation="outcast"))
+    assert condition(failed.value) == "not-allowed"
+
+    # kick (§8.2): 307 to everyone; the kicked may come back
+    admin(dave, ROOM, "<item nick='carol' role='none'><reason>behave</reason></item>")
+    kicked = presence_of(carol, ROOM, "carol", "unavailable")
+    assert {110, 307} <= codes(kicked) and kicked["muc"]["item"]["reason"] == "behave"
+    assert 307 in codes(presence_of(alice, ROOM, "carol", "unavailable"))
+    # ban (§9.1): 301, and the outcast cannot enter again (§7.2.8)
+    admin(alice, ROOM, item(jid="bob@example.org", affiliation="outcast"))
+    assert {110, 301} <= codes(presence_of(bob, ROOM, "bob", "unavailable"))
+    assert join_error(bob, ROOM, "bobby") == "forbidden"
+    outcasts = admin(alice, ROOM, item(affiliation="outcast"), type="get")
+    assert [i.get("jid") for i in outcasts.xml.iter(f"{{{MUC_ADMIN}}}item")] == ["bob@example.org"]
+    with pytest.raises(IqError) as failed:  # the last owner stays (§10.6)
+        admin(alice, ROOM, item(jid="alice@example.org", affiliation="none"))
+    assert condition(failed.value) == "conflict"
+
+    # members-only (§7.2.7: 407) and password-protected (§7.2.6: 401) rooms
+    secret = f"secret@{SERVICE}"
+    create(alice, secret, "alice", **{"muc#roomconfig_membersonly": True,
+                                      "muc#roomconfig_passwordprotectedroom": True,
+                                      "muc#roomconfig_roomsecret": "sesame"})
+    features = {f.get("var") for f in iq(carol, f"<query xmlns='{DISCO_INFO}'/>", to=secret)
+                .xml.iter(f"{{{DISCO_INFO}}}feature")}
+    assert {"muc_membersonly", "muc_passwordprotected"} <= features
+    assert join_error(carol, secret, "carol", password="sesame") == "registration-required"
+    admin(alice, secret, item(jid="carol@example.org", affiliation="member"))
+    assert join_error(carol, secret, "carol") == "not-authorized"
+    assert join_error(carol, secret, "carol", password="wrong") == "not-authorized"
+    presence, *_ = join(carol, secret, "carol", password="sesame")
+    assert presence["muc"]["affiliation"] == "member"
+    members = admin(alice, secret, item(affiliation="member"), type="get")
+    assert [i.get("jid") for i in members.xml.iter(f"{{{MUC_ADMIN}}}item")] == ["carol@example.org"]
+    admin(alice, secret, item(jid="carol@example.org", affiliation="none"))  # §9.4: out (321)
+    assert 321 in codes(presence_of(carol, secret, "carol", "unavailable"))
