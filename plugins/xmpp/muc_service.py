@@ -359,8 +359,9 @@ class MucService:
                     raise
                 self.joined.setdefault(sender, set()).add(room.jid.local)
                 self.send(room, out)
-        self._groupchat(room, sender, message.body, message.subject if not message.body else None,
-                        (), message.id, skip=message.sender)
+        body = message.body.rstrip()  # a phone's text may end in a line break
+        self._groupchat(room, sender, body, message.subject if not body else None, (), message.id,
+                        skip=message.sender)
 
     # ---- IQs ----
     def iq(self, session, iq: ET.Element) -> None:

@@ -271,3 +271,100 @@ def test_roles_affiliations_and_protected_rooms(xmpp_server, xmpp_client):
     assert [i.get("jid") for i in members.xml.iter(f"{{{MUC_ADMIN}}}item")] == ["carol@example.org"]
     admin(alice, secret, item(jid="carol@example.org", affiliation="none"))  # §9.4: out (321)
     assert 321 in codes(presence_of(carol, secret, "carol", "unavailable"))
+
+
+def test_invitations_and_persistent_room_across_restart(xmpp_server, xmpp_client):
+    """§7.8.2 mediated invitations and declines; a persistent room keeps its configuration,
+    affiliations, subject and history across a restart of the server."""
+    server = xmpp_server(ACCOUNTS)
+    alice, bob, carol = (client(xmpp_client, server, n) for n in ("alice", "bob", "carol"))
+    create(alice, ROOM, "alice", **{"muc#roomconfig_persistentroom": True,
+                                    "muc#roomconfig_membersonly": True,
+                                    "muc#roomconfig_roomname": "Lobby"})
+    alice.call(lambda: alice.xmpp.plugin["xep_0045"].invite(ROOM, "bob@example.org", "join us"))
+    invite = bob.next("groupchat_invite")
+    assert invite["from"] == ROOM and invite["muc"]["invite"]["from"] == "alice@example.org"
+    assert invite["muc"]["invite"]["reason"] == "join us"
+    join(bob, ROOM, "bob")  # the invitation made him a member of the members-only room
+    alice.call(lambda: alice.xmpp.plugin["xep_0045"].invite(ROOM, "carol@example.org"))
+    carol.next("groupchat_invite")
+    carol.call(lambda: carol.xmpp.plugin["xep_0045"].decline(ROOM, "alice@example.org", "busy"))
+    # slixmpp 1.8 raises groupchat_decline only for a room keyed like a pfrom: read the message
+    decline = alice.next("message", match=lambda m: m["from"] == ROOM and m["muc"]["decline"]["from"])
+    assert decline["muc"]["decline"]["from"] == "carol@example.org"
+    assert decline["muc"]["decline"]["reason"] == "busy"
+    groupchat(alice, ROOM, subject="Persistent")
+    for n in range(3):
+        groupchat(bob, ROOM, f"before restart {n}")
+    said(alice, ROOM, "bob", "before restart 2")
+    admin(alice, ROOM, item(jid="dave@example.org", affiliation="outcast"))
+
+    server.restart()
+    alice, bob, dave = (client(xmpp_client, server, n) for n in ("alice", "bob", "dave"))
+    presence, subject, _, history = join(bob, ROOM, "bob")  # no 201: the room exists
+    assert 201 not in codes(presence) and presence["muc"]["affiliation"] == "member"
+    assert subject["subject"] == "Persistent"
+    assert [m["body"] for m in history] == [f"before restart {n}" for n in range(3)]
+    assert join_error(dave, ROOM, "dave") == "forbidden"  # still banned
+    info = iq(bob, f"<query xmlns='{DISCO_INFO}'/>", to=ROOM).xml.find(f"{{{DISCO_INFO}}}query")
+    assert info.find(f"{{{DISCO_INFO}}}identity").get("name") == "Lobby"
+    assert "muc_membersonly" in {f.get("var") for f in info.iter(f"{{{DISCO_INFO}}}feature")}
+    # a room no longer persistent is gone once empty
+    join(alice, ROOM, "alice")
+    configure(alice, ROOM, **{"muc#roomconfig_persistentroom": False})
+    for c in (alice, bob):
+        c.call(lambda c=c: c.xmpp.plugin["xep_0045"].leave_muc(ROOM, c.jid.split("@")[0]))
+    presence_of(alice, ROOM, "alice", "unavailable")
+    presence_of(bob, ROOM, "bob", "unavailable")
+    with pytest.raises(IqError) as failed:
+        iq(alice, f"<query xmlns='{DISCO_INFO}'/>", to=ROOM)
+    assert condition(failed.value) == "item-not-found"
+
+
+@needs_sipp
+def test_sip_phone_and_http_api_take_part_in_a_room(convergence_server, xmpp_client, tmp_path):
+    """Beyond the anchors (docs/xmpp.md "Group chat"): a registered phone's MESSAGE to
+    sip:room@conference.<domain> is posted under its username; the room's messages reach it as
+    MESSAGEs from the room, "nick: text"; ``/leave`` leaves. POST /api/messages posts as the user."""
+    from actors import PHONE_PASSWORD, SIP, Phone
+    server = convergence_server({**ACCOUNTS, "sipuserf": PHONE_PASSWORD}, sip=SIP)
+    alice = client(xmpp_client, server, "alice")
+    create(alice, ROOM, "alice")
+    folder = tmp_path / "sipp"
+    folder.mkdir()
+    phone = Phone(Sipp(server.sip_port, folder))
+    phone.register()
+    incoming = phone.receive()
+
+    def send(body: str, expect: int = 200) -> str:
+        def message(cseq, auth):
+            return request("MESSAGE", cseq, f"sip:lobby@{SERVICE}", auth=auth, body=body,
+                           content_type="text/plain;charset=UTF-8", sender="sipuserf",
+                           recipient="lobby", domain=server.domain)
+        return phone.sipp.run(phone._name("room"), message(1, False) + '  <recv response="407" auth="true"/>\n'
+                              + message(2, True) + f'  <recv response="{expect}"/>\n',
+                              user="sipuserf", password=PHONE_PASSWORD)
+
+    send("hello from the phone")
+    assert presence_of(alice, ROOM, "sipuserf")["muc"]["role"] == "participant"
+    said(alice, ROOM, "sipuserf", "hello from the phone")
+    groupchat(alice, ROOM, "hello phone")
+    log = incoming()
+    assert f"From: <sip:lobby@{SERVICE}>" in log and "alice: hello phone" in log
+
+    # the HTTP API posts as its user (who joins under the username like the phone)
+    token = base64.b64encode(b"bob:pw-b").decode()
+    post = urllib.request.Request(f"{server.http_url}/api/messages", method="POST",
+                                  data=json.dumps({"to": ROOM, "body": "from the web"}).encode(),
+                                  headers={"Authorization": f"Basic {token}",
+                                           "Content-Type": "application/json"})
+    with urllib.request.urlopen(post, timeout=5) as answer:
+        assert answer.status == 200 and json.load(answer)["outcome"] == "delivered"
+    said(alice, ROOM, "bob", "from the web")
+
+    send("/leave")
+    presence_of(alice, ROOM, "sipuserf", "unavailable")
+    # a members-only room refuses the phone like any non-member (registration-required: 400)
+    configure(alice, ROOM, **{"muc#roomconfig_membersonly": True})
+    log = send("let me in", expect=400)
+    assert "members only" in log
