@@ -12,7 +12,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, ForeignKey, String, Text, delete, func, select
+from sqlalchemy import JSON, DateTime, ForeignKey, String, Text, delete, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from convergence.store import Database
