@@ -23,6 +23,7 @@ import xml.etree.ElementTree as ET
 from collections import deque
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta, timezone
+from types import MappingProxyType
 
 from convergence import Address, AddressError
 from convergence.addresses import normalize_localpart
@@ -40,7 +41,7 @@ DELAY = "urn:xmpp:delay"
 
 AFFILIATIONS = ("owner", "admin", "member", "none", "outcast")
 ROLES = ("moderator", "participant", "visitor", "none")
-RANK = {"owner": 4, "admin": 3, "member": 2, "none": 1, "outcast": 0}
+RANK = MappingProxyType({"owner": 4, "admin": 3, "member": 2, "none": 1, "outcast": 0})
 MAX_NICK_BYTES = 1023  # a resourcepart (RFC 7622 §3.4)
 MAX_REASON = 1024  # characters of a kick/ban/invite reason kept
 
@@ -100,7 +101,7 @@ class RoomConfig:
 
 
 #: form var → (RoomConfig field, kind, label) (§15.5.3 ``muc#roomconfig``)
-FORM = {
+FORM = MappingProxyType({
     "muc#roomconfig_roomname": ("name", "text-single", "Room name"),
     "muc#roomconfig_roomdesc": ("description", "text-single", "Description"),
     "muc#roomconfig_persistentroom": ("persistent", "boolean", "Persistent (kept when empty)"),
@@ -114,7 +115,7 @@ FORM = {
     "muc#roomconfig_changesubject": ("change_subject", "boolean", "Occupants may change the subject"),
     "muc#roomconfig_allowinvites": ("allow_invites", "boolean", "Occupants may invite others"),
     "muc#maxhistoryfetch": ("history", "text-single", "Messages of history kept"),
-}
+})
 
 
 def _bool(text: str | None) -> bool:
