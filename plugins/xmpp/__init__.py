@@ -31,6 +31,17 @@ def host_map(value) -> MappingProxyType:
         raise ValueError(f'expected a table of domain = "host:port" ({exc})') from None
 
 
+def muc_domain_setting(value) -> str:
+    """``muc_domain``: "" or a domain name, ``{domain}`` standing for ``[server] domain``."""
+    if not isinstance(value, str):
+        raise ValueError('expected a domain name such as "conference.{domain}", or ""')
+    try:
+        value and normalize_domain(value.replace("{domain}", "example.org"))
+    except AddressError as exc:
+        raise ValueError(f'expected a domain name such as "conference.{{domain}}", or "" ({exc})') from None
+    return value
+
+
 @hookimpl
 def add_config_section():
     return Section("xmpp", {
@@ -93,7 +104,8 @@ def add_config_section():
                                   positive_int),
         # ---- group chat (XEP-0045; docs/xmpp.md "Group chat") ----
         "muc_domain": Option("conference.{domain}", 'the Multi-User Chat service\'s domain '
-                             '({domain} is [server] domain); "" turns group chat off'),
+                             '({domain} is [server] domain); "" turns group chat off',
+                             muc_domain_setting),
         "muc_max_rooms_per_user": Option(10, "rooms one user may own", positive_int),
         "muc_max_occupants": Option(200, "occupants per room (the ceiling of a room's max users)",
                                     positive_int),

@@ -320,3 +320,24 @@ def test_destroy():
 def test_features_follow_the_configuration():
     assert set(room(persistent=True, members_only=True, password="x").features()) >= {
         MUC, "muc_persistent", "muc_membersonly", "muc_passwordprotected", "muc_semianonymous"}
+
+
+# -- the service's domain ([xmpp] muc_domain) --
+def test_muc_domain_setting():
+    from convergence.plugins.xmpp import muc_domain_setting
+    from convergence.plugins.xmpp.muc_service import muc_domain
+    assert muc_domain("conference.{domain}", "Example.org") == "conference.example.org"
+    assert muc_domain("chat.example.net", "example.org") == "chat.example.net"
+    assert muc_domain("", "example.org") is None
+    for bad in ("bad domain", 5, "-x.{domain}"):
+        with pytest.raises(ValueError):
+            muc_domain_setting(bad)
+
+
+@pytest.mark.parametrize("setting, routed", [("", False), ("rooms.{domain}", True)])
+def test_muc_domain_on_and_off(make_core, setting, routed):
+    core = make_core({"server": {"domain": "example.org"}, "xmpp": {"muc_domain": setting}})
+    server = core.pm.get_plugin("xmpp:server")
+    route = core.hook.resolve_recipient(core=core, address=Address("r", "rooms.example.org"))
+    assert (server.muc is not None) == routed and (route is not None) == routed
+    assert server.service.iq.server_items() == ([("rooms.example.org", "Chatrooms")] if routed else [])
