@@ -339,7 +339,7 @@ class Room:
         return element
 
     def _to_all(self, occupant: Occupant, codes=(), **kw) -> Outgoing:
-        return [(o.jid, self._presence(occupant, o, codes if o is not occupant else codes, **kw))
+        return [(o.jid, self._presence(occupant, o, codes, **kw))
                 for o in self.occupants.values() if not o.gateway]
 
     def _remove(self, occupant: Occupant) -> None:
@@ -472,9 +472,11 @@ class Room:
                 raise StanzaError("forbidden", "only moderators may change the subject")  # §8.1
             self.subject, self.subject_by = subject, occupant.nick
             entry = None
-        else:
+        elif body:
             entry = HistoryEntry(occupant.nick, str(jid.bare), now, body, subject, tuple(extra))
             self.history.append(entry)
+        else:
+            entry = None  # a chat state or marker alone: passed on, not kept
         out = [(o.jid, self._message(occupant.nick, o.jid, "groupchat", body, subject, extra, id))
                for o in self.occupants.values()]
         return out, entry
@@ -562,11 +564,11 @@ class Room:
                     raise StanzaError("forbidden", "only admins and owners change affiliations")
                 if actor_aff == "admin" and (RANK[current] >= RANK["admin"] or RANK[affiliation] >= RANK["admin"]):
                     raise StanzaError("not-allowed", "only owners change admins and owners")  # §9
-                changes.append(("affiliation", target_jid, affiliation, reason))
+                changes.append(("affiliation", target_jid, (current, affiliation), reason))
         owners = {j for j, a in self.affiliations.items() if a == "owner"}
         for kind, target, value, _ in changes:
             if kind == "affiliation":
-                (owners.add if value == "owner" else owners.discard)(target)
+                (owners.add if value[1] == "owner" else owners.discard)(target)
         if not owners:
             raise StanzaError("conflict", "a room keeps at least one owner")  # §10.6
         out: Outgoing = []
@@ -585,6 +587,7 @@ class Room:
                     out += self._to_all(target, reason=reason)
                 continue
             affiliations_changed = True
+            before, value = value
             if value == "none":
                 self.affiliations.pop(target, None)
             else:
@@ -598,11 +601,10 @@ class Room:
                     out += self._to_all(occupant, ["321"], kind="unavailable", reason=reason,
                                         role="none")
                     self._remove(occupant)
-                else:
-                    occupant.role = self.default_role(value) if value != "none" or \
-                        occupant.role == "moderator" else occupant.role
-                    if value == "none" and occupant.role == "moderator":
-                        occupant.role = self.default_role("none")
+                else:  # §9.3-§9.8: the role of the new affiliation; a moderator granted as
+                    # such (not by being admin or owner) stays one
+                    granted = occupant.role == "moderator" and RANK[before] < RANK["admin"]
+                    occupant.role = "moderator" if granted else self.default_role(value)
                     out += self._to_all(occupant, reason=reason)
         return out, affiliations_changed
 

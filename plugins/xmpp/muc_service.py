@@ -199,8 +199,8 @@ class MucService:
             to = Address.from_jid(element.get("to"))
         except AddressError:
             return
-        if kind not in (None, "unavailable") or to.local is None:
-            return  # subscriptions, probes and errors to rooms mean nothing here
+        if kind not in (None, "unavailable") or to.local is None or sender.domain != self.core.domain:
+            return  # subscriptions, probes and errors to rooms mean nothing here; no federation
         try:
             if kind == "unavailable":
                 room = self.rooms.get(to.local)
@@ -274,6 +274,8 @@ class MucService:
             if not isinstance(message, XmppMessage):
                 self._gateway(room, message)
             elif to.resource:
+                if message.type == "groupchat":
+                    raise StanzaError("bad-request", "groupchat messages go to the room's address")
                 out = room.private(sender, to.resource, message_element(self.xmpp, message))
                 self.send(room, out)
             elif message.type == "groupchat":
@@ -334,8 +336,7 @@ class MucService:
         try:
             self.core.send(XmppMessage(sender, to, body, type="normal", extensions=extensions), "muc")
         except RoutingError as exc:
-            raise StanzaError(exc.condition if exc.condition != "item-not-found" else "item-not-found",
-                              exc.text) from None
+            raise StanzaError(exc.condition, exc.text) from None
 
     def _gateway(self, room: Room, message: Message) -> None:
         """A SIP or HTTP sender: joins under its username, then its text is a groupchat message."""

@@ -341,3 +341,23 @@ def test_muc_domain_on_and_off(make_core, setting, routed):
     route = core.hook.resolve_recipient(core=core, address=Address("r", "rooms.example.org"))
     assert (server.muc is not None) == routed and (route is not None) == routed
     assert server.service.iq.server_items() == ([("rooms.example.org", "Chatrooms")] if routed else [])
+
+
+def test_chat_states_are_passed_on_but_not_kept():
+    r = room()
+    state = ET.Element("{http://jabber.org/protocol/chatstates}composing")
+    out, entry = r.groupchat(OWNER, "", None, (state,), "x", NOW)
+    assert entry is None and not r.history and out[0][1].find(state.tag) is not None
+
+
+def test_roles_follow_affiliation_changes():
+    r = room()
+    enter(r, OTHER, "other")
+    enter(r, ADMIN, "admin")
+    r.admin_set(OWNER, admin_items({"nick": "other", "role": "moderator"}))
+    r.admin_set(OWNER, admin_items({"jid": "other@example.org", "affiliation": "member"}))
+    assert r.by_jid[OTHER].role == "moderator"  # granted as such: stays
+    r.admin_set(OWNER, admin_items({"jid": "admin@example.org", "affiliation": "member"}))
+    assert r.by_jid[ADMIN].role == "participant"  # a moderator by being admin: no longer
+    r.admin_set(OWNER, admin_items({"jid": "admin@example.org", "affiliation": "owner"}))
+    assert r.by_jid[ADMIN].role == "moderator" and r.affiliation(ADMIN) == "owner"
