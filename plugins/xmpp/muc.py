@@ -26,7 +26,6 @@ from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 
 from convergence import Address, AddressError
-from convergence.addresses import normalize_localpart
 
 from .stanzas import StanzaError, tag
 
@@ -46,9 +45,20 @@ MAX_NICK_BYTES = 1023  # a resourcepart (RFC 7622 §3.4)
 MAX_REASON = 1024  # characters of a kick/ban/invite reason kept
 
 
+#: Cyrillic and Greek letters that look like Latin ones (a small part of Unicode TR39's
+#: confusables), folded for nick comparison only
+LOOKALIKES = MappingProxyType(str.maketrans({
+    "а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "у": "y", "х": "x", "і": "i", "ј": "j",
+    "ѕ": "s", "ԁ": "d", "һ": "h", "ӏ": "l", "ԛ": "q", "ԝ": "w",  # Cyrillic
+    "ο": "o", "α": "a", "ν": "v", "κ": "k", "ι": "i", "τ": "t", "υ": "u"}))  # Greek
+
+
 def nick_key(nick: str) -> str:
-    """The form two nicks are compared in: NFKC, case folded, NFC, inner spaces collapsed."""
-    return " ".join(unicodedata.normalize("NFC", unicodedata.normalize("NFKC", nick).casefold()).split())
+    """The form two nicks are compared in (§7.2.9 impersonation): NFKC, case folded, combining
+    marks dropped, a few look-alike Cyrillic and Greek letters read as Latin, spaces collapsed."""
+    folded = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", nick).casefold())
+    text = "".join(ch for ch in folded if unicodedata.category(ch) != "Mn").translate(LOOKALIKES)
+    return " ".join(unicodedata.normalize("NFC", text).split())
 
 
 def check_nick(nick: str | None) -> str:
@@ -62,16 +72,6 @@ def check_nick(nick: str | None) -> str:
     if any(unicodedata.category(ch)[0] == "C" for ch in nick):
         raise StanzaError("jid-malformed", "the nick contains a control or unassigned character")
     return nick
-
-
-def check_room_name(name: str | None) -> str:
-    """A room's localpart (RFC 7622 §3.3): ``jid-malformed`` when it is not one."""
-    if not name:
-        raise StanzaError("jid-malformed", "a room JID is room@service")
-    try:
-        return normalize_localpart(name)
-    except AddressError as exc:
-        raise StanzaError("jid-malformed", str(exc)) from None
 
 
 @dataclass(frozen=True)
