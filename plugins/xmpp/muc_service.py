@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 
 from convergence import Address, AddressError, Message, RoutingError
 from convergence.addresses import normalize_domain
+from convergence.config import ConfigError
 
 from . import muc_store
 from .discovery import DISCO_INFO, DISCO_ITEMS, PING
@@ -47,10 +48,15 @@ LEAVE = "/leave"  # what a gateway occupant writes to leave (docs/xmpp.md)
 
 
 def muc_domain(setting: str, domain: str) -> str | None:
-    """``[xmpp] muc_domain`` with ``{domain}`` filled in; None when it is "" (no MUC)."""
+    """``[xmpp] muc_domain`` with ``{domain}`` filled in; None when it is "" (no MUC). It cannot
+    be the server's own domain (the rooms would take the accounts' addresses)."""
     if not setting:
         return None
-    return normalize_domain(setting.replace("{domain}", domain))
+    muc = normalize_domain(setting.replace("{domain}", domain))
+    if muc == domain:
+        raise ConfigError(f"[xmpp] muc_domain: {setting!r} is the server's own domain; "
+                          'expected another, such as "conference.{domain}"')
+    return muc
 
 
 def now() -> datetime:

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from convergence import Address
+from convergence.config import ConfigError
 from convergence.plugins.xmpp.muc import (DATA, MUC, MUC_ADMIN, MUC_USER, History, HistoryEntry,
                                           Room, RoomConfig, apply_form, check_nick,
                                           config_form, nick_key)
@@ -321,6 +322,8 @@ def test_muc_domain_setting():
     assert muc_domain("conference.{domain}", "Example.org") == "conference.example.org"
     assert muc_domain("chat.example.net", "example.org") == "chat.example.net"
     assert muc_domain("", "example.org") is None
+    with pytest.raises(ConfigError):
+        muc_domain("{domain}", "example.org")
     for bad in ("bad domain", 5, "-x.{domain}"):
         with pytest.raises(ValueError):
             muc_domain_setting(bad)
