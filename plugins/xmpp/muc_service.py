@@ -272,10 +272,10 @@ class MucService:
             raise RoutingError("service-unavailable", "the chat service takes no messages")
         if message.type == "error":
             return "discarded"
+        self.core.router.check_size(message, self.core.router.limits)  # every occupant can take it
         room = self.room(to.local)
         if room is None:
             raise RoutingError("item-not-found", f"no room {to.bare}")
-        self.core.router.check_size(message, self.core.router.limits)
         try:
             if not isinstance(message, XmppMessage):
                 self._gateway(room, message)
@@ -290,6 +290,8 @@ class MucService:
                 self._invitation(room, sender, message)
         except StanzaError as error:
             raise RoutingError(error.condition, error.text) from None
+        finally:
+            self._drop_if_empty(room)  # a stored room read back for nothing
         return "delivered"
 
     def _groupchat(self, room: Room, sender: Address, body: str, subject, extensions, id: str,
@@ -358,12 +360,8 @@ class MucService:
             if same is not None and same.jid.bare == sender.bare and not same.gateway:
                 sender = same.jid  # the account's XMPP client is in under its name: post as it
             else:
-                try:
-                    out = room.join(sender, sender.local, None, None, History(maxstanzas=0), now(),
-                                    gateway=True, max_users=self.max_occupants)
-                except StanzaError:
-                    self._drop_if_empty(room)
-                    raise
+                out = room.join(sender, sender.local, None, None, History(maxstanzas=0), now(),
+                                gateway=True, max_users=self.max_occupants)
                 self.joined.setdefault(sender, set()).add(room.jid.local)
                 self.send(room, out)
         body = message.body.rstrip()  # a phone's text may end in a line break
@@ -402,6 +400,13 @@ class MucService:
         room = self.room(to.local)
         if room is None or room.locked and room.affiliation(sender) != "owner":
             raise StanzaError("item-not-found", f"no room {to}")
+        try:
+            return self._room_iq(sender, room, iq, payload)
+        finally:
+            self._drop_if_empty(room)  # a destroyed room, or a stored one read back for an IQ
+
+    def _room_iq(self, sender: Address, room: Room, iq: ET.Element, payload: ET.Element) -> ET.Element:
+        kind = iq.get("type")
         if payload.tag == tag("query", DISCO_INFO) and kind == "get":
             query = ET.Element(tag("query", DISCO_INFO))
             ET.SubElement(query, tag("identity", DISCO_INFO), category="conference", type="text",
@@ -443,7 +448,6 @@ class MucService:
             raise StanzaError("service-unavailable")
         self.send(room, out)
         self._forget_removed(room, before)
-        self._drop_if_empty(room)  # a destroyed room has no occupants left
         return iq_result(iq)
 
     def _service_iq(self, iq: ET.Element, payload: ET.Element) -> ET.Element:
