@@ -356,3 +356,56 @@ def test_roles_follow_affiliation_changes():
     assert r.by_jid[ADMIN].role == "participant"  # a moderator by being admin: no longer
     r.admin_set(OWNER, admin_items({"jid": "admin@example.org", "affiliation": "owner"}))
     assert r.by_jid[ADMIN].role == "moderator" and r.affiliation(ADMIN) == "owner"
+
+
+# -- the service in one process (no sockets): a phone binding and an XMPP session in a room --
+class FakeSession:
+    """What the MUC service needs of a bound XMPP session."""
+
+    def __init__(self, address: Address):
+        self.account, self.address, self.sent = address.bare, address, []
+        self.available = False  # no presence broadcast to it (presence.py): only the room's
+
+    def send(self, element: ET.Element) -> bool:
+        self.sent.append(element)
+        return True
+
+
+def test_service_with_a_phone_binding_and_stored_rooms(make_core):
+    from convergence import Message
+    from convergence.plugins.xmpp.messages import XmppMessage
+    from convergence.testing import RecordingEndpoint
+    core = make_core({"server": {"domain": "example.org"}})
+    for name in ("alice", "bob"):
+        core.add_account(name, "pw")
+    muc = core.pm.get_plugin("xmpp:server").muc
+    alice = FakeSession(core.address("alice", "pc"))
+    muc.xmpp.bind(alice)
+    room = Address("lobby", muc.domain)
+    muc.presence(ET.fromstring(f"<presence xmlns='jabber:client' from='{alice.address}' "
+                               f"to='{room}/alice'><x xmlns='{MUC}'/></presence>"))
+    assert "201" in codes(alice.sent[-2])
+    muc.iq(alice, ET.fromstring(
+        f"<iq xmlns='jabber:client' type='set' id='c' to='{room}'><query xmlns='{MUC}#owner'>"
+        f"<x xmlns='{DATA}' type='submit'><field var='muc#roomconfig_persistentroom'>"
+        "<value>1</value></field></x></query></iq>"))
+    assert alice.sent[-1].get("type") == "result"
+
+    phone = RecordingEndpoint(core.address("bob", "sip-1"), "sip")
+    core.presence.register(phone, 300)
+    assert core.send(Message(phone.address, room, "hi all\r\n", type="chat"), "sip") == "delivered"
+    said = alice.sent[-1]
+    assert said.get("from") == f"{room}/bob" and said.findtext(tag("body")) == "hi all"
+    core.send(XmppMessage(alice.address, room, "hello bob", type="groupchat"), "xmpp")
+    [reply] = phone.received  # its own message is not echoed to it
+    assert (reply.sender, reply.body, reply.type) == (room, "alice: hello bob", "chat")
+    core.presence.unregister(phone)  # the binding went: the phone left the room
+    assert alice.sent[-1].get("type") == "unavailable" and alice.sent[-1].get("from") == f"{room}/bob"
+
+    muc.gone(alice.address)  # the session ended: the (persistent) room leaves memory, not SQL
+    assert not muc.rooms and not muc.joined
+    info = FakeSession(core.address("bob", "pc"))
+    muc.iq(info, ET.fromstring(f"<iq xmlns='jabber:client' type='get' id='i' to='{room}'>"
+                               "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>"))
+    assert info.sent[-1].get("type") == "result" and not muc.rooms  # read back, then let go
+    assert [e.body for e in muc.room("lobby").history] == ["hi all", "hello bob"]
