@@ -544,7 +544,7 @@ class Room:
                 if role == "moderator" or target.role == "moderator" and role != "none":
                     if actor_rank < RANK["admin"]:
                         raise StanzaError("not-allowed", "only admins and owners grant or revoke moderator")
-                if target_rank >= RANK["admin"] and role != "moderator" or target_rank > actor_rank:
+                if target_rank >= RANK["admin"] and role != "moderator":
                     raise StanzaError("not-allowed", "an admin's or owner's role cannot be lowered")  # §8.2
                 changes.append(("role", target, role, reason))
             else:

@@ -218,6 +218,11 @@ def test_kick_and_voice():
     out, _ = r.admin_set(ADMIN, admin_items({"nick": "other", "role": "none"}))
     assert OTHER not in r.by_jid and all("307" in codes(e) for _, e in out)
     assert dict(out)[OTHER].get("type") == "unavailable" and "110" in codes(dict(out)[OTHER])
+    enter(r, OTHER, "other")  # a moderator by grant (no affiliation) may kick a member (§8.2)
+    enter(r, MEMBER, "member")
+    r.admin_set(OWNER, admin_items({"nick": "other", "role": "moderator"}))
+    r.admin_set(OTHER, admin_items({"nick": "member", "role": "none"}))
+    assert MEMBER not in r.by_jid
 
 
 def test_ban_membership_and_all_or_nothing():
