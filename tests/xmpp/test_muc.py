@@ -306,8 +306,9 @@ def test_invitations_and_persistent_room_across_restart(xmpp_server, xmpp_client
     info = iq(bob, f"<query xmlns='{DISCO_INFO}'/>", to=ROOM).xml.find(f"{{{DISCO_INFO}}}query")
     assert info.find(f"{{{DISCO_INFO}}}identity").get("name") == "Lobby"
     assert "muc_membersonly" in {f.get("var") for f in info.iter(f"{{{DISCO_INFO}}}feature")}
+    _, _, _, history = join(alice, ROOM, "alice", seconds=3600)  # §7.2.14 by age
+    assert [m["body"] for m in history] == [f"before restart {n}" for n in range(3)]
     # a room no longer persistent is gone once empty
-    join(alice, ROOM, "alice")
     configure(alice, ROOM, **{"muc#roomconfig_persistentroom": False})
     for c in (alice, bob):
         c.call(lambda c=c: c.xmpp.plugin["xep_0045"].leave_muc(ROOM, c.jid.split("@")[0]))
