@@ -10,7 +10,7 @@ slot's PUT token, when the slot lapses and, once uploaded, when the file goes.
 ``PUT {public_url}/upload/<id>/<name>`` with ``Authorization: Bearer <token>`` (the header the
 slot lists, XEP-0363 §4) stores the body under ``<data_dir>/uploads/<id>``; anybody holding the URL
 can ``GET`` it (§5: the URL is the capability; it has 128 random bits). The checks, each with the
-status XEP-0363 §5 suggests: unknown slot 404; missing or wrong token 403; lapsed slot 403; a slot
+status XEP-0363 §5 suggests: missing or wrong token 403; lapsed (or unknown) slot 403; a slot
 used already 409; no ``Content-Length`` 411; a body larger than promised 413, smaller 400; another
 content type than the slot's 400. The file's path never comes from the client's file name.
 
@@ -28,6 +28,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import MappingProxyType
 from urllib.parse import quote
 
 from flask import Blueprint, Response, current_app, request, send_file
@@ -48,10 +49,10 @@ MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,127}/[A-Za-z0-9!#$&^_.+-]{1,127
 #: Shown in the browser (``inline``); anything else is downloaded (``attachment``).
 INLINE = re.compile(r"(image/(png|jpeg|gif|webp|avif)|audio/[\w.+-]+|video/[\w.+-]+|text/plain)")
 #: Answers for browser clients (CORS): XEP-0363 §8 asks services to allow cross-origin PUT and GET.
-CORS = {"Access-Control-Allow-Origin": "*",
-        "Access-Control-Allow-Methods": "GET, HEAD, PUT, OPTIONS",
-        "Access-Control-Allow-Headers": "Authorization, Content-Type",
-        "Access-Control-Max-Age": "86400"}
+CORS = MappingProxyType({"Access-Control-Allow-Origin": "*",
+                         "Access-Control-Allow-Methods": "GET, HEAD, PUT, OPTIONS",
+                         "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                         "Access-Control-Max-Age": "86400"})
 
 
 class Upload(Base):
@@ -158,8 +159,8 @@ class Uploads:
         """Store the body of a PUT to slot ``slot_id``, or raise ``PutRefused``."""
         with self.db.read() as session:
             row = session.get(Upload, slot_id)
-        if row is None:
-            raise PutRefused(404, "no such upload slot")
+        if row is None:  # never made, or lapsed and purged: the same answer as a lapsed one
+            raise PutRefused(403, "no such upload slot, or it has expired")
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(_digest(token.strip()), row.digest):
             raise PutRefused(403, "this upload slot needs its token (Authorization: Bearer ...)")
@@ -237,7 +238,7 @@ def _answer(status: int, text: str) -> Response:
 
 @blueprint.route("/upload/<slot_id>/<filename>", methods=["OPTIONS"])
 def preflight(slot_id, filename):
-    return Response(status=204, headers=CORS)
+    return Response(status=204, headers=dict(CORS))
 
 
 @blueprint.put("/upload/<slot_id>/<filename>")
