@@ -70,6 +70,9 @@ def add_config_section():
                              public_url),
         "upload_purge_interval": Option(3600.0, "seconds between purges of lapsed upload slots "
                                         "and expired uploaded files (XEP-0363)", positive_number),
+        "upload_min_rate": Option(8192, "bytes per second an HTTP File Upload PUT may be as slow "
+                                  "as: its body may take body_timeout plus size / this",
+                                  positive_int),
         **connection_limit_options("HTTP"),
         **metrics_options(),
     }, "the HTTP plugin")

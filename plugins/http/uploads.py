@@ -155,8 +155,10 @@ class Uploads:
         return self.directory / slot_id
 
     def put(self, slot_id: str, authorization: str | None, length: int | None,
-            content_type: str | None, stream) -> None:
-        """Store the body of a PUT to slot ``slot_id``, or raise ``PutRefused``."""
+            content_type: str | None, stream, allow=None) -> None:
+        """Store the body of a PUT to slot ``slot_id``, or raise ``PutRefused``. Once the request
+        passed every check, ``allow(length)`` is called before the body is read (the listener then
+        gives a large body the time it needs)."""
         with self.db.read() as session:
             row = session.get(Upload, slot_id)
         if row is None:  # never made, or lapsed and purged: the same answer as a lapsed one
@@ -178,13 +180,19 @@ class Uploads:
             raise PutRefused(400, f"the slot is for content type {row.content_type}")
         stored_type = row.content_type or (content_type if content_type and valid_media_type(
             content_type) else "application/octet-stream")
+        if allow is not None:
+            allow(length)
         self.directory.mkdir(parents=True, exist_ok=True)
         part = self.directory / f"{slot_id}.{secrets.token_hex(4)}.part"
         try:
             received = 0
             with open(part, "wb") as file:
                 while received < length:
-                    chunk = stream.read(min(CHUNK, length - received))
+                    try:
+                        chunk = stream.read(min(CHUNK, length - received))
+                    except TimeoutError:  # the listener's body deadline (HTTPHandler)
+                        raise PutRefused(400, f"the body did not arrive in time ({received} of "
+                                         f"{length} bytes)") from None
                     if not chunk:
                         break
                     file.write(chunk)
@@ -243,9 +251,15 @@ def preflight(slot_id, filename):
 
 @blueprint.put("/upload/<slot_id>/<filename>")
 def put(slot_id, filename):
+    settings = current_app.extensions["convergence"].config["http"]
+    read_for = request.environ.get("convergence.read_for")
+
+    def allow(length):  # body_timeout plus the time at upload_min_rate (slowloris: token first)
+        if read_for is not None:
+            read_for(settings["body_timeout"] + length / settings["upload_min_rate"])
     try:
         _uploads().put(slot_id, request.headers.get("Authorization"), request.content_length,
-                       request.headers.get("Content-Type"), request.stream)
+                       request.headers.get("Content-Type"), request.stream, allow)
     except PutRefused as exc:
         return _answer(exc.status, str(exc))
     return _answer(201, "stored")

@@ -4,8 +4,10 @@ HTTP listener (urllib: slixmpp's own xep_0363 needs aiohttp, which the test envi
 The slot request is sent as raw XML, so the test says exactly the §4 bytes a client sends."""
 from __future__ import annotations
 
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -148,8 +150,20 @@ def test_size_quota_type_and_malformed_requests_are_refused_as_the_xep_says(xmpp
 
 def test_lapsed_slots_refused_and_expired_files_purged(convergence_server, xmpp_client):
     server = convergence_server(ACCOUNTS, xmpp={"upload_slot_timeout": 2.0, "upload_expiry": 0.00002},
-                                http={"upload_purge_interval": 0.2})
+                                http={"upload_purge_interval": 0.2, "body_timeout": 0.3,
+                                      "upload_min_rate": 4})
     alice = xmpp_client(server, "alice")
+    # a slow body (here 4 bytes over 0.6 s) has body_timeout + size / upload_min_rate seconds
+    put_url, headers, slow = request_slot(alice, "slow.png", 4)
+    path = urllib.parse.urlsplit(put_url).path
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
+        sock.sendall(f"PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                     f"Authorization: {headers['Authorization']}\r\nContent-Length: 4\r\n\r\nsl"
+                     .encode())
+        time.sleep(0.6)  # longer than body_timeout: what is tested is the time allowed
+        sock.sendall(b"ow")
+        assert sock.recv(100).startswith(b"HTTP/1.1 201 ")
+    assert http("GET", slow)[2] == b"slow"
     kept_url, kept_headers, kept = request_slot(alice, "kept.png", 4)
     lapsing_url, lapsing_headers, _ = request_slot(alice, "late.png", 4)
     assert put(kept_url, b"four", kept_headers) == 201
