@@ -14,7 +14,8 @@ status XEP-0363 §5 suggests: missing or wrong token 403; lapsed (or unknown) sl
 used already 409; no ``Content-Length`` 411; a body larger than promised 413, smaller 400; another
 content type than the slot's 400. The file's path never comes from the client's file name.
 
-Purging: ``Uploads.purge`` deletes lapsed slots and expired files; the HTTP server runs it every
+Purging: ``Uploads.purge`` deletes lapsed slots and expired files (and files whose account was
+deleted, its rows having gone with it); the HTTP server runs it every
 ``[http] upload_purge_interval`` seconds (``server.py``).
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ import hmac
 import os
 import re
 import secrets
+import time
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -43,6 +45,7 @@ from convergence.store.models import Base, utcnow
 blueprint = Blueprint("uploads", __name__)
 
 MAX_NAME = 100  # characters of a sanitised file name
+SLOT_ID = re.compile(r"[0-9a-f]{32}")  # secrets.token_hex(16): a slot's id and its file's name
 CHUNK = 65536
 #: A media type as RFC 9110 §8.3.1 writes it (type "/" subtype, tokens), parameters allowed.
 MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,127}/[A-Za-z0-9!#$&^_.+-]{1,127}(\s*;.{0,200})?")
@@ -233,7 +236,27 @@ class Uploads:
                 session.execute(delete(Upload).where(Upload.id.in_(ids)))
         for slot_id in ids:
             self._path(slot_id).unlink(missing_ok=True)
-        return len(ids)
+        return len(ids) + self._orphans()
+
+    def _orphans(self) -> int:
+        """Delete files whose row is gone (their account was deleted: the rows went with it) and
+        ``.part`` files of PUTs cut off over a day ago (a crash); how many."""
+        try:
+            entries = list(os.scandir(self.directory))
+        except FileNotFoundError:
+            return 0
+        stale = time.time() - 86400
+        files = {e.name: e for e in entries if SLOT_ID.fullmatch(e.name)}
+        gone = [e for e in entries if e.name.endswith(".part") and e.stat().st_mtime < stale]
+        names = list(files)
+        for start in range(0, len(names), 500):
+            batch = names[start:start + 500]
+            with self.db.read() as session:
+                known = set(session.scalars(select(Upload.id).where(Upload.id.in_(batch))))
+            gone += [files[n] for n in batch if n not in known]
+        for entry in gone:
+            Path(entry.path).unlink(missing_ok=True)
+        return len(gone)
 
 
 def _uploads() -> Uploads:

@@ -4,12 +4,15 @@ HTTP listener (urllib: slixmpp's own xep_0363 needs aiohttp, which the test envi
 The slot request is sent as raw XML, so the test says exactly the §4 bytes a client sends."""
 from __future__ import annotations
 
+import io
+import os
 import socket
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
+from datetime import datetime, timedelta
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
@@ -17,7 +20,7 @@ import pytest
 from slixmpp.exceptions import IqError
 
 from convergence.plugins.http.server import base_url
-from convergence.plugins.http.uploads import same_media_type, sanitise
+from convergence.plugins.http.uploads import PutRefused, Uploads, same_media_type, sanitise
 from convergence.plugins.xmpp.stanzas import StanzaError
 from convergence.plugins.xmpp.upload import parse_request
 from .roster_client import condition, iq
@@ -219,3 +222,37 @@ def test_public_url_from_the_listener_or_the_setting():
     assert base_url(settings, "example.org") == "http://example.org:8080"
     assert base_url({**settings, "listen": ("::1", 80)}, "example.org") == "http://[::1]:80"
     assert base_url({**settings, "public_url": "https://chat.example.org"}, "x") == "https://chat.example.org"
+
+
+def test_store_purges_lapsed_slots_expired_files_and_files_of_deleted_accounts(core, tmp_path):
+    """The HTTP half in process, on a clock of its own (no server, no waiting)."""
+    clock = [datetime(2030, 1, 1)]
+    store = Uploads(core.db, tmp_path / "uploads", "https://files.example.org/", now=lambda: clock[0])
+    core.add_account("alice", "a")
+    core.add_account("bob", "b")
+
+    def upload(account, data, keep=0):
+        slot = store.slot(account, "f.bin", len(data), None, quota=100, slot_timeout=60, keep_seconds=keep)
+        assert slot.put.startswith("https://files.example.org/upload/")
+        slot_id = slot.put.split("/")[-2]
+        store.put(slot_id, slot.headers[0][1], len(data), None, io.BytesIO(data))
+        return slot_id
+    expiring, kept = upload("alice", b"x" * 10, keep=100), upload("alice", b"y" * 10)
+    of_bob = upload("bob", b"z" * 10)
+    lapsing = store.slot("alice", "never.bin", 70, None, quota=100, slot_timeout=60, keep_seconds=0)
+    assert store.slot("alice", "more.bin", 11, None, quota=100, slot_timeout=60, keep_seconds=0) is None
+    (store.directory / "0123.part").write_bytes(b"cut off")
+    os.utime(store.directory / "0123.part", (0, 0))  # a crash long ago
+    assert store.purge() == 1  # the old .part only
+    clock[0] += timedelta(seconds=61)  # the slot lapsed: its 70 bytes no longer count
+    assert store.slot("alice", "more.bin", 70, None, quota=100, slot_timeout=60, keep_seconds=0)
+    with pytest.raises(PutRefused) as refused:
+        store.put(lapsing.put.split("/")[-2], lapsing.headers[0][1], 70, None, io.BytesIO(b"n" * 70))
+    assert refused.value.status == 403
+    core.delete_account("bob")
+    assert store.purge() == 2  # the lapsed slot's row, bob's orphaned file
+    assert sorted(p.name for p in store.directory.iterdir()) == sorted([expiring, kept])
+    clock[0] += timedelta(seconds=40)
+    assert store.file(expiring, "f.bin") is None and store.file(kept, "f.bin") is not None
+    assert store.purge() == 1 and [p.name for p in store.directory.iterdir()] == [kept]
+    assert store.file(of_bob, "f.bin") is None
