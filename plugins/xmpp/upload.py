@@ -27,7 +27,9 @@ DATA = "jabber:x:data"
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
 MAX_FILENAME = 1024  # characters of the requested file name (the URL keeps a sanitised 100)
 SIZE = re.compile(r"[0-9]{1,19}")
+#: type/subtype (RFC 9110 §8.3.1 tokens); ``PARAMETERS`` may follow in a request (``; charset=…``).
 MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,127}/[A-Za-z0-9!#$&^_.+-]{1,127}")
+PARAMETERS = re.compile(r"(\s*;\s*[A-Za-z0-9!#$&^_.+-]{1,127}=[A-Za-z0-9!#$&^_.+\-\"]{1,127})*")
 
 
 def uploads(service):
@@ -72,8 +74,10 @@ def parse_request(request: ET.Element) -> tuple[str, int, str | None]:
         raise StanzaError("bad-request", f"a file name of 1 to {MAX_FILENAME} characters is required")
     if not SIZE.fullmatch(size) or int(size) == 0:
         raise StanzaError("bad-request", "the size must be a positive number of bytes")
-    if content_type is not None and not MEDIA_TYPE.fullmatch(content_type.strip()):
-        raise StanzaError("bad-request", "the content type must be a media type like image/png")
+    if content_type is not None:
+        kind, semicolon, parameters = content_type.strip().partition(";")
+        if not MEDIA_TYPE.fullmatch(kind.strip()) or not PARAMETERS.fullmatch(semicolon + parameters):
+            raise StanzaError("bad-request", "the content type must be a media type like image/png")
     return filename, int(size), content_type.strip().lower() if content_type else None
 
 
@@ -88,7 +92,7 @@ def request_slot(service, session, iq: ET.Element) -> ET.Element:
     if size > settings["upload_max_size"]:
         raise too_large(settings["upload_max_size"])
     allowed = settings["upload_content_types"]
-    if allowed and (content_type or "application/octet-stream") not in allowed:
+    if allowed and (content_type or "application/octet-stream").split(";")[0].strip() not in allowed:
         raise StanzaError("not-acceptable", "files of this content type are not accepted here; "
                           "allowed: " + ", ".join(allowed))
     slot = store.slot(session.account.local, filename, size, content_type,

@@ -211,6 +211,12 @@ def test_sanitising_a_hostile_name_is_linear():
 def test_request_parsing_and_media_types():
     request = ET.fromstring(f"<request xmlns='{NS}' filename='a.png' size='12' content-type='Image/PNG'/>")
     assert parse_request(request) == ("a.png", 12, "image/png")
+    request.set("content-type", "text/plain; charset=UTF-8")
+    assert parse_request(request)[2] == "text/plain; charset=utf-8"
+    for bad in ("text", "text/plain;", "text/plain; charset", "a/b c", "x/y; a=b; <"):
+        request.set("content-type", bad)
+        with pytest.raises(StanzaError):
+            parse_request(request)
     with pytest.raises(StanzaError):
         parse_request(ET.fromstring(f"<request xmlns='{NS}' filename='a' size='1e3'/>"))
     assert same_media_type("text/plain;charset=UTF-8", "text/plain; charset=utf-8")
