@@ -9,7 +9,7 @@ from xml.sax.saxutils import escape
 
 from actors import received_messages
 from sipp_runner import needs_sipp
-from xmpp.test_upload import http, put, request_slot
+from xmpp.upload_client import http, put, request_slot
 
 pytestmark = needs_sipp
 

@@ -1,20 +1,15 @@
 """HTTP File Upload (XEP-0363 v1.1): slots over XMPP (slixmpp over STARTTLS), PUT and GET over the
-HTTP listener (urllib: slixmpp's own xep_0363 needs aiohttp, which the test environment lacks).
-
-The slot request is sent as raw XML, so the test says exactly the §4 bytes a client sends."""
+HTTP listener (urllib), through the helpers of ``upload_client``."""
 from __future__ import annotations
 
 import io
 import os
 import socket
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta
 from pathlib import Path
-from xml.sax.saxutils import quoteattr
 
 import pytest
 from slixmpp.exceptions import IqError
@@ -24,35 +19,11 @@ from convergence.plugins.http.uploads import PutRefused, Uploads, same_media_typ
 from convergence.plugins.xmpp.stanzas import StanzaError
 from convergence.plugins.xmpp.upload import parse_request
 from .roster_client import condition, iq
+from .upload_client import NS, http, put, request_slot
 
-NS = "urn:xmpp:http:upload:0"
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
 DATA = "jabber:x:data"
 ACCOUNTS = {"alice": "a", "bob": "b"}
-
-
-def request_slot(client, filename: str, size, content_type: str | None = "image/png"):
-    """(put url, put headers, get url) of a §4 slot request; IqError when refused."""
-    attrs = f" filename={quoteattr(filename)} size={quoteattr(str(size))}"
-    attrs += f" content-type={quoteattr(content_type)}" if content_type else ""
-    slot = iq(client, f"<request xmlns='{NS}'{attrs}/>", to="example.org").xml.find(f"{{{NS}}}slot")
-    put = slot.find(f"{{{NS}}}put")
-    headers = {h.get("name"): h.text for h in put.findall(f"{{{NS}}}header")}
-    return put.get("url"), headers, slot.find(f"{{{NS}}}get").get("url")
-
-
-def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None):
-    """(status, headers, body) of one request; error statuses are answers, not exceptions."""
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as response:
-            return response.status, response.headers, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers, exc.read()
-
-
-def put(url: str, body: bytes, headers: dict, content_type: str = "image/png", **extra):
-    return http("PUT", url, body, {**headers, "Content-Type": content_type, **extra})[0]
 
 
 def refusal(client, *args, **kwargs):
