@@ -154,6 +154,12 @@ class Uploads:
         url = self.url(row.id, row.filename)
         return Slot(url, url, (("Authorization", f"Bearer {token}"),))
 
+    def _row(self, slot_id: str) -> Upload | None:
+        if not SLOT_ID.fullmatch(slot_id):  # not one of ours: no query
+            return None
+        with self.db.read() as session:
+            return session.get(Upload, slot_id)
+
     def _path(self, slot_id: str) -> Path:
         return self.directory / slot_id
 
@@ -162,8 +168,7 @@ class Uploads:
         """Store the body of a PUT to slot ``slot_id``, or raise ``PutRefused``. Once the request
         passed every check, ``allow(length)`` is called before the body is read (the listener then
         gives a large body the time it needs)."""
-        with self.db.read() as session:
-            row = session.get(Upload, slot_id)
+        row = self._row(slot_id)
         if row is None:  # never made, or lapsed and purged: the same answer as a lapsed one
             raise PutRefused(403, "no such upload slot, or it has expired")
         scheme, _, token = (authorization or "").partition(" ")
@@ -216,8 +221,7 @@ class Uploads:
 
     def file(self, slot_id: str, filename: str) -> tuple[Path, Upload] | None:
         """The stored file at that URL and its row, or None (unknown, not uploaded, expired)."""
-        with self.db.read() as session:
-            row = session.get(Upload, slot_id)
+        row = self._row(slot_id)
         if row is None or row.uploaded_at is None or row.filename != filename:
             return None
         if row.expires_at is not None and row.expires_at <= self.now():

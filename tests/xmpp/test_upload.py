@@ -80,6 +80,10 @@ def test_discovered_on_the_server_slot_put_once_and_fetched_by_another_user(xmpp
     status, got, body = http("GET", get_url, headers={"Range": "bytes=10-19"})
     assert status == 206 and body == data[10:20] and got["Content-Range"] == f"bytes 10-19/{len(data)}"
     assert http("GET", get_url.rsplit("/", 1)[0] + "/other.png")[0] == 404
+    assert http("GET", f"{server.http_url}/upload/{'A' * 5000}/x.png")[0] == 404
+    assert put(f"{server.http_url}/upload/%2e%2e/x.png", data, headers) == 403
+    status, got, body = http("HEAD", get_url)
+    assert status == 200 and body == b"" and got["Content-Length"] == str(len(data))
     status, got, _ = http("OPTIONS", put_url)  # a browser's preflight (CORS)
     assert status == 204 and "PUT" in got["Access-Control-Allow-Methods"]
     assert "Authorization" in got["Access-Control-Allow-Headers"]
