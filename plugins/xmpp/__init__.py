@@ -45,6 +45,17 @@ def media_types(value) -> tuple[str, ...]:
     return tuple(v.lower() for v in value)
 
 
+def muc_domain_setting(value) -> str:
+    """``muc_domain``: "" or a domain name, ``{domain}`` standing for ``[server] domain``."""
+    if not isinstance(value, str):
+        raise ValueError('expected a domain name such as "conference.{domain}", or ""')
+    try:
+        value and normalize_domain(value.replace("{domain}", "example.org"))
+    except AddressError as exc:
+        raise ValueError(f'expected a domain name such as "conference.{{domain}}", or "" ({exc})') from None
+    return value
+
+
 @hookimpl
 def add_config_section():
     return Section("xmpp", {
@@ -115,6 +126,16 @@ def add_config_section():
                                 non_negative_number),
         "upload_content_types": Option([], 'media types accepted for upload, e.g. ["image/png"]; '
                                        "empty: any", media_types),
+        # ---- group chat (XEP-0045; docs/xmpp.md "Group chat") ----
+        "muc_domain": Option("conference.{domain}", 'the Multi-User Chat service\'s domain '
+                             '({domain} is [server] domain); "" turns group chat off',
+                             muc_domain_setting),
+        "muc_max_rooms_per_user": Option(10, "rooms one user may own", positive_int),
+        "muc_max_occupants": Option(200, "occupants per room (the ceiling of a room's max users)",
+                                    positive_int),
+        "muc_history_default": Option(20, "messages of history sent on joining when the client "
+                                      "does not ask for a number", positive_int),
+        "muc_history_max": Option(100, "messages of history a room keeps at most", positive_int),
         **connection_limit_options("XMPP"),
     }, "the XMPP plugin")
 

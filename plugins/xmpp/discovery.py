@@ -73,6 +73,8 @@ def disco_items(service, session, stanza):
     query = ET.Element(tag("query", DISCO_ITEMS))
     for jid, node in service.iq.items_of_account(service, session, account) if account else ():
         ET.SubElement(query, tag("item", DISCO_ITEMS), jid=jid, node=node)
+    for jid, name in service.iq.server_items() if account is None else ():
+        ET.SubElement(query, tag("item", DISCO_ITEMS), jid=jid, name=name)  # the MUC service
     return iq_result(stanza, query)
 
 

@@ -73,6 +73,7 @@ class IqRouter:
         self._account_items: list[Callable] = []
         self._server_extras: list[Callable] = []
         self._awaited: dict[tuple[str, str], Callable] = {}
+        self._server_items: list[tuple[str, str]] = []
 
     def register(self, payload: str, func: Callable, *, features=(), before_auth=False,
                  to_server=True, to_account=False, offered=None) -> None:
@@ -101,6 +102,13 @@ class IqRouter:
         """``func(service, session, account)`` gives disco#items of an account's bare JID: a list
         of (jid, node) (XEP-0030 §4; PEP nodes, XEP-0163 §7)."""
         self._account_items.append(func)
+
+    def server_item(self, jid: str, name: str) -> None:
+        """An item of the server's disco#items (XEP-0030 §4): a service such as the MUC domain."""
+        self._server_items.append((jid, name))
+
+    def server_items(self) -> list[tuple[str, str]]:
+        return list(self._server_items)
 
     def items_of_account(self, service, session, account) -> list[tuple[str, str]]:
         return [item for func in self._account_items for item in func(service, session, account)]
@@ -170,6 +178,10 @@ class IqRouter:
                 session.send(error_reply(iq, error))
             return
         try:
+            muc = getattr(service, "muc", None)
+            if to is not None and muc is not None and to.domain == muc.domain and \
+                    getattr(session, "account", None):
+                return muc.iq(session, iq)  # the MUC service (XEP-0045, muc_service.py)
             if to is not None and to.domain != service.domain and getattr(session, "account", None):
                 return self._to_other_domain(service, iq, request)
             if to is not None and to.resource and to.local:

@@ -37,6 +37,7 @@ class C2SService:
         self.domain: str = core.domain
         self.tls_context = tls_context  # an ssl.SSLContext once listeners exist; None: no STARTTLS
         self.federation = None  # s2s_transport.Federation when [xmpp] s2s_listen is set (XmppServer)
+        self.muc = None  # muc_service.MucService when [xmpp] muc_domain is set (XmppServer)
         self.limiter = FailureLimiter(settings["login_failures"], settings["login_failure_window"],
                                       what="XMPP login")
         self.secret = os.urandom(32)  # SCRAM salts simulated for unknown users (RFC 5802 §5.1)
