@@ -18,7 +18,8 @@ connection exhaustion and slow clients.
   header_timeout`` seconds of the handler starting to wait for them (this also bounds an idle
   keep-alive connection), else 408 (RFC 9110 §15.5.9) and close; a request body within
   ``body_timeout`` seconds. Only reads are bounded: once the application answers (an API event
-  stream, say) nothing is timed here.
+  stream, say) nothing is timed here. After a ``101 Switching Protocols`` (a WebSocket, which the
+  application then serves on the socket) no further request is read from the connection.
 - :func:`raise_file_limit`: ``serve`` raises the soft RLIMIT_NOFILE to the hard limit at start-up,
   since every connection holds a descriptor.
 """
@@ -151,12 +152,18 @@ class AddressLimit:
             self.open.pop(host, None)
 
     def _exempt(self, host: str) -> bool:
-        try:
-            address = ipaddress.ip_address(host.partition("%")[0])  # without an IPv6 zone
-        except ValueError:
-            return False
-        address = getattr(address, "ipv4_mapped", None) or address
-        return any(address in network for network in self.exempt)
+        return address_in(host, self.exempt)
+
+
+def address_in(host: str, networks) -> bool:
+    """Whether the address ``host`` (an IPv4-mapped IPv6 address counts as IPv4) is in one of
+    ``networks`` (ip_network objects, as :func:`networks` parses them)."""
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])  # without an IPv6 zone
+    except ValueError:
+        return False
+    address = getattr(address, "ipv4_mapped", None) or address
+    return any(address in network for network in networks)
 
 
 # ---- the listeners -----------------------------------------------------------------------------
@@ -278,6 +285,8 @@ class HTTPHandler(WSGIHandler):
 
     def start_response(self, status, headers, exc_info=None):
         self._reader.deadline = None  # answering: a stream may last (its writes are not timed)
+        if status.startswith("101 "):  # the connection now speaks another protocol (a WebSocket):
+            self.close_connection = True  # no further HTTP request is read from it
         return super().start_response(status, headers, exc_info)
 
     def run_application(self):

@@ -21,7 +21,7 @@ from convergence import hookimpl
 from convergence.metrics import Collector, family
 
 from . import (presence as broadcast, roster_push, s2s_routing, s2s_transport, subscription_handling,
-               transport)
+               transport, websocket_http)
 from .service import C2SService
 
 #: RFC 6120 §4.9.3 stream errors for the sessions of a changed account: a deleted account is no
@@ -49,6 +49,11 @@ class XmppServer:
         if self.federation is not None:
             servers.append(s2s_transport.listener(self.federation, self.service.settings))
         return servers
+
+    @hookimpl
+    def add_blueprints(self):
+        """XMPP over WebSocket and XEP-0156 discovery on the HTTP listener (``websocket_http``)."""
+        return [websocket_http.blueprint(self.service)]
 
     @hookimpl
     def resolve_recipient(self, address):

@@ -6,6 +6,8 @@ of ``[xmpp] max_queued`` bytes: a client that stops reading is disconnected) who
 feed the session and ask it how long silence may last (``Session.idle_timeout``: the negotiation
 deadline, then keep-alive pings that detect half-open connections). The ``listen`` port speaks
 STARTTLS (RFC 6120 §5); ``tls_listen`` is Direct TLS (XEP-0368), TLS from the first byte.
+``serve_websocket`` serves a session over a WebSocket the HTTP listener upgraded (RFC 7395,
+``websocket.py``, ``websocket_http.py``).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from convergence.connection import QUEUE_FULL, Connection
 from convergence.listeners import AddressLimit, GuardedStreamServer
 
 from .c2s import Session
+from .websocket import WebSocketLink, WebSocketSession, WebSocketStream
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +47,36 @@ def serve_connection(service, sock, peer, direct_tls: bool = False, ended=lambda
             ended()
             return
     session = Session(service, conn, peer, encrypted=direct_tls)
+    feed(conn, session, _counted(service, conn, ended))
 
+
+def _counted(service, conn: Connection, ended):
+    """``ended``, after counting a connection closed for not reading (metrics)."""
     def closed() -> None:
         if conn.close_reason == QUEUE_FULL:
             service.slow_readers += 1  # metrics: disconnected for not reading
         ended()
+    return closed
 
-    feed(conn, session, closed)
+
+def serve_websocket(service, sock, peer, encrypted: bool) -> None:
+    """Serve an XMPP session over the WebSocket on ``sock`` (RFC 7395; the HTTP handler has sent
+    the ``101``) until it ends: the same limits as a TCP session (``max_queued``, the negotiation
+    deadline, pings), the framing of ``websocket.py``. It runs in the HTTP handler's greenlet,
+    which must not touch the socket afterwards; if that greenlet is killed (the HTTP listener
+    stopping), the connection closes."""
+    settings = service.settings
+    conn = Connection(sock, peer, max_queued=settings["max_queued"],
+                      idle_timeout=settings["negotiation_timeout"])
+    link = WebSocketLink(conn)
+    session = WebSocketSession(service, link, peer, encrypted=encrypted)
+    done = Event()
+    feed(conn, WebSocketStream(session, link, settings["max_stanza_size"]),
+         _counted(service, conn, done.set))
+    try:
+        done.wait()
+    finally:
+        conn.close("HTTP handler ended")
 
 
 def feed(conn: Connection, stream, ended=lambda: None) -> None:
