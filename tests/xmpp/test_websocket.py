@@ -5,6 +5,11 @@ import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
 
+from convergence.config import load
+from convergence.core import Core
+from convergence.store import offline
+
+from .test_slow_reader import BODY, COUNT, MAX_QUEUED
 from .ws_client import CLOSE, FRAMING_NS, OPEN, SASL_NS, STREAM_NS, WsClient
 
 BIND_NS = "urn:ietf:params:xml:ns:xmpp-bind"
@@ -54,6 +59,7 @@ def test_websocket_session_chats_with_xmpp_and_echo(xmpp_server, xmpp_client):
     alice = WsClient(server)
     jid = alice.login("alice", "wonderland", resource="browser")
     assert jid == "alice@example.org/browser"
+    assert alice.ping(b"are you there")  # RFC 6455 §5.5.3: the pong carries the ping's data
     alice.send("<presence xmlns='jabber:client'/>")
     assert alice.next("}presence").get("from") == jid  # RFC 6121 §4.2.2: her own presence back
     bob = xmpp_client(server, "bob")
@@ -149,3 +155,30 @@ def test_plain_websocket_from_an_untrusted_address_cannot_log_in(xmpp_server):
     client.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
     assert client.next("}failure").tag == "{urn:ietf:params:xml:ns:xmpp-tls}failure"
     assert client.recv().tag == f"{{{FRAMING_NS}}}close"
+
+
+def test_a_websocket_client_that_stops_reading_gets_every_message_once_in_order(xmpp_server,
+                                                                                 xmpp_client):
+    """``max_queued`` as on TCP (test_slow_reader.py): a browser that stops reading is disconnected
+    and what its connection did not write is stored for the next login, in order, once."""
+    server = xmpp_server({"alice": "pw-a", "bob": "pw-b"}, max_queued=MAX_QUEUED)
+    slow = WsClient(server, small_buffers=True)
+    slow.login("alice", "pw-a")
+    slow.send("<presence xmlns='jabber:client'/>")
+    slow.next("}presence")  # the server's echo; from now on she reads nothing
+    bob = xmpp_client(server, "bob")
+    for n in range(COUNT):
+        bob.send_message(server.jid("alice"), BODY.format(n))
+    bob.call(bob.xmpp.get_roster)  # answered after every message before it was routed
+    first = [m.findtext("{jabber:client}body") for m in slow.read_to_the_end()
+             if m.tag == "{jabber:client}message"]
+    assert len(first) < COUNT // 2, "the slow reader was not disconnected"
+    core = Core.create(load(None, server.config))
+    try:
+        assert offline.count(core.db, "alice") == COUNT - len(first)
+    finally:
+        core.close()
+    alice = xmpp_client(server, "alice")
+    rest = [alice.next("message", timeout=10)["body"] for _ in range(COUNT - len(first))]
+    alice.none("message", wait=0.3)
+    assert first + rest == [BODY.format(n) for n in range(COUNT)]

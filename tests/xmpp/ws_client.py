@@ -8,8 +8,8 @@ import time
 import xml.etree.ElementTree as ET
 
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, RejectConnection,
-                            RejectData, Request, TextMessage)
+from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Ping, Pong,
+                            RejectConnection, RejectData, Request, TextMessage)
 
 FRAMING_NS = "urn:ietf:params:xml:ns:xmpp-framing"
 STREAM_NS = "http://etherx.jabber.org/streams"
@@ -22,12 +22,21 @@ class WsClient:
     """``accepted`` is the handshake's answer: wsproto's AcceptConnection, or RejectConnection
     (``status``, ``body`` then hold the HTTP answer)."""
 
-    def __init__(self, server, subprotocols=("xmpp",), path: str = "/xmpp-websocket"):
-        self.sock = socket.create_connection(("127.0.0.1", server.http_port), timeout=5)
+    def __init__(self, server, subprotocols=("xmpp",), path: str = "/xmpp-websocket",
+                 small_buffers: bool = False):
+        if small_buffers:  # a slow reader, as test_slow_reader.py's: a 4 KB receive buffer, small segments
+            self.sock = socket.socket()
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1200)
+            self.sock.settimeout(5)
+            self.sock.connect(("127.0.0.1", server.http_port))
+        else:
+            self.sock = socket.create_connection(("127.0.0.1", server.http_port), timeout=5)
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.messages: list[str] = []  # complete text messages not yet read
         self.closed: CloseConnection | None = None  # the server's close frame
         self.eof = False
+        self.pongs: list[bytes] = []
         self.accepted, self.status, self.body = None, None, b""
         self._text = ""
         self.sock.sendall(self.ws.send(Request(host="127.0.0.1", target=path,
@@ -57,6 +66,8 @@ class WsClient:
             if isinstance(event, (AcceptConnection, RejectConnection)):
                 self.accepted = event
                 self.status = getattr(event, "status_code", 101)
+            elif isinstance(event, Pong):
+                self.pongs.append(bytes(event.payload))
             elif isinstance(event, RejectData):
                 self.body += event.data
             elif isinstance(event, TextMessage):
@@ -81,6 +92,14 @@ class WsClient:
         for i, part in enumerate(parts):
             self.sock.sendall(self.ws.send(TextMessage(data=part, message_finished=i == len(parts) - 1)))
 
+    def ping(self, payload: bytes, timeout: float = 5) -> bool:
+        """A WebSocket ping (RFC 6455 §5.5.2); True once its pong came back."""
+        self.sock.sendall(self.ws.send(Ping(payload=payload)))
+        deadline = time.monotonic() + timeout
+        while payload not in self.pongs and self._pump(deadline):
+            pass
+        return payload in self.pongs
+
     def send_bytes(self, data: bytes) -> None:
         self.sock.sendall(self.ws.send(BytesMessage(data=data)))
 
@@ -90,6 +109,15 @@ class WsClient:
         while not self.messages and self._pump(deadline):
             pass
         return ET.fromstring(self.messages.pop(0)) if self.messages else None
+
+    def read_to_the_end(self, timeout: float = 10) -> list[ET.Element]:
+        """Every complete message until the server closes the connection."""
+        deadline = time.monotonic() + timeout
+        while self._pump(deadline):
+            pass
+        assert self.eof, "the server did not close the connection"
+        read, self.messages = [ET.fromstring(m) for m in self.messages], []
+        return read
 
     def next(self, tag: str, timeout: float = 5) -> ET.Element:
         """The next message whose tag ends with ``tag`` (others before it are skipped)."""
