@@ -88,6 +88,11 @@ def test_websocket_session_chats_with_xmpp_and_echo(xmpp_server, xmpp_client):
     assert alice.next("}close").tag == f"{{{FRAMING_NS}}}close"
     alice.wait_closed()
     bob.next("presence", match=lambda p: str(p["from"]) == jid and p["type"] == "unavailable")
+    # A server that stops ends a WebSocket session as a TCP one: system-shutdown, then <close/>.
+    tab = WsClient(server)
+    tab.login("alice", "wonderland", resource="tab")
+    assert server.process.stop() == 0
+    assert tab.stream_error() == "system-shutdown"
 
 
 def test_bad_frames_get_stream_errors_and_the_server_keeps_serving(xmpp_server):

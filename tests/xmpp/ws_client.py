@@ -37,6 +37,7 @@ class WsClient:
         self.closed: CloseConnection | None = None  # the server's close frame
         self.eof = False
         self.pongs: list[bytes] = []
+        self.rejected = False  # the whole refusal has been read
         self.accepted, self.status, self.body = None, None, b""
         self._text = ""
         self.sock.sendall(self.ws.send(Request(host="127.0.0.1", target=path,
@@ -45,7 +46,7 @@ class WsClient:
         while self.accepted is None and self._pump(deadline):
             pass
         if isinstance(self.accepted, RejectConnection):
-            while self._pump(deadline):
+            while not self.rejected and self._pump(deadline):  # the answer's body, to its end
                 pass
 
     def _pump(self, deadline: float) -> bool:
@@ -66,10 +67,12 @@ class WsClient:
             if isinstance(event, (AcceptConnection, RejectConnection)):
                 self.accepted = event
                 self.status = getattr(event, "status_code", 101)
+                self.rejected = isinstance(event, RejectConnection) and not event.has_body
             elif isinstance(event, Pong):
                 self.pongs.append(bytes(event.payload))
             elif isinstance(event, RejectData):
                 self.body += event.data
+                self.rejected = event.body_finished
             elif isinstance(event, TextMessage):
                 self._text += event.data
                 if event.message_finished:
