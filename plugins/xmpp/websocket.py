@@ -307,6 +307,8 @@ class WebSocketStream:
 
     def receive(self, data: bytes) -> None:
         ws = self.link.ws
+        if ws.state is ConnectionState.CLOSED:
+            return  # both close frames went: whatever follows is not for us (RFC 6455 §5.5.1)
         ws.receive_data(data)
         for event in ws.events():
             if self.session.closed:
