@@ -40,7 +40,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError, generate_accept_token
 
 from .c2s import STARTTLS, TLS_FAILURE, Session
-from .stream import CLIENT_NS, STREAM_CLOSE, STREAM_NS, StreamError, stream_header
+from .stream import CLIENT_NS, STREAM_CLOSE, STREAM_NS, StreamError, restrict, stream_header
 
 FRAMING_NS = "urn:ietf:params:xml:ns:xmpp-framing"
 SUBPROTOCOL = "xmpp"
@@ -111,26 +111,14 @@ class Close:
     __slots__ = ()
 
 
-def _refuse(what: str):
-    def handler(*args):
-        raise StreamError("restricted-xml", f"{what} not allowed (RFC 6120 §11.1)")
-    return handler
-
-
-_REFUSE_DTD, _REFUSE_COMMENT, _REFUSE_PI = (_refuse(what) for what in
-                                            ("DTD", "comment", "processing instruction"))
-
-
 class _Frame:
-    """Parses one message with expat (linear, DTDs refused as in ``stream.StreamParser``) and
+    """Parses one message with expat (linear; DTDs refused as by ``stream.StreamParser``) and
     finds its single element: where it starts, and its name and attributes if it is the root."""
     __slots__ = ("parser", "depth", "roots", "start", "name", "attrs")
 
     def __init__(self):
         parser = expat.ParserCreate("utf-8", "}")
-        parser.StartDoctypeDeclHandler = _REFUSE_DTD
-        parser.CommentHandler = _REFUSE_COMMENT
-        parser.ProcessingInstructionHandler = _REFUSE_PI
+        restrict(parser)
         parser.StartElementHandler = self._start
         parser.EndElementHandler = self._end
         self.parser = parser

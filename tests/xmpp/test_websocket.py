@@ -12,7 +12,6 @@ from convergence.store import offline
 from .test_slow_reader import BODY, COUNT, MAX_QUEUED
 from .ws_client import CLOSE, FRAMING_NS, OPEN, SASL_NS, STREAM_NS, WsClient
 
-BIND_NS = "urn:ietf:params:xml:ns:xmpp-bind"
 
 
 def http_get(server, path: str, **headers):
