@@ -18,8 +18,10 @@ connection exhaustion and slow clients.
   header_timeout`` seconds of the handler starting to wait for them (this also bounds an idle
   keep-alive connection), else 408 (RFC 9110 §15.5.9) and close; a request body within
   ``body_timeout`` seconds. Only reads are bounded: once the application answers (an API event
-  stream, say) nothing is timed here. After a ``101 Switching Protocols`` (a WebSocket, which the
-  application then serves on the socket) no further request is read from the connection.
+  stream, say) nothing is timed here. After a ``101 Switching Protocols`` no further request is
+  read from the connection: the application, which put a callable in the environ as
+  ``convergence.upgraded``, serves its protocol (a WebSocket) on the socket from there, in the
+  handler's greenlet once the WSGI call has returned (its request context gone), until it ends.
 - :func:`raise_file_limit`: ``serve`` raises the soft RLIMIT_NOFILE to the hard limit at start-up,
   since every connection holds a descriptor.
 """
@@ -294,6 +296,9 @@ class HTTPHandler(WSGIHandler):
             super().run_application()
         finally:  # what the application left of the body is read (and discarded) next
             self._reader.deadline = time.monotonic() + self.server.body_timeout
+        upgraded = self.environ.get("convergence.upgraded")
+        if upgraded is not None and self.code == 101:
+            upgraded()  # the application serves its protocol on the socket until it ends
 
     def _handle_client_error(self, ex):
         """A request head that did not arrive in time is a 408; a connection lost while reading it

@@ -62,9 +62,10 @@ def _counted(service, conn: Connection, ended):
 def serve_websocket(service, sock, peer, encrypted: bool) -> None:
     """Serve an XMPP session over the WebSocket on ``sock`` (RFC 7395; the HTTP handler has sent
     the ``101``) until it ends: the same limits as a TCP session (``max_queued``, the negotiation
-    deadline, pings), the framing of ``websocket.py``. It runs in the HTTP handler's greenlet,
-    which must not touch the socket afterwards; if that greenlet is killed (the HTTP listener
-    stopping), the connection closes."""
+    deadline, pings), the framing of ``websocket.py``. It runs in the HTTP handler's greenlet
+    (which must not touch the socket afterwards), so the HTTP listener counts the connection
+    until it ends; if that greenlet is killed (the HTTP listener stopping), the connection
+    closes."""
     settings = service.settings
     conn = Connection(sock, peer, max_queued=settings["max_queued"],
                       idle_timeout=settings["negotiation_timeout"])

@@ -3,11 +3,11 @@ discovery (``/.well-known/host-meta``, ``/.well-known/host-meta.json``).
 
 The XMPP plugin hands the HTTP plugin a Flask blueprint through the ``add_blueprints`` hook
 (``XmppServer.add_blueprints``); neither plugin imports the other. A WebSocket upgrade is checked
-by ``websocket.handshake``; the ``101`` goes out through the WSGI server (gevent's handler writes
-it and, seeing the ``101``, reads no further request from the connection: ``HTTPHandler`` in
-``convergence.listeners``), then ``transport.serve_websocket`` serves the session on the
-connection's socket (``environ["convergence.socket"]``) in the handler's greenlet until it ends.
-The connection counts against ``[http] max_connections_per_address`` all that time.
+by ``websocket.handshake``; the ``101`` goes out through the WSGI server, and
+``environ["convergence.upgraded"]`` has ``HTTPHandler`` (``convergence.listeners``) read no
+further request but, once the WSGI call returned, run ``transport.serve_websocket`` on the
+connection's socket (``environ["convergence.socket"]``) in the handler's greenlet until the
+session ends. The connection counts against ``[http] max_connections_per_address`` all that time.
 
 Whether a WebSocket session counts as encrypted (so that, with ``[xmpp] require_tls``, it may log
 in): when its TCP peer is in ``[xmpp] websocket_secure_from`` (by default loopback, where a
@@ -29,7 +29,8 @@ XRD_NS = "http://docs.oasis-open.org/ns/xri/xrd-1.0"
 
 
 class Upgrade(Response):
-    """The ``101`` answer; calling it (the WSGI server does) serves the WebSocket until it ends."""
+    """The ``101`` answer; calling it (the WSGI server does) sends it and leaves the WebSocket
+    session to the handler (``convergence.upgraded``)."""
 
     def __init__(self, service, fields: list[tuple[str, str]], sock, peer, encrypted: bool):
         super().__init__(status=101)
@@ -39,7 +40,8 @@ class Upgrade(Response):
     def __call__(self, environ, start_response):
         write = start_response("101 Switching Protocols", self.fields)
         write(b"")  # the status line and header fields go out now, before any frame
-        transport.serve_websocket(self.service, self.sock, self.peer, self.encrypted)
+        environ["convergence.upgraded"] = lambda: transport.serve_websocket(
+            self.service, self.sock, self.peer, self.encrypted)
         return []
 
 
