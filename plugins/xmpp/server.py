@@ -31,6 +31,11 @@ ENDED_BY = MappingProxyType({"deleted": ("not-authorized", "the account was dele
                              "changed": ("reset", "the password was changed; log in again")})
 
 
+#: Seconds the shutdown waits for WebSocket sessions to close: each has two to flush its stream
+#: error (``close_after_flush``), then gives back what it did not write, before the store closes.
+WEBSOCKET_STOP_TIMEOUT = 3.0
+
+
 class XmppServer:
     """The XMPP plugin for one core (registered as ``xmpp:server`` on its plugin manager)."""
 
@@ -38,6 +43,7 @@ class XmppServer:
         self.core = core
         self.service = C2SService(core, settings)
         self.federation = None  # server-to-server, when [xmpp] s2s_listen is set
+        self.websockets = transport.OpenConnections()  # sessions over WebSocket (RFC 7395)
         if settings["s2s_listen"]:
             self.federation = s2s_transport.Federation(core, settings)
             self.federation.on_stanza = s2s_routing.Inbound(self.service, self.federation).receive
@@ -53,7 +59,7 @@ class XmppServer:
     @hookimpl
     def add_blueprints(self):
         """XMPP over WebSocket and XEP-0156 discovery on the HTTP listener (``websocket_http``)."""
-        return [websocket_http.blueprint(self.service)]
+        return [websocket_http.blueprint(self.service, self.websockets)]
 
     @hookimpl
     def resolve_recipient(self, address):
@@ -106,6 +112,7 @@ class XmppServer:
     @hookimpl
     def on_shutdown(self):
         self.service.shutdown()
+        self.websockets.wait(WEBSOCKET_STOP_TIMEOUT)  # they give back what they did not write
         if self.federation is not None:
             self.federation.shutdown()
         self.core.pm.unregister(self)

@@ -59,21 +59,49 @@ def _counted(service, conn: Connection, ended):
     return closed
 
 
-def serve_websocket(service, sock, peer, encrypted: bool) -> None:
+class OpenConnections:
+    """A count of connections not yet ended, to wait for at shutdown (each session stores what
+    its connection did not write when the connection closes: before the store closes)."""
+
+    def __init__(self):
+        self._open = 0
+        self._none_open = Event()
+        self._none_open.set()
+
+    def opened(self) -> None:
+        self._open += 1
+        self._none_open.clear()
+
+    def ended(self) -> None:
+        self._open -= 1
+        if not self._open:
+            self._none_open.set()
+
+    def wait(self, timeout: float | None) -> bool:
+        """True once none is open; False if ``timeout`` passed first."""
+        return self._none_open.wait(timeout)
+
+
+def serve_websocket(service, sock, peer, encrypted: bool, websockets: OpenConnections) -> None:
     """Serve an XMPP session over the WebSocket on ``sock`` (RFC 7395; the HTTP handler has sent
     the ``101``) until it ends: the same limits as a TCP session (``max_queued``, the negotiation
     deadline, pings), the framing of ``websocket.py``. It runs in the HTTP handler's greenlet
     (which must not touch the socket afterwards), so the HTTP listener counts the connection
     until it ends; if that greenlet is killed (the HTTP listener stopping), the connection
-    closes."""
+    closes. ``websockets`` counts it until it has closed (``XmppServer.on_shutdown`` waits)."""
     settings = service.settings
     conn = Connection(sock, peer, max_queued=settings["max_queued"],
                       idle_timeout=settings["negotiation_timeout"])
     link = WebSocketLink(conn)
     session = WebSocketSession(service, link, peer, encrypted=encrypted)
     done = Event()
+    websockets.opened()
+
+    def ended() -> None:
+        websockets.ended()
+        done.set()
     feed(conn, WebSocketStream(session, link, settings["max_stanza_size"]),
-         _counted(service, conn, done.set))
+         _counted(service, conn, ended))
     try:
         done.wait()
     finally:
@@ -112,13 +140,10 @@ class C2SListener(GuardedStreamServer):
         super().__init__(address, self._accept, limit)
         self.service = service
         self.direct_tls = direct_tls
-        self._open = 0  # connections not yet ended
-        self._none_open = Event()
-        self._none_open.set()
+        self._open = OpenConnections()
 
     def _accept(self, sock, peer) -> None:
-        self._open += 1
-        self._none_open.clear()
+        self._open.opened()
         try:
             self.serve(sock, peer, self.direct_tls, lambda: self.connection_ended(peer))
         except BaseException:
@@ -132,9 +157,7 @@ class C2SListener(GuardedStreamServer):
 
     def connection_ended(self, address) -> None:
         super().connection_ended(address)
-        self._open -= 1
-        if not self._open:
-            self._none_open.set()
+        self._open.ended()
 
     def do_close(self, sock, *args) -> None:
         """The handler has returned: the socket now belongs to its Connection (which closes it)."""
@@ -143,7 +166,7 @@ class C2SListener(GuardedStreamServer):
         """End every stream, wait up to ``timeout`` (default ``stop_timeout``) for the connections
         to close (each has two seconds to flush its stream error), then stop listening."""
         self.service.shutdown()
-        self._none_open.wait(self.stop_timeout if timeout is None else timeout)
+        self._open.wait(self.stop_timeout if timeout is None else timeout)
         super().stop(timeout)
 
 

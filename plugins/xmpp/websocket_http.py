@@ -32,16 +32,17 @@ class Upgrade(Response):
     """The ``101`` answer; calling it (the WSGI server does) sends it and leaves the WebSocket
     session to the handler (``convergence.upgraded``)."""
 
-    def __init__(self, service, fields: list[tuple[str, str]], sock, peer, encrypted: bool):
+    def __init__(self, service, websockets, fields: list[tuple[str, str]], sock, peer,
+                 encrypted: bool):
         super().__init__(status=101)
-        self.service, self.fields, self.sock, self.peer = service, fields, sock, peer
-        self.encrypted = encrypted
+        self.service, self.websockets, self.fields = service, websockets, fields
+        self.sock, self.peer, self.encrypted = sock, peer, encrypted
 
     def __call__(self, environ, start_response):
         write = start_response("101 Switching Protocols", self.fields)
         write(b"")  # the status line and header fields go out now, before any frame
         environ["convergence.upgraded"] = lambda: transport.serve_websocket(
-            self.service, self.sock, self.peer, self.encrypted)
+            self.service, self.sock, self.peer, self.encrypted, self.websockets)
         return []
 
 
@@ -54,8 +55,8 @@ def websocket_url(service) -> str:
     return f"{scheme}://{request.host}{PATH}"
 
 
-def blueprint(service) -> Blueprint:
-    """The pages for one XMPP service (one per core)."""
+def blueprint(service, websockets: transport.OpenConnections) -> Blueprint:
+    """The pages for one XMPP service (one per core); ``websockets`` counts its open WebSockets."""
     pages = Blueprint("xmpp_websocket", __name__)
 
     @pages.get(PATH, websocket=True)  # werkzeug routes an Upgrade: websocket request only here
@@ -71,7 +72,7 @@ def blueprint(service) -> Blueprint:
         peer = (request.environ.get("REMOTE_ADDR", ""), int(request.environ.get("REMOTE_PORT") or 0))
         encrypted = request.scheme == "https" or address_in(peer[0],
                                                             service.settings["websocket_secure_from"])
-        return Upgrade(service, fields, sock, peer, encrypted)
+        return Upgrade(service, websockets, fields, sock, peer, encrypted)
 
     @pages.get("/.well-known/host-meta")
     def host_meta():

@@ -186,3 +186,27 @@ def test_a_websocket_client_that_stops_reading_gets_every_message_once_in_order(
     rest = [alice.next("message", timeout=10)["body"] for _ in range(COUNT - len(first))]
     alice.none("message", wait=0.3)
     assert first + rest == [BODY.format(n) for n in range(COUNT)]
+
+
+def test_messages_queued_for_a_websocket_slow_reader_when_the_server_stops_are_stored(
+        xmpp_server, xmpp_client):
+    """As test_slow_reader.py's shutdown case: the server waits for its WebSocket sessions to give
+    back what they did not write before the store closes."""
+    server = xmpp_server({"alice": "pw-a", "bob": "pw-b"}, max_queued=1 << 20)
+    slow = WsClient(server, small_buffers=True)
+    slow.login("alice", "pw-a")
+    slow.send("<presence xmlns='jabber:client'/>")
+    slow.next("}presence")
+    bob = xmpp_client(server, "bob")
+    for n in range(COUNT):  # 400 KB: more than the kernel buffers, less than the queue
+        bob.send_message(server.jid("alice"), BODY.format(n))
+    bob.call(bob.xmpp.get_roster)
+    bob.disconnect()
+    server.restart()  # SIGTERM, a clean exit, and up again on the same database
+    first = [m.findtext("{jabber:client}body") for m in slow.read_to_the_end()
+             if m.tag == "{jabber:client}message"]
+    assert len(first) < COUNT // 2
+    alice = xmpp_client(server, "alice")
+    rest = [alice.next("message", timeout=10)["body"] for _ in range(COUNT - len(first))]
+    alice.none("message", wait=0.3)
+    assert first + rest == [BODY.format(n) for n in range(COUNT)]
