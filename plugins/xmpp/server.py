@@ -31,9 +31,11 @@ ENDED_BY = MappingProxyType({"deleted": ("not-authorized", "the account was dele
                              "changed": ("reset", "the password was changed; log in again")})
 
 
-#: Seconds the shutdown waits for WebSocket sessions to close: each has two to flush its stream
-#: error (``close_after_flush``), then gives back what it did not write, before the store closes.
-WEBSOCKET_STOP_TIMEOUT = 3.0
+#: Seconds the shutdown waits at most for WebSocket sessions to close: each has two to flush its
+#: stream error (``close_after_flush``), then gives back what it did not write, one store write per
+#: message, before the store closes (three seconds in all lost messages of a slow reader on a
+#: loaded PostgreSQL). The wait ends as soon as the last one has closed.
+WEBSOCKET_STOP_TIMEOUT = 10.0
 
 
 class XmppServer:
