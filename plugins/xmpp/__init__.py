@@ -12,12 +12,13 @@ from types import MappingProxyType
 
 from convergence import AddressError, hookimpl
 from convergence.addresses import normalize_domain
-from convergence.config import (Option, Section, listen_address, one_of, optional_listen_address,
-                                positive_int, positive_number)
+from convergence.config import (Option, Section, listen_address, non_negative_number, one_of,
+                                optional_listen_address, positive_int, positive_number)
 from convergence.listeners import connection_limit_options, networks
 
 from .contract import share_roster  # noqa: F401 - a hook of this plugin
 from .peers import parse_host
+from . import upload
 from .server import XmppServer
 
 
@@ -29,6 +30,19 @@ def host_map(value) -> MappingProxyType:
         return MappingProxyType({normalize_domain(k): parse_host(v) for k, v in value.items()})
     except (AddressError, ValueError) as exc:
         raise ValueError(f'expected a table of domain = "host:port" ({exc})') from None
+
+
+def non_negative_int(value) -> int:
+    """``0`` (off) or a positive integer."""
+    return 0 if value == 0 and not isinstance(value, bool) else positive_int(value)
+
+
+def media_types(value) -> tuple[str, ...]:
+    """``upload_content_types``: a list of media types like ``"image/png"`` (lower-cased)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and upload.MEDIA_TYPE.fullmatch(v)
+                                              for v in value):
+        raise ValueError('expected a list of media types, e.g. ["image/png", "image/jpeg"]')
+    return tuple(v.lower() for v in value)
 
 
 @hookimpl
@@ -91,6 +105,16 @@ def add_config_section():
                                        positive_int),
         "caps_cache_size": Option(1000, "verified entity capabilities remembered (XEP-0115)",
                                   positive_int),
+        "upload_max_size": Option(10485760, "bytes of one file sent with HTTP File Upload "
+                                  "(XEP-0363; needs the http plugin)", positive_int),
+        "upload_quota": Option(1073741824, "bytes of uploaded files (and open slots) one account "
+                               "keeps; 0: no quota", non_negative_int),
+        "upload_slot_timeout": Option(300.0, "seconds an upload slot can be used for its PUT",
+                                      positive_number),
+        "upload_expiry": Option(7, "days an uploaded file is kept; 0: until deleted",
+                                non_negative_number),
+        "upload_content_types": Option([], 'media types accepted for upload, e.g. ["image/png"]; '
+                                       "empty: any", media_types),
         # ---- XMPP over WebSocket on the HTTP listener (RFC 7395; docs/xmpp.md "WebSocket") ----
         "websocket_secure_from": Option(["127.0.0.0/8", "::1"], "source addresses or networks "
                                         "whose WebSocket connections count as encrypted (a reverse "

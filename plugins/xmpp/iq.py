@@ -71,6 +71,7 @@ class IqRouter:
         self._account_identities: list[tuple[str, str]] = []
         self._observers: dict[str, list[Callable]] = {}
         self._account_items: list[Callable] = []
+        self._server_extras: list[Callable] = []
         self._awaited: dict[tuple[str, str], Callable] = {}
 
     def register(self, payload: str, func: Callable, *, features=(), before_auth=False,
@@ -103,6 +104,15 @@ class IqRouter:
 
     def items_of_account(self, service, session, account) -> list[tuple[str, str]]:
         return [item for func in self._account_items for item in func(service, session, account)]
+
+    def server_info(self, func: Callable) -> None:
+        """``func(service)`` gives what the server's disco#info adds beyond its features: a list of
+        identities (``disco#info`` ``<identity/>`` elements) and XEP-0128 forms (``jabber:x:data``
+        elements), e.g. the upload service's ``store/file`` and max-file-size (XEP-0363 §2)."""
+        self._server_extras.append(func)
+
+    def server_extras(self, service) -> list:
+        return [element for func in self._server_extras for element in func(service)]
 
     def on(self, event: str, func: Callable) -> None:
         self._observers.setdefault(event, []).append(func)

@@ -21,13 +21,13 @@ from convergence.ratelimit import FailureLimiter
 from convergence.store import accounts
 
 from . import (avatar, bookmarks, c2s, caps, discovery, messages, pep, private_storage, registration,
-               roster, vcard)
+               roster, upload, vcard)
 from .iq import IqRouter
 
 #: The modules whose ``register_iq(router)`` fills a service's IQ router (in this order: caps
 #: learns a session's features before PEP sends it the last items).
 IQ_PROVIDERS = (c2s, discovery, messages, registration, roster, vcard, caps, pep, avatar,
-                private_storage, bookmarks)
+                private_storage, bookmarks, upload)
 
 
 class C2SService:
