@@ -156,6 +156,8 @@ def frame(data: bytes) -> Open | Close | bytes:
         if exc.code == expat.errors.codes[expat.errors.XML_ERROR_UNBOUND_PREFIX]:
             raise StreamError("bad-namespace-prefix", str(exc)) from None
         raise StreamError("not-well-formed", str(exc)) from None
+    finally:
+        parsed.parser = None  # its handlers are parsed's methods: no cycle left for the collector
     if parsed.name == _OPEN:
         return Open({("xml:" + key.rpartition("}")[2]) if "}" in key else key: value
                      for key, value in parsed.attrs.items()})
@@ -168,8 +170,9 @@ def frame(data: bytes) -> Open | Close | bytes:
 
 
 def frames(data: bytes) -> list[str]:
-    """The text messages for what the session wrote in one ``send``: one complete element, a
-    stream header, or a stream error followed by ``</stream:stream>``. Our own serializer wrote
+    """The text messages for what the session wrote in one ``send``: one complete element (our
+    ``<open/>`` included), or one followed by ``</stream:stream>`` (a stream error, a STARTTLS
+    failure), or ``</stream:stream>`` alone. Our own serializer wrote
     each (``stream.serialize``, which escapes ``>`` in attribute values: the first ``>`` ends the
     start tag), so no parsing is needed: the root gets the namespace declaration its stream
     would have given it."""
