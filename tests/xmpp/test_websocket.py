@@ -147,8 +147,12 @@ def test_bad_frames_get_stream_errors_and_the_server_keeps_serving(xmpp_server):
 
 def test_plain_websocket_from_an_untrusted_address_cannot_log_in(xmpp_server):
     """With require_tls, a WebSocket that is not wss:// (the peer is not in websocket_secure_from)
-    is offered no SASL mechanism and no STARTTLS; <starttls/> fails (RFC 6120 §5.4.2.2)."""
-    server = xmpp_server({"alice": "wonderland"}, websocket_secure_from=[])
+    is offered no SASL mechanism and no STARTTLS; <starttls/> fails (RFC 6120 §5.4.2.2). XEP-0156
+    advertises websocket_url when it is set."""
+    public = "wss://chat.example.org/xmpp-websocket"
+    server = xmpp_server({"alice": "wonderland"}, websocket_secure_from=[], websocket_url=public)
+    status, _, body = http_get(server, "/.well-known/host-meta.json")  # the configured URL
+    assert json.loads(body)["links"][0]["href"] == public
     client = WsClient(server)
     client.send(OPEN)
     features = client.next("}features")
