@@ -151,7 +151,7 @@ def test_plain_websocket_from_an_untrusted_address_cannot_log_in(xmpp_server):
     advertises websocket_url when it is set."""
     public = "wss://chat.example.org/xmpp-websocket"
     server = xmpp_server({"alice": "wonderland"}, websocket_secure_from=[], websocket_url=public)
-    status, _, body = http_get(server, "/.well-known/host-meta.json")  # the configured URL
+    _, _, body = http_get(server, "/.well-known/host-meta.json")  # the configured URL
     assert json.loads(body)["links"][0]["href"] == public
     client = WsClient(server)
     client.send(OPEN)
