@@ -14,7 +14,7 @@ from convergence import AddressError, hookimpl
 from convergence.addresses import normalize_domain
 from convergence.config import (Option, Section, listen_address, non_negative_number, one_of,
                                 optional_listen_address, positive_int, positive_number)
-from convergence.listeners import connection_limit_options
+from convergence.listeners import connection_limit_options, networks
 
 from .contract import share_roster  # noqa: F401 - a hook of this plugin
 from .peers import parse_host
@@ -136,6 +136,14 @@ def add_config_section():
         "muc_history_default": Option(20, "messages of history sent on joining when the client "
                                       "does not ask for a number", positive_int),
         "muc_history_max": Option(100, "messages of history a room keeps at most", positive_int),
+        # ---- XMPP over WebSocket on the HTTP listener (RFC 7395; docs/xmpp.md "WebSocket") ----
+        "websocket_secure_from": Option(["127.0.0.0/8", "::1"], "source addresses or networks "
+                                        "whose WebSocket connections count as encrypted (a reverse "
+                                        "proxy serving wss:// there); with require_tls only they "
+                                        "may log in over WebSocket", networks),
+        "websocket_url": Option("", "WebSocket URL XEP-0156 host-meta advertises, e.g. "
+                                '"wss://chat.example.org/xmpp-websocket"; empty: ws:// (wss:// '
+                                "over HTTPS) on the Host the request named"),
         **connection_limit_options("XMPP"),
     }, "the XMPP plugin")
 

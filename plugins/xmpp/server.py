@@ -21,7 +21,7 @@ from convergence import hookimpl
 from convergence.metrics import Collector, family
 
 from . import (presence as broadcast, roster_push, s2s_routing, s2s_transport, subscription_handling,
-               transport)
+               transport, websocket_http)
 from .muc_service import MucService, muc_domain
 from .service import C2SService
 
@@ -32,6 +32,13 @@ ENDED_BY = MappingProxyType({"deleted": ("not-authorized", "the account was dele
                              "changed": ("reset", "the password was changed; log in again")})
 
 
+#: Seconds the shutdown waits at most for WebSocket sessions to close: each has two to flush its
+#: stream error (``close_after_flush``), then gives back what it did not write, one store write per
+#: message, before the store closes (three seconds in all lost messages of a slow reader on a
+#: loaded PostgreSQL). The wait ends as soon as the last one has closed.
+WEBSOCKET_STOP_TIMEOUT = 10.0
+
+
 class XmppServer:
     """The XMPP plugin for one core (registered as ``xmpp:server`` on its plugin manager)."""
 
@@ -39,6 +46,7 @@ class XmppServer:
         self.core = core
         self.service = C2SService(core, settings)
         self.federation = None  # server-to-server, when [xmpp] s2s_listen is set
+        self.websockets = transport.OpenConnections()  # sessions over WebSocket (RFC 7395)
         if settings["s2s_listen"]:
             self.federation = s2s_transport.Federation(core, settings)
             self.federation.on_stanza = s2s_routing.Inbound(self.service, self.federation).receive
@@ -52,6 +60,11 @@ class XmppServer:
         if self.federation is not None:
             servers.append(s2s_transport.listener(self.federation, self.service.settings))
         return servers
+
+    @hookimpl
+    def add_blueprints(self):
+        """XMPP over WebSocket and XEP-0156 discovery on the HTTP listener (``websocket_http``)."""
+        return [websocket_http.blueprint(self.service, self.websockets)]
 
     @hookimpl
     def resolve_recipient(self, address):
@@ -109,6 +122,7 @@ class XmppServer:
     @hookimpl
     def on_shutdown(self):
         self.service.shutdown()
+        self.websockets.wait(WEBSOCKET_STOP_TIMEOUT)  # they give back what they did not write
         if self.federation is not None:
             self.federation.shutdown()
         self.core.pm.unregister(self)
