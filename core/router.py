@@ -201,6 +201,7 @@ class Router:
                 if recipient.domain != self.core.domain:
                     raise RoutingError("remote-server-not-found", f"no route to domain {recipient.domain}")
                 raise RoutingError("item-not-found", f"{recipient.bare} does not exist")
+            self.core.hook.screen_message(core=self.core, message=message, source=source)
             outcome = route.deliver(message)
         except RoutingError as exc:
             key = (source, NOWHERE, REFUSED, exc.condition)

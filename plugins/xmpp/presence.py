@@ -32,7 +32,7 @@ from convergence import Address, AddressError, Presence, contacts
 from convergence.presence import UNAVAILABLE
 from convergence.store import roster as store
 
-from . import s2s_presence
+from . import blocking, s2s_presence
 from .stanzas import StanzaError, error_reply, tag
 from .subscription_handling import subscription
 from .subscriptions import KINDS
@@ -51,6 +51,8 @@ def outbound(service, session, element: ET.Element) -> None:
         if kind not in TYPES:
             raise StanzaError("bad-request", f"unknown presence type {kind!r}")
         to = _address(element.get("to")) if element.get("to") else None
+        if to is not None and kind != "error" and service.blocking.blocks(session.account, to):
+            raise blocking.blocked_error()  # XEP-0191 §3.3: presence to a JID the user blocks
         if kind in KINDS:
             subscription(service, session, kind, to, element)
         elif kind == "probe":

@@ -115,23 +115,29 @@ def readdressed(element: ET.Element, sender: Address, to: Address) -> ET.Element
 
 
 def send(sessions: list, element: ET.Element, sender: Address | None = None) -> None:
-    """``element`` to each session, addressed to it (and from ``sender`` when given)."""
+    """``element`` to each session, addressed to it (and from ``sender`` when given); not to a
+    session across a block list (XEP-0191 §3.3: presence is not delivered, no error)."""
+    sender = sender or Address.parse(element.get("from"))
     for session in sessions:
-        session.send(readdressed(element, sender or Address.parse(element.get("from")),
-                                 session.address))
+        if not session.service.blocking.hides(sender, session.address):
+            session.send(readdressed(element, sender, session.address))
 
 
 def deliver(service, to: Address, element: ET.Element) -> None:
     """A presence stanza to a local JID (RFC 6121 §8.5): the named resource, or every available
     resource of the account; nothing for a JID with no such session (§8.5.1, §8.5.3.2.2).
-    A JID of another domain: over federation (``s2s_presence.send``)."""
+    A JID of another domain: over federation (``s2s_presence.send``). Nothing across a block
+    list (XEP-0191 §3.3)."""
+    sender = Address.parse(element.get("from"))
+    if service.blocking.hides(sender, to):
+        return
     if s2s_presence.remote(service, to):
-        s2s_presence.send(service, readdressed(element, Address.parse(element.get("from")), to))
+        s2s_presence.send(service, readdressed(element, sender, to))
         return
     if to.resource:
         session = service.session(to)
         if session is not None:
-            session.send(readdressed(element, Address.parse(element.get("from")), to))
+            session.send(readdressed(element, sender, to))
         return
     for session in own(service, to):
-        session.send(readdressed(element, Address.parse(element.get("from")), to))
+        session.send(readdressed(element, sender, to))
