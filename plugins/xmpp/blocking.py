@@ -24,7 +24,8 @@ hear from nor talk to, enforced for every protocol.
 
 State, per core, on the c2s service (``service.blocking``): each account's list as a frozenset of
 addresses, read from SQL (``blocking_store``) the first time it is needed and replaced on every
-change, so screening a message costs two dictionary lookups when neither side blocks anything;
+change, so screening a message costs two dictionary lookups when neither side blocks anything
+(keyed by localpart: every list is of a local account);
 and the interested sessions of each account. No I/O here besides the store.
 """
 from __future__ import annotations
@@ -110,66 +111,70 @@ class BlockLists:
         self._interested: dict[Address, set] = {}  # account → sessions that got the blocklist
 
     def of(self, account: Address) -> frozenset:
-        """What ``account`` (a bare local address) blocks; read from SQL once, then cached."""
-        items = self._lists.get(account)
-        if items is None:
-            self._load(account)
-            items = self._lists[account]
-        return items
+        """What ``account`` (a local address) blocks; read from SQL once, then cached."""
+        items = self._lists.get(account.local)
+        return self._load(account.local) if items is None else items
 
-    def _load(self, account: Address) -> None:
+    def _load(self, local: str) -> frozenset:
         jids = []
-        for text in store.load(self.service.core.db, account.local):
+        for text in store.load(self.service.core.db, local):
             try:
                 jids.append(Address.from_jid(text))
             except AddressError:  # stored under other normalization rules: not ours to match
                 continue
-        self._set(account, jids)
+        return self._set(local, jids)
 
-    def _set(self, account: Address, jids: list[Address]) -> None:
-        self._order[account] = jids
-        self._lists[account] = frozenset(jids) if jids else EMPTY
+    def _set(self, local: str, jids: list[Address]) -> frozenset:
+        self._order[local] = jids
+        items = self._lists[local] = frozenset(jids) if jids else EMPTY
+        return items
 
     def forget(self, account: Address) -> None:
         """The account is gone (or changed elsewhere): read it again when next needed."""
-        self._lists.pop(account.bare, None)
-        self._order.pop(account.bare, None)
+        self._lists.pop(account.local, None)
+        self._order.pop(account.local, None)
 
     def _local(self, jid: Address) -> bool:
         return jid.local is not None and jid.domain == self.domain
 
     def blocks(self, account: Address, jid: Address) -> bool:
         """Whether the local ``account`` blocks ``jid`` (never one of its own JIDs)."""
-        return jid.bare != account and matches(self.of(account), jid)
+        return matches(self.of(account), jid) and jid.bare != account.bare
 
     # ---- enforcement ----
     def screen(self, message, source: str) -> None:
         """The core's ``screen_message``: refuse a message between an account and a JID it
-        blocks (RoutingError), whichever protocol it came by."""
+        blocks (RoutingError), whichever protocol it came by. On the hot path: the lists are
+        cached by localpart (a string's hash is cached), and an empty list ends the check."""
         sender, recipient = message.sender, message.recipient
-        if self._local(recipient):
-            account = recipient.bare
-            if self.blocks(account, sender):
+        lists, domain = self._lists, self.domain
+        if recipient.local is not None and recipient.domain == domain:
+            items = lists.get(recipient.local)
+            if items is None:
+                items = self._load(recipient.local)
+            if items and matches(items, sender) and sender.bare != recipient.bare:
                 # §3.3: XMPP senders see the user offline; SIP and HTTP senders a plain refusal
                 raise RoutingError("service-unavailable" if source == "xmpp" else "forbidden",
-                                   f"{account} does not accept messages from you")
-        if self._local(sender) and self.blocks(sender.bare, recipient):
-            raise Blocked(recipient)
+                                   f"{recipient.bare} does not accept messages from you")
+        if sender.local is not None and sender.domain == domain:
+            items = lists.get(sender.local)
+            if items is None:
+                items = self._load(sender.local)
+            if items and matches(items, recipient) and sender.bare != recipient.bare:
+                raise Blocked(recipient)
 
     def refusal(self, sender: Address, to: Address) -> StanzaError | None:
         """The error for an IQ from ``sender`` to the account JID ``to`` across a block, or None."""
-        if self._local(to) and self.blocks(to.bare, sender):
+        if self._local(to) and self.blocks(to, sender):
             return StanzaError("service-unavailable")
-        if self._local(sender) and self.blocks(sender.bare, to):
+        if self._local(sender) and self.blocks(sender, to):
             return blocked_error()
         return None
 
     def hides(self, sender: Address, target: Address) -> bool:
         """Whether presence from ``sender`` must not reach ``target`` (either blocks the other)."""
-        if sender.bare == target.bare:
-            return False
-        return (self._local(target) and matches(self.of(target.bare), sender)) or \
-            (self._local(sender) and matches(self.of(sender.bare), target))
+        return (self._local(target) and self.blocks(target, sender)) or \
+            (self._local(sender) and self.blocks(sender, target))
 
     # ---- the protocol ----
     def interested(self, session) -> None:
@@ -185,7 +190,7 @@ class BlockLists:
 
     def listed(self, account: Address) -> list[Address]:
         self.of(account)
-        return list(self._order[account])
+        return list(self._order[account.local])
 
     def block(self, account: Address, jids: list[Address]) -> None:
         """§3.3: store, tell the blocked JIDs that saw the user it is gone, push."""
@@ -197,7 +202,7 @@ class BlockLists:
         before = self.listed(account)
         new = [j for j in jids if j not in set(before)]
         _withdraw(self.service, account, frozenset(new))  # before the block hides them
-        self._set(account, before + new)
+        self._set(account.local, before + new)
         self._push(account, items_element(BLOCK, jids))
 
     def unblock(self, account: Address, jids: list[Address] | None) -> None:
@@ -205,7 +210,7 @@ class BlockLists:
         store.remove(self.service.core.db, account.local, None if jids is None else [j.jid for j in jids])
         before = self.listed(account)
         gone = before if jids is None else [j for j in before if j in set(jids)]
-        self._set(account, [] if jids is None else [j for j in before if j not in set(jids)])
+        self._set(account.local, [] if jids is None else [j for j in before if j not in set(jids)])
         self._push(account, items_element(UNBLOCK, [] if jids is None else jids))
         if gone:
             unblocked = frozenset(gone)

@@ -263,8 +263,8 @@ class Service:
 def test_screening_by_protocol_and_direction():
     lists = blocking.BlockLists(Service(), 10)
     alice, bob = Address.from_jid("alice@example.org"), Address.from_jid("bob@example.org/phone")
-    lists._set(alice, [bob.bare])
-    lists._set(bob.bare, [])
+    lists._set("alice", [bob.bare])
+    lists._set("bob", [])
     inbound = Message(bob, alice, "hi")
     for source, expected in (("xmpp", "service-unavailable"), ("sip", "forbidden"), ("http", "forbidden")):
         with pytest.raises(RoutingError) as refused:
