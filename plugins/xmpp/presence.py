@@ -136,8 +136,9 @@ def _broadcast(service, session, element: ET.Element) -> None:
         for contact in watched(service, account, state):
             show(service, contact, [session])
         s2s_presence.probe(service, account)  # contacts of other domains answer by themselves
-        for _, text in state.requests:
-            session.send(ET.fromstring(text))  # §3.1.3: still waiting for an answer
+        for contact, text in state.requests:
+            if not service.blocking.blocks(account, Address.from_jid(contact)):  # XEP-0191 §3.3
+                session.send(ET.fromstring(text))  # §3.1.3: still waiting for an answer
         service.core.router.deliver_stored(account)
 
 

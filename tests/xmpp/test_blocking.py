@@ -158,9 +158,26 @@ def test_block_push_enforce_unblock_and_restart(xmpp_server, xmpp_client):
     assert pushed(alice, "unblocked") == [] and blocklist(alice) == []
 
 
-def test_bad_requests_are_answered_and_the_server_keeps_serving(xmpp_server, xmpp_client):
-    server = xmpp_server({"alice": "a"}, blocklist_max_items=3)
+def test_bad_requests_and_subscriptions_from_a_blocked_jid(xmpp_server, xmpp_client):
+    """Bad input is answered as the XEP says with the server serving on; with rosters of their
+    own (no shared roster) a blocked JID's subscription request is neither shown nor kept."""
+    server = xmpp_server({"alice": "a", "bob": "b"}, blocklist_max_items=3, shared_roster=False)
     alice = blocker(xmpp_client, server, "alice", "r")
+    bob = xmpp_client(server, "bob", resource="b")
+    block(alice, server.jid("bob"))
+    pushed(alice, "blocked")
+    send_presence(bob, to=server.jid("alice"), type="subscribe")
+    bob.send_message(server.jid("alice"), "did you get my request?")  # bob's stanzas go in order:
+    assert stanza_condition(bob.next("message_error")) == "service-unavailable"
+    iq(alice, PING, to=server.domain)  # ... and what alice got before this answer is queued
+    assert not [p for p in drained(alice, "presence") if p["type"] == "subscribe"]
+    later = xmpp_client(server, "alice", resource="later")
+    iq(later, PING, to=server.domain)  # after the pending requests of its initial presence
+    assert not [p for p in drained(later, "presence") if p["type"] == "subscribe"]
+    unblock(alice, server.jid("bob"))
+    pushed(alice, "unblocked")
+    send_presence(bob, to=server.jid("alice"), type="subscribe")
+    assert alice.next("presence", match=lambda p: p["type"] == "subscribe")["from"] == server.jid("bob")
 
     def refused(payload: str, type: str = "set") -> IqError:
         with pytest.raises(IqError) as error:
