@@ -20,7 +20,8 @@ hear from nor talk to, enforced for every protocol.
   JID: ``service-unavailable``, other IQ types dropped; an IQ or addressed presence to a blocked
   JID: ``not-acceptable`` + ``<blocked/>``. Presence between the two is never delivered, with no
   error (``hides``, used by ``visibility``). On block the JIDs that saw the user's presence get
-  ``unavailable`` from each of its resources; on unblock its current presence (§3.3, §3.4).
+  ``unavailable`` from each of its resources; on unblock its current presence (§3.3, §3.4). The
+  user's sessions likewise see blocked local contacts go unavailable, and come back on unblock.
 
 State, per core, on the c2s service (``service.blocking``): each account's list as a frozenset of
 addresses, read from SQL (``blocking_store``) the first time it is needed and replaced on every
@@ -36,7 +37,7 @@ from convergence import Address, AddressError, RoutingError
 
 from . import blocking_store as store
 from .stanzas import StanzaError, iq_result, tag
-from .visibility import foreign, own, send, show, stanza, watchers
+from .visibility import own, show, unavailable_to, watched, watchers, withdraw
 
 NS = "urn:xmpp:blocking"
 ERRORS_NS = "urn:xmpp:blocking:errors"
@@ -197,25 +198,29 @@ class BlockLists:
         jids = [j for j in jids if j.bare != account]  # never one's own resources (§5)
         if not jids:
             raise StanzaError("not-acceptable", "an account cannot block itself")
+        before = self.listed(account)  # read before the store has the new ones
         if not store.add(self.service.core.db, account.local, [j.jid for j in jids], self.max_items):
             raise StanzaError("not-acceptable", f"at most {self.max_items} JIDs may be blocked")
-        before = self.listed(account)
-        new = [j for j in jids if j not in set(before)]
+        known = set(before)
+        new = [j for j in jids if j not in known]
         _withdraw(self.service, account, frozenset(new))  # before the block hides them
         self._set(account.local, before + new)
         self._push(account, items_element(BLOCK, jids))
 
     def unblock(self, account: Address, jids: list[Address] | None) -> None:
         """§3.4: remove (all when ``jids`` is None), push, show the user's presence again."""
+        before, named = self.listed(account), set(jids or ())  # read before the store changes
         store.remove(self.service.core.db, account.local, None if jids is None else [j.jid for j in jids])
-        before = self.listed(account)
-        gone = before if jids is None else [j for j in before if j in set(jids)]
-        self._set(account.local, [] if jids is None else [j for j in before if j not in set(jids)])
+        gone = before if jids is None else [j for j in before if j in named]
+        self._set(account.local, [] if jids is None else [j for j in before if j not in named])
         self._push(account, items_element(UNBLOCK, [] if jids is None else jids))
         if gone:
-            unblocked = frozenset(gone)
-            show(self.service, account, [w for w in watchers(self.service, account)
-                                         if matches(unblocked, w.address)])
+            unblocked, service = frozenset(gone), self.service
+            show(service, account, [w for w in watchers(service, account)
+                                    if matches(unblocked, w.address)])
+            for contact in watched(service, account):  # and the user sees them again
+                if matches(unblocked, contact):
+                    show(service, contact, own(service, account))
 
     def _push(self, account: Address, payload: ET.Element) -> None:
         for session in self._interested.get(account, ()):
@@ -227,14 +232,11 @@ class BlockLists:
 
 def _withdraw(service, account: Address, jids: frozenset) -> None:
     """§3.3: ``unavailable`` from each of the account's resources to the newly blocked JIDs that
-    see its presence."""
-    targets = [w for w in watchers(service, account) if matches(jids, w.address)]
-    if not targets:
-        return
-    for session in own(service, account):
-        send(targets, stanza("unavailable", session.address))
-    for jid in foreign(service.core, account):
-        send(targets, stanza("unavailable", jid))
+    see its presence; and the user's sessions see the blocked local contacts go unavailable."""
+    unavailable_to(service, account, [w for w in watchers(service, account) if matches(jids, w.address)])
+    for contact in watched(service, account):
+        if matches(jids, contact):
+            withdraw(service, contact, account)
 
 
 # ---- IQ handlers ----

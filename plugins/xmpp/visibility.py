@@ -76,7 +76,11 @@ def seen_by(service, contact: Address) -> list:
 
 def withdraw(service, account: Address, contact: Address) -> None:
     """``contact`` no longer sees ``account``: unavailable from each of its resources."""
-    targets = seen_by(service, contact)
+    unavailable_to(service, account, seen_by(service, contact))
+
+
+def unavailable_to(service, account: Address, targets: list) -> None:
+    """``unavailable`` from each of ``account``'s resources (XMPP and others) to ``targets``."""
     for session in own(service, account):
         send(targets, stanza("unavailable", session.address))
     for jid in foreign(service.core, account):

@@ -101,6 +101,8 @@ def test_block_push_enforce_unblock_and_restart(xmpp_server, xmpp_client):
     gone = {str(bob.next("presence", match=lambda p: p["from"].bare == server.jid("alice")
                          and p["type"] == "unavailable")["from"]) for _ in range(3)}
     assert gone == {a1.jid, a2.jid, a3.jid}
+    for client in (a1, a2, a3):  # and alice's resources see bob go
+        client.next("presence", match=lambda p: p["from"] == bob.jid and p["type"] == "unavailable")
     assert blocklist(a3) == [server.jid("bob")]  # a3 asks only now: it got no push before
 
     # inbound from bob: message and IQ get service-unavailable, presence is withheld (§3.3)
@@ -131,6 +133,7 @@ def test_block_push_enforce_unblock_and_restart(xmpp_server, xmpp_client):
     back = {str(bob.next("presence", match=lambda p: p["from"].bare == server.jid("alice")
                          and p["type"] == "available")["from"]) for _ in range(3)}
     assert back == {a1.jid, a2.jid, a3.jid}
+    a3.next("presence", match=lambda p: p["from"] == bob.jid and p["type"] == "available")
     bob.send_message(a1.jid, "hello again")
     assert a1.next("message", match=lambda m: m["from"] == bob.jid)["body"] == "hello again"
 
