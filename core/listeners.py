@@ -17,7 +17,8 @@ connection exhaustion and slow clients.
   slowloris (RFC 9112): the request line and header fields must arrive within ``[http]
   header_timeout`` seconds of the handler starting to wait for them (this also bounds an idle
   keep-alive connection), else 408 (RFC 9110 §15.5.9) and close; a request body within
-  ``body_timeout`` seconds. Only reads are bounded: once the application answers (an API event
+  ``body_timeout`` seconds (an application may allow a large body more: ``convergence.read_for``
+  in the environ). Only reads are bounded: once the application answers (an API event
   stream, say) nothing is timed here.
 - :func:`raise_file_limit`: ``serve`` raises the soft RLIMIT_NOFILE to the hard limit at start-up,
   since every connection holds a descriptor.
@@ -265,7 +266,13 @@ class HTTPHandler(WSGIHandler):
     def get_environ(self):
         environ = super().get_environ()
         environ["convergence.socket"] = self.socket  # an event stream watches it for the client leaving
+        environ["convergence.read_for"] = self.read_for  # an upload allows for its size
         return environ
+
+    def read_for(self, seconds: float) -> None:
+        """Let the application read the rest of the body for ``seconds`` from now instead of what
+        is left of ``body_timeout`` (an HTTP File Upload of many megabytes needs longer)."""
+        self._reader.deadline = time.monotonic() + seconds
 
     def read_requestline(self):
         self._reader.deadline = time.monotonic() + self.server.header_timeout

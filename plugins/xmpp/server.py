@@ -22,6 +22,7 @@ from convergence.metrics import Collector, family
 
 from . import (presence as broadcast, roster_push, s2s_routing, s2s_transport, subscription_handling,
                transport)
+from .muc_service import MucService, muc_domain
 from .service import C2SService
 
 #: RFC 6120 §4.9.3 stream errors for the sessions of a changed account: a deleted account is no
@@ -42,6 +43,8 @@ class XmppServer:
             self.federation = s2s_transport.Federation(core, settings)
             self.federation.on_stanza = s2s_routing.Inbound(self.service, self.federation).receive
             self.service.federation = self.federation  # presence to contacts of other domains
+        domain = muc_domain(settings["muc_domain"], core.domain)  # group chat (XEP-0045)
+        self.muc = self.service.muc = MucService(self.service, settings, domain) if domain else None
 
     @hookimpl
     def add_listeners(self):
@@ -52,7 +55,10 @@ class XmppServer:
 
     @hookimpl
     def resolve_recipient(self, address):
-        """Addresses of other domains go out over federation (``s2s_routing``)."""
+        """Addresses of other domains go out over federation (``s2s_routing``); the MUC
+        domain's go to its rooms (``muc_service``)."""
+        if self.muc is not None and address.domain == self.muc.domain:
+            return self.muc.route
         if self.federation is None or address.domain == self.core.domain:
             return None
         return s2s_routing.RemoteDomainRoute(self.service, self.federation, address.domain)
@@ -87,6 +93,8 @@ class XmppServer:
         """A SIP binding or HTTP stream came or went: XMPP watchers see it as a resource."""
         if endpoint.protocol != "xmpp":
             broadcast.account_changed(self.service, account)
+            if self.muc is not None:
+                self.muc.endpoint_changed(account)  # a phone in a room whose binding went
 
     @hookimpl
     def on_account(self, account, change, endpoint):

@@ -130,10 +130,15 @@ def send(sessions: list, element: ET.Element, sender: Address | None = None) -> 
 def deliver(service, to: Address, element: ET.Element) -> None:
     """A presence stanza to a local JID (RFC 6121 §8.5): the named resource, or every available
     resource of the account; nothing for a JID with no such session (§8.5.1, §8.5.3.2.2).
-    A JID of another domain: over federation (``s2s_presence.send``). Nothing across a block
-    list (XEP-0191 §3.3)."""
+    A JID of another domain: over federation (``s2s_presence.send``); of the MUC domain: to
+    the MUC service (entering, leaving a room, ``muc_service.py``). Nothing across a block list
+    (XEP-0191 §3.3)."""
     sender = Address.parse(element.get("from"))
     if service.blocking.hides(sender, to):
+        return
+    muc = getattr(service, "muc", None)
+    if muc is not None and to.domain == muc.domain:
+        muc.presence(readdressed(element, sender, to))
         return
     if s2s_presence.remote(service, to):
         s2s_presence.send(service, readdressed(element, sender, to))

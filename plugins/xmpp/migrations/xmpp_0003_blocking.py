@@ -1,14 +1,14 @@
 """The XMPP plugin's block lists (XEP-0191 Blocking Command): ``blocked_jids``.
 
 Revision ID: xmpp_0003_blocking
-Revises: xmpp_0002
+Revises: xmpp_0003_muc
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = 'xmpp_0003_blocking'
-down_revision = 'xmpp_0002'
+down_revision = 'xmpp_0003_muc'
 branch_labels = None
 depends_on = None
 
