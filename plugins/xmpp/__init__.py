@@ -114,6 +114,7 @@ def add_config_section():
                                    positive_int),
         "private_max_elements": Option(64, "private XML storage elements per account (XEP-0049)",
                                        positive_int),
+        "blocklist_max_items": Option(1000, "JIDs one account may block (XEP-0191)", positive_int),
         "caps_cache_size": Option(1000, "verified entity capabilities remembered (XEP-0115)",
                                   positive_int),
         "upload_max_size": Option(10485760, "bytes of one file sent with HTTP File Upload "

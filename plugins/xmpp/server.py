@@ -77,6 +77,11 @@ class XmppServer:
         return s2s_routing.RemoteDomainRoute(self.service, self.federation, address.domain)
 
     @hookimpl
+    def screen_message(self, message, source):
+        """Messages across a block list (XEP-0191 §3.3) are refused, whatever their protocol."""
+        self.service.blocking.screen(message, source)
+
+    @hookimpl
     def on_presence(self, account, presence):
         broadcast.account_changed(self.service, account, presence)
 
@@ -111,6 +116,8 @@ class XmppServer:
                 if session is not endpoint:
                     session.close(*ENDED_BY[change])
         roster_push.account_changed(self.service, account, change)
+        if change == "deleted":
+            self.service.blocking.forget(account)
 
     @hookimpl
     def add_metrics(self, registry):
