@@ -418,11 +418,12 @@ SERVERS = {  # name: (create the accounts, start on a port, log file)
 # ---- one run against one server -------------------------------------------------------------------
 
 @contextlib.contextmanager
-def serving(name: str, tmp: Path, procs: int, kind=ClientProcess, **options):
+def serving(name: str, tmp: Path, procs: int, kind=ClientProcess, start=None, **options):
     """A freshly started server and its client processes (``kind``: :class:`ClientProcess` or a
-    subclass with more commands; ``options`` go to the server's start function): yields (server
-    process, Workers, login fn)."""
-    _, start, log = SERVERS[name]
+    subclass with more commands; ``start``: another start function than ``SERVERS``'; ``options``
+    go to the start function): yields (server process, Workers, login fn)."""
+    _, default_start, log = SERVERS[name]
+    start = start or default_start
     port, log = free_port(), tmp / log
     proc, workers = start(tmp, port, **options), None
 

@@ -189,6 +189,15 @@ class Router:
             raise RoutingError("policy-violation", f"the message has {size} bytes of text; "
                                                    f"{protocol} carries at most {smallest}")
 
+    def _screens(self) -> list:
+        """The ``screen_message`` implementations as (function, positions of the arguments it
+        takes among core, message, source), in pluggy's call order: the router calls them itself
+        (a pluggy dispatch cost 2.5 µs a message, the direct call 0.3 µs), kept by
+        ``pm.answer`` until a plugin comes or goes."""
+        names = ("core", "message", "source")
+        return [(impl.function, tuple(names.index(a) for a in impl.argnames))
+                for impl in reversed(self.core.hook.screen_message.get_hookimpls())]
+
     def route(self, message: Message, source: str = "other") -> str:
         """Deliver ``message``; return ``"delivered"``, ``"stored"`` or ``"discarded"``, or raise
         RoutingError. ``source`` names the protocol it came in by (for the metrics)."""
@@ -201,6 +210,10 @@ class Router:
                 if recipient.domain != self.core.domain:
                     raise RoutingError("remote-server-not-found", f"no route to domain {recipient.domain}")
                 raise RoutingError("item-not-found", f"{recipient.bare} does not exist")
+            if screens := self.core.pm.answer("screen_message", self._screens):
+                given = (self.core, message, source)
+                for screen, positions in screens:
+                    screen(*[given[i] for i in positions])
             outcome = route.deliver(message)
         except RoutingError as exc:
             key = (source, NOWHERE, REFUSED, exc.condition)

@@ -12,7 +12,10 @@ Fixtures:
 - ``serve(config=None, *args)`` — a real ``convergence serve`` process (``config`` is a TOML-shaped
   dict; ``data_dir`` defaults to the test's ``tmp_path``, ``database`` to ``database_url``),
   returned once every listener is up; terminated after the test. For scenario tests with real
-  clients.
+  clients. The process is forked from the fork server (:mod:`convergence.forkserver`), which has
+  imported everything already: the same command line, without paying for the imports each time.
+- ``fork_server`` — the session's :class:`~convergence.forkserver.ForkServer` (``serve`` forks
+  from it; ``ServerProcess(..., launcher=fork_server)`` for a process started another way).
 - ``database_url`` — the ``[server] database`` such a process uses: ``""`` (SQLite in its
   ``data_dir``) or the test's own PostgreSQL schema (below). Put it in a config you open yourself
   (to create accounts before the server starts) so both see the same database.
@@ -38,6 +41,7 @@ from pathlib import Path
 
 import pytest
 
+from . import forkserver
 from .addresses import Address
 from .config import load
 from .core import Core
@@ -230,14 +234,21 @@ def toml_value(value) -> str:
 
 class ServerProcess:
     """A running ``convergence serve``: ``output`` holds its log lines so far (a thread keeps
-    reading them, so a chatty server never blocks on a full pipe); ``wait_for`` waits for one."""
+    reading them, so a chatty server never blocks on a full pipe); ``wait_for`` waits for one.
 
-    def __init__(self, config_path: Path, args, cwd: Path, timeout: float = 30):
+    With a ``launcher`` (a :class:`~convergence.forkserver.ForkServer`, the ``fork_server``
+    fixture) the process is forked from it; without one it runs the ``convergence`` script."""
+
+    def __init__(self, config_path: Path, args, cwd: Path, timeout: float = 30, launcher=None):
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGENCE_")}
         self.config_path = config_path
-        self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "convergence"), "--config", str(config_path), "serve",
-             *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env)
+        command = ["--config", str(config_path), "serve", *args]
+        if launcher is None:
+            self.proc = subprocess.Popen([str(Path(sys.executable).parent / "convergence"), *command],
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                         cwd=cwd, env=env)
+        else:
+            self.proc = launcher.launch(command, cwd, env)
         self.output: list[str] = []
         self._more = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -284,8 +295,16 @@ class ServerProcess:
         return self.proc.returncode
 
 
+@pytest.fixture(scope="session")
+def fork_server():
+    """The test session's :class:`~convergence.forkserver.ForkServer`, which ``serve`` forks from."""
+    server = forkserver.ForkServer()
+    yield server
+    server.close()
+
+
 @pytest.fixture
-def serve(tmp_path, database_url):
+def serve(tmp_path, database_url, fork_server):
     running = []
 
     def start(config: dict | None = None, *args: str) -> ServerProcess:
@@ -296,7 +315,7 @@ def serve(tmp_path, database_url):
         path = tmp_path / f"convergence-{len(running)}.toml"
         path.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in table.items())
                                 for name, table in config.items()))
-        running.append(ServerProcess(path, args, tmp_path))
+        running.append(ServerProcess(path, args, tmp_path, launcher=fork_server))
         return running[-1]
 
     yield start

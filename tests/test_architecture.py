@@ -61,6 +61,7 @@ ALLOWED = {
     # Flask app (one blueprint may be registered on several apps); it holds no per-server data.
     "convergence.plugins.http.api:blueprint": "Flask blueprint",
     "convergence.plugins.http.expose:blueprint": "Flask blueprint",
+    "convergence.plugins.http.uploads:blueprint": "Flask blueprint",
     # An OpenerDirector whose handlers keep nothing between requests (no cookie jar, no auth cache).
     "convergence.plugins.callback.forwarder:OPENER": "urllib opener",
     # Expat handlers: functions that raise, closures over a constant string.

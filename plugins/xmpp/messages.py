@@ -8,7 +8,7 @@ except to an error message (§8.3.1). A message to an account that does not exis
 harvesting). ``element`` renders a core message for a session, with the XEP-0203 delay stamp of an
 offline message and, for an error from another protocol (``Message.error``), the <error/> child
 (RFC 6120 §8.3.2) with the condition and the body as its text. Payloads the core does not model (chat states, receipts, encryption) travel in
-``XmppMessage.extensions`` to XMPP recipients; the offline store keeps only the core fields, and
+``XmppMessage.extensions`` to XMPP recipients (a XEP-0066 URL without a body becomes the body); the offline store keeps only the core fields, and
 only takes messages with a body or subject unless a XEP-0334 ``<store/>`` or ``<no-store/>`` hint
 says otherwise (``store_hint``).
 
@@ -34,6 +34,10 @@ FORWARD_NS = "urn:xmpp:forward:0"
 DELAY_NS = "urn:xmpp:delay"
 HINTS_NS = "urn:xmpp:hints"
 MESSAGE, BODY, SUBJECT, THREAD = tag("message"), tag("body"), tag("subject"), tag("thread")
+#: XEP-0066 §4 out-of-band URL: a file shared with HTTP File Upload (XEP-0363) comes with its URL
+#: as the body too (Conversations, Gajim); a message with the URL alone gets it as its body, so a
+#: phone or an HTTP client receives the link as text.
+OOB_URL = "{jabber:x:oob}x/{jabber:x:oob}url"
 ERROR = tag("error")
 CORE_CHILDREN = (BODY, SUBJECT, THREAD)
 NO_CARBONS = (tag("private", CARBONS_NS), tag("no-copy", HINTS_NS))
@@ -70,7 +74,7 @@ def outbound(service, session, element: ET.Element) -> None:
             session.send(error_reply(element, StanzaError("jid-malformed", str(exc))))
         return
     message = XmppMessage(
-        session.address, recipient, body=element.findtext(BODY) or "",
+        session.address, recipient, body=element.findtext(BODY) or element.findtext(OOB_URL) or "",
         subject=element.findtext(SUBJECT), thread=element.findtext(THREAD), type=kind,
         id=element.get("id") or new_id(),
         extensions=tuple(child for child in element if child.tag not in CORE_CHILDREN))
@@ -78,7 +82,8 @@ def outbound(service, session, element: ET.Element) -> None:
         service.core.send(message, "xmpp")
     except RoutingError as exc:
         if kind != "error":
-            session.send(error_reply(element, StanzaError(_condition(exc, recipient, service), exc.text)))
+            session.send(error_reply(element, StanzaError(_condition(exc, recipient, service), exc.text,
+                                                          app=getattr(exc, "app", None))))
         return
     if _carbon_eligible(message) and recipient.bare != session.account:
         for other in service.sessions(session.account):

@@ -21,7 +21,8 @@ from convergence import hookimpl
 from convergence.metrics import Collector, family
 
 from . import (presence as broadcast, roster_push, s2s_routing, s2s_transport, subscription_handling,
-               transport)
+               transport, websocket_http)
+from .muc_service import MucService, muc_domain
 from .service import C2SService
 
 #: RFC 6120 §4.9.3 stream errors for the sessions of a changed account: a deleted account is no
@@ -29,6 +30,13 @@ from .service import C2SService
 #: must negotiate again (§4.9.3.16 ``reset``), as Prosody does.
 ENDED_BY = MappingProxyType({"deleted": ("not-authorized", "the account was deleted"),
                              "changed": ("reset", "the password was changed; log in again")})
+
+
+#: Seconds the shutdown waits at most for WebSocket sessions to close: each has two to flush its
+#: stream error (``close_after_flush``), then gives back what it did not write, one store write per
+#: message, before the store closes (three seconds in all lost messages of a slow reader on a
+#: loaded PostgreSQL). The wait ends as soon as the last one has closed.
+WEBSOCKET_STOP_TIMEOUT = 10.0
 
 
 class XmppServer:
@@ -39,10 +47,13 @@ class XmppServer:
         self.service = C2SService(core, settings)
         self.service.later = transport.later  # XEP-0198 hibernation timers
         self.federation = None  # server-to-server, when [xmpp] s2s_listen is set
+        self.websockets = transport.OpenConnections()  # sessions over WebSocket (RFC 7395)
         if settings["s2s_listen"]:
             self.federation = s2s_transport.Federation(core, settings)
             self.federation.on_stanza = s2s_routing.Inbound(self.service, self.federation).receive
             self.service.federation = self.federation  # presence to contacts of other domains
+        domain = muc_domain(settings["muc_domain"], core.domain)  # group chat (XEP-0045)
+        self.muc = self.service.muc = MucService(self.service, settings, domain) if domain else None
 
     @hookimpl
     def add_listeners(self):
@@ -52,11 +63,24 @@ class XmppServer:
         return servers
 
     @hookimpl
+    def add_blueprints(self):
+        """XMPP over WebSocket and XEP-0156 discovery on the HTTP listener (``websocket_http``)."""
+        return [websocket_http.blueprint(self.service, self.websockets)]
+
+    @hookimpl
     def resolve_recipient(self, address):
-        """Addresses of other domains go out over federation (``s2s_routing``)."""
+        """Addresses of other domains go out over federation (``s2s_routing``); the MUC
+        domain's go to its rooms (``muc_service``)."""
+        if self.muc is not None and address.domain == self.muc.domain:
+            return self.muc.route
         if self.federation is None or address.domain == self.core.domain:
             return None
         return s2s_routing.RemoteDomainRoute(self.service, self.federation, address.domain)
+
+    @hookimpl
+    def screen_message(self, message, source):
+        """Messages across a block list (XEP-0191 §3.3) are refused, whatever their protocol."""
+        self.service.blocking.screen(message, source)
 
     @hookimpl
     def on_presence(self, account, presence):
@@ -83,6 +107,8 @@ class XmppServer:
         """A SIP binding or HTTP stream came or went: XMPP watchers see it as a resource."""
         if endpoint.protocol != "xmpp":
             broadcast.account_changed(self.service, account)
+            if self.muc is not None:
+                self.muc.endpoint_changed(account)  # a phone in a room whose binding went
 
     @hookimpl
     def on_account(self, account, change, endpoint):
@@ -91,6 +117,8 @@ class XmppServer:
                 if session is not endpoint:
                     session.close(*ENDED_BY[change])
         roster_push.account_changed(self.service, account, change)
+        if change == "deleted":
+            self.service.blocking.forget(account)
 
     @hookimpl
     def add_metrics(self, registry):
@@ -102,6 +130,7 @@ class XmppServer:
     @hookimpl
     def on_shutdown(self):
         self.service.shutdown()
+        self.websockets.wait(WEBSOCKET_STOP_TIMEOUT)  # they give back what they did not write
         if self.federation is not None:
             self.federation.shutdown()
         self.core.pm.unregister(self)

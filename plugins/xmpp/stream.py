@@ -112,6 +112,14 @@ _REFUSE_DTD, _REFUSE_COMMENT, _REFUSE_PI = (_refuse(what) for what in
                                             ("DTD", "comment", "processing instruction"))
 
 
+def restrict(parser) -> None:
+    """Have an expat parser refuse a DTD, comments and processing instructions (§11.1) with a
+    ``restricted-xml`` StreamError (the DTD as it starts: no entity can be declared)."""
+    parser.StartDoctypeDeclHandler = _REFUSE_DTD
+    parser.CommentHandler = _REFUSE_COMMENT
+    parser.ProcessingInstructionHandler = _REFUSE_PI
+
+
 def _tag(name: str) -> str:
     """expat's ``uri}local`` as ElementTree's ``{uri}local``."""
     return "{" + name if "}" in name else name
@@ -141,9 +149,7 @@ class StreamParser:
         parser.XmlDeclHandler = self._xml_declaration
         # A DOCTYPE is refused as it starts, so no entity can be declared and no external entity or
         # parameter entity read: handlers for those could never fire.
-        parser.StartDoctypeDeclHandler = _REFUSE_DTD
-        parser.CommentHandler = _REFUSE_COMMENT
-        parser.ProcessingInstructionHandler = _REFUSE_PI
+        restrict(parser)
         parser.StartNamespaceDeclHandler = self._namespace_declaration
         parser.StartElementHandler = self._start
         parser.EndElementHandler = self._end

@@ -352,9 +352,10 @@ def _take_over(session, old) -> None:
     (the new one), which takes its place in the service's tables and the presence hub; ``old``
     is left closed, owning nothing: its connection (still open when the client resumed before
     the server noticed the old one was dead) ends with ``conflict`` (§5)."""
-    kind = type(session)  # its slots are the session's state, but for its connection's
-    for slot in kind.__slots__:
-        if slot not in kind.CONNECTION_STATE:
+    kind = type(session)  # its slots are the session's state, but for its connection's (a
+    # subclass, the WebSocket session, may add none: the slots of every class in its MRO count)
+    for slot in {name for cls in kind.__mro__ for name in getattr(cls, "__slots__", ())}:
+        if slot not in kind.CONNECTION_STATE and hasattr(old, slot):
             setattr(session, slot, getattr(old, slot))
     service = session.service
     old.closed = True  # its connection's end does nothing more

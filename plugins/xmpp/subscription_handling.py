@@ -51,7 +51,7 @@ def subscription(service, session, kind: str, to: Address | None, element: ET.El
         return
     outcome = outbound(kind, _state(service, account, contact))
     _apply(service, account, contact, outcome)
-    if outcome.forward:
+    if outcome.forward and not service.blocking.hides(account, contact):  # XEP-0191 §3.3
         _receive(service, contact, account, kind, routed)
     _follow(service, account, contact, outcome)
 
