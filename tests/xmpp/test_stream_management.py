@@ -411,3 +411,19 @@ def test_resumption_is_refused_to_another_account_and_to_a_wrong_id(xmpp_server,
     [message] = [e for e in events if e.tag == "{jabber:client}message"]
     # h='1' acknowledged the presence echo; the message was not: it comes again
     assert message.findtext("{jabber:client}body") == "unacked"
+
+
+def test_a_resumed_session_keeps_what_other_modules_know_of_it(svc, timers):
+    """Modules that remember session objects follow the ``resumed`` event: the blocklist pushes
+    (XEP-0191) reach the new stream."""
+    alice = online(login(svc))
+    alice.say(b"<iq type='get' id='l'><blocklist xmlns='urn:xmpp:blocking'/></iq>")
+    token = enable(alice)
+    alice.link.close("read failed: connection reset")
+    alice.session.connection_lost()
+    new = authenticated(svc)
+    assert sm_names(new.say(b"<resume xmlns='urn:xmpp:sm:3' previd='%s' h='0'/>" % token.encode())) == ["resumed"]
+    events = new.say(b"<iq type='set' id='b'><block xmlns='urn:xmpp:blocking'>"
+                     b"<item jid='spam@example.net'/></block></iq>")
+    pushes = [e for e in events if isinstance(e, ET.Element) and e.get("type") == "set"]
+    assert len(pushes) == 1 and pushes[0].find("{urn:xmpp:blocking}block") is not None
