@@ -454,10 +454,9 @@ class Session:
         router = self.service.core.router
         try:
             written, unwritten = self.link.written, self.unwritten
-            while unwritten:
-                end, message = unwritten.popleft()
-                if end > written:
-                    router.returned(message)
+            while unwritten:  # in batches: more may be queued while the store writes
+                batch = [unwritten.popleft() for _ in range(len(unwritten))]
+                router.returned(*(message for end, message in batch if end > written))
         finally:
             self.giving = False
             if self.holding:
