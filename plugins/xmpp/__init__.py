@@ -12,8 +12,8 @@ from types import MappingProxyType
 
 from convergence import AddressError, hookimpl
 from convergence.addresses import normalize_domain
-from convergence.config import (Option, Section, listen_address, one_of, optional_listen_address,
-                                positive_int, positive_number)
+from convergence.config import (Option, Section, listen_address, non_negative_number, one_of,
+                                optional_listen_address, positive_int, positive_number)
 from convergence.listeners import connection_limit_options
 
 from .contract import share_roster  # noqa: F401 - a hook of this plugin
@@ -91,6 +91,11 @@ def add_config_section():
                                        positive_int),
         "caps_cache_size": Option(1000, "verified entity capabilities remembered (XEP-0115)",
                                   positive_int),
+        "archive": Option(True, "archive 1:1 messages of every account (XEP-0313 MAM)"),
+        "archive_retention": Option(0.0, "days archived messages are kept; 0 keeps them forever",
+                                    non_negative_number),
+        "mam_max_page": Option(50, "messages per archive query page (XEP-0313, RSM max: the "
+                               "default and the cap)", positive_int),
         **connection_limit_options("XMPP"),
     }, "the XMPP plugin")
 

@@ -42,6 +42,7 @@ class XmppServer:
             self.federation = s2s_transport.Federation(core, settings)
             self.federation.on_stanza = s2s_routing.Inbound(self.service, self.federation).receive
             self.service.federation = self.federation  # presence to contacts of other domains
+        self.service.archive.start()  # retention runs (XEP-0313 archive)
 
     @hookimpl
     def add_listeners(self):
@@ -56,6 +57,11 @@ class XmppServer:
         if self.federation is None or address.domain == self.core.domain:
             return None
         return s2s_routing.RemoteDomainRoute(self.service, self.federation, address.domain)
+
+    @hookimpl
+    def on_message(self, message):
+        """Every message the router accepted, from any protocol: the archive (XEP-0313)."""
+        self.service.archive.observe(message)
 
     @hookimpl
     def on_presence(self, account, presence):
@@ -101,6 +107,7 @@ class XmppServer:
     @hookimpl
     def on_shutdown(self):
         self.service.shutdown()
+        self.service.archive.close()  # writes what is still queued
         if self.federation is not None:
             self.federation.shutdown()
         self.core.pm.unregister(self)
