@@ -144,11 +144,11 @@ class Archive:
         if len(self.queued) >= self.BATCH:
             self.flush()
         elif self._writer is None:
-            self._writer = gevent.spawn(self._write_queued)
+            self._writer = gevent.spawn(self._write_queued, self.settings["archive_write_delay"])
 
     def _write_queued(self, delay: float = 0) -> None:
         if delay:
-            gevent.sleep(delay)  # a retry timer
+            gevent.sleep(delay)  # a timer: collect a batch, or wait before a retry
         try:
             while self.queued and self.flush():
                 pass
