@@ -36,7 +36,7 @@ from convergence.store.models import utcnow
 
 from . import archive_store as store, messages
 from .stanzas import tag
-from .stream import serialize
+from .stream import _ATTR, _TEXT, _entity, serialize
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,24 @@ def without_our_ids(extensions: tuple, domain: str) -> tuple:
     removes those a sender put in; only it may vouch for its own ids)."""
     return tuple(x for x in extensions if x.tag != STANZA_ID
                  or (x.get("by") or "").rpartition("@")[2].partition("/")[0] != domain)
+
+
+def stanza_text(message) -> str:
+    """The <message/> as archived (``messages.element`` without stamp or stanza id, serialized):
+    the core fields written directly, the other payloads through the stream's serializer."""
+    text = [f"<message xmlns='jabber:client' from='{_attr(message.sender.jid)}' "
+            f"to='{_attr(message.recipient.jid)}' type='{message.type}' id='{_attr(message.id)}'>"]
+    for name in ("subject", "body", "thread"):
+        value = getattr(message, name)
+        if value:
+            text.append(f"<{name}>{_TEXT.sub(_entity, value)}</{name}>")
+    text.extend(serialize(x, "").decode() for x in getattr(message, "extensions", ()))
+    text.append("</message>")
+    return "".join(text)
+
+
+def _attr(value: str) -> str:
+    return _ATTR.sub(_entity, value)
 
 
 class Archive:
@@ -136,10 +154,8 @@ class Archive:
             owners.append((recipient.local, sender))
         if not owners:
             return
-        sid, now = self.stanza_id(message), utcnow()
-        stanza = None
+        sid, now, stanza = self.stanza_id(message), utcnow(), stanza_text(message)
         for account, peer in owners:
-            stanza = stanza or serialize(messages.element(self.service, message, stanza_id=False), "").decode()
             self.queued.append(store.Row(account, sid, peer.jid, peer.bare.jid, now, message.id, stanza))
         if len(self.queued) >= self.BATCH:
             self.flush()

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import (JSON, DateTime, ForeignKey, Index, String, Text, UniqueConstraint, and_,
-                        delete, func, insert, select)
+                        delete, func, select)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from convergence.store import Database
@@ -70,9 +71,9 @@ class Prefs:
         return self.default == "roster" and in_roster()
 
 
-@dataclass(frozen=True)
-class Row:
-    """An archived message to write: ``account`` is the archive's owner (an account name)."""
+class Row(NamedTuple):
+    """An archived message to write: ``account`` is the archive's owner (an account name).
+    A tuple: one is made per message and account on the routing path."""
 
     account: str
     stanza_id: str
@@ -120,6 +121,8 @@ def append(db: Database, rows: list[Row], in_roster) -> int:
         prefs = {}
         for r in session.scalars(select(ArchivePrefs).where(ArchivePrefs.account_id.in_(ids.values()))):
             prefs[r.account_id] = Prefs(r.default, tuple(r.always or ()), tuple(r.never or ()))
+        conn = session.connection()
+        stamp = _sqlite_datetime if db.is_sqlite else None
         values = []
         for r in rows:
             account_id = ids.get(r.account)
@@ -128,12 +131,21 @@ def append(db: Database, rows: list[Row], in_roster) -> int:
             wanted = prefs.get(account_id)
             if wanted is not None and not wanted.decide(r.with_bare, lambda: in_roster(r.account, r.with_bare)):
                 continue
-            values.append({"account_id": account_id, "stanza_id": r.stanza_id, "with_jid": r.with_jid,
-                           "with_bare": r.with_bare, "created_at": r.created_at,
-                           "message_id": r.message_id, "stanza": r.stanza})
-        if values:
-            session.execute(insert(ArchivedMessage), values)
+            values.append((account_id, r.stanza_id, r.with_jid, r.with_bare,
+                           stamp(r.created_at) if stamp else r.created_at, r.message_id, r.stanza))
+        if values:  # the driver's executemany: the ORM's bulk insert cost ~45 µs a row more
+            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            conn.exec_driver_sql(_INSERT.format(marks=", ".join([mark] * 7)), values)
         return len(values)
+
+
+_INSERT = ("INSERT INTO mam_messages (account_id, stanza_id, with_jid, with_bare, created_at, "
+           "message_id, stanza) VALUES ({marks})")
+
+
+def _sqlite_datetime(when: datetime) -> str:
+    """How SQLAlchemy's DateTime stores a datetime in SQLite (it compares them as text)."""
+    return when.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def purge(db: Database, older_than: datetime) -> int:
