@@ -281,7 +281,7 @@ def test_second_device_sees_no_duplicates(xmpp_server, xmpp_client):
     assert set(seen["laptop"]) <= {f[0] for f in found}
 
 
-def test_retention_and_archive_off(convergence_server, xmpp_client):
+def test_retention_and_the_archive_switch(convergence_server, xmpp_client):
     server = convergence_server({"alice": "a", "bob": "b"}, xmpp={"archive_retention": 1})
     old = datetime.utcnow() - timedelta(days=2)
     archive_store.append(server._core.db, [
@@ -291,13 +291,16 @@ def test_retention_and_archive_off(convergence_server, xmpp_client):
     bob = archiving(xmpp_client, server, "bob")
     alice = archiving(xmpp_client, server, "alice")
     send(alice, server.jid("bob"), "new")
-    receive(bob, "new")
+    (_, stanza_id), = stanza_ids(receive(bob, "new"))
     assert bodies(query(bob)[0]) == ["new"]
 
-    off = convergence_server({"alice": "a", "bob": "b"}, xmpp={"archive": False})
-    bob, alice = archiving(xmpp_client, off, "bob"), archiving(xmpp_client, off, "alice")
-    send(alice, off.jid("bob"), "not archived")
+    server.config["xmpp"]["archive"] = False  # the switch: nothing archived, no ids, no queries
+    server.restart()
+    bob, alice = archiving(xmpp_client, server, "bob"), archiving(xmpp_client, server, "alice")
+    send(alice, server.jid("bob"), "not archived")
     assert stanza_ids(receive(bob, "not archived")) == []
     assert error_of(lambda: query(bob)) == "service-unavailable"
-    features = {f.get("var") for f in iq(bob, f"<query xmlns='{DISCO}'/>", to=off.domain).xml.iter(f"{{{DISCO}}}feature")}
+    features = {f.get("var") for f in iq(bob, f"<query xmlns='{DISCO}'/>", to=server.domain).xml.iter(f"{{{DISCO}}}feature")}
     assert MAM not in features
+    assert [r.stanza_id for r in archive_store.query(server._core.db, "bob", archive_store.Filter(), 10)[0]] \
+        == [stanza_id]
