@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import xml.etree.ElementTree as ET
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import gevent
 import gevent.lock
@@ -39,6 +39,7 @@ from .stanzas import tag
 from .stream import _ATTR, _TEXT, _entity, serialize
 
 log = logging.getLogger(__name__)
+Row = store.Row
 
 SID = "urn:xmpp:sid:0"
 STANZA_ID, ORIGIN_ID = tag("stanza-id", SID), tag("origin-id", SID)
@@ -51,7 +52,8 @@ def archivable(message) -> bool:
     """A 1:1 message with a body, not opted out (XEP-0313 §3, XEP-0334 §4)."""
     if message.type not in ("chat", "normal") or not message.body:
         return False
-    return not any(x.tag in NOT_ARCHIVED for x in getattr(message, "extensions", ()))
+    extensions = getattr(message, "extensions", ())
+    return not extensions or not any(x.tag in NOT_ARCHIVED for x in extensions)
 
 
 def without_our_ids(extensions: tuple, domain: str) -> tuple:
@@ -73,6 +75,10 @@ def stanza_text(message) -> str:
     text.extend(serialize(x, "").decode() for x in getattr(message, "extensions", ()))
     text.append("</message>")
     return "".join(text)
+
+
+def _bare(address) -> str:
+    return f"{address.local}@{address.domain}" if address.local else address.domain
 
 
 def _attr(value: str) -> str:
@@ -147,16 +153,16 @@ class Archive:
         if not self.enabled or not archivable(message):
             return
         sender, recipient, domain = message.sender, message.recipient, self.domain
-        owners = []
-        if sender.domain == domain and sender.local:
-            owners.append((sender.local, recipient))
-        if recipient.domain == domain and recipient.local and recipient.bare != sender.bare:
-            owners.append((recipient.local, sender))
-        if not owners:
+        local_sender = sender.domain == domain and sender.local
+        local_recipient = recipient.domain == domain and recipient.local \
+            and not (local_sender and recipient.local == sender.local)  # not to oneself: one row
+        if not (local_sender or local_recipient):
             return
-        sid, now, stanza = self.stanza_id(message), utcnow(), stanza_text(message)
-        for account, peer in owners:
-            self.queued.append(store.Row(account, sid, peer.jid, peer.bare.jid, now, message.id, stanza))
+        sid, now, stanza, queued = self.stanza_id(message), datetime.utcnow(), stanza_text(message), self.queued
+        if local_sender:
+            queued.append(Row(sender.local, sid, recipient.jid, _bare(recipient), now, message.id, stanza))
+        if local_recipient:
+            queued.append(Row(recipient.local, sid, sender.jid, _bare(sender), now, message.id, stanza))
         if len(self.queued) >= self.BATCH:
             self.flush()
         elif self._writer is None:

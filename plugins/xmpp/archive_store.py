@@ -28,8 +28,7 @@ class ArchivedMessage(Base):
 
     __tablename__ = "mam_messages"
     __table_args__ = (UniqueConstraint("account_id", "stanza_id"),
-                      Index("ix_mam_messages_account_with", "account_id", "with_bare"),
-                      Index("ix_mam_messages_account_created", "account_id", "created_at"))
+                      Index("ix_mam_messages_account_with", "account_id", "with_bare"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
@@ -122,7 +121,7 @@ def append(db: Database, rows: list[Row], in_roster) -> int:
         for r in session.scalars(select(ArchivePrefs).where(ArchivePrefs.account_id.in_(ids.values()))):
             prefs[r.account_id] = Prefs(r.default, tuple(r.always or ()), tuple(r.never or ()))
         conn = session.connection()
-        stamp = _sqlite_datetime if db.is_sqlite else None
+        when = text = None  # SQLite: the message's two rows share one formatted time
         values = []
         for r in rows:
             account_id = ids.get(r.account)
@@ -131,16 +130,29 @@ def append(db: Database, rows: list[Row], in_roster) -> int:
             wanted = prefs.get(account_id)
             if wanted is not None and not wanted.decide(r.with_bare, lambda: in_roster(r.account, r.with_bare)):
                 continue
+            if db.is_sqlite and r.created_at is not when:
+                when, text = r.created_at, _sqlite_datetime(r.created_at)
             values.append((account_id, r.stanza_id, r.with_jid, r.with_bare,
-                           stamp(r.created_at) if stamp else r.created_at, r.message_id, r.stanza))
-        if values:  # the driver's executemany: the ORM's bulk insert cost ~45 µs a row more
-            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-            conn.exec_driver_sql(_INSERT.format(marks=", ".join([mark] * 7)), values)
+                           text if db.is_sqlite else r.created_at, r.message_id, r.stanza))
+        if not values:
+            return 0
+        # the driver's own bulk paths: the ORM's bulk insert cost ~45 µs a row more
+        if db.is_sqlite:
+            conn.exec_driver_sql(_INSERT + "VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+        else:  # PostgreSQL: COPY in binary (psycopg formats the rows in C)
+            with conn.connection.driver_connection.cursor() as cursor:
+                with cursor.copy(_COPY) as copy:
+                    copy.set_types(_COPY_TYPES)
+                    for row in values:
+                        copy.write_row(row)
         return len(values)
 
 
 _INSERT = ("INSERT INTO mam_messages (account_id, stanza_id, with_jid, with_bare, created_at, "
-           "message_id, stanza) VALUES ({marks})")
+           "message_id, stanza) ")
+_COPY = ("COPY mam_messages (account_id, stanza_id, with_jid, with_bare, created_at, message_id, "
+         "stanza) FROM STDIN (FORMAT BINARY)")
+_COPY_TYPES = ("int4", "varchar", "varchar", "varchar", "timestamp", "varchar", "text")
 
 
 def _sqlite_datetime(when: datetime) -> str:

@@ -27,7 +27,6 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('account_id', 'stanza_id'))
     op.create_index('ix_mam_messages_account_with', 'mam_messages', ['account_id', 'with_bare'], unique=False)
-    op.create_index('ix_mam_messages_account_created', 'mam_messages', ['account_id', 'created_at'], unique=False)
     op.create_index(op.f('ix_mam_messages_created_at'), 'mam_messages', ['created_at'], unique=False)
     op.create_table('mam_prefs',
     sa.Column('account_id', sa.Integer(), nullable=False),
@@ -41,6 +40,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table('mam_prefs')
     op.drop_index(op.f('ix_mam_messages_created_at'), table_name='mam_messages')
-    op.drop_index('ix_mam_messages_account_created', table_name='mam_messages')
     op.drop_index('ix_mam_messages_account_with', table_name='mam_messages')
     op.drop_table('mam_messages')
