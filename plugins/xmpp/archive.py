@@ -100,6 +100,7 @@ class Archive:
         self._lock = gevent.lock.Semaphore()
         self._writer = None
         self._purger = None
+        self._thread_writer = store.SqliteWriter.of(self.core.db) if self.enabled else None
 
     # ---- lifecycle ----
     def start(self) -> None:
@@ -111,6 +112,8 @@ class Archive:
             self._purger.kill()
             self._purger = None
         self.flush()
+        if self._thread_writer is not None:
+            self._thread_writer.close()
 
     def _purge_loop(self) -> None:
         while True:
@@ -186,7 +189,11 @@ class Archive:
             if not rows:
                 return True
             try:
-                store.append(self.core.db, rows, self._in_roster)
+                if self._thread_writer is not None:  # SQLite: the worker thread works, the loop goes on
+                    writer = lambda values: gevent.get_hub().threadpool.apply(self._thread_writer, (values,))  # noqa: E731
+                else:
+                    writer = None
+                store.append(self.core.db, rows, self._in_roster, writer)
                 return True
             except Exception:
                 log.exception("archiving %d messages failed; kept to retry", len(rows))

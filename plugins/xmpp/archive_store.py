@@ -11,6 +11,7 @@ the id the sender gave it (to find the stanza id of an offline copy) and the <me
 """
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
@@ -20,6 +21,7 @@ from sqlalchemy import (JSON, DateTime, ForeignKey, Index, String, Text, UniqueC
 from sqlalchemy.orm import Mapped, mapped_column
 
 from convergence.store import Database
+from convergence.store.database import BUSY_TIMEOUT
 from convergence.store.models import Account, Base
 
 
@@ -108,35 +110,41 @@ class UnknownId(LookupError):
 
 
 # ---- writing -----------------------------------------------------------------------------------
-def append(db: Database, rows: list[Row], in_roster) -> int:
-    """Write ``rows`` in one transaction: those of names that are accounts (others — service
-    users — have no archive), as the owners' preferences allow (``in_roster(account, peer)`` for
-    the ``roster`` default). Returns how many were written."""
+def append(db: Database, rows: list[Row], in_roster, writer=None) -> int:
+    """Write ``rows``: those of names that are accounts (others — service users — have no
+    archive), as the owners' preferences allow (``in_roster(account, peer)`` for the ``roster``
+    default), in one transaction: ``writer(values)`` (a :class:`SqliteWriter` in a worker
+    thread) or the store's own. Returns how many were written."""
     if not rows:
         return 0
-    with db.write() as session:
+    with db.read() as session:
         names = {r.account for r in rows}
         ids = dict(session.execute(select(Account.name, Account.id).where(Account.name.in_(names))).all())
         prefs = {}
         for r in session.scalars(select(ArchivePrefs).where(ArchivePrefs.account_id.in_(ids.values()))):
             prefs[r.account_id] = Prefs(r.default, tuple(r.always or ()), tuple(r.never or ()))
+    when = text = None  # SQLite: the message's two rows share one formatted time
+    values = []
+    for r in rows:
+        account_id = ids.get(r.account)
+        if account_id is None:
+            continue
+        wanted = prefs.get(account_id)
+        if wanted is not None and not wanted.decide(r.with_bare, lambda: in_roster(r.account, r.with_bare)):
+            continue
+        if db.is_sqlite and r.created_at is not when:
+            when, text = r.created_at, _sqlite_datetime(r.created_at)
+        values.append((account_id, r.stanza_id, r.with_jid, r.with_bare,
+                       text if db.is_sqlite else r.created_at, r.message_id, r.stanza))
+    if not values:
+        return 0
+    if writer is not None:
+        writer(values)
+        return len(values)
+    # the driver's own bulk paths: the ORM's bulk insert cost ~45 µs a row more. An account
+    # deleted since it was looked up fails the foreign key: the caller retries, without it.
+    with db.write() as session:
         conn = session.connection()
-        when = text = None  # SQLite: the message's two rows share one formatted time
-        values = []
-        for r in rows:
-            account_id = ids.get(r.account)
-            if account_id is None:
-                continue
-            wanted = prefs.get(account_id)
-            if wanted is not None and not wanted.decide(r.with_bare, lambda: in_roster(r.account, r.with_bare)):
-                continue
-            if db.is_sqlite and r.created_at is not when:
-                when, text = r.created_at, _sqlite_datetime(r.created_at)
-            values.append((account_id, r.stanza_id, r.with_jid, r.with_bare,
-                           text if db.is_sqlite else r.created_at, r.message_id, r.stanza))
-        if not values:
-            return 0
-        # the driver's own bulk paths: the ORM's bulk insert cost ~45 µs a row more
         if db.is_sqlite:
             conn.exec_driver_sql(_INSERT + "VALUES (?, ?, ?, ?, ?, ?, ?)", values)
         else:  # PostgreSQL: COPY in binary (psycopg formats the rows in C)
@@ -145,7 +153,44 @@ def append(db: Database, rows: list[Row], in_roster) -> int:
                     copy.set_types(_COPY_TYPES)
                     for row in values:
                         copy.write_row(row)
-        return len(values)
+    return len(values)
+
+
+class SqliteWriter:
+    """Archive inserts on a SQLite connection of their own, for a worker thread: ``sqlite3``
+    releases the GIL while SQLite works, so the event loop goes on meanwhile (its SQLAlchemy
+    engine and write lock belong to the loop's thread). SQLite's file lock orders it with the
+    store's writers (``busy_timeout``). None for an in-memory database (one connection only)."""
+
+    @classmethod
+    def of(cls, db: Database):
+        url = db.url
+        if not db.is_sqlite or url.database in (None, "", ":memory:") or "mode=memory" in url.database:
+            return None
+        return cls(url.database, str(url.query.get("uri", "")).lower() in ("true", "1"))
+
+    def __init__(self, path: str, uri: bool = False):
+        self.path, self.uri = path, uri
+        self.conn = None
+
+    def __call__(self, values: list) -> None:
+        if self.conn is None:
+            self.conn = sqlite3.connect(self.path, uri=self.uri, isolation_level=None,
+                                        check_same_thread=False)  # one call at a time, any thread
+            for pragma in (f"busy_timeout={BUSY_TIMEOUT}", "synchronous=NORMAL", "foreign_keys=ON"):
+                self.conn.execute(f"PRAGMA {pragma}")
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.executemany(_INSERT + "VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 
 _INSERT = ("INSERT INTO mam_messages (account_id, stanza_id, with_jid, with_bare, created_at, "
