@@ -163,7 +163,9 @@ class Client:
             if not data:
                 raise ProtocolError(f"{self.jid}: connection closed during the exchange")
             if b"type='error'" in data or b'type="error"' in data:
-                raise ProtocolError(f"{self.jid}: error stanza during the exchange: {data[:500]!r}")
+                at = max(data.find(b"type='error'"), data.find(b'type="error"'))
+                raise ProtocolError(f"{self.jid}: error stanza during the exchange: "
+                                    f"{data[max(0, at - 200):at + 500]!r}")
             buf = self.buf + data
             end = buf.rfind(b"</body>") + len(b"</body>")
             if end < len(b"</body>"):

@@ -34,55 +34,16 @@ from convergence import Address, AddressError, contacts
 from convergence.store import roster
 from convergence.store.models import utcnow
 
-from . import archive_store as store, messages
-from .stanzas import tag
-from .stream import _ATTR, _TEXT, _entity, serialize
+from . import archive_store as store
+from .stanza_ids import STANZA_ID, archivable, stanza_text
 
 log = logging.getLogger(__name__)
 Row = store.Row
 
-SID = "urn:xmpp:sid:0"
-STANZA_ID, ORIGIN_ID = tag("stanza-id", SID), tag("origin-id", SID)
-#: XEP-0334 hints that keep a message out of the archive
-HINTS_NS = "urn:xmpp:hints"
-NOT_ARCHIVED = (tag("no-store", HINTS_NS), tag("no-permanent-store", HINTS_NS))
-
-
-def archivable(message) -> bool:
-    """A 1:1 message with a body, not opted out (XEP-0313 §3, XEP-0334 §4)."""
-    if message.type not in ("chat", "normal") or not message.body:
-        return False
-    extensions = getattr(message, "extensions", ())
-    return not extensions or not any(x.tag in NOT_ARCHIVED for x in extensions)
-
-
-def without_our_ids(extensions: tuple, domain: str) -> tuple:
-    """The payloads without a ``<stanza-id/>`` that claims to be by us (XEP-0359 §3.1: the server
-    removes those a sender put in; only it may vouch for its own ids)."""
-    return tuple(x for x in extensions if x.tag != STANZA_ID
-                 or (x.get("by") or "").rpartition("@")[2].partition("/")[0] != domain)
-
-
-def stanza_text(message) -> str:
-    """The <message/> as archived (``messages.element`` without stamp or stanza id, serialized):
-    the core fields written directly, the other payloads through the stream's serializer."""
-    text = [f"<message xmlns='jabber:client' from='{_attr(message.sender.jid)}' "
-            f"to='{_attr(message.recipient.jid)}' type='{message.type}' id='{_attr(message.id)}'>"]
-    for name in ("subject", "body", "thread"):
-        value = getattr(message, name)
-        if value:
-            text.append(f"<{name}>{_TEXT.sub(_entity, value)}</{name}>")
-    text.extend(serialize(x, "").decode() for x in getattr(message, "extensions", ()))
-    text.append("</message>")
-    return "".join(text)
 
 
 def _bare(address) -> str:
     return f"{address.local}@{address.domain}" if address.local else address.domain
-
-
-def _attr(value: str) -> str:
-    return _ATTR.sub(_entity, value)
 
 
 class Archive:

@@ -25,12 +25,13 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
+from types import MappingProxyType
 
 from convergence import Address, AddressError
 from convergence.message import new_id
 
 from . import archive_store as store, rsm
-from .archive import SID
+from .stanza_ids import SID
 from .messages import DELAY_NS, FORWARD_NS, MESSAGE
 from .stanzas import StanzaError, iq_result, tag
 
@@ -42,9 +43,10 @@ X, FIELD, VALUE = tag("x", DATA), tag("field", DATA), tag("value", DATA)
 FEATURES = (MAM, EXTENDED, SID)
 MAX_IDS = 1000  #: ids one query may name (#extended ``ids``)
 MAX_PREFS_JIDS = 1000  #: JIDs in one preferences list
-#: field -> (type, label) of the query form (§5.1.1); ``ids`` takes several values
-FORM_FIELDS = {"with": "jid-single", "start": "text-single", "end": "text-single",
-               "before-id": "text-single", "after-id": "text-single", "ids": "text-multi"}
+#: field -> type of the query form (§5.1.1); ``ids`` takes several values
+FORM_FIELDS = MappingProxyType({"with": "jid-single", "start": "text-single", "end": "text-single",
+                                "before-id": "text-single", "after-id": "text-single",
+                                "ids": "text-multi"})
 
 _DATETIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
                        r"(Z|[+-]\d{2}:\d{2})\Z")

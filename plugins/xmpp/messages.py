@@ -27,7 +27,7 @@ from datetime import timezone
 from convergence import Address, AddressError, Message, RoutingError
 from convergence.message import MESSAGE_TYPES, new_id
 
-from . import archive
+from .stanza_ids import without_our_ids
 from .stanzas import ERROR_TYPES, STANZA_ERROR_NS, StanzaError, error_reply, iq_result, tag
 
 CARBONS_NS = "urn:xmpp:carbons:2"
@@ -76,7 +76,7 @@ def outbound(service, session, element: ET.Element) -> None:
         session.address, recipient, body=element.findtext(BODY) or "",
         subject=element.findtext(SUBJECT), thread=element.findtext(THREAD), type=kind,
         id=element.get("id") or new_id(),
-        extensions=archive.without_our_ids(
+        extensions=without_our_ids(
             tuple(child for child in element if child.tag not in CORE_CHILDREN), service.domain))
     try:
         service.core.send(message, "xmpp")

@@ -15,6 +15,7 @@ its listener, and ``resolve_recipient`` routes other domains' addresses over it
 """
 from __future__ import annotations
 
+import logging
 from types import MappingProxyType
 
 from convergence import hookimpl
@@ -23,6 +24,8 @@ from convergence.metrics import Collector, family
 from . import (presence as broadcast, roster_push, s2s_routing, s2s_transport, subscription_handling,
                transport)
 from .service import C2SService
+
+log = logging.getLogger(__name__)
 
 #: RFC 6120 §4.9.3 stream errors for the sessions of a changed account: a deleted account is no
 #: longer authorized (§4.9.3.12); a new password revokes the authentication of every stream, which
@@ -60,8 +63,12 @@ class XmppServer:
 
     @hookimpl
     def on_message(self, message):
-        """Every message the router accepted, from any protocol: the archive (XEP-0313)."""
-        self.service.archive.observe(message)
+        """Every message the router accepted, from any protocol: the archive (XEP-0313). The
+        message was delivered: a failure here is logged, not turned into an error for its sender."""
+        try:
+            self.service.archive.observe(message)
+        except Exception:
+            log.exception("archiving message %s failed", message.id)
 
     @hookimpl
     def on_presence(self, account, presence):

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from convergence import Address, Message
-from convergence.plugins.xmpp import archive, archive_store as store, mam, rsm
+from convergence.plugins.xmpp import archive_store as store, mam, rsm, stanza_ids as archive
 from convergence.plugins.xmpp.messages import XmppMessage
 from convergence.plugins.xmpp.stanzas import StanzaError
 
