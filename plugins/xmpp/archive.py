@@ -47,7 +47,7 @@ def _bare(address) -> str:
 
 
 class Archive:
-    BATCH = 1000  #: rows queued that are written at once, by the caller (back-pressure)
+    BATCH = 10000  #: rows queued that are written at once, by the caller (back-pressure)
     RETRY = 1.0  #: seconds before a failed write is tried again
     PURGE_INTERVAL = 3600.0  #: seconds between two retention runs
 
