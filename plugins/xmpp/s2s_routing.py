@@ -30,6 +30,7 @@ from convergence import Address, AddressError, RoutingError
 from convergence.message import MESSAGE_TYPES, new_id
 
 from . import messages, s2s_presence
+from .stanza_ids import without_our_ids
 from .discovery import DISCO_INFO, DISCO_ITEMS, PING, VERSION
 from .stanzas import ERROR_TYPES, STANZA_ERROR_NS, StanzaError, error_reply, tag
 from .subscription_handling import received as subscription_received
@@ -121,7 +122,8 @@ class Inbound:
             sender, recipient, body=element.findtext(tag("body")) or "",
             subject=element.findtext(tag("subject")), thread=element.findtext(tag("thread")),
             type=kind, id=element.get("id") or new_id(), error=condition,
-            extensions=tuple(c for c in element if c.tag not in CORE_CHILDREN))
+            extensions=without_our_ids(tuple(c for c in element if c.tag not in CORE_CHILDREN),
+                                               self.service.domain))
         try:
             self.service.core.send(message, "xmpp")
         except RoutingError as exc:
