@@ -39,6 +39,15 @@ authentication, XEP-0220 §2.1.2) the stream carries our ``<db:verify>`` questio
 go to ``federation.verify_answer``. ``federation.outbound_usable``/``outbound_ready``/
 ``stream_ended`` tell the federation where the stream is.
 
+A stanza handed to an outbound stream must never be lost silently ("acknowledged means never
+lost", as for c2s in ``c2s.py``): the stream remembers, for each stanza, the link's ``accepted``
+offset where it ends, and once the link has closed (the peer vanished, stopped reading, reset the
+connection, or the stream was closed) every stanza that ends beyond what the socket took
+(``written``) goes back to the federation (``federation.returned(stream, [(element, bounce)])``),
+which sends it on the domain's next stream or bounces it to its sender. Bytes the kernel took can
+still be lost with the connection: the peer acknowledges nothing (Prosody's mod_s2s does not offer
+XEP-0198 on server streams by default), see docs/xmpp.md "Federation".
+
 Both sides: stream errors are preceded by our header if none was sent (§4.9.1.2); whitespace
 keep-alives after ``s2s_keepalive`` silent seconds (§4.6.1); an authenticated stream idle (no
 stanza either way) for ``s2s_idle_timeout`` seconds is closed cleanly (§4.4); negotiation must end
@@ -50,6 +59,7 @@ import base64
 import logging
 import secrets
 import xml.etree.ElementTree as ET
+from collections import deque
 
 from convergence import Address, AddressError
 from convergence.addresses import normalize_domain
@@ -398,9 +408,34 @@ class OutboundStream(S2SStream):
         self.sasl_done = False
         self.tried_external = False
         self.dialback_offered = False
+        self.unwritten: deque = deque()  # (link offset where its stanza ends, element, bounce)
 
     def authenticated_any(self) -> bool:
         return self.ready
+
+    def send_stanza(self, element: ET.Element, bounce=None) -> bool:
+        """A stanza onto this stream, remembered until the socket has taken it; False (and the
+        element keeps its ``jabber:client`` names) when the link is closed or its queue full."""
+        if not super().send_stanza(element):
+            renamed(element, SERVER_NS, CLIENT_NS)
+            return False
+        written, unwritten = self.link.written, self.unwritten
+        while unwritten and unwritten[0][0] <= written:
+            unwritten.popleft()
+        unwritten.append((self.link.accepted, element, bounce))
+        return True
+
+    def connection_lost(self) -> None:
+        """Once the link has closed, the stanzas the socket did not take whole go back to the
+        federation, oldest first."""
+        super().connection_lost()
+        if self.link.closed and self.unwritten:
+            written, unwritten = self.link.written, self.unwritten
+            self.unwritten = deque()
+            back = [(renamed(element, SERVER_NS, CLIENT_NS), bounce)
+                    for end, element, bounce in unwritten if end > written]
+            if back:
+                self.federation.returned(self, back)
 
     def start(self) -> None:
         """Send our header (§4.7.1)."""

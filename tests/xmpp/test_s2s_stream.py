@@ -300,6 +300,32 @@ def test_outbound_starttls_then_dialback():
     assert message.tag == "{jabber:server}message"
 
 
+def test_outbound_gives_back_what_its_closed_link_did_not_write():
+    """Stanzas the socket took are done; those still queued (or cut short) when the link closed
+    go back to the federation in order, with their bounce and their jabber:client names."""
+    federation, stream, peer = outbound()
+    stream.encrypted = True
+    peer.say(their_header())
+    peer.say(features(DIALBACK))
+    peer.say(f"<db:result from='{THEIRS}' to='{OURS}' type='valid'/>".encode())
+    message = lambda n: ET.Element("{jabber:client}message", to=f"x@{THEIRS}", id=str(n))
+    assert stream.send_stanza(message(1), "bounce1")
+    stream.link.hold()  # the peer stops reading
+    assert stream.send_stanza(message(2), "bounce2") and stream.send_stanza(message(3))
+    stream.link.written += 10  # part of the second stanza went out: it was cut short
+    stream.link.close("write failed: broken pipe")
+    refused = message(4)
+    assert not stream.send_stanza(refused) and refused.tag == "{jabber:client}message"
+    stream.link.close_reason = "write failed: broken pipe"
+    stream.connection_lost()
+    [ended, (name, _, back)] = federation.calls[-2:]
+    assert ended[0] == "stream_ended" and name == "returned"
+    assert [(e.tag, e.get("id"), bounce) for e, bounce in back] == [
+        ("{jabber:client}message", "2", "bounce2"), ("{jabber:client}message", "3", None)]
+    stream.connection_lost()  # once only
+    assert federation.calls[-1] == (name, _, back)
+
+
 def test_outbound_refuses_a_peer_without_starttls():
     _, stream, peer = outbound()
     peer.say(their_header())
