@@ -65,8 +65,8 @@ from convergence import Address, AddressError
 from convergence.addresses import normalize_domain
 
 from . import dialback
-from .stream import (CLIENT_NS, SERVER_NS, STREAM_CLOSE, STREAM_NS, StreamClose, StreamError,
-                     StreamOpen, StreamParser, serialize, stream_error, stream_header)
+from .stream import (CLIENT_NS, SERVER_NS, STREAM_CLOSE, STREAM_NS, EventStream, StreamParser,
+                     serialize, stream_error, stream_header)
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +118,9 @@ def jid_domain(text: str | None) -> str | None:
         return None
 
 
-class S2SStream:
-    """What inbound and outbound streams share: the parser, restarts, output, timers, the close."""
+class S2SStream(EventStream):
+    """What inbound and outbound streams share: the parser (``EventStream`` reads), restarts,
+    output, timers, the close."""
 
     direction = ""
 
@@ -145,33 +146,15 @@ class S2SStream:
     def settings(self):
         return self.federation.settings
 
-    # ---- input ----
-    def receive(self, data: bytes) -> None:
-        if self.closed:
-            return
-        try:
-            events = self.parser.feed(data)
-        except StreamError as exc:
-            self._handle(exc.events)
-            self.close(exc.condition, exc.text)
-            return
-        self._handle(events)
-
-    def _handle(self, events) -> None:
-        generation = self.generation
-        for event in events:
-            if self.closed or self.generation != generation:
-                return
-            if isinstance(event, StreamOpen):
-                self._open(event.attrs)
-            elif isinstance(event, StreamClose):
-                self.close()
-            elif event.element.tag == STREAM_ERROR:
-                condition = next((c.tag.rpartition("}")[2] for c in event.element
-                                  if c.tag.rpartition("}")[2] != "text"), "undefined-condition")
-                self._end(f"stream error from the peer: {condition}")
-            else:
-                self._element(event.element)
+    # ---- input (EventStream.receive) ----
+    def _element(self, element: ET.Element) -> None:
+        """A stream error from the peer ends the stream (RFC 6120 §4.9); anything else is the
+        direction's business (``_received``)."""
+        if element.tag == STREAM_ERROR:
+            condition = next((c.tag.rpartition("}")[2] for c in element
+                              if c.tag.rpartition("}")[2] != "text"), "undefined-condition")
+            return self._end(f"stream error from the peer: {condition}")
+        self._received(element)
 
     def _check_header(self, attrs: dict) -> bool:
         """RFC 6120 §4.7, §4.8: namespace and version; False once it closed the stream."""
@@ -247,7 +230,7 @@ class S2SStream:
     def _open(self, attrs: dict) -> None:
         raise NotImplementedError
 
-    def _element(self, element: ET.Element) -> None:
+    def _received(self, element: ET.Element) -> None:
         raise NotImplementedError
 
 
@@ -298,7 +281,7 @@ class InboundStream(S2SStream):
             ET.SubElement(features, f"{{{dialback.FEATURE_NS}}}dialback")
         return features
 
-    def _element(self, element: ET.Element) -> None:
+    def _received(self, element: ET.Element) -> None:
         name = element.tag
         if name == STARTTLS:
             return self._starttls()
@@ -452,7 +435,7 @@ class OutboundStream(S2SStream):
         if not self.stream_id:
             return self.close("invalid-xml", "the receiving server's header needs an 'id'")
 
-    def _element(self, element: ET.Element) -> None:
+    def _received(self, element: ET.Element) -> None:
         name = element.tag
         if name == FEATURES:
             return self._features(element)
