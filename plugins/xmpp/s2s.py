@@ -13,9 +13,12 @@ dialback checks (``domain``, ``settings``, ``secret``, ``server_tls``, ``client_
    ``from`` that is a domain name (else ``invalid-from``, §4.9.3.9);
 2. features (§4.3.2): ``<starttls><required/></starttls>`` until TLS is up when
    ``s2s_require_encryption`` (anything else before is a ``policy-violation``), then the dialback
-   feature (XEP-0220 §2.4.1). SASL EXTERNAL is not offered inbound: Python's ssl cannot ask for a
-   client certificate without failing the handshake of a peer whose certificate is self-signed
-   (the usual case dialback exists for), see docs/xmpp.md;
+   feature (XEP-0220 §2.4.1), and SASL EXTERNAL (XEP-0178 §3) when the peer's TLS client
+   certificate validates for the header's ``from`` (``federation.certificate_ok``; the transport
+   asks peers for a certificate only with ``s2s_secure_auth``: Python's ssl cannot ask without
+   failing the handshake of a self-signed peer, see docs/xmpp.md). ``<auth mechanism='EXTERNAL'>``
+   with that domain (or ``=``) succeeds, authenticates it on this stream, and a new stream
+   follows (RFC 6120 §6.4.6); anything else is a SASL ``<failure/>`` (the peer may use dialback);
 3. ``<db:result>`` (XEP-0220 §2.1.1): the key is checked with the originating domain's
    authoritative server (``federation.verify_dialback(stream, domain, key)``, which answers later
    with :meth:`InboundStream.dialback_result`); a valid key authenticates that (from, to) pair on
@@ -278,8 +281,38 @@ class InboundStream(S2SStream):
             if self.settings["s2s_require_encryption"]:
                 ET.SubElement(starttls, f"{{{TLS_NS}}}required")
         if not self._tls_missing():
+            if self._external_possible():
+                mechanisms = ET.SubElement(features, f"{{{SASL_NS}}}mechanisms")
+                ET.SubElement(mechanisms, f"{{{SASL_NS}}}mechanism").text = "EXTERNAL"
             ET.SubElement(features, f"{{{dialback.FEATURE_NS}}}dialback")
         return features
+
+    def _external_possible(self) -> bool:
+        """XEP-0178: the peer's certificate validates for the domain it says it is."""
+        return (self.encrypted and self.remote is not None and not self.authenticated
+                and self.federation.certificate_ok(self.link, self.remote))
+
+    def _sasl(self, element: ET.Element) -> None:
+        """XEP-0178 §3: EXTERNAL with our peer's domain (or none: the header's ``from``)."""
+        failure = ET.Element(f"{{{SASL_NS}}}failure")
+        if element.tag != f"{{{SASL_NS}}}auth" or element.get("mechanism") != "EXTERNAL" \
+                or not self._external_possible():
+            ET.SubElement(failure, f"{{{SASL_NS}}}invalid-mechanism")
+            return self.send(failure)
+        text = (element.text or "").strip()
+        try:
+            domain = self.remote if text in ("", "=") else domain_of(
+                base64.b64decode(text, validate=True).decode())
+        except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+            domain = None
+        if domain != self.remote:
+            ET.SubElement(failure, f"{{{SASL_NS}}}not-authorized")
+            return self.send(failure)
+        self.authenticated.add(domain)
+        self.last_stanza = self.federation.now()
+        log.info("s2s: %s authenticated by SASL EXTERNAL (inbound from %s)", domain, self.peer)
+        self.send(ET.Element(f"{{{SASL_NS}}}success"))
+        self._restart()
 
     def _received(self, element: ET.Element) -> None:
         name = element.tag
@@ -292,10 +325,7 @@ class InboundStream(S2SStream):
         if name == DB + "verify":
             return self._dialback_verify(element)
         if name.startswith("{" + SASL_NS + "}"):
-            # XEP-0178 is only offered outbound (see the module docstring)
-            failure = ET.Element(f"{{{SASL_NS}}}failure")
-            ET.SubElement(failure, f"{{{SASL_NS}}}invalid-mechanism")
-            return self.send(failure)
+            return self._sasl(element)
         uri, _, local = name[1:].partition("}")
         if uri != SERVER_NS or local not in STANZAS:
             return self.close("unsupported-stanza-type", f"{name} is not a server stanza")

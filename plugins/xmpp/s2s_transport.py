@@ -19,7 +19,8 @@ The streams themselves are the sans-IO state machines of ``s2s.py``; this is the
   over our outbound stream to that domain (opened if needed; usable once TLS is up, before it is
   authenticated) and matching the answer by (domain, stream id).
 - **Certificates**: ours (``tls_cert``, or the generated self-signed one) serves both directions
-  and is offered as a client certificate outbound, for SASL EXTERNAL. The peer's certificate is
+  and is offered as a client certificate outbound, for SASL EXTERNAL. With ``s2s_secure_auth``
+  inbound peers are asked for theirs (``CERT_OPTIONAL``), for SASL EXTERNAL inbound. The peer's certificate is
   checked (``certificate_ok``) with ``cryptography``'s verifier against ``s2s_ca_file`` or the
   system store, for the peer's domain, when ``s2s_secure_auth`` asks for it.
 - ``shutdown`` (SIGTERM) ends every stream with ``system-shutdown`` and tells the senders of
@@ -147,6 +148,13 @@ class Federation:
     def make_tls(self, cert, key) -> None:
         self.server_tls = certificates.server_context(cert, key)
         self.client_tls = client_context(cert, key)
+        if self.settings["s2s_secure_auth"]:
+            # XEP-0178 inbound: peers are asked for their certificate. OpenSSL then fails the
+            # handshake of a peer whose certificate does not validate (Python's ssl has no verify
+            # callback), which is what s2s_secure_auth asks anyway (docs/xmpp.md, Authentication).
+            self.server_tls.verify_mode = ssl.CERT_OPTIONAL
+            if self.settings["s2s_ca_file"]:
+                self.server_tls.load_verify_locations(cafile=self.settings["s2s_ca_file"])
 
     def certificate_ok(self, link, domain: str) -> bool:
         try:

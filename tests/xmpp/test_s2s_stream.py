@@ -154,6 +154,33 @@ def test_plain_streams_when_encryption_is_not_required():
                                           "{urn:xmpp:features:dialback}dialback"]
 
 
+def test_inbound_sasl_external_for_a_peer_whose_certificate_validates():
+    """XEP-0178 §3: offered only when the certificate validates for the header's 'from'; the
+    authzid must be that domain (or '='); success authenticates it and a new stream follows."""
+    federation, stream, peer = inbound()
+    _, features = peer.say(header())
+    assert [c.tag for c in features] == ["{urn:xmpp:features:dialback}dialback"]  # no valid cert
+    [failure] = peer.say(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>")
+    assert names([failure]) == ["{urn:ietf:params:xml:ns:xmpp-sasl}failure"] and not stream.authenticated
+    assert failure[0].tag == "{urn:ietf:params:xml:ns:xmpp-sasl}invalid-mechanism"
+
+    federation, stream, peer = inbound()
+    federation.certificate_valid = True
+    _, features = peer.say(header())
+    assert [m.text for m in features.iter("{urn:ietf:params:xml:ns:xmpp-sasl}mechanism")] == ["EXTERNAL"]
+    [failure] = peer.say(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>"
+                         b"Yy5leGFtcGxl</auth>")  # base64("c.example"): not the stream's domain
+    assert failure[0].tag == "{urn:ietf:params:xml:ns:xmpp-sasl}not-authorized" and not stream.authenticated
+    [success] = peer.say(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>"
+                         b"Yi5leGFtcGxl</auth>")  # base64("b.example")
+    assert success.tag == "{urn:ietf:params:xml:ns:xmpp-sasl}success" and stream.authenticated == {THEIRS}
+    peer.reader.reset()
+    _, features = peer.say(header())  # the new stream: nothing left to negotiate but dialback
+    assert [c.tag for c in features] == ["{urn:xmpp:features:dialback}dialback"]
+    peer.say(f"<message from='x@{THEIRS}' to='y@{OURS}'><body>hi</body></message>".encode())
+    assert federation.calls[-1][0] == "inbound" and not stream.closed
+
+
 # ---- inbound: dialback and stanzas ----
 
 def test_stanza_before_dialback_is_not_authorized():
