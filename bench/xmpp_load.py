@@ -393,6 +393,7 @@ data_dir = "{tmp}/data"
 log_level = "warning"
 [xmpp]
 listen = "127.0.0.1:{port}"
+s2s_listen = ""
 tls_cert = "{tmp}/tls/{DOMAIN}.crt"
 tls_key = "{tmp}/tls/{DOMAIN}.key"
 shared_roster = false

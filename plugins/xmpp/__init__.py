@@ -65,8 +65,8 @@ def add_config_section():
         "tls_cert": Option("", "PEM certificate file; empty: a self-signed one in data_dir/tls"),
         "tls_key": Option("", "PEM private key file of tls_cert"),
         # ---- federation (server-to-server, RFC 6120; docs/xmpp.md "Federation") ----
-        "s2s_listen": Option("", 'server-to-server listener, e.g. "0.0.0.0:5269"; "" turns '
-                             "federation off (other domains: remote-server-not-found)",
+        "s2s_listen": Option("0.0.0.0:5269", 'server-to-server listener; "" turns federation '
+                             "off (other domains: remote-server-not-found)",
                              optional_listen_address),
         "s2s_hosts": Option({}, 'where peer domains listen, overriding DNS SRV: '
                             '{ "b.example" = "host:port" }', host_map),
