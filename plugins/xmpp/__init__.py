@@ -65,8 +65,8 @@ def add_config_section():
         "tls_cert": Option("", "PEM certificate file; empty: a self-signed one in data_dir/tls"),
         "tls_key": Option("", "PEM private key file of tls_cert"),
         # ---- federation (server-to-server, RFC 6120; docs/xmpp.md "Federation") ----
-        "s2s_listen": Option("", 'server-to-server listener, e.g. "0.0.0.0:5269"; "" turns '
-                             "federation off (other domains: remote-server-not-found)",
+        "s2s_listen": Option("0.0.0.0:5269", 'server-to-server listener; "" turns federation '
+                             "off (other domains: remote-server-not-found)",
                              optional_listen_address),
         "s2s_hosts": Option({}, 'where peer domains listen, overriding DNS SRV: '
                             '{ "b.example" = "host:port" }', host_map),
@@ -151,6 +151,14 @@ def add_config_section():
         "websocket_url": Option("", "WebSocket URL XEP-0156 host-meta advertises, e.g. "
                                 '"wss://chat.example.org/xmpp-websocket"; empty: ws:// (wss:// '
                                 "over HTTPS) on the Host the request named"),
+        "archive": Option(True, "archive 1:1 messages of every account (XEP-0313 MAM)"),
+        "archive_retention": Option(0.0, "days archived messages are kept; 0 keeps them forever",
+                                    non_negative_number),
+        "archive_write_delay": Option(0.05, "seconds archived messages are collected before they "
+                                      "are written in one transaction (0: at once)",
+                                      non_negative_number),
+        "mam_max_page": Option(50, "messages per archive query page (XEP-0313, RSM max: the "
+                               "default and the cap)", positive_int),
         **connection_limit_options("XMPP"),
     }, "the XMPP plugin")
 

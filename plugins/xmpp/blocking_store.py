@@ -1,4 +1,4 @@
-"""The block lists of XEP-0191 in SQL: table ``blocked_jids`` (revision ``xmpp_0003_blocking``).
+"""The block lists of XEP-0191 in SQL: table ``blocked_jids`` (revision ``xmpp_0004_blocking``).
 
 One row per (account, blocked JID); the JID is stored as the normalized string of what the client
 sent (a full JID, a bare JID, a domain or a domain with a resource, XEP-0191 §3.6). The XMPP

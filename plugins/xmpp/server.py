@@ -15,6 +15,7 @@ its listener, and ``resolve_recipient`` routes other domains' addresses over it
 """
 from __future__ import annotations
 
+import logging
 from types import MappingProxyType
 
 from convergence import hookimpl
@@ -24,6 +25,8 @@ from . import (presence as broadcast, roster_push, s2s_routing, s2s_transport, s
                transport, websocket_http)
 from .muc_service import MucService, muc_domain
 from .service import C2SService
+
+log = logging.getLogger(__name__)
 
 #: RFC 6120 §4.9.3 stream errors for the sessions of a changed account: a deleted account is no
 #: longer authorized (§4.9.3.12); a new password revokes the authentication of every stream, which
@@ -54,6 +57,7 @@ class XmppServer:
             self.service.federation = self.federation  # presence to contacts of other domains
         domain = muc_domain(settings["muc_domain"], core.domain)  # group chat (XEP-0045)
         self.muc = self.service.muc = MucService(self.service, settings, domain) if domain else None
+        self.service.archive.start()  # retention runs (XEP-0313 archive)
 
     @hookimpl
     def add_listeners(self):
@@ -81,6 +85,15 @@ class XmppServer:
     def screen_message(self, message, source):
         """Messages across a block list (XEP-0191 §3.3) are refused, whatever their protocol."""
         self.service.blocking.screen(message, source)
+
+    @hookimpl
+    def on_message(self, message):
+        """Every message the router accepted, from any protocol: the archive (XEP-0313). The
+        message was delivered: a failure here is logged, not turned into an error for its sender."""
+        try:
+            self.service.archive.observe(message)
+        except Exception:
+            log.exception("archiving message %s failed", message.id)
 
     @hookimpl
     def on_presence(self, account, presence):
@@ -131,6 +144,7 @@ class XmppServer:
     def on_shutdown(self):
         self.service.shutdown()
         self.websockets.wait(WEBSOCKET_STOP_TIMEOUT)  # they give back what they did not write
+        self.service.archive.close()  # writes what is still queued
         if self.federation is not None:
             self.federation.shutdown()
         self.core.pm.unregister(self)

@@ -20,14 +20,15 @@ from convergence import Address, Presence
 from convergence.ratelimit import FailureLimiter
 from convergence.store import accounts
 
-from . import (avatar, blocking, bookmarks, c2s, caps, discovery, messages, pep, private_storage,
-               registration, roster, stream_management, upload, vcard)
+from . import (avatar, blocking, bookmarks, c2s, caps, discovery, mam, messages, pep,
+               private_storage, registration, roster, stream_management, upload, vcard)
+from .archive import Archive
 from .iq import IqRouter
 
 #: The modules whose ``register_iq(router)`` fills a service's IQ router (in this order: caps
 #: learns a session's features before PEP sends it the last items).
 IQ_PROVIDERS = (c2s, discovery, messages, registration, roster, vcard, caps, pep, avatar,
-                private_storage, bookmarks, upload, blocking, stream_management)
+                private_storage, bookmarks, upload, blocking, mam, stream_management)
 
 
 class C2SService:
@@ -52,6 +53,7 @@ class C2SService:
         self.last_presence: dict[Address, tuple[object, ET.Element]] = {}  # full JID -> (session, stanza)
         self.shown: dict[Address, dict[Address, Presence]] = {}  # account -> {JID: presence shown}
         self.slow_readers = 0  # connections closed because their outbound queue was full (metrics)
+        self.archive = Archive(self)  # XEP-0313: the message archive's writer (archive.py)
         #: XEP-0198 §5: resumable sessions by id, hibernated or connected (stream_management.py)
         self.resumptions = stream_management.Resumptions()
         #: ``later(seconds, fn) -> cancel()``: runs ``fn`` after ``seconds`` (the hibernation

@@ -243,6 +243,41 @@ _TEXT = re.compile(f"[&<>\r{NOT_XML_CHARS}]")
 _ATTR = re.compile(f"[&<>'\"\t\n\r{NOT_XML_CHARS}]")
 
 
+class EventStream:
+    """What a client session (c2s.py) and a server stream (s2s.py) share to read their peer:
+    ``receive(bytes)`` feeds ``self.parser`` and hands each event, in order, to ``_open(attrs)``
+    (a stream header), ``close()`` (the peer's ``</stream:stream>``, RFC 6120 §4.4) or
+    ``_element(element)``, until the stream is ``closed`` or restarts (``generation`` changed:
+    the old stream's leftovers are void, §4.3.3). Bytes that break the XML rules end the stream
+    with the parser's condition (§4.9.3), after the events that came before them."""
+
+    __slots__ = ()
+
+    def receive(self, data: bytes) -> None:
+        """Bytes from the peer: parse and handle every event they complete."""
+        if self.closed:
+            return
+        try:
+            events = self.parser.feed(data)
+        except StreamError as exc:
+            self._handle(exc.events)  # what came before the bad bytes still counts
+            self.close(exc.condition, exc.text)
+            return
+        self._handle(events)
+
+    def _handle(self, events) -> None:
+        generation = self.generation
+        for event in events:
+            if self.closed or self.generation != generation:
+                return  # closed, or the stream restarted: the old stream's leftovers are void
+            if isinstance(event, StreamOpen):
+                self._open(event.attrs)
+            elif isinstance(event, StreamClose):
+                self.close()
+            else:
+                self._element(event.element)
+
+
 def _entity(match: re.Match) -> str:
     try:
         return _ENTITIES[match[0]]

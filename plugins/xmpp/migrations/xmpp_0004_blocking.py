@@ -1,13 +1,13 @@
 """The XMPP plugin's block lists (XEP-0191 Blocking Command): ``blocked_jids``.
 
-Revision ID: xmpp_0003_blocking
+Revision ID: xmpp_0004_blocking
 Revises: xmpp_0003_muc
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = 'xmpp_0003_blocking'
+revision = 'xmpp_0004_blocking'
 down_revision = 'xmpp_0003_muc'
 branch_labels = None
 depends_on = None
