@@ -68,13 +68,13 @@ def xmpp_client(client_loop):
 
     def connect(server: XmppServer, name: str, password: str | None = None, resource: str = "test",
                 mechanism: str | None = None, presence: bool = True, roster: bool = False,
-                direct_tls: bool = False, timeout: float = 10) -> Client:
+                direct_tls: bool = False, timeout: float = 10, plugins: tuple = ()) -> Client:
         password = server.passwords.get(name, "") if password is None else password
 
         async def start():
             config = {"feature_mechanisms": {"use_mech": mechanism}} if mechanism else {}
             xmpp = slixmpp.ClientXMPP(server.jid(name, resource), password, plugin_config=config)
-            for plugin in ("xep_0030", "xep_0092", "xep_0199", "xep_0280"):
+            for plugin in ("xep_0030", "xep_0092", "xep_0199", "xep_0280", *plugins):
                 xmpp.register_plugin(plugin)
             xmpp.enable_direct_tls, xmpp.enable_starttls = direct_tls, not direct_tls
             xmpp.ca_certs = server.cert

@@ -18,11 +18,12 @@ Fixtures for scenario tests: a real ``convergence serve``, its accounts, slixmpp
   server log, ``wait_for(text)``, ``.stop()``).
 
 ``xmpp_client(server, name, password=None, resource="test", mechanism=None, presence=True,
-  roster=False, direct_tls=False, timeout=10)`` — a slixmpp client logged in over STARTTLS (or
+  roster=False, direct_tls=False, timeout=10, plugins=())`` — a slixmpp client logged in over STARTTLS (or
   Direct TLS), trusting the server's certificate, with ``session_start`` seen. ``password``
   defaults to the one given to ``xmpp_server``; ``mechanism`` restricts SASL (``"PLAIN"``,
   ``"SCRAM-SHA-1"``…); ``roster=True`` fetches the roster and ``presence=True`` then sends initial
-  presence, like a normal client. Returns a :class:`Client`. Login failures raise
+  presence, like a normal client; ``plugins`` are more slixmpp plugins to register before
+  connecting (``"xep_0198"``: stream management, negotiated after binding). Returns a :class:`Client`. Login failures raise
   ``LoginFailed`` (a ConnectionError). All clients are disconnected and their event loop stopped after the test.
 
 :class:`Client`: ``jid`` (the bound full JID), ``xmpp`` (the ``slixmpp.ClientXMPP``; touch it only
@@ -36,8 +37,8 @@ for others), ``none(event, wait)`` (asserts no such event arrives within ``wait`
 
 ``raw_client(server)`` — a :class:`RawClient` on a plain socket that says exactly the bytes a test
 gives it: ``send(bytes)``, ``open()`` (header, wait for features), ``login(name, password,
-resource="raw")`` (STARTTLS trusting the server's certificate, PLAIN, bind; ``bound`` is then the
-full JID), ``next(tag)`` (the
+resource="raw", bind=True)`` (STARTTLS trusting the server's certificate, PLAIN, bind unless
+``bind`` is False; ``bound`` is then the full JID), ``next(tag)`` (the
 next element whose tag ends with ``tag``), ``read(until, timeout)`` (events until one satisfies
 ``until``), ``stream_error()`` (the condition of the stream error the server sends, asserting the
 connection then closes).
@@ -250,7 +251,7 @@ class RawClient:
         self.send(self.HEADER)
         self.next("features")
 
-    def login(self, name: str, password: str, resource: str = "raw") -> None:
+    def login(self, name: str, password: str, resource: str = "raw", bind: bool = True) -> None:
         self.open()
         self.send(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
         self.next("proceed")
@@ -263,6 +264,8 @@ class RawClient:
         self.next("success")
         self.parser.reset()
         self.open()
+        if not bind:
+            return
         self.send(b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
                   b"<resource>%s</resource></bind></iq>" % resource.encode())
         self.bound = self.next("iq").findtext(

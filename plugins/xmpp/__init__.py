@@ -114,6 +114,12 @@ def add_config_section():
                                    positive_int),
         "private_max_elements": Option(64, "private XML storage elements per account (XEP-0049)",
                                        positive_int),
+        "resume_timeout": Option(300.0, "seconds a stream with XEP-0198 resumption waits for its "
+                                 "client to resume it after its connection died", positive_number),
+        "sm_max_unacked": Option(1000, "stanzas sent and not acknowledged (XEP-0198) before the "
+                                 "session ends with resource-constraint", positive_int),
+        "csi_max_held": Option(256, "presence updates and chat states held back for an inactive "
+                               "client (XEP-0352) before they are sent anyway", positive_int),
         "blocklist_max_items": Option(1000, "JIDs one account may block (XEP-0191)", positive_int),
         "caps_cache_size": Option(1000, "verified entity capabilities remembered (XEP-0115)",
                                   positive_int),

@@ -189,6 +189,13 @@ class BlockLists:
             if not sessions:
                 del self._interested[account]
 
+    def resumed(self, old, new) -> None:
+        """A new stream took the session ``old`` over (XEP-0198 §5): ``new`` gets the pushes."""
+        sessions = self._interested.get(new.account)
+        if sessions is not None and old in sessions:
+            sessions.discard(old)
+            sessions.add(new)
+
     def listed(self, account: Address) -> list[Address]:
         self.of(account)
         return list(self._order[account.local])
@@ -245,6 +252,7 @@ def register_iq(router) -> None:
     router.register(BLOCK, block_iq)
     router.register(UNBLOCK, unblock_iq)
     router.on("closed", lambda service, session: service.blocking.closed(session))
+    router.on("resumed", lambda service, old, new: service.blocking.resumed(old, new))
 
 
 def blocklist_iq(service, session, iq: ET.Element) -> ET.Element:

@@ -34,6 +34,13 @@ next login, oldest first. The message whose ``send`` found the link closed (the 
 overflowed the queue, say) is refused after those went back, so the router stores it after them.
 Bytes the kernel took can still be lost with the connection, and a message to the bare JID that
 another resource also received is stored again: see docs/xmpp.md, "Slow readers".
+
+With stream management (XEP-0198, ``stream_management.py``) a message counts as delivered only
+once the client acknowledged it: ``send`` keeps each stanza (with its message) until then, a dead
+connection of a resumable session hibernates instead of ending it (``connection_lost``), a new
+stream may take the session over with ``<resume/>`` (every slot but ``CONNECTION_STATE`` moves to
+it), and a session that ends for good gives its unacknowledged messages back (``_give_back``).
+While the client is inactive (XEP-0352, ``csi.py``) ``send`` holds presence and chat states back.
 """
 from __future__ import annotations
 
@@ -49,7 +56,7 @@ from convergence import Address, AddressError, RoutingError
 from convergence.addresses import normalize_domain
 from convergence.presence import UNAVAILABLE
 
-from . import messages, presence, sasl
+from . import csi, messages, presence, sasl, stream_management
 from .stanzas import StanzaError, error_reply, iq_result, tag
 from .stream import (CLIENT_NS, STREAM_CLOSE, STREAM_NS, EventStream, StreamParser, serialize,
                      stream_error, stream_header)
@@ -101,7 +108,13 @@ class Session(EventStream):
     __slots__ = ("service", "link", "peer", "parser", "encrypted", "username", "address", "account",
                  "presence", "available", "interested", "directed", "carbons", "closed",
                  "header_sent", "stream_open", "lang", "generation", "mechanism", "deadline",
-                 "pinged", "unwritten", "holding", "giving", "__weakref__")
+                 "pinged", "unwritten", "holding", "giving", "sm", "csi", "__weakref__")
+    #: what belongs to the connection, not to the bound session: a stream resumed on a new
+    #: connection (XEP-0198 §5) takes every other slot over from the old one
+    CONNECTION_STATE = frozenset(("service", "link", "peer", "parser", "encrypted", "closed",
+                                  "header_sent", "stream_open", "lang", "generation", "mechanism",
+                                  "deadline", "pinged", "unwritten", "holding", "giving",
+                                  "__weakref__"))
 
     protocol = "xmpp"
 
@@ -130,6 +143,8 @@ class Session(EventStream):
         self.unwritten: deque = deque()  # (link offset where its stanza ends, Message), oldest first
         self.holding = False  # closing: the router holds the account's stores until we gave back
         self.giving = False  # a greenlet is giving back ``unwritten`` (one at a time: in order)
+        self.sm = None  # XEP-0198 state once enabled (stream_management.StreamManagement)
+        self.csi = None  # XEP-0352: held stanzas while the client is inactive (csi.ClientState)
         service.connected(self)
 
     def __repr__(self):
@@ -186,6 +201,8 @@ class Session(EventStream):
             ET.SubElement(features, BIND)
             ET.SubElement(ET.SubElement(features, tag("session", SESSION_NS)), tag("optional", SESSION_NS))
             ET.SubElement(features, tag("ver", ROSTER_VERSIONING_NS))
+            stream_management.features(features)
+            csi.features(features)
         return features
 
     def _restart(self) -> None:
@@ -201,6 +218,10 @@ class Session(EventStream):
             self._starttls()
         elif name.startswith("{" + SASL_NS + "}"):
             self._sasl(element)
+        elif name.startswith("{" + stream_management.SM_NS + "}") and self.username is not None:
+            stream_management.element(self, element)
+        elif name.startswith("{" + csi.CSI_NS + "}") and self.address is not None:
+            csi.element(self, element)
         elif self.address is not None:
             self._stanza(element)
         elif name == IQ and self.username is not None and element.find(BIND) is not None:
@@ -326,6 +347,8 @@ class Session(EventStream):
         if name not in (IQ, MESSAGE, PRESENCE):
             return self.close("unsupported-stanza-type", f"{name} is not a stanza")
         element.set("from", self.address.jid)  # §8.1.2.1: the server stamps the real sender
+        if self.sm is not None:
+            self.sm.received()
         try:
             if name == IQ:
                 self.service.iq.dispatch(self.service, self, element)
@@ -339,31 +362,38 @@ class Session(EventStream):
                 self.send(error_reply(element, StanzaError("internal-server-error")))
 
     # ---- output --------------------------------------------------------------------------------
-    def send(self, element: ET.Element) -> bool:
-        """Queue one element for the client; False when the connection is gone or was too slow."""
+    def send(self, element: ET.Element, message=None) -> bool:
+        """Queue one element for the client; False when the connection is gone or was too slow.
+        An inactive client's presence and chat states wait (XEP-0352); with stream management
+        a stanza is kept until acknowledged, with the core ``message`` it carries (XEP-0198)."""
         if self.closed:
             return False
+        if self.csi is not None and self.csi.hold(self, element):
+            return True
+        if self.sm is not None:
+            return stream_management.send(self, element, message)
         return self.link.send(serialize(element))
 
     def deliver(self, message) -> None:
         """Endpoint.deliver: a core Message as a <message/> stanza (RFC 6121 §5), remembered until
         the socket has taken it. A link that closed (a full queue) refuses it, after the messages
         it did not write went back to the router: the store keeps them in order."""
-        if self.closed or self.address is None:
+        if self.closed or self.address is None or stream_management.refuses(self, message):
             raise RoutingError("recipient-unavailable", f"{self} is gone")
-        if not self.send(messages.element(self.service, message)):
+        if not self.send(messages.element(self.service, message), message):
             self.connection_lost()
             raise RoutingError("recipient-unavailable", f"{self} is gone")
-        written, unwritten = self.link.written, self.unwritten
-        while unwritten and unwritten[0][0] <= written:
-            unwritten.popleft()
-        unwritten.append((self.link.accepted, message))
+        if self.sm is None:  # with stream management, kept until acknowledged instead
+            written, unwritten = self.link.written, self.unwritten
+            while unwritten and unwritten[0][0] <= written:
+                unwritten.popleft()
+            unwritten.append((self.link.accepted, message))
         messages.delivered(self.service, self, message)
 
     def flush(self, timeout: float) -> bool:
         """Endpoint.flush: wait until what was queued for the client has been written to the
         socket; False if the connection closed first (its queue thrown away) or ``timeout``."""
-        return not self.closed and self.link.flush(timeout)
+        return not self.closed and (self.link.flush(timeout) or stream_management.handed_on(self))
 
     # ---- timers: the transport calls idle() after idle_timeout() silent seconds ----------------
     def idle_timeout(self) -> float:
@@ -380,7 +410,11 @@ class Session(EventStream):
         if self.address is None:
             return self.close("connection-timeout", "negotiation took too long")
         if self.pinged:
+            if stream_management.resumable(self):  # a dead connection: it hibernates (XEP-0198 §5)
+                self.link.send(stream_error("connection-timeout", "no answer to ping"))
+                return self.link.close_after_flush("no answer to ping")
             return self.close("connection-timeout", "no answer to ping")
+        stream_management.request(self)  # XEP-0198: unacknowledged stanzas? ask
         ping = ET.Element(IQ, {"type": "get", "id": "ping-" + secrets.token_hex(4),
                                 "from": self.service.domain, "to": self.address.jid})
         ET.SubElement(ping, tag("ping", PING_NS))
@@ -394,6 +428,8 @@ class Session(EventStream):
             return
         if not self.header_sent:  # §4.9.1.2: a stream error needs our header before it
             self._send_header()
+        if self.sm is not None:
+            self.sm.resumable = False  # a stream that was ended is not resumed (XEP-0198 §5)
         self.link.send(stream_error(condition, text) if condition else STREAM_CLOSE)
         self._end(condition or "stream closed")
 
@@ -406,8 +442,8 @@ class Session(EventStream):
         has closed too (a closing stream may still be flushing), the messages it did not write go
         back to the router, after the session left the presence hub."""
         try:
-            if not self.closed:
-                self._leave()
+            if not self.closed and not (self.link.closed and stream_management.hibernate(self)):
+                self._leave()  # (a session with resumption enabled waits for it: XEP-0198 §5)
         finally:
             if self.link.closed:
                 self._give_back()
@@ -438,6 +474,8 @@ class Session(EventStream):
             while unwritten:  # in batches: more may be queued while the store writes
                 batch = [unwritten.popleft() for _ in range(len(unwritten))]
                 router.returned(*(message for end, message in batch if end > written))
+            if self.sm is not None and self.closed:  # XEP-0198: never acknowledged by the client
+                router.returned(*self.sm.messages())
         finally:
             self.giving = False
             if self.holding:

@@ -34,7 +34,8 @@ The events: ``presence`` (service, session, stanza) — a broadcast presence (RF
 is sent, which an observer may amend; ``directed`` (service, session, stanza) — the same for
 directed presence (§4.6); ``closed`` (service, session) — a bound session ended;
 ``subscribed`` (service, account, sessions) — those sessions now see the account's presence (RFC
-6121 §3.1.5); ``vcard`` (service, account, vCard element) — an account is storing its vCard (XEP-0054 §3.2; an
+6121 §3.1.5); ``resumed`` (service, old, new) — a new stream took a session over (XEP-0198 §5:
+``new`` is the session from now on, with the same address); ``vcard`` (service, account, vCard element) — an account is storing its vCard (XEP-0054 §3.2; an
 observer may refuse it with a ``StanzaError``); and the
 ones the PEP modules emit themselves (``pep.py``).
 """

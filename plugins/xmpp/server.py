@@ -48,6 +48,7 @@ class XmppServer:
     def __init__(self, core, settings: dict):
         self.core = core
         self.service = C2SService(core, settings)
+        self.service.later = transport.later  # XEP-0198 hibernation timers
         self.federation = None  # server-to-server, when [xmpp] s2s_listen is set
         self.websockets = transport.OpenConnections()  # sessions over WebSocket (RFC 7395)
         if settings["s2s_listen"]:
@@ -158,6 +159,8 @@ class XmppCollector(Collector):
                      "bound to a resource or still negotiating", service.open_streams())
         yield family("gauge", "convergence_xmpp_c2s_sessions", "XMPP client sessions bound to a "
                      "resource (RFC 6120 §7)", len(service.all_sessions()))
+        yield family("gauge", "convergence_xmpp_c2s_hibernated", "XMPP sessions whose connection "
+                     "died, waiting to be resumed (XEP-0198)", service.resumptions.hibernated())
         yield family("counter", "convergence_xmpp_slow_reader_disconnects", "XMPP connections "
                      "closed because the client did not read ([xmpp] max_queued bytes were "
                      "waiting)", service.slow_readers)

@@ -21,14 +21,14 @@ from convergence.ratelimit import FailureLimiter
 from convergence.store import accounts
 
 from . import (avatar, blocking, bookmarks, c2s, caps, discovery, mam, messages, pep,
-               private_storage, registration, roster, upload, vcard)
+               private_storage, registration, roster, stream_management, upload, vcard)
 from .archive import Archive
 from .iq import IqRouter
 
 #: The modules whose ``register_iq(router)`` fills a service's IQ router (in this order: caps
 #: learns a session's features before PEP sends it the last items).
 IQ_PROVIDERS = (c2s, discovery, messages, registration, roster, vcard, caps, pep, avatar,
-                private_storage, bookmarks, upload, blocking, mam)
+                private_storage, bookmarks, upload, blocking, mam, stream_management)
 
 
 class C2SService:
@@ -54,6 +54,11 @@ class C2SService:
         self.shown: dict[Address, dict[Address, Presence]] = {}  # account -> {JID: presence shown}
         self.slow_readers = 0  # connections closed because their outbound queue was full (metrics)
         self.archive = Archive(self)  # XEP-0313: the message archive's writer (archive.py)
+        #: XEP-0198 §5: resumable sessions by id, hibernated or connected (stream_management.py)
+        self.resumptions = stream_management.Resumptions()
+        #: ``later(seconds, fn) -> cancel()``: runs ``fn`` after ``seconds`` (the hibernation
+        #: timers); the transport's ``transport.later``, set by the XmppServer
+        self.later = None
 
     def credentials(self, username: str):
         """The stored SCRAM keys of ``username`` (SASL lookups), or None."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 
+import gevent
 from gevent.event import Event
 
 from convergence import certificates
@@ -30,6 +31,13 @@ def tls_context(core, settings):
     cert, key = certificates.files(core.domain, core.config.data_dir, settings["tls_cert"],
                                    settings["tls_key"])
     return certificates.server_context(cert, key)
+
+
+def later(seconds: float, fn):
+    """``C2SService.later``: run ``fn()`` in a greenlet of its own after ``seconds``; returns a
+    function that cancels it (a hibernated session's resumption timer, XEP-0198 §5)."""
+    greenlet = gevent.spawn_later(seconds, fn)
+    return lambda: greenlet.kill(block=False)
 
 
 def serve_connection(service, sock, peer, direct_tls: bool = False, ended=lambda: None) -> None:
