@@ -40,8 +40,8 @@ def remote(service, address: Address) -> bool:
 def send(service, element: ET.Element) -> bool:
     """``element`` (``jabber:client`` names, ``to`` of another domain) over federation; False when
     it cannot be queued. Without federation: StanzaError ``remote-server-not-found``."""
-    federation = service.federation
     to = Address.parse(element.get("to"))
+    federation = service.link_for(to.domain)  # or the component serving it (XEP-0114)
     if federation is None:
         raise StanzaError("remote-server-not-found", f"no route to {to.domain}")
     try:
