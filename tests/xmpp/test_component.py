@@ -4,18 +4,32 @@ slixmpp ``ComponentXMPP`` on the ``component_listen`` port talking with an XMPP 
 HTTP API and a SIP phone through a running server."""
 from __future__ import annotations
 
+import asyncio
+import base64
 import hashlib
+import json
+import socket
 import types
+import urllib.request
 import xml.etree.ElementTree as ET
 
 import pytest
+import slixmpp
+from slixmpp.exceptions import IqError
+
+from scenario_kit import Client
+from sipp_runner import Sipp, needs_sipp
 
 from convergence import RoutingError
 from convergence.config import ConfigError
 from convergence.plugins.xmpp import component
+from convergence.plugins.xmpp.discovery import DISCO_ITEMS
 from convergence.plugins.xmpp.iq import IqRouter
+from convergence.plugins.xmpp.stream import Stanza, StreamClose, StreamParser
+from convergence.testing import free_port
 
 from .test_c2s import names, stream_error
+from .roster_client import condition, iq
 from .test_s2s_stream import Peer, TlsLink
 
 DOMAIN, GATEWAY, SECRET = "example.org", "gateway.example.org", "s3cret"
@@ -125,3 +139,155 @@ def test_configuration_is_checked():
         component.check_domains({DOMAIN: "x"}, DOMAIN, "conference.example.org")
     with pytest.raises(ConfigError, match="muc_domain"):
         component.check_domains({"conference.example.org": "x"}, DOMAIN, "conference.example.org")
+
+
+# ---- a real component (slixmpp ComponentXMPP) on a running server ---------------------------
+
+ACCOUNTS = {"alice": "pw-a", "bob": "pw-b"}
+ECHO = f"echo@{GATEWAY}"
+
+
+def server_with_components(convergence_server, accounts=ACCOUNTS, **sections):
+    port = free_port()
+    server = convergence_server(accounts, xmpp={"component_listen": f"127.0.0.1:{port}",
+                                                "components": {GATEWAY: SECRET}}, **sections)
+    server.component_port = port
+    return server
+
+
+def gateway(client_loop, server, secret: str = SECRET, expect_ok: bool = True) -> Client:
+    """A slixmpp component connected to ``server`` (its handshake answered: ``session_start``),
+    or for ``expect_ok=False`` one whose handshake was refused (the stream error is queued)."""
+    async def start():
+        xmpp = slixmpp.ComponentXMPP(GATEWAY, secret, "127.0.0.1", server.component_port)
+        xmpp.register_plugin("xep_0030")
+        xmpp.register_plugin("xep_0199")
+        client = Client(client_loop, xmpp)
+        done = client_loop.loop.create_future()
+        xmpp.add_event_handler("session_start", lambda _: done.done() or done.set_result(True))
+        xmpp.add_event_handler("stream_error", lambda e: done.done() or done.set_result(False))
+        xmpp.connect()
+        assert await asyncio.wait_for(done, 10) is expect_ok
+        return client
+    return client_loop.run(start, timeout=12)
+
+
+def server_items(client) -> set[str]:
+    result = iq(client, f"<query xmlns='{DISCO_ITEMS}'/>", to=DOMAIN)
+    return {item.get("jid") for item in result.xml.iter(f"{{{DISCO_ITEMS}}}item")}
+
+
+def raw_component(server):
+    """A hand-written component: (socket, parser, the server's header)."""
+    sock = socket.create_connection(("127.0.0.1", server.component_port), timeout=5)
+    parser = StreamParser(10 ** 6)
+    sock.sendall(f"<stream:stream xmlns='jabber:component:accept' "
+                 f"xmlns:stream='http://etherx.jabber.org/streams' to='{GATEWAY}'>".encode())
+    return sock, parser, read(sock, parser)[0]
+
+
+def read(sock, parser, until=lambda events: events) -> list:
+    events = []
+    while not until(events):
+        data = sock.recv(65536)
+        assert data, f"connection closed after {events}"
+        events += [e.element if isinstance(e, Stanza) else e for e in parser.feed(data)]
+    return events
+
+
+def test_component_talks_with_clients_and_the_http_api(convergence_server, xmpp_client, client_loop):
+    """XEP-0114 end to end: a wrong secret is refused (not-authorized); the component then
+    connects, is listed in the server's disco#items, exchanges messages and IQs with an XMPP
+    client, gets ``POST /api/messages``, asks the server itself (disco#info); a second connection
+    replaces it (conflict); once it is gone messages bounce and IQs fail (service-unavailable);
+    a stanza with a foreign 'from' ends a stream with invalid-from."""
+    server = server_with_components(convergence_server)
+    refused = gateway(client_loop, server, secret="wrong", expect_ok=False)
+    assert refused.next("disconnected")
+    alice = xmpp_client(server, "alice")
+    assert GATEWAY not in server_items(alice)
+
+    component = gateway(client_loop, server)
+    assert GATEWAY in server_items(alice)
+    alice.send_message(ECHO, "ping the gateway")
+    got = component.next("message", match=lambda m: m["body"] == "ping the gateway")
+    assert got["from"].full == alice.jid and got["to"].full == ECHO
+    component.send_message(alice.jid, "pong from the gateway", **{"from": ECHO})
+    answer = alice.next("message", match=lambda m: m["body"] == "pong from the gateway")
+    assert answer["from"].full == ECHO
+    # the component to the bare JID: every resource, like any message (RFC 6121 §8.5.2)
+    component.send_message(server.jid("alice"), "to your account", **{"from": f"news@{GATEWAY}"})
+    alice.next("message", match=lambda m: m["body"] == "to your account")
+    # IQs both ways: alice pings the component (slixmpp answers), the component asks the server
+    assert iq(alice, "<ping xmlns='urn:xmpp:ping'/>", to=GATEWAY)["type"] == "result"
+    info = component.call(lambda: component.xmpp["xep_0030"].get_info(jid=DOMAIN, ifrom=GATEWAY))
+    assert info["type"] == "result" and "server" in {i[0] for i in info["disco_info"]["identities"]}
+
+    # the HTTP API (bob) reaches the component
+    token = base64.b64encode(b"bob:pw-b").decode()
+    post = urllib.request.Request(f"{server.http_url}/api/messages", method="POST",
+                                  data=json.dumps({"to": ECHO, "body": "from the web"}).encode(),
+                                  headers={"Authorization": f"Basic {token}",
+                                           "Content-Type": "application/json"})
+    with urllib.request.urlopen(post, timeout=5) as reply:
+        assert reply.status == 200 and json.load(reply)["outcome"] == "delivered"
+    web = component.next("message", match=lambda m: m["body"] == "from the web")
+    assert web["from"].bare == server.jid("bob")
+
+    # a second connection for the domain replaces the first (conflict, as Prosody does)
+    newer = gateway(client_loop, server)
+    assert component.next("stream_error")["condition"] == "conflict"
+    alice.send_message(ECHO, "to the newer one")
+    newer.next("message", match=lambda m: m["body"] == "to the newer one")
+    newer.disconnect()
+    newer.next("disconnected")
+
+    # gone: a message bounces, an IQ fails, disco#items forgets it (waiting for the server to see
+    # the close: the bounce is the event that tells)
+    alice.send_message(ECHO, "anyone there?")
+    bounce = alice.next("message_error", match=lambda m: m["from"].full == ECHO)
+    assert bounce["error"]["condition"] == "service-unavailable"
+    with pytest.raises(IqError) as failed:
+        iq(alice, "<ping xmlns='urn:xmpp:ping'/>", to=GATEWAY)
+    assert condition(failed.value) == "service-unavailable"
+    assert GATEWAY not in server_items(alice)
+
+    # a hand-written component: handshake, then a stanza from another domain
+    sock, parser, header = raw_component(server)
+    sock.sendall(f"<handshake>{component_handshake(header.attrs['id'])}</handshake>".encode())
+    assert read(sock, parser, lambda e: e)[0].tag == ACCEPT + "handshake"
+    sock.sendall(f"<message from='alice@{DOMAIN}' to='bob@{DOMAIN}'><body>forged</body></message>".encode())
+    events = read(sock, parser, lambda e: any(isinstance(x, StreamClose) for x in e))
+    assert stream_error(events) == "invalid-from"
+    sock.close()
+    alice.none("message", wait=0.2)
+
+
+def component_handshake(stream_id: str) -> str:
+    return component.handshake(stream_id, SECRET)
+
+
+@needs_sipp
+def test_sip_phone_and_component_message_each_other(convergence_server, client_loop, tmp_path):
+    """A phone's MESSAGE to sip:echo@gateway.example.org reaches the component (200 OK); the
+    component's message to the phone's user arrives as a SIP MESSAGE from its JID; with the
+    component gone the phone's MESSAGE is refused."""
+    from actors import PHONE_PASSWORD, SIP, Phone
+    server = server_with_components(convergence_server, {**ACCOUNTS, "sipuserf": PHONE_PASSWORD},
+                                    sip=SIP)
+    component = gateway(client_loop, server)
+    folder = tmp_path / "sipp"
+    folder.mkdir()
+    phone = Phone(Sipp(server.sip_port, folder))
+    phone.register()
+    phone.send("echo", "hello gateway", domain=GATEWAY)
+    got = component.next("message", match=lambda m: m["body"].strip() == "hello gateway")
+    assert got["from"].bare == server.jid("sipuserf")
+    incoming = phone.receive()
+    component.send_message(server.jid("sipuserf"), "hello phone", **{"from": ECHO})
+    log = incoming()
+    assert f"From: <sip:{ECHO}>" in log and "hello phone" in log
+    component.disconnect()
+    component.next("disconnected")
+    log = phone.send("echo", "still there?", domain=GATEWAY, expect=503)
+    assert "503" in log
