@@ -220,7 +220,7 @@ def test_component_talks_with_clients_and_the_http_api(convergence_server, xmpp_
     alice.next("message", match=lambda m: m["body"] == "to your account")
     # IQs both ways: alice pings the component (slixmpp answers), the component asks the server
     assert iq(alice, "<ping xmlns='urn:xmpp:ping'/>", to=GATEWAY)["type"] == "result"
-    info = component.call(lambda: component.xmpp["xep_0030"].get_info(jid=DOMAIN, ifrom=GATEWAY))
+    info = component.call(lambda: component.xmpp.plugin["xep_0030"].get_info(jid=DOMAIN, ifrom=GATEWAY))
     assert info["type"] == "result" and "server" in {i[0] for i in info["disco_info"]["identities"]}
 
     # the HTTP API (bob) reaches the component
