@@ -159,8 +159,10 @@ class IqRouter:
     @staticmethod
     def _to_other_domain(service, iq, request: bool) -> None:
         """RFC 6120 §10.4: a bound session's IQ for another domain (a request, or the answer to a
-        remote entity's request) leaves over federation (``service.federation``); without it a
-        request gets ``remote-server-not-found``, an answer is dropped."""
+        remote entity's request) leaves over federation (``service.federation``), or to the
+        external component serving that domain (XEP-0114, ``service.link_for``: a component
+        not connected is ``service-unavailable``); with neither a request gets
+        ``remote-server-not-found``, an answer is dropped."""
         to = Address.from_jid(iq.get("to"))
         try:
             link = service.link_for(to.domain)  # a component's domain: to the component (XEP-0114)

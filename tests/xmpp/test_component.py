@@ -197,13 +197,14 @@ def read(sock, parser, until=lambda events: events) -> list:
 
 def test_component_talks_with_clients_and_the_http_api(convergence_server, xmpp_client, client_loop):
     """XEP-0114 end to end: a wrong secret is refused (not-authorized); the component then
-    connects, is listed in the server's disco#items, exchanges messages and IQs with an XMPP
-    client, gets ``POST /api/messages``, asks the server itself (disco#info); a second connection
+    connects, is listed in the server's disco#items, exchanges messages, IQs and directed
+    presence with an XMPP client, gets ``POST /api/messages``, asks the server itself (disco#info); a second connection
     replaces it (conflict); once it is gone messages bounce and IQs fail (service-unavailable);
     a stanza with a foreign 'from' ends a stream with invalid-from."""
     server = server_with_components(convergence_server)
     refused = gateway(client_loop, server, secret="wrong", expect_ok=False)
     assert refused.next("disconnected")
+    assert "WARNING" in server.process.wait_for(f"wrong handshake for {GATEWAY} from 127.0.0.1")
     alice = xmpp_client(server, "alice")
     assert GATEWAY not in server_items(alice)
 
@@ -222,6 +223,12 @@ def test_component_talks_with_clients_and_the_http_api(convergence_server, xmpp_
     assert iq(alice, "<ping xmlns='urn:xmpp:ping'/>", to=GATEWAY)["type"] == "result"
     info = component.call(lambda: component.xmpp.plugin["xep_0030"].get_info(jid=DOMAIN, ifrom=GATEWAY))
     assert info["type"] == "result" and "server" in {i[0] for i in info["disco_info"]["identities"]}
+
+    # directed presence both ways
+    alice.call(lambda: alice.xmpp.send_presence(pto=GATEWAY, pstatus="hi gateway"))
+    assert component.next("presence", match=lambda p: p["status"] == "hi gateway")["from"].full == alice.jid
+    component.call(lambda: component.xmpp.send_presence(pto=alice.jid, pfrom=ECHO, pstatus="up"))
+    assert alice.next("presence", match=lambda p: p["status"] == "up")["from"].full == ECHO
 
     # the HTTP API (bob) reaches the component
     token = base64.b64encode(b"bob:pw-b").decode()
