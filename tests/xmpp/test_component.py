@@ -210,6 +210,10 @@ def test_component_talks_with_clients_and_the_http_api(convergence_server, xmpp_
 
     component = gateway(client_loop, server)
     assert GATEWAY in server_items(alice)
+    with urllib.request.urlopen(f"{server.http_url}/metrics", timeout=5) as reply:
+        metrics = reply.read().decode().splitlines()
+    assert "convergence_xmpp_components_connected 1.0" in metrics
+    assert "convergence_xmpp_component_streams 1.0" in metrics
     alice.send_message(ECHO, "ping the gateway")
     got = component.next("message", match=lambda m: m["body"] == "ping the gateway")
     assert got["from"].full == alice.jid and got["to"].full == ECHO
