@@ -75,7 +75,7 @@ def check_domains(table: dict[str, str], domain: str, muc: str | None) -> dict[s
     for name in table:
         if name == domain:
             raise ConfigError(f"[xmpp] components: {name!r} is the server's own domain; a component "
-                              'needs a domain of its own, such as "gateway.{domain}"')
+                              f'needs a domain of its own, such as "gateway.{domain}"')
         if name == muc:
             raise ConfigError(f"[xmpp] components: {name!r} is the group chat domain (muc_domain)")
     return table

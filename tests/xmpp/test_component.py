@@ -172,6 +172,13 @@ def gateway(client_loop, server, secret: str = SECRET, expect_ok: bool = True) -
     return client_loop.run(start, timeout=12)
 
 
+def disconnect(gw: Client, server) -> None:
+    """Close the component's stream and wait until the server has seen it end (its log says so)."""
+    start = len(server.process.output)
+    gw.disconnect()
+    server.process.wait_for(f"({GATEWAY}) ended", start=start)
+
+
 def server_items(client) -> set[str]:
     result = iq(client, f"<query xmlns='{DISCO_ITEMS}'/>", to=DOMAIN)
     return {item.get("jid") for item in result.xml.iter(f"{{{DISCO_ITEMS}}}item")}
@@ -196,10 +203,10 @@ def read(sock, parser, until=lambda events: events) -> list:
 
 
 def test_component_talks_with_clients_and_the_http_api(convergence_server, xmpp_client, client_loop):
-    """XEP-0114 end to end: a wrong secret is refused (not-authorized); the component then
-    connects, is listed in the server's disco#items, exchanges messages, IQs and directed
-    presence with an XMPP client, gets ``POST /api/messages``, asks the server itself (disco#info); a second connection
-    replaces it (conflict); once it is gone messages bounce and IQs fail (service-unavailable);
+    """XEP-0114 end to end: a wrong secret is refused (not-authorized, logged); the component
+    then connects, is listed in the server's disco#items and metrics, exchanges messages, IQs and
+    directed presence with an XMPP client, gets ``POST /api/messages``, asks the server itself
+    (disco#info); a second connection replaces it (conflict); once it is gone messages bounce and IQs fail (service-unavailable);
     a stanza with a foreign 'from' ends a stream with invalid-from."""
     server = server_with_components(convergence_server)
     refused = gateway(client_loop, server, secret="wrong", expect_ok=False)
@@ -208,30 +215,30 @@ def test_component_talks_with_clients_and_the_http_api(convergence_server, xmpp_
     alice = xmpp_client(server, "alice")
     assert GATEWAY not in server_items(alice)
 
-    component = gateway(client_loop, server)
+    gw = gateway(client_loop, server)
     assert GATEWAY in server_items(alice)
     with urllib.request.urlopen(f"{server.http_url}/metrics", timeout=5) as reply:
         metrics = reply.read().decode().splitlines()
     assert "convergence_xmpp_components_connected 1.0" in metrics
     assert "convergence_xmpp_component_streams 1.0" in metrics
     alice.send_message(ECHO, "ping the gateway")
-    got = component.next("message", match=lambda m: m["body"] == "ping the gateway")
+    got = gw.next("message", match=lambda m: m["body"] == "ping the gateway")
     assert got["from"].full == alice.jid and got["to"].full == ECHO
-    component.send_message(alice.jid, "pong from the gateway", **{"from": ECHO})
+    gw.send_message(alice.jid, "pong from the gateway", **{"from": ECHO})
     answer = alice.next("message", match=lambda m: m["body"] == "pong from the gateway")
     assert answer["from"].full == ECHO
     # the component to the bare JID: every resource, like any message (RFC 6121 §8.5.2)
-    component.send_message(server.jid("alice"), "to your account", **{"from": f"news@{GATEWAY}"})
+    gw.send_message(server.jid("alice"), "to your account", **{"from": f"news@{GATEWAY}"})
     alice.next("message", match=lambda m: m["body"] == "to your account")
-    # IQs both ways: alice pings the component (slixmpp answers), the component asks the server
+    # IQs both ways: alice pings the component (slixmpp answers), it asks the server
     assert iq(alice, "<ping xmlns='urn:xmpp:ping'/>", to=GATEWAY)["type"] == "result"
-    info = component.call(lambda: component.xmpp.plugin["xep_0030"].get_info(jid=DOMAIN, ifrom=GATEWAY))
+    info = gw.call(lambda: gw.xmpp.plugin["xep_0030"].get_info(jid=DOMAIN, ifrom=GATEWAY))
     assert info["type"] == "result" and "server" in {i[0] for i in info["disco_info"]["identities"]}
 
     # directed presence both ways
     alice.call(lambda: alice.xmpp.send_presence(pto=GATEWAY, pstatus="hi gateway"))
-    assert component.next("presence", match=lambda p: p["status"] == "hi gateway")["from"].full == alice.jid
-    component.call(lambda: component.xmpp.send_presence(pto=alice.jid, pfrom=ECHO, pstatus="up"))
+    assert gw.next("presence", match=lambda p: p["status"] == "hi gateway")["from"].full == alice.jid
+    gw.call(lambda: gw.xmpp.send_presence(pto=alice.jid, pfrom=ECHO, pstatus="up"))
     assert alice.next("presence", match=lambda p: p["status"] == "up")["from"].full == ECHO
 
     # the HTTP API (bob) reaches the component
@@ -242,19 +249,17 @@ def test_component_talks_with_clients_and_the_http_api(convergence_server, xmpp_
                                            "Content-Type": "application/json"})
     with urllib.request.urlopen(post, timeout=5) as reply:
         assert reply.status == 200 and json.load(reply)["outcome"] == "delivered"
-    web = component.next("message", match=lambda m: m["body"] == "from the web")
+    web = gw.next("message", match=lambda m: m["body"] == "from the web")
     assert web["from"].bare == server.jid("bob")
 
     # a second connection for the domain replaces the first (conflict, as Prosody does)
     newer = gateway(client_loop, server)
-    assert component.next("stream_error")["condition"] == "conflict"
+    assert gw.next("stream_error")["condition"] == "conflict"
     alice.send_message(ECHO, "to the newer one")
     newer.next("message", match=lambda m: m["body"] == "to the newer one")
-    newer.disconnect()
-    newer.next("disconnected")
+    disconnect(newer, server)
 
-    # gone: a message bounces, an IQ fails, disco#items forgets it (waiting for the server to see
-    # the close: the bounce is the event that tells)
+    # gone: a message bounces, an IQ fails, disco#items forgets it
     alice.send_message(ECHO, "anyone there?")
     bounce = alice.next("message_error", match=lambda m: m["from"].full == ECHO)
     assert bounce["error"]["condition"] == "service-unavailable"
@@ -265,7 +270,7 @@ def test_component_talks_with_clients_and_the_http_api(convergence_server, xmpp_
 
     # a hand-written component: handshake, then a stanza from another domain
     sock, parser, header = raw_component(server)
-    sock.sendall(f"<handshake>{component_handshake(header.attrs['id'])}</handshake>".encode())
+    sock.sendall(f"<handshake>{component.handshake(header.attrs['id'], SECRET)}</handshake>".encode())
     assert read(sock, parser, lambda e: e)[0].tag == ACCEPT + "handshake"
     sock.sendall(f"<message from='alice@{DOMAIN}' to='bob@{DOMAIN}'><body>forged</body></message>".encode())
     events = read(sock, parser, lambda e: any(isinstance(x, StreamClose) for x in e))
@@ -274,31 +279,26 @@ def test_component_talks_with_clients_and_the_http_api(convergence_server, xmpp_
     alice.none("message", wait=0.2)
 
 
-def component_handshake(stream_id: str) -> str:
-    return component.handshake(stream_id, SECRET)
-
-
 @needs_sipp
 def test_sip_phone_and_component_message_each_other(convergence_server, client_loop, tmp_path):
     """A phone's MESSAGE to sip:echo@gateway.example.org reaches the component (200 OK); the
     component's message to the phone's user arrives as a SIP MESSAGE from its JID; with the
-    component gone the phone's MESSAGE is refused."""
+    component gone the phone's MESSAGE is refused (503, service-unavailable)."""
     from actors import PHONE_PASSWORD, SIP, Phone
     server = server_with_components(convergence_server, {**ACCOUNTS, "sipuserf": PHONE_PASSWORD},
                                     sip=SIP)
-    component = gateway(client_loop, server)
+    gw = gateway(client_loop, server)
     folder = tmp_path / "sipp"
     folder.mkdir()
     phone = Phone(Sipp(server.sip_port, folder))
     phone.register()
     phone.send("echo", "hello gateway", domain=GATEWAY)
-    got = component.next("message", match=lambda m: m["body"].strip() == "hello gateway")
+    got = gw.next("message", match=lambda m: m["body"].strip() == "hello gateway")
     assert got["from"].bare == server.jid("sipuserf")
     incoming = phone.receive()
-    component.send_message(server.jid("sipuserf"), "hello phone", **{"from": ECHO})
+    gw.send_message(server.jid("sipuserf"), "hello phone", **{"from": ECHO})
     log = incoming()
     assert f"From: <sip:{ECHO}>" in log and "hello phone" in log
-    component.disconnect()
-    component.next("disconnected")
+    disconnect(gw, server)
     log = phone.send("echo", "still there?", domain=GATEWAY, expect=503)
     assert "503" in log
