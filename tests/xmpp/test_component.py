@@ -42,6 +42,7 @@ def components():
     service = types.SimpleNamespace(domain=DOMAIN, iq=IqRouter())
     table = component.components_setting({GATEWAY: SECRET, "bot.example.org": "other"})
     found = component.Components(service, SETTINGS, table)
+    found.now = lambda: 1000.0  # a clock that stands still: timers are exact
     found.received = []
     found.on_stanza = found.received.append
     return found
@@ -128,6 +129,23 @@ def test_stanzas_addresses_and_replacement():
     assert later.idle_timeout() == 60.0
     later.idle()
     assert later.link.out == b" " and not later.closed
+
+
+def test_limits():
+    """A handshake not sent within negotiation_timeout is connection-timeout; beyond
+    component_max_streams open streams a connection is closed at once."""
+    from convergence.plugins.xmpp import component_transport
+    table = components()
+    stream, peer, _ = connect(table)
+    assert stream.idle_timeout() == 30.0
+    stream.idle()
+    assert stream_error(peer.say()) == "connection-timeout" and stream not in table.streams
+    for _ in range(SETTINGS["component_max_streams"]):
+        connect(table)
+    closed, ended = [], []
+    sock = types.SimpleNamespace(close=lambda: closed.append(True))
+    component_transport.serve(table, sock, ("127.0.0.1", 4001), lambda: ended.append(True))
+    assert closed == ended == [True] and len(table.streams) == SETTINGS["component_max_streams"]
 
 
 def test_configuration_is_checked():
