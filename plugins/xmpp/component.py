@@ -82,7 +82,8 @@ def check_domains(table: dict[str, str], domain: str, muc: str | None) -> dict[s
 
 
 class ComponentStream(S2SStream):
-    """One component's stream (XEP-0114 §3): the header, the handshake, then stanzas."""
+    """One component's stream (XEP-0114 §3): the header, the handshake, then stanzas. What
+    ``S2SStream`` calls its ``federation`` is here the :class:`Components` of the core."""
 
     direction = "component"
 
