@@ -259,6 +259,20 @@ def test_component_talks_with_clients_and_the_http_api(convergence_server, xmpp_
     gw.call(lambda: gw.xmpp.send_presence(pto=alice.jid, pfrom=ECHO, pstatus="up"))
     assert alice.next("presence", match=lambda p: p["status"] == "up")["from"].full == ECHO
 
+    # a subscription to the component's domain (RFC 6121 §3.1 with a remote contact): the
+    # component approves, its presence to alice's bare JID is shown (§4.2.3), alice's next
+    # session probes it (§4.3.1)
+    gw.watch("presence_subscribe")
+    gw.watch("presence_probe")
+    alice.call(lambda: alice.xmpp.send_presence(pto=GATEWAY, ptype="subscribe"))
+    assert gw.next("presence_subscribe")["from"].bare == server.jid("alice")
+    gw.call(lambda: gw.xmpp.send_presence(pto=server.jid("alice"), pfrom=GATEWAY, ptype="subscribed"))
+    alice.next("presence", match=lambda p: p["from"].full == GATEWAY and p["type"] == "subscribed")
+    gw.call(lambda: gw.xmpp.send_presence(pto=server.jid("alice"), pfrom=GATEWAY, pstatus="online"))
+    alice.next("presence", match=lambda p: p["from"].full == GATEWAY and p["status"] == "online")
+    xmpp_client(server, "alice", resource="second")
+    assert gw.next("presence_probe")["from"].bare == server.jid("alice")
+
     # the HTTP API (bob) reaches the component
     token = base64.b64encode(b"bob:pw-b").decode()
     post = urllib.request.Request(f"{server.http_url}/api/messages", method="POST",
