@@ -56,6 +56,7 @@ ALLOWED = {
     "convergence.store.roster:_ITEMS": "SQL statement",
     "convergence.store.roster:_REQUESTS": "SQL statement",
     "convergence.store.roster:_WATCHERS": "SQL statement",
+    "convergence.store.roster:_SHOWN_TO": "SQL statement",
     "convergence.plugins.http.tokens:_OWNER": "SQL statement",
     # Flask blueprints: a recipe of routes filled once at import and applied to each core's own
     # Flask app (one blueprint may be registered on several apps); it holds no per-server data.

@@ -111,7 +111,7 @@ class ComponentStream(S2SStream):
         if self.remote is None:
             return self.close("host-unknown", f"no component {attrs.get('to')!r} is configured here")
 
-    def _element(self, element: ET.Element) -> None:
+    def _received(self, element: ET.Element) -> None:
         if not self.ready:
             if element.tag != HANDSHAKE:
                 return self.close("not-authorized", "send the handshake first (XEP-0114 §3)")

@@ -187,6 +187,12 @@ class IqRouter:
                 session.send(error_reply(iq, error))
             return
         try:
+            sender = getattr(session, "address", None)
+            if to is not None and to.local and sender is not None and \
+                    (refused := service.blocking.refusal(sender, to)) is not None:
+                if request:  # XEP-0191 §3.3: across a block; other IQ types are dropped
+                    raise refused
+                return
             muc = getattr(service, "muc", None)
             if to is not None and muc is not None and to.domain == muc.domain and \
                     getattr(session, "account", None):

@@ -20,14 +20,15 @@ from convergence import Address, Presence
 from convergence.ratelimit import FailureLimiter
 from convergence.store import accounts
 
-from . import (avatar, bookmarks, c2s, caps, discovery, messages, pep, private_storage, registration,
-               roster, upload, vcard)
+from . import (avatar, blocking, bookmarks, c2s, caps, discovery, mam, messages, pep,
+               private_storage, registration, roster, upload, vcard)
+from .archive import Archive
 from .iq import IqRouter
 
 #: The modules whose ``register_iq(router)`` fills a service's IQ router (in this order: caps
 #: learns a session's features before PEP sends it the last items).
 IQ_PROVIDERS = (c2s, discovery, messages, registration, roster, vcard, caps, pep, avatar,
-                private_storage, bookmarks, upload)
+                private_storage, bookmarks, upload, blocking, mam)
 
 
 class C2SService:
@@ -47,11 +48,13 @@ class C2SService:
         self._open: set = set()
         self.iq = IqRouter()
         self.caps = caps.Caps(settings["caps_cache_size"])  # XEP-0115, for PEP's +notify
+        self.blocking = blocking.BlockLists(self, settings["blocklist_max_items"])  # XEP-0191
         for module in IQ_PROVIDERS:
             module.register_iq(self.iq)
         self.last_presence: dict[Address, tuple[object, ET.Element]] = {}  # full JID -> (session, stanza)
         self.shown: dict[Address, dict[Address, Presence]] = {}  # account -> {JID: presence shown}
         self.slow_readers = 0  # connections closed because their outbound queue was full (metrics)
+        self.archive = Archive(self)  # XEP-0313: the message archive's writer (archive.py)
 
     def link_for(self, domain: str):
         """Where stanzas for another ``domain`` go (``send(domain, element)``): the connected
