@@ -248,9 +248,11 @@ def test_component_talks_with_clients_and_the_http_api(convergence_server, xmpp_
     # the component to the bare JID: every resource, like any message (RFC 6121 §8.5.2)
     gw.send_message(server.jid("alice"), "to your account", **{"from": f"news@{GATEWAY}"})
     alice.next("message", match=lambda m: m["body"] == "to your account")
-    # IQs both ways: alice pings the component (slixmpp answers), it asks the server
+    # IQs both ways: alice pings the component (slixmpp answers), it asks the server and alice
     assert iq(alice, "<ping xmlns='urn:xmpp:ping'/>", to=GATEWAY)["type"] == "result"
     info = gw.call(lambda: gw.xmpp.plugin["xep_0030"].get_info(jid=DOMAIN, ifrom=GATEWAY))
+    answered = gw.call(lambda: gw.xmpp.plugin["xep_0030"].get_info(jid=alice.jid, ifrom=ECHO))
+    assert answered["type"] == "result"  # alice's client answered; the result went back to ECHO
     assert info["type"] == "result" and "server" in {i[0] for i in info["disco_info"]["identities"]}
 
     # directed presence both ways
