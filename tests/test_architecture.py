@@ -33,7 +33,7 @@ PLUGIN_PREFIX = "convergence.plugins."
 PROTOCOL_CORES = ("convergence.plugins.sip.message", "convergence.plugins.sip.transaction",
                   "convergence.plugins.sip.digest", "convergence.plugins.xmpp.stream",
                   "convergence.plugins.xmpp.sasl", "convergence.plugins.xmpp.subscriptions",
-                  "convergence.plugins.xmpp.c2s")
+                  "convergence.plugins.xmpp.c2s", "convergence.plugins.xmpp.component")
 IO_MODULES = frozenset({"gevent", "socket", "ssl", "select", "selectors", "asyncio"})
 
 #: Module-level values built by a call the scan cannot judge, checked by hand to be immutable (or

@@ -19,6 +19,7 @@ from convergence.listeners import connection_limit_options, networks
 from .contract import share_roster  # noqa: F401 - a hook of this plugin
 from .peers import parse_host
 from . import upload
+from .component import components_setting
 from .server import XmppServer
 
 
@@ -88,6 +89,14 @@ def add_config_section():
                                    "stream is closed", positive_number),
         "s2s_keepalive": Option(60.0, "seconds of silence before a whitespace keep-alive",
                                 positive_number),
+        # ---- external components (XEP-0114; docs/xmpp.md "Components") ----
+        "component_listen": Option("", 'component listener (XEP-0114, no TLS: bind to loopback or '
+                                   'a private network), e.g. "127.0.0.1:5347"; "" is off',
+                                   optional_listen_address),
+        "components": Option({}, 'component domains and their shared secrets: '
+                             '{ "gateway.example.org" = "secret" }', components_setting),
+        "component_max_streams": Option(100, "component streams open at once, negotiating or not",
+                                        positive_int),
         "require_tls": Option(True, "refuse authentication before STARTTLS"),
         "max_stanza_size": Option(262144, "bytes per stanza; more is a policy-violation", positive_int),
         "max_queued": Option(1048576, "bytes waiting for a client that does not read before it is "

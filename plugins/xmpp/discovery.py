@@ -3,7 +3,7 @@
 disco#info on the server lists an ``server/im`` identity and every feature the IQ handlers declare
 (``service.iq.features(service)``); on an account's bare JID it answers for the account (``account/registered``,
 XEP-0030 §3.1, with what ``router.account_identity``/``account_feature`` add: PEP), and ``service-unavailable`` when there is no such account (RFC 6121 §8.5.1).
-disco#items on the server lists nothing yet (no components); on an account, what the router's
+disco#items on the server lists the router's ``server_items`` (the MUC service, connected XEP-0114 components); on an account, what the router's
 ``account_items`` give (the PEP nodes the asker may read). Ping and version answer for the server. A
 get-only namespace sent as ``set`` is ``feature-not-implemented`` (RFC 6120 §8.3.3.3).
 """

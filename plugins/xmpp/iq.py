@@ -75,6 +75,7 @@ class IqRouter:
         self._server_extras: list[Callable] = []
         self._awaited: dict[tuple[str, str], Callable] = {}
         self._server_items: list[tuple[str, str]] = []
+        self._server_item_sources: list[Callable] = []
 
     def register(self, payload: str, func: Callable, *, features=(), before_auth=False,
                  to_server=True, to_account=False, offered=None) -> None:
@@ -108,8 +109,13 @@ class IqRouter:
         """An item of the server's disco#items (XEP-0030 §4): a service such as the MUC domain."""
         self._server_items.append((jid, name))
 
+    def server_items_from(self, func: Callable) -> None:
+        """``func()`` gives more items of the server's disco#items as (jid, name), asked at each
+        query: the connected components (XEP-0114, ``component.py``)."""
+        self._server_item_sources.append(func)
+
     def server_items(self) -> list[tuple[str, str]]:
-        return list(self._server_items)
+        return list(self._server_items) + [item for func in self._server_item_sources for item in func()]
 
     def items_of_account(self, service, session, account) -> list[tuple[str, str]]:
         return [item for func in self._account_items for item in func(service, session, account)]
@@ -154,13 +160,16 @@ class IqRouter:
     @staticmethod
     def _to_other_domain(service, iq, request: bool) -> None:
         """RFC 6120 §10.4: a bound session's IQ for another domain (a request, or the answer to a
-        remote entity's request) leaves over federation (``service.federation``); without it a
-        request gets ``remote-server-not-found``, an answer is dropped."""
+        remote entity's request) leaves over federation (``service.federation``), or to the
+        external component serving that domain (XEP-0114, ``service.link_for``: a component
+        not connected is ``service-unavailable``); with neither a request gets
+        ``remote-server-not-found``, an answer is dropped."""
         to = Address.from_jid(iq.get("to"))
         try:
-            if service.federation is None:
+            link = service.link_for(to.domain)  # a component's domain: to the component (XEP-0114)
+            if link is None:
                 raise RoutingError("remote-server-not-found", f"no route to {to.domain}")
-            service.federation.send(to.domain, iq)
+            link.send(to.domain, iq)
         except RoutingError as exc:
             if request:
                 raise StanzaError(exc.condition, exc.text) from None

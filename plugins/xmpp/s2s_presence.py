@@ -15,7 +15,8 @@ remote JID). What differs is only where the stanzas go:
   (``subscription_handling.received``).
 
 When federation is off (``service.federation`` is None) a remote contact gets
-``remote-server-not-found`` as before.
+``remote-server-not-found`` as before. A contact at an external component's domain (XEP-0114) is
+remote too: ``service.link_for`` sends its stanzas to the component instead.
 """
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ def remote(service, address: Address) -> bool:
 def send(service, element: ET.Element) -> bool:
     """``element`` (``jabber:client`` names, ``to`` of another domain) over federation; False when
     it cannot be queued. Without federation: StanzaError ``remote-server-not-found``."""
-    federation = service.federation
     to = Address.parse(element.get("to"))
+    federation = service.link_for(to.domain)  # or the component serving it (XEP-0114)
     if federation is None:
         raise StanzaError("remote-server-not-found", f"no route to {to.domain}")
     try:
@@ -63,11 +64,11 @@ class RemoteWatcher:
         self.address = address
 
     def send(self, element: ET.Element) -> bool:
-        return self.service.federation is not None and send(self.service, element)
+        return self.service.link_for(self.address.domain) is not None and send(self.service, element)
 
 
 def _items(service, account: Address, kinds) -> list[Address]:
-    if service.federation is None or account.local is None:
+    if (service.federation is None and service.components is None) or account.local is None:
         return []
     try:
         items, _ = store.items(service.core.db, account.local)
@@ -80,8 +81,8 @@ def _items(service, account: Address, kinds) -> list[Address]:
                 contact = Address.from_jid(item.jid)
             except AddressError:
                 continue
-            if remote(service, contact):
-                found.append(contact)
+            if remote(service, contact) and service.link_for(contact.domain) is not None:
+                found.append(contact)  # reachable: over federation, or a component (XEP-0114)
     return found
 
 

@@ -23,6 +23,7 @@ from convergence.metrics import Collector, family
 
 from . import (presence as broadcast, roster_push, s2s_routing, s2s_transport, subscription_handling,
                transport, websocket_http)
+from . import component, component_transport
 from .muc_service import MucService, muc_domain
 from .service import C2SService
 
@@ -58,12 +59,20 @@ class XmppServer:
         domain = muc_domain(settings["muc_domain"], core.domain)  # group chat (XEP-0045)
         self.muc = self.service.muc = MucService(self.service, settings, domain) if domain else None
         self.service.archive.start()  # retention runs (XEP-0313 archive)
+        table = component.check_domains(settings["components"], core.domain, domain)
+        self.components = None  # external components (XEP-0114), when [xmpp] component_listen is set
+        if settings["component_listen"]:
+            self.components = self.service.components = component.Components(self.service, settings, table)
+            self.components.on_stanza = s2s_routing.Inbound(self.service, self.components).receive
 
     @hookimpl
     def add_listeners(self):
         servers = transport.listeners(self.service)
         if self.federation is not None:
             servers.append(s2s_transport.listener(self.federation, self.service.settings))
+        if self.components is not None:
+            servers.append(component_transport.ComponentListener(
+                self.service.settings["component_listen"], self.components, self.service.settings))
         return servers
 
     @hookimpl
@@ -77,6 +86,8 @@ class XmppServer:
         domain's go to its rooms (``muc_service``)."""
         if self.muc is not None and address.domain == self.muc.domain:
             return self.muc.route
+        if self.components is not None and self.components.serves(address.domain):
+            return self.components.route(address.domain)  # an external component (XEP-0114)
         if self.federation is None or address.domain == self.core.domain:
             return None
         return s2s_routing.RemoteDomainRoute(self.service, self.federation, address.domain)
@@ -139,6 +150,8 @@ class XmppServer:
         registry.register(XmppCollector(self.service))
         if self.federation is not None:
             registry.register(S2SCollector(self.federation))
+        if self.components is not None:
+            registry.register(ComponentCollector(self.components))
 
     @hookimpl
     def on_shutdown(self):
@@ -147,6 +160,8 @@ class XmppServer:
         self.service.archive.close()  # writes what is still queued
         if self.federation is not None:
             self.federation.shutdown()
+        if self.components is not None:
+            self.components.shutdown()
         self.core.pm.unregister(self)
 
 
@@ -178,3 +193,14 @@ class S2SCollector(Collector):
         yield family("gauge", "convergence_xmpp_s2s_queued", "Stanzas waiting for a "
                      "server-to-server stream to be set up",
                      sum(len(q) for q in federation.queues.values()))
+
+
+class ComponentCollector(Collector):
+    """The external components' figures (XEP-0114), read at each scrape."""
+
+    def collect(self):
+        components = self.source
+        yield family("gauge", "convergence_xmpp_component_streams", "Open XMPP component streams "
+                     "(XEP-0114), authenticated or still negotiating", len(components.streams))
+        yield family("gauge", "convergence_xmpp_components_connected", "Component domains with an "
+                     "authenticated stream (XEP-0114)", len(components.connected))

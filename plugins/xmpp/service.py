@@ -39,6 +39,7 @@ class C2SService:
         self.tls_context = tls_context  # an ssl.SSLContext once listeners exist; None: no STARTTLS
         self.federation = None  # s2s_transport.Federation when [xmpp] s2s_listen is set (XmppServer)
         self.muc = None  # muc_service.MucService when [xmpp] muc_domain is set (XmppServer)
+        self.components = None  # component.Components when [xmpp] component_listen is set (XmppServer)
         self.limiter = FailureLimiter(settings["login_failures"], settings["login_failure_window"],
                                       what="XMPP login")
         self.secret = os.urandom(32)  # SCRAM salts simulated for unknown users (RFC 5802 §5.1)
@@ -59,6 +60,13 @@ class C2SService:
         #: ``later(seconds, fn) -> cancel()``: runs ``fn`` after ``seconds`` (the hibernation
         #: timers); the transport's ``transport.later``, set by the XmppServer
         self.later = None
+
+    def link_for(self, domain: str):
+        """Where stanzas for another ``domain`` go (``send(domain, element)``): the connected
+        component serving it (XEP-0114), else the federation (None when it is off)."""
+        if self.components is not None and self.components.serves(domain):
+            return self.components
+        return self.federation
 
     def credentials(self, username: str):
         """The stored SCRAM keys of ``username`` (SASL lookups), or None."""

@@ -13,7 +13,8 @@ subscription stanzas between them are answered (``subscribe`` → ``subscribed``
 Service users approve every request and keep no state; a stanza to a local JID with no account is
 silently ignored (§8.5.1). Contacts on other domains (federation, ``s2s_presence``) go through the
 same state machine: the stanzas to them leave over s2s (``visibility.deliver``), theirs come in
-through ``received``; without federation they get ``remote-server-not-found``.
+through ``received``; without federation they get ``remote-server-not-found``. A contact at an
+external component's domain (XEP-0114) is such a contact, reached through the component.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def subscription(service, session, kind: str, to: Address | None, element: ET.El
     if contact == account:
         raise StanzaError("bad-request", "an account cannot subscribe to itself")
     far = s2s_presence.remote(service, contact)
-    if far and service.federation is None:
+    if far and service.link_for(contact.domain) is None:  # federation, or a component (XEP-0114)
         raise StanzaError("remote-server-not-found", f"no route to {contact.domain}")
     routed = readdressed(element, account, contact)  # §3.1.2: stamped with the bare JID
     if not far and contacts.is_shared(service.core, account, contact):
@@ -96,7 +97,7 @@ def _receive(service, user: Address, contact: Address, kind: str, element: ET.El
     ``user`` of another domain gets it over federation (its server applies it)."""
     core = service.core
     if s2s_presence.remote(service, user):
-        if service.federation is not None:
+        if service.link_for(user.domain) is not None:
             deliver(service, user, element)
         return
     if user in contacts.service_users(core):  # service users approve everyone (and keep no state)

@@ -32,10 +32,11 @@ class Phone:
         self.sipp.run(self._name("register"), register(1, self.contact, expires),
                       user="sipuserf", password=PHONE_PASSWORD)
 
-    def send(self, to: str, body: str, expect: int = 200, headers: tuple = ()) -> str:
-        """MESSAGE ``to`` (digest after the 407); returns SIPp's log of the exchange."""
+    def send(self, to: str, body: str, expect: int = 200, headers: tuple = (),
+             domain: str = DOMAIN) -> str:
+        """MESSAGE ``to`` at ``domain`` (digest after the 407); returns SIPp's log of the exchange."""
         def message(cseq, auth):
-            return request("MESSAGE", cseq, f"sip:{to}@{DOMAIN}", auth=auth, body=body,
+            return request("MESSAGE", cseq, f"sip:{to}@{domain}", auth=auth, body=body,
                            content_type="text/plain;charset=UTF-8", sender="sipuserf",
                            recipient=to, domain=DOMAIN, headers=headers)
         return self.sipp.run(self._name(f"message-{to}"),
