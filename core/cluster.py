@@ -27,8 +27,9 @@ a single process killed between taking a message and writing it.
 
 **A node is lost** when its heartbeat key expired: the others find out on their own heartbeat,
 drop its endpoints (watchers get ``unavailable``) and from then on store what would have gone
-to them. Redis unreachable: a node keeps serving its own endpoints; a message for an endpoint of
-another node is not handed off (the router stores it), and the node re-announces its endpoints
+to them. Redis unreachable: a node keeps serving its own endpoints; a message for an account with
+no endpoint on this node is refused for now (``service-unavailable`` with ``retry_after``: whether
+it has one on another node is unknown), and the node re-announces its endpoints
 when Redis is back.
 """
 from __future__ import annotations
@@ -225,6 +226,12 @@ class Cluster:
         """Whether the last write reached Redis (the readiness check asks)."""
         return self._healthy
 
+    @property
+    def retry_after(self) -> float:
+        """Seconds after which a sender refused during a Redis outage may try again: the heartbeat
+        looks for Redis that often."""
+        return max(1.0, self.timeout / 4)
+
     def _url(self) -> str:
         kwargs = self.redis.connection_pool.connection_kwargs
         return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
@@ -270,7 +277,7 @@ class Cluster:
     def _lost(self, exc) -> None:
         if self._healthy:
             log.error("cluster: Redis unreachable (%s): serving this node's endpoints only; "
-                      "messages for other nodes' endpoints are stored until it is back", exc)
+                      "messages for accounts not on this node are refused until it is back", exc)
         self._healthy = False
 
     # -- heartbeat and node loss --

@@ -78,7 +78,8 @@ def outbound(service, session, element: ET.Element) -> None:
         service.core.send(message, "xmpp")
     except RoutingError as exc:
         if kind != "error":
-            session.send(error_reply(element, StanzaError(_condition(exc, recipient, service), exc.text)))
+            session.send(error_reply(element, StanzaError(_condition(exc, recipient, service), exc.text,
+                                                          "wait" if exc.retry_after is not None else None)))
         return
     if _carbon_eligible(message) and recipient.bare != session.account:
         for other in service.sessions(session.account):
