@@ -392,7 +392,7 @@ class Cluster:
             event = json.loads(data)
             kind = event["t"]
             if channel == self.inbox:
-                if kind == "msg":
+                if kind in ("msg", "cast"):  # one queue: casts stay in order with hand-offs
                     self._handoffs.put(event)
                 elif kind == "ack" and (waiting := self._waiting.get(event["hid"])) is not None:
                     waiting.set(event)
@@ -473,11 +473,15 @@ class Cluster:
     def _take(self, batch: list[dict]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for event in batch:
-            pipe.set(f"{self._prefix}claim:{event['hid']}", self.node_id, nx=True, ex=CLAIM_TTL)
-        claims = pipe.execute()
+            if event["t"] == "msg":
+                pipe.set(f"{self._prefix}claim:{event['hid']}", self.node_id, nx=True, ex=CLAIM_TTL)
+        claims = iter(pipe.execute())
         acks = self.redis.pipeline(transaction=False)
-        for event, mine in zip(batch, claims):
-            if not mine:
+        for event in batch:
+            if event["t"] == "cast":
+                self._cast_here(event)
+                continue
+            if not next(claims):
                 continue  # the sender gave up waiting and stored it
             hid = event["hid"]
             try:
@@ -488,6 +492,40 @@ class Cluster:
                        "text": exc.text}
             acks.publish(event["from"], json.dumps(ack))
         acks.execute()
+
+    # -- casts: what another node's endpoints must see, other than messages --
+    def nodes_of(self, address: Address) -> set[str]:
+        """The other nodes that own an endpoint of ``address``: the one named by a full address,
+        or every endpoint of the account of a bare one."""
+        if address.resource:
+            endpoint = self.core.presence.endpoint(address)
+            return {endpoint.node} if getattr(endpoint, "remote", False) else set()
+        return {e.node for e in self.core.presence.endpoints(address) if getattr(e, "remote", False)}
+
+    def cast(self, nodes, kind: str, data: dict) -> None:
+        """Hand ``data`` to the plugins of each of ``nodes`` (their ``on_cluster_cast`` hook, with
+        ``kind``). Best-effort, unconfirmed: for what is not a message (roster pushes, presence);
+        nothing is sent while Redis is unreachable."""
+        if not nodes or not self._healthy:
+            return
+        payload = json.dumps({"t": "cast", "kind": kind, "data": data})
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for node in nodes:
+                pipe.publish(f"{self._prefix}inbox:{node}", payload)
+            pipe.execute()
+        except self._errors as exc:
+            self._lost(exc)
+
+    def _cast_here(self, event: dict) -> None:
+        kind, data = event.get("kind"), event.get("data")
+        if not isinstance(kind, str) or not isinstance(data, dict):
+            log.warning("cluster: ignored a bad cast %r", kind)
+            return
+        try:
+            self.core.hook.on_cluster_cast(core=self.core, kind=kind, data=data)
+        except Exception:  # a plugin's failure must not end the loop nor lose the batch's acks
+            log.exception("cluster: a plugin failed on a cast %s", kind)
 
     # -- operations --
     def status(self) -> list[dict]:
