@@ -34,6 +34,7 @@ when Redis is back.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -135,6 +136,11 @@ def decode_message(fields) -> Message:
     return message
 
 
+def node_tag(node_id: str) -> str:
+    """8 hexadecimal digits naming a node in what a protocol sends (SIP Via branches)."""
+    return hashlib.sha1(node_id.encode()).hexdigest()[:8]
+
+
 def presence_fields(presence: Presence) -> list:
     return [presence.available, presence.show, presence.status, presence.priority]
 
@@ -181,11 +187,13 @@ class Cluster:
         p = settings["prefix"]
         self.events, self.inbox = f"{p}events", f"{p}inbox:{node_id}"
         self.node_key, self.dir_key = f"{p}node:{node_id}", f"{p}dir:{node_id}"
+        self.tag = node_tag(node_id)
         self._prefix = p
         self.redis = redis.Redis.from_url(settings["redis"], socket_timeout=max(self.timeout / 2, 1.0),
                                           socket_connect_timeout=2.0, decode_responses=True)
         self._errors = (redis.RedisError, OSError)
         self.remote: dict[str, dict[str, RemoteEndpoint]] = {}  # node → full address → endpoint
+        self.nodes: set[str] = set()  # the other live nodes, with endpoints or not
         self._waiting: dict[str, gevent.event.AsyncResult] = {}  # hand-off id → its ack
         self._handoffs: gevent.queue.Queue = gevent.queue.Queue()
         self._greenlets: list = []
@@ -298,7 +306,7 @@ class Cluster:
                 self._lost(exc)
 
     def _check_nodes(self) -> None:
-        nodes = list(self.remote)
+        nodes = sorted(self.nodes | set(self.remote))
         if not nodes:
             return
         pipe = self.redis.pipeline(transaction=False)
@@ -312,6 +320,7 @@ class Cluster:
 
     # -- the others' endpoints --
     def _drop_node(self, node: str) -> None:
+        self.nodes.discard(node)
         for endpoint in list(self.remote.pop(node, {}).values()):
             self.core.presence.unregister(endpoint)
 
@@ -353,8 +362,9 @@ class Cluster:
     def _load_all(self) -> None:
         nodes = {key[len(self._prefix) + 5:] for key in self.redis.scan_iter(f"{self._prefix}node:*")}
         nodes.discard(self.node_id)
-        for node in set(self.remote) - nodes:
+        for node in (set(self.remote) | self.nodes) - nodes:
             self._drop_node(node)
+        self.nodes = nodes
         for node in nodes:
             self._load(node)
 
@@ -400,6 +410,8 @@ class Cluster:
             node = event["node"]
             if node == self.node_id:
                 return
+            if kind != "bye":
+                self.nodes.add(node)
             if kind == "up":
                 self._set_remote(node, event["address"], event["protocol"], event["presence"])
             elif kind == "down":
@@ -501,6 +513,15 @@ class Cluster:
             endpoint = self.core.presence.endpoint(address)
             return {endpoint.node} if getattr(endpoint, "remote", False) else set()
         return {e.node for e in self.core.presence.endpoints(address) if getattr(e, "remote", False)}
+
+    def node_of_tag(self, tag: str | None) -> str | None:
+        """The node whose :func:`node_tag` is ``tag``, among this one and those that own
+        endpoints (a protocol marks what it sends with its node's tag: SIP branches)."""
+        if tag is None:
+            return None
+        if tag == self.tag:
+            return self.node_id
+        return next((node for node in self.nodes | set(self.remote) if node_tag(node) == tag), None)
 
     def cast(self, nodes, kind: str, data: dict) -> None:
         """Hand ``data`` to the plugins of each of ``nodes`` (their ``on_cluster_cast`` hook, with
