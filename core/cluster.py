@@ -196,6 +196,8 @@ class Cluster:
         self.nodes: set[str] = set()  # the other live nodes, with endpoints or not
         self._waiting: dict[str, gevent.event.AsyncResult] = {}  # hand-off id → its ack
         self._handoffs: gevent.queue.Queue = gevent.queue.Queue()
+        #: hand-offs to publish: [channel, payload, AsyncResult of the receivers count]
+        self._outbox: gevent.queue.Queue = gevent.queue.Queue()
         self._greenlets: list = []
         self._healthy = False  # whether the last write reached Redis
         self._subscribed = gevent.event.Event()
@@ -209,7 +211,8 @@ class Cluster:
             self.redis.ping()
         except self._errors as exc:
             raise OSError(f"cannot reach Redis at {self._url()}: {exc}") from None
-        self._greenlets = [gevent.spawn(self._listen), gevent.spawn(self._take_handoffs)]
+        self._greenlets = [gevent.spawn(self._listen), gevent.spawn(self._take_handoffs),
+                           gevent.spawn(self._publish_handoffs)]
         if not self._subscribed.wait(10):
             raise OSError(f"cannot subscribe on Redis at {self._url()}")
         self._announce()
@@ -434,11 +437,12 @@ class Cluster:
         waiting = self._waiting[hid] = gevent.event.AsyncResult()
         payload = json.dumps({"t": "msg", "hid": hid, "from": self.inbox,
                               "message": encode_message(message)})
+        published = gevent.event.AsyncResult()
+        self._outbox.put((f"{self._prefix}inbox:{endpoint.node}", payload, published))
         try:
             try:
-                receivers = self.redis.publish(f"{self._prefix}inbox:{endpoint.node}", payload)
+                receivers = published.get(timeout=self.handoff_timeout)  # by _publish_handoffs
             except self._errors as exc:
-                self._lost(exc)
                 raise RoutingError("service-unavailable", f"cannot reach node {endpoint.node}: {exc}") from None
             ack = waiting.get(timeout=self.handoff_timeout) if receivers else None
         except gevent.Timeout:
@@ -466,6 +470,27 @@ class Cluster:
             return {"outcome": "unconfirmed", "condition": "recipient-unavailable",
                     "text": f"node {endpoint.node} did not confirm"}
         return {"outcome": "delivered"}  # the owner holds the claim: it delivers or stores it
+
+    def _publish_handoffs(self) -> None:
+        """Publish the hand-offs of every greenlet waiting to send one in one pipeline: one
+        round trip (and one write) for all of them rather than one each."""
+        queue = self._outbox
+        while True:
+            batch = [queue.get()]
+            while len(batch) < HANDOFF_BATCH and not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                for channel, payload, _ in batch:
+                    pipe.publish(channel, payload)
+                counts = pipe.execute()
+            except self._errors as exc:
+                self._lost(exc)
+                for _, _, published in batch:
+                    published.set_exception(exc)
+                continue
+            for (_, _, published), receivers in zip(batch, counts):
+                published.set(receivers)
 
     def _take_handoffs(self) -> None:
         """In the order they came (the messages of one sender stay in order), in batches: the
