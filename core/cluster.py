@@ -407,8 +407,15 @@ class Cluster:
             if channel == self.inbox:
                 if kind in ("msg", "cast"):  # one queue: casts stay in order with hand-offs
                     self._handoffs.put(event)
-                elif kind == "ack" and (waiting := self._waiting.get(event["hid"])) is not None:
-                    waiting.set(event)
+                elif kind == "msgs":  # several hand-offs published at once (_publish_handoffs)
+                    for one in event["msgs"]:
+                        if not isinstance(one, dict) or one.get("t") not in ("msg", "cast"):
+                            raise ValueError("a batch of hand-offs holds something else")
+                        self._handoffs.put(one)
+                elif kind in ("ack", "acks"):  # one, or those of a batch (_take)
+                    for ack in event["acks"] if kind == "acks" else (event,):
+                        if (waiting := self._waiting.get(ack["hid"])) is not None:
+                            waiting.set(ack)
                 return
             node = event["node"]
             if node == self.node_id:
@@ -435,8 +442,7 @@ class Cluster:
             raise RoutingError("service-unavailable", f"Redis is unreachable: cannot reach node {endpoint.node}")
         hid = f"{self.node_id}:{secrets.token_hex(8)}"
         waiting = self._waiting[hid] = gevent.event.AsyncResult()
-        payload = json.dumps({"t": "msg", "hid": hid, "from": self.inbox,
-                              "message": encode_message(message)})
+        payload = {"t": "msg", "hid": hid, "from": self.inbox, "message": encode_message(message)}
         published = gevent.event.AsyncResult()
         self._outbox.put((f"{self._prefix}inbox:{endpoint.node}", payload, published))
         try:
@@ -472,25 +478,33 @@ class Cluster:
         return {"outcome": "delivered"}  # the owner holds the claim: it delivers or stores it
 
     def _publish_handoffs(self) -> None:
-        """Publish the hand-offs of every greenlet waiting to send one in one pipeline: one
-        round trip (and one write) for all of them rather than one each."""
+        """Publish the hand-offs of every greenlet waiting to send one in one pipeline, those
+        for one node as one message (``msgs``): one round trip, one write and one message per
+        node for all of them rather than one each."""
         queue = self._outbox
         while True:
             batch = [queue.get()]
             while len(batch) < HANDOFF_BATCH and not queue.empty():
                 batch.append(queue.get_nowait())
+            by_node: dict[str, list] = {}  # inbox → [(event, published or None)] in order
+            for channel, event, published in batch:
+                by_node.setdefault(channel, []).append((event, published))
             try:
                 pipe = self.redis.pipeline(transaction=False)
-                for channel, payload, _ in batch:
-                    pipe.publish(channel, payload)
+                for channel, entries in by_node.items():
+                    pipe.publish(channel, json.dumps(entries[0][0] if len(entries) == 1 else
+                                                     {"t": "msgs", "msgs": [e for e, _ in entries]}))
                 counts = pipe.execute()
             except self._errors as exc:
                 self._lost(exc)
                 for _, _, published in batch:
-                    published.set_exception(exc)
+                    if published is not None:
+                        published.set_exception(exc)
                 continue
-            for (_, _, published), receivers in zip(batch, counts):
-                published.set(receivers)
+            for entries, receivers in zip(by_node.values(), counts):
+                for _, published in entries:
+                    if published is not None:  # None: a cast, which nobody waits for
+                        published.set(receivers)
 
     def _take_handoffs(self) -> None:
         """In the order they came (the messages of one sender stay in order), in batches: the
@@ -513,7 +527,7 @@ class Cluster:
             if event["t"] == "msg":
                 pipe.set(f"{self._prefix}claim:{event['hid']}", self.node_id, nx=True, ex=CLAIM_TTL)
         claims = iter(pipe.execute())
-        acks = self.redis.pipeline(transaction=False)
+        acks: dict[str, list] = {}  # sender's inbox → its acks
         for event in batch:
             if event["t"] == "cast":
                 self._cast_here(event)
@@ -527,8 +541,13 @@ class Cluster:
             except RoutingError as exc:
                 ack = {"t": "ack", "hid": hid, "outcome": "refused", "condition": exc.condition,
                        "text": exc.text}
-            acks.publish(event["from"], json.dumps(ack))
-        acks.execute()
+            acks.setdefault(event["from"], []).append(ack)
+        if acks:  # one message per sender
+            pipe = self.redis.pipeline(transaction=False)
+            for inbox, answers in acks.items():
+                pipe.publish(inbox, json.dumps(answers[0] if len(answers) == 1 else
+                                               {"t": "acks", "acks": answers}))
+            pipe.execute()
 
     # -- casts: what another node's endpoints must see, other than messages --
     def nodes_of(self, address: Address) -> set[str]:
@@ -554,14 +573,9 @@ class Cluster:
         nothing is sent while Redis is unreachable."""
         if not nodes or not self._healthy:
             return
-        payload = json.dumps({"t": "cast", "kind": kind, "data": data})
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            for node in nodes:
-                pipe.publish(f"{self._prefix}inbox:{node}", payload)
-            pipe.execute()
-        except self._errors as exc:
-            self._lost(exc)
+        event = {"t": "cast", "kind": kind, "data": data}
+        for node in nodes:  # through the hand-offs' publisher: in order with them
+            self._outbox.put((f"{self._prefix}inbox:{node}", event, None))
 
     def _cast_here(self, event: dict) -> None:
         kind, data = event.get("kind"), event.get("data")
