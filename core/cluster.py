@@ -15,7 +15,11 @@ through Redis — no protocol of our own (docs/cluster.md):
   started, or rewrote its hash after Redis came back), ``bye`` (it stops). Every node keeps the
   others' endpoints in its presence hub as :class:`RemoteEndpoint` objects, so presence fans out to
   watchers on every node through the usual hooks and the router finds every endpoint.
-- the channel ``<prefix>inbox:<id>``: hand-offs to the node and the acknowledgements it sends.
+- the channel ``<prefix>inbox:<id>``: hand-offs to the node (``msg``, or ``msgs`` for several
+  published together), the acknowledgements it gets (``ack``/``acks``), and *casts* (``cast``):
+  a plugin's events for the node's endpoints that are not messages (``on_cluster_cast``: XMPP
+  roster pushes and presence stanzas, SIP responses that reached the wrong worker), unconfirmed,
+  in order with the hand-offs.
 
 **A hand-off is confirmed exactly once** (the point where delivery is decided): the owner claims
 the message with ``SET <prefix>claim:<handoff> NX`` before giving it to its endpoint and then
