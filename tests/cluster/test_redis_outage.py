@@ -76,9 +76,13 @@ def ready(server) -> tuple[int, str]:
         return err.code, json.load(err)["checks"]["redis"]
 
 
-def test_nodes_ride_out_a_redis_restart(private_redis, convergence_server, xmpp_client):
+def test_nodes_ride_out_a_redis_restart(private_redis, convergence_server, xmpp_client, tmp_path):
+    from actors import ACCOUNTS as DEMO, SIP, Phone
+    from sipp_runner import Sipp
+
     redis, table = private_redis
-    a = convergence_server(ACCOUNTS, cluster={**table, "node_id": "node-a"})
+    a = convergence_server({**ACCOUNTS, "sipuserf": DEMO["sipuserf"]}, cluster={**table, "node_id": "node-a"},
+                           sip=SIP)
     b = convergence_server({}, cluster={**table, "node_id": "node-b"})
     b.passwords.update(ACCOUNTS)
     alice = xmpp_client(a, "alice", resource="laptop")
@@ -101,6 +105,9 @@ def test_nodes_ride_out_a_redis_restart(private_redis, convergence_server, xmpp_
     alice.send_message("bob@" + a.domain, "xmpp during the outage")
     error = alice.next("message_error", timeout=10)
     assert error_of(error) == ("service-unavailable", "wait")
+    (tmp_path / "sipp").mkdir()
+    phone = Phone(Sipp(a.sip_port, tmp_path / "sipp"))  # a SIP MESSAGE to bob: 503 Retry-After
+    assert "Retry-After:" in phone.send("bob", "sip during the outage", expect=503)
     # dave is offline everywhere, but node A cannot know that either: refused too
     assert refused(a, "alice", "a", "dave@" + a.domain, "for dave")[0] == 503
     b.process.wait_for("Redis unreachable", start=mark_b)  # node B alike, the other way
