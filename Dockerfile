@@ -22,7 +22,7 @@ USER convergence
 WORKDIR /var/lib/convergence
 VOLUME ["/var/lib/convergence"]
 # XMPP (STARTTLS, Direct TLS), SIP (UDP and TCP, TLS), HTTP
-EXPOSE 5222 5223 5060/udp 5060 5061 8080
+EXPOSE 5222 5223 5269 5060/udp 5060 5061 8080
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(0 if urllib.request.urlopen(os.environ['CONVERGENCE_HEALTH_URL'], timeout=4).status == 200 else 1)"]
 STOPSIGNAL SIGTERM

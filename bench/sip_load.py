@@ -309,7 +309,7 @@ def start_convergence(tmp: Path, tree: Path | None = None) -> Server:
     config.write_text(f'[server]\ndomain = "{DOMAIN}"\ndata_dir = "{tmp / "data"}"\n'
                       f'log_level = "warning"\n[sip]\nlisten = "127.0.0.1:{port}"\n'
                       'digest_algorithms = ["MD5", "SHA-256"]\n'
-                      '[http]\nlisten = "127.0.0.1:0"\n[xmpp]\nlisten = "127.0.0.1:0"\n')
+                      '[http]\nlisten = "127.0.0.1:0"\n[xmpp]\nlisten = "127.0.0.1:0"\ns2s_listen = ""\n')
     program = ([sys.executable, "-c", FROM_TREE, str(tree)] if tree
                else [str(Path(sys.executable).parent / "convergence")])
     command = program + ["--config", str(config)]

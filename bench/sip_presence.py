@@ -354,7 +354,7 @@ def start_convergence(tmp: Path, n: int) -> Server:
                       f'log_level = "warning"\n[sip]\nlisten = "127.0.0.1:{port}"\n'
                       f"max_subscriptions_per_account = {n}\n"
                       f"max_subscriptions_per_address = {n}\n"
-                      '[http]\nlisten = "127.0.0.1:0"\n[xmpp]\nlisten = "127.0.0.1:0"\n')
+                      '[http]\nlisten = "127.0.0.1:0"\n[xmpp]\nlisten = "127.0.0.1:0"\ns2s_listen = ""\n')
     command = [str(Path(sys.executable).parent / "convergence"), "--config", str(config)]
     for user in (PRESENTITY, WATCHER):
         done = subprocess.run(command + ["user", "add", user, "--password", PASSWORD],

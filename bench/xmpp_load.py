@@ -163,7 +163,9 @@ class Client:
             if not data:
                 raise ProtocolError(f"{self.jid}: connection closed during the exchange")
             if b"type='error'" in data or b'type="error"' in data:
-                raise ProtocolError(f"{self.jid}: error stanza during the exchange: {data[:500]!r}")
+                at = max(data.find(b"type='error'"), data.find(b'type="error"'))
+                raise ProtocolError(f"{self.jid}: error stanza during the exchange: "
+                                    f"{data[max(0, at - 200):at + 500]!r}")
             buf = self.buf + data
             end = buf.rfind(b"</body>") + len(b"</body>")
             if end < len(b"</body>"):
@@ -378,18 +380,24 @@ def setup_convergence(tmp: Path, accounts: int) -> None:
         core.close()
 
 
+#: ``--xmpp-option`` lines added to Convergence's [xmpp] table (e.g. ``archive = false``)
+XMPP_OPTIONS: list[str] = []
+
+
 def convergence_config(tmp: Path, port, http_port, sip_port) -> str:
     """shared_roster is off: Prosody has no shared roster either (mod_groups is not loaded)."""
+    extra = "".join(f"{line}\n" for line in XMPP_OPTIONS)
     return f"""[server]
 domain = "{DOMAIN}"
 data_dir = "{tmp}/data"
 log_level = "warning"
 [xmpp]
 listen = "127.0.0.1:{port}"
+s2s_listen = ""
 tls_cert = "{tmp}/tls/{DOMAIN}.crt"
 tls_key = "{tmp}/tls/{DOMAIN}.key"
 shared_roster = false
-[http]
+{extra}[http]
 listen = "127.0.0.1:{http_port}"
 [sip]
 listen = "127.0.0.1:{sip_port}"
@@ -418,11 +426,12 @@ SERVERS = {  # name: (create the accounts, start on a port, log file)
 # ---- one run against one server -------------------------------------------------------------------
 
 @contextlib.contextmanager
-def serving(name: str, tmp: Path, procs: int, kind=ClientProcess, **options):
+def serving(name: str, tmp: Path, procs: int, kind=ClientProcess, start=None, **options):
     """A freshly started server and its client processes (``kind``: :class:`ClientProcess` or a
-    subclass with more commands; ``options`` go to the server's start function): yields (server
-    process, Workers, login fn)."""
-    _, start, log = SERVERS[name]
+    subclass with more commands; ``start``: another start function than ``SERVERS``'; ``options``
+    go to the start function): yields (server process, Workers, login fn)."""
+    _, default_start, log = SERVERS[name]
+    start = start or default_start
     port, log = free_port(), tmp / log
     proc, workers = start(tmp, port, **options), None
 
@@ -527,7 +536,10 @@ def main():
     parser.add_argument("--concurrency", type=int, default=50, help="logins in progress at once")
     parser.add_argument("--procs", type=int, default=2, help="client processes")
     parser.add_argument("--quick", action="store_true", help="--clients 40 --idle 200 --duration 3")
+    parser.add_argument("--xmpp-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a TOML line for Convergence's [xmpp] table, e.g. 'archive=false'")
     args = parser.parse_args()
+    XMPP_OPTIONS.extend(args.xmpp_option)
     if args.quick:
         args.clients, args.idle, args.duration = 40, 200, 3
     args.clients += -args.clients % (2 * args.procs)  # every process gets whole pairs

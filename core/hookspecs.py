@@ -102,6 +102,20 @@ def resolve_recipient(core, address):
 
 
 @hookspec
+def screen_message(core, message, source):
+    """Refuse ``message`` before it is delivered or stored: raise
+    :class:`convergence.message.RoutingError` to refuse it, return anything to let it pass.
+
+    Every implementation is called (the first to raise wins), once the recipient resolved to a
+    route and before ``deliver``; ``source`` is the protocol it came by (``"xmpp"``, ``"sip"``,
+    ``"http"`` …, as given to ``core.send``), so a plugin may answer each as its protocol expects.
+    The sender gets the condition through its own protocol's mapping (``forbidden``: SIP 403,
+    HTTP 403). The XMPP plugin's block lists (XEP-0191) use it. It runs for every message:
+    answer from memory, never from the store on the hot path.
+    """
+
+
+@hookspec
 def on_message(core, message):
     """An observer: ``message`` was accepted by the router (delivered, stored or discarded).
 

@@ -17,8 +17,12 @@ connection exhaustion and slow clients.
   slowloris (RFC 9112): the request line and header fields must arrive within ``[http]
   header_timeout`` seconds of the handler starting to wait for them (this also bounds an idle
   keep-alive connection), else 408 (RFC 9110 §15.5.9) and close; a request body within
-  ``body_timeout`` seconds. Only reads are bounded: once the application answers (an API event
-  stream, say) nothing is timed here.
+  ``body_timeout`` seconds (an application may allow a large body more: ``convergence.read_for``
+  in the environ). Only reads are bounded: once the application answers (an API event
+  stream, say) nothing is timed here. After a ``101 Switching Protocols`` no further request is
+  read from the connection: the application, which put a callable in the environ as
+  ``convergence.upgraded``, serves its protocol (a WebSocket) on the socket from there, in the
+  handler's greenlet once the WSGI call has returned (its request context gone), until it ends.
 - :func:`raise_file_limit`: ``serve`` raises the soft RLIMIT_NOFILE to the hard limit at start-up,
   since every connection holds a descriptor.
 """
@@ -151,12 +155,18 @@ class AddressLimit:
             self.open.pop(host, None)
 
     def _exempt(self, host: str) -> bool:
-        try:
-            address = ipaddress.ip_address(host.partition("%")[0])  # without an IPv6 zone
-        except ValueError:
-            return False
-        address = getattr(address, "ipv4_mapped", None) or address
-        return any(address in network for network in self.exempt)
+        return address_in(host, self.exempt)
+
+
+def address_in(host: str, networks) -> bool:
+    """Whether the address ``host`` (an IPv4-mapped IPv6 address counts as IPv4) is in one of
+    ``networks`` (ip_network objects, as :func:`networks` parses them)."""
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])  # without an IPv6 zone
+    except ValueError:
+        return False
+    address = getattr(address, "ipv4_mapped", None) or address
+    return any(address in network for network in networks)
 
 
 # ---- the listeners -----------------------------------------------------------------------------
@@ -265,7 +275,13 @@ class HTTPHandler(WSGIHandler):
     def get_environ(self):
         environ = super().get_environ()
         environ["convergence.socket"] = self.socket  # an event stream watches it for the client leaving
+        environ["convergence.read_for"] = self.read_for  # an upload allows for its size
         return environ
+
+    def read_for(self, seconds: float) -> None:
+        """Let the application read the rest of the body for ``seconds`` from now instead of what
+        is left of ``body_timeout`` (an HTTP File Upload of many megabytes needs longer)."""
+        self._reader.deadline = time.monotonic() + seconds
 
     def read_requestline(self):
         self._reader.deadline = time.monotonic() + self.server.header_timeout
@@ -278,6 +294,8 @@ class HTTPHandler(WSGIHandler):
 
     def start_response(self, status, headers, exc_info=None):
         self._reader.deadline = None  # answering: a stream may last (its writes are not timed)
+        if status.startswith("101 "):  # the connection now speaks another protocol (a WebSocket):
+            self.close_connection = True  # no further HTTP request is read from it
         return super().start_response(status, headers, exc_info)
 
     def run_application(self):
@@ -285,6 +303,9 @@ class HTTPHandler(WSGIHandler):
             super().run_application()
         finally:  # what the application left of the body is read (and discarded) next
             self._reader.deadline = time.monotonic() + self.server.body_timeout
+        upgraded = self.environ.get("convergence.upgraded")
+        if upgraded is not None and self.code == 101:
+            upgraded()  # the application serves its protocol on the socket until it ends
 
     def _handle_client_error(self, ex):
         """A request head that did not arrive in time is a 408; a connection lost while reading it

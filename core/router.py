@@ -195,6 +195,15 @@ class Router:
             raise RoutingError("policy-violation", f"the message has {size} bytes of text; "
                                                    f"{protocol} carries at most {smallest}")
 
+    def _screens(self) -> list:
+        """The ``screen_message`` implementations as (function, positions of the arguments it
+        takes among core, message, source), in pluggy's call order: the router calls them itself
+        (a pluggy dispatch cost 2.5 µs a message, the direct call 0.3 µs), kept by
+        ``pm.answer`` until a plugin comes or goes."""
+        names = ("core", "message", "source")
+        return [(impl.function, tuple(names.index(a) for a in impl.argnames))
+                for impl in reversed(self.core.hook.screen_message.get_hookimpls())]
+
     def route(self, message: Message, source: str = "other") -> str:
         """Deliver ``message``; return ``"delivered"``, ``"stored"`` or ``"discarded"``, or raise
         RoutingError. ``source`` names the protocol it came in by (for the metrics)."""
@@ -207,6 +216,10 @@ class Router:
                 if recipient.domain != self.core.domain:
                     raise RoutingError("remote-server-not-found", f"no route to domain {recipient.domain}")
                 raise RoutingError("item-not-found", f"{recipient.bare} does not exist")
+            if screens := self.core.pm.answer("screen_message", self._screens):
+                given = (self.core, message, source)
+                for screen, positions in screens:
+                    screen(*[given[i] for i in positions])
             outcome = route.deliver(message)
         except RoutingError as exc:
             key = (source, NOWHERE, REFUSED, exc.condition)
@@ -306,24 +319,27 @@ class Router:
         if entry is not None and not entry[1].wait(self.FLUSH_TIMEOUT):
             log.warning("stored a message for %s before a closing endpoint gave back its own", account)
 
-    def returned(self, message: Message) -> None:
-        """An endpoint gives back ``message``, which it took but could not hand on (its
-        connection went away first): it is stored for its recipient's account (XEP-0160), to be
-        delivered at the next login, rather than lost — or at once, when the account has live
+    def returned(self, *messages: Message) -> None:
+        """An endpoint gives back ``messages``, which it took but could not hand on (its
+        connection went away first): they are stored for their recipient's account (XEP-0160), to
+        be delivered at the next login, rather than lost — or at once, when the account has live
         endpoints now (a client that reconnected before its old connection finished closing).
-        Call it after the endpoint left the presence hub. Messages not worth storing (``storable``) are dropped, as for any offline
+        Call it after the endpoint left the presence hub, with the messages oldest first: each
+        account's are stored in one transaction. Messages not worth storing (``storable``) are dropped, as for any offline
         account, and a message that came from the store (it has a ``stamp``) is still there:
         ``deliver_stored`` deletes it only once an endpoint wrote it. A full store or a deleted
         account is logged."""
-        if message.stamp is not None or not storable(message):
-            return  # a stored message: its row stays until an endpoint wrote it (deliver_stored)
-        account = message.recipient.bare
+        by_account: dict[Address, list[Message]] = {}
+        for message in messages:
+            if message.stamp is None and storable(message):  # a stored message keeps its row
+                by_account.setdefault(message.recipient.bare, []).append(message)
         limit = self.core.config["server"]["max_offline_messages"]
-        try:
-            kept = offline.store(self.core.db, account.local, message, limit)
-        except accounts.NoSuchAccount:
-            kept = False
-        if not kept:
-            log.warning("message %s to %s was not delivered and cannot be stored", message.id, account)
-        elif live_endpoints(self.core, account, local=True):  # not from the caller's greenlet:
-            gevent.spawn(self.deliver_stored, account)  # it may be a closing connection, or the sender's
+        for account, kept in by_account.items():
+            try:
+                stored = offline.store_many(self.core.db, account.local, kept, limit)
+            except accounts.NoSuchAccount:
+                stored = 0
+            for message in kept[stored:]:
+                log.warning("message %s to %s was not delivered and cannot be stored", message.id, account)
+            if stored and live_endpoints(self.core, account, local=True):  # not from the caller's
+                gevent.spawn(self.deliver_stored, account)  # greenlet: it may be a closing connection

@@ -4,15 +4,20 @@ convergence is installed.
 Fixtures:
 
 - ``make_core(overrides=None, plugins=None, load_entry_points=True)`` — a started
-  :class:`~convergence.core.Core` on a fresh, migrated database; ``plugins`` (name → module or
-  object) are registered before start-up. Stopped and dropped after the test.
+  :class:`~convergence.core.Core` on a fresh, migrated database (``OFF_IN_TESTS`` as for
+  ``serve``); ``plugins`` (name → module or object) are registered before start-up. Stopped and dropped after the test.
 - ``core`` — ``make_core()`` with every installed plugin.
 - ``register_plugin(plugin, name=None)`` — register a plugin on ``core`` for one test.
 
 - ``serve(config=None, *args)`` — a real ``convergence serve`` process (``config`` is a TOML-shaped
-  dict; ``data_dir`` defaults to the test's ``tmp_path``, ``database`` to ``database_url``),
+  dict; ``data_dir`` defaults to the test's ``tmp_path``, ``database`` to ``database_url``;
+  listeners that are on by default on a well-known port and that tests seldom want, ``OFF_IN_TESTS``
+  (XMPP federation on 5269), are off unless the config sets them),
   returned once every listener is up; terminated after the test. For scenario tests with real
-  clients.
+  clients. The process is forked from the fork server (:mod:`convergence.forkserver`), which has
+  imported everything already: the same command line, without paying for the imports each time.
+- ``fork_server`` — the session's :class:`~convergence.forkserver.ForkServer` (``serve`` forks
+  from it; ``ServerProcess(..., launcher=fork_server)`` for a process started another way).
 - ``database_url`` — the ``[server] database`` such a process uses: ``""`` (SQLite in its
   ``data_dir``) or the test's own PostgreSQL schema (below). Put it in a config you open yourself
   (to create accounts before the server starts) so both see the same database.
@@ -35,9 +40,11 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
+from . import forkserver
 from .addresses import Address
 from .config import load
 from .core import Core
@@ -112,6 +119,19 @@ def database_url(request):
     drop()
 
 
+#: Settings a test server gets unless its config says otherwise: what is on by default on a
+#: well-known port (a test must never bind it) and changes routing (other domains would be routed
+#: over federation).
+OFF_IN_TESTS = MappingProxyType({"xmpp": MappingProxyType({"s2s_listen": ""})})
+
+
+def with_test_defaults(config: dict, loaded=lambda plugin: True) -> dict:
+    """``config`` (TOML-shaped) with ``OFF_IN_TESTS`` under what it sets itself, for the plugins
+    that will be ``loaded`` (a section of a plugin that is not is an error)."""
+    return {**config, **{name: {**defaults, **config.get(name, {})}
+                         for name, defaults in OFF_IN_TESTS.items() if loaded(name)}}
+
+
 @pytest.fixture
 def make_core(request):
     started = []
@@ -121,7 +141,9 @@ def make_core(request):
         db, drop = open_test_database(request.config.getoption("convergence_database"))
         overrides = dict(overrides or {})
         server = {"data_dir": str(request.getfixturevalue("tmp_path")), **overrides.pop("server", {})}
-        config = load(None, {"server": server, **overrides})
+        config = load(None, with_test_defaults(
+            {"server": server, **overrides},
+            lambda name: (load_entry_points or name in (plugins or {})) and name not in server.get("disabled_plugins", ())))
         core = Core.create(config, db=db, load_entry_points=load_entry_points, plugins=plugins)
         core.db.upgrade()
         core.hook.on_startup(core=core)
@@ -230,14 +252,21 @@ def toml_value(value) -> str:
 
 class ServerProcess:
     """A running ``convergence serve``: ``output`` holds its log lines so far (a thread keeps
-    reading them, so a chatty server never blocks on a full pipe); ``wait_for`` waits for one."""
+    reading them, so a chatty server never blocks on a full pipe); ``wait_for`` waits for one.
 
-    def __init__(self, config_path: Path, args, cwd: Path, timeout: float = 30):
+    With a ``launcher`` (a :class:`~convergence.forkserver.ForkServer`, the ``fork_server``
+    fixture) the process is forked from it; without one it runs the ``convergence`` script."""
+
+    def __init__(self, config_path: Path, args, cwd: Path, timeout: float = 30, launcher=None):
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGENCE_")}
         self.config_path = config_path
-        self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "convergence"), "--config", str(config_path), "serve",
-             *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env)
+        command = ["--config", str(config_path), "serve", *args]
+        if launcher is None:
+            self.proc = subprocess.Popen([str(Path(sys.executable).parent / "convergence"), *command],
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                         cwd=cwd, env=env)
+        else:
+            self.proc = launcher.launch(command, cwd, env)
         self.output: list[str] = []
         self._more = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -284,19 +313,27 @@ class ServerProcess:
         return self.proc.returncode
 
 
+@pytest.fixture(scope="session")
+def fork_server():
+    """The test session's :class:`~convergence.forkserver.ForkServer`, which ``serve`` forks from."""
+    server = forkserver.ForkServer()
+    yield server
+    server.close()
+
+
 @pytest.fixture
-def serve(tmp_path, database_url):
+def serve(tmp_path, database_url, fork_server):
     running = []
 
     def start(config: dict | None = None, *args: str) -> ServerProcess:
-        config = {k: dict(v) for k, v in (config or {}).items()}
+        config = with_test_defaults({k: dict(v) for k, v in (config or {}).items()})
         config.setdefault("server", {}).setdefault("data_dir", str(tmp_path / "data"))
         if database_url:
             config["server"].setdefault("database", database_url)
         path = tmp_path / f"convergence-{len(running)}.toml"
         path.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in table.items())
                                 for name, table in config.items()))
-        running.append(ServerProcess(path, args, tmp_path))
+        running.append(ServerProcess(path, args, tmp_path, launcher=fork_server))
         return running[-1]
 
     yield start

@@ -8,8 +8,8 @@ Fixtures for scenario tests: a real ``convergence serve``, its accounts, slixmpp
   and starts it again on the same data.
 
 ``xmpp_server(accounts=None, **xmpp)`` — starts a server for domain ``example.org`` with
-  ``[xmpp] listen`` on a free loopback port; ``xmpp`` keys override the ``[xmpp]`` table (use
-  small timeouts, e.g. ``ping_interval=0.5``; ``tls_listen=True`` picks a free port for Direct
+  ``[xmpp] listen`` on a free loopback port and federation off (``s2s_listen = ""``); ``xmpp``
+  keys override the ``[xmpp]`` table (use small timeouts, e.g. ``ping_interval=0.5``; ``tls_listen=True`` picks a free port for Direct
   TLS). ``accounts`` (name → password) are created in its database *before* it starts, so they
   exist for the shared roster. Returns an :class:`XmppServer`: ``domain``, ``port``,
   ``tls_port``, ``cert`` (the generated certificate, for clients to trust), ``jid(name,
@@ -169,7 +169,7 @@ class XmppServer:
             **sections,
             "server": {"domain": DOMAIN, "data_dir": str(data), "database": database_url,
                        **sections.get("server", {})},
-            "xmpp": {"listen": f"127.0.0.1:{self.port}", **xmpp,
+            "xmpp": {"listen": f"127.0.0.1:{self.port}", "s2s_listen": "", **xmpp,
                      **({"tls_listen": f"127.0.0.1:{self.tls_port}"} if self.tls_port else {})},
             "http": {"listen": f"127.0.0.1:{self.http_port}", **sections.get("http", {})},
             "sip": {"listen": f"127.0.0.1:{self.sip_port}", **sections.get("sip", {})},

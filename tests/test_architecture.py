@@ -56,11 +56,13 @@ ALLOWED = {
     "convergence.store.roster:_ITEMS": "SQL statement",
     "convergence.store.roster:_REQUESTS": "SQL statement",
     "convergence.store.roster:_WATCHERS": "SQL statement",
+    "convergence.store.roster:_SHOWN_TO": "SQL statement",
     "convergence.plugins.http.tokens:_OWNER": "SQL statement",
     # Flask blueprints: a recipe of routes filled once at import and applied to each core's own
     # Flask app (one blueprint may be registered on several apps); it holds no per-server data.
     "convergence.plugins.http.api:blueprint": "Flask blueprint",
     "convergence.plugins.http.expose:blueprint": "Flask blueprint",
+    "convergence.plugins.http.uploads:blueprint": "Flask blueprint",
     # An OpenerDirector whose handlers keep nothing between requests (no cookie jar, no auth cache).
     "convergence.plugins.callback.forwarder:OPENER": "urllib opener",
     # Expat handlers: functions that raise, closures over a constant string.

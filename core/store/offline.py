@@ -12,15 +12,21 @@ from .models import Account, OfflineMessage
 
 def store(db: Database, account: str, message: Message, limit: int) -> bool:
     """Keep ``message`` for ``account``; False when ``limit`` messages are already waiting."""
+    return store_many(db, account, [message], limit) == 1
+
+
+def store_many(db: Database, account: str, messages: list[Message], limit: int) -> int:
+    """Keep ``messages`` for ``account`` in one transaction, oldest first, as many as fit under
+    ``limit``; returns how many were kept (an endpoint giving back a long queue at shutdown must
+    not pay one transaction per message)."""
     with db.write() as session:
         account_id = lookup(session, account)
-        if session.scalar(select(func.count()).where(OfflineMessage.account_id == account_id)) >= limit:
-            return False
-        session.add(OfflineMessage(account_id=account_id, message_id=message.id,
-                                   sender=message.sender.jid, recipient=message.recipient.jid,
-                                   type=message.type, body=message.body, subject=message.subject,
-                                   thread=message.thread))
-        return True
+        waiting = session.scalar(select(func.count()).where(OfflineMessage.account_id == account_id))
+        kept = messages[:max(0, limit - waiting)]
+        session.add_all([OfflineMessage(account_id=account_id, message_id=m.id, sender=m.sender.jid,
+                                        recipient=m.recipient.jid, type=m.type, body=m.body,
+                                        subject=m.subject, thread=m.thread) for m in kept])
+        return len(kept)
 
 
 # Built once, selecting columns, run on a plain connection: no ORM session or objects (see roster.py).

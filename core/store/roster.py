@@ -52,6 +52,8 @@ _REQUESTS = (select(SubscriptionRequest.jid, SubscriptionRequest.stanza)
              .order_by(SubscriptionRequest.id))
 _WATCHERS = (select(Account.name).join(RosterItem, RosterItem.account_id == Account.id)
              .where(RosterItem.jid == bindparam("jid"), RosterItem.subscription.in_(("to", "both"))))
+_SHOWN_TO = (select(Account.name).join(RosterItem, RosterItem.account_id == Account.id)
+             .where(RosterItem.jid == bindparam("jid"), RosterItem.subscription.in_(("from", "both"))))
 
 
 def _owner(conn, name: str):
@@ -160,6 +162,13 @@ def remove_request(db: Database, account: str, jid: str) -> None:
         owner = lookup(session, account, Account)
         session.execute(delete(SubscriptionRequest).where(
             SubscriptionRequest.account_id == owner.id, SubscriptionRequest.jid == jid))
+
+
+def shown_to(db: Database, jid: str) -> list[str]:
+    """The accounts whose roster has ``jid`` with subscription ``from`` or ``both``: those whose
+    presence it sees."""
+    with db.read_connection() as conn:
+        return list(conn.scalars(_SHOWN_TO, {"jid": jid}))
 
 
 def watchers(db: Database, jid: str) -> list[str]:

@@ -10,6 +10,7 @@ This module holds the stateless hooks; ``on_startup`` builds the plugin's object
 """
 import logging
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from convergence import hookimpl
 from convergence.config import Option, Section, listen_address, positive_int, positive_number
@@ -21,10 +22,22 @@ from .expose import blueprint as expose_page
 from .expose import http_user
 from .metrics import metrics_options
 from .server import HttpServer
+from .uploads import blueprint as uploads_blueprint
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TEXT = "hello, this is XMPP servlet client."
+
+
+def public_url(value) -> str:
+    """``[http] public_url``: empty, or an http:// or https:// URL without query or fragment."""
+    if value == "":
+        return value
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc \
+            or parts.query or parts.fragment:
+        raise ValueError("expected an http:// or https:// URL without query or fragment")
+    return value.rstrip("/")
 
 
 @hookimpl
@@ -51,6 +64,15 @@ def add_config_section():
                                  positive_number),
         "body_timeout": Option(30.0, "seconds a client may take to send a request body",
                                positive_number),
+        "public_url": Option("", "base URL clients reach this listener at (e.g. "
+                             '"https://chat.example.org"), used in HTTP File Upload URLs; empty: '
+                             "http://<listen host, or the domain when it is 0.0.0.0 or ::>:<port>",
+                             public_url),
+        "upload_purge_interval": Option(3600.0, "seconds between purges of lapsed upload slots "
+                                        "and expired uploaded files (XEP-0363)", positive_number),
+        "upload_min_rate": Option(8192, "bytes per second an HTTP File Upload PUT may be as slow "
+                                  "as: its body may take body_timeout plus size / this",
+                                  positive_int),
         **connection_limit_options("HTTP"),
         **metrics_options(),
     }, "the HTTP plugin")
@@ -58,7 +80,7 @@ def add_config_section():
 
 @hookimpl
 def add_migrations():
-    """Its table ``api_tokens`` comes from the plugin's own Alembic branch ``http``."""
+    """Its tables ``api_tokens`` and ``uploads`` come from the plugin's own Alembic branch ``http``."""
     return Path(__file__).parent / "migrations"
 
 
@@ -77,7 +99,7 @@ def service_users(core):
 
 @hookimpl
 def add_blueprints(core):
-    return [expose_page, api_blueprint]
+    return [expose_page, api_blueprint, uploads_blueprint]
 
 
 @hookimpl

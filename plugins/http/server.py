@@ -8,6 +8,10 @@ and ``callback_url`` the deprecated ``[http] callback_url`` (the callback plugin
 """
 from __future__ import annotations
 
+import logging
+
+import gevent
+
 from convergence import hookimpl
 from convergence.listeners import AddressLimit, GuardedWSGIServer
 from convergence.metrics import Collector, family
@@ -18,6 +22,19 @@ from .app import create_app
 from .events import Streams
 from .expose import http_user
 from .metrics import blueprint as health_pages, metrics_app
+from .uploads import Uploads
+
+log = logging.getLogger(__name__)
+
+
+def base_url(settings: dict, domain: str) -> str:
+    """Where clients reach the HTTP listener: ``[http] public_url``, else ``http://host:port`` of
+    ``listen`` (the domain for a wildcard host; IPv6 in brackets)."""
+    if settings["public_url"]:
+        return settings["public_url"]
+    host, port = settings["listen"]
+    host = domain if host in ("0.0.0.0", "::", "") else host
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 class HttpUserRoute:
@@ -45,6 +62,10 @@ class HttpServer:
         self.streams = Streams(core)
         self.route = HttpUserRoute(core)
         self.auth = None  # the API's Authenticator, once the application is built
+        #: HTTP File Upload (XEP-0363): slots other plugins ask for, the files PUT and GET here
+        self.uploads = Uploads(core.db, core.config.data_dir / "uploads",
+                               base_url(settings, core.domain))
+        self._purging = None
 
     @hookimpl
     def add_listeners(self):
@@ -61,7 +82,19 @@ class HttpServer:
         if separate is not None:
             listeners.append(GuardedWSGIServer(separate, metrics_app(self.core), None,
                                                settings["header_timeout"], settings["body_timeout"]))
+        self._purging = gevent.spawn(self._purge, settings["upload_purge_interval"])
         return listeners
+
+    def _purge(self, interval: float) -> None:
+        """Every ``interval`` seconds, delete lapsed upload slots and expired files."""
+        while True:
+            try:
+                purged = self.uploads.purge()
+                if purged:
+                    log.info("uploads: purged %d lapsed slots and expired files", purged)
+            except Exception:  # the database was away: try again next time
+                log.exception("uploads: purge failed")
+            gevent.sleep(interval)
 
     @hookimpl
     def add_metrics(self, registry):
@@ -84,6 +117,8 @@ class HttpServer:
     @hookimpl
     def on_shutdown(self):
         self.core.presence.set_service(self.user, None)  # ExposeURL made it available
+        if self._purging is not None:
+            self._purging.kill()
         self.core.pm.unregister(self)
 
 

@@ -12,12 +12,13 @@ from types import MappingProxyType
 
 from convergence import AddressError, hookimpl
 from convergence.addresses import normalize_domain
-from convergence.config import (Option, Section, listen_address, one_of, optional_listen_address,
-                                positive_int, positive_number)
-from convergence.listeners import connection_limit_options
+from convergence.config import (Option, Section, listen_address, non_negative_number, one_of,
+                                optional_listen_address, positive_int, positive_number)
+from convergence.listeners import connection_limit_options, networks
 
 from .contract import share_roster  # noqa: F401 - a hook of this plugin
 from .peers import parse_host
+from . import upload
 from .server import XmppServer
 
 
@@ -31,6 +32,30 @@ def host_map(value) -> MappingProxyType:
         raise ValueError(f'expected a table of domain = "host:port" ({exc})') from None
 
 
+def non_negative_int(value) -> int:
+    """``0`` (off) or a positive integer."""
+    return 0 if value == 0 and not isinstance(value, bool) else positive_int(value)
+
+
+def media_types(value) -> tuple[str, ...]:
+    """``upload_content_types``: a list of media types like ``"image/png"`` (lower-cased)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and upload.MEDIA_TYPE.fullmatch(v)
+                                              for v in value):
+        raise ValueError('expected a list of media types, e.g. ["image/png", "image/jpeg"]')
+    return tuple(v.lower() for v in value)
+
+
+def muc_domain_setting(value) -> str:
+    """``muc_domain``: "" or a domain name, ``{domain}`` standing for ``[server] domain``."""
+    if not isinstance(value, str):
+        raise ValueError('expected a domain name such as "conference.{domain}", or ""')
+    try:
+        value and normalize_domain(value.replace("{domain}", "example.org"))
+    except AddressError as exc:
+        raise ValueError(f'expected a domain name such as "conference.{{domain}}", or "" ({exc})') from None
+    return value
+
+
 @hookimpl
 def add_config_section():
     return Section("xmpp", {
@@ -40,8 +65,8 @@ def add_config_section():
         "tls_cert": Option("", "PEM certificate file; empty: a self-signed one in data_dir/tls"),
         "tls_key": Option("", "PEM private key file of tls_cert"),
         # ---- federation (server-to-server, RFC 6120; docs/xmpp.md "Federation") ----
-        "s2s_listen": Option("", 'server-to-server listener, e.g. "0.0.0.0:5269"; "" turns '
-                             "federation off (other domains: remote-server-not-found)",
+        "s2s_listen": Option("0.0.0.0:5269", 'server-to-server listener; "" turns federation '
+                             "off (other domains: remote-server-not-found)",
                              optional_listen_address),
         "s2s_hosts": Option({}, 'where peer domains listen, overriding DNS SRV: '
                             '{ "b.example" = "host:port" }', host_map),
@@ -89,8 +114,45 @@ def add_config_section():
                                    positive_int),
         "private_max_elements": Option(64, "private XML storage elements per account (XEP-0049)",
                                        positive_int),
+        "blocklist_max_items": Option(1000, "JIDs one account may block (XEP-0191)", positive_int),
         "caps_cache_size": Option(1000, "verified entity capabilities remembered (XEP-0115)",
                                   positive_int),
+        "upload_max_size": Option(10485760, "bytes of one file sent with HTTP File Upload "
+                                  "(XEP-0363; needs the http plugin)", positive_int),
+        "upload_quota": Option(1073741824, "bytes of uploaded files (and open slots) one account "
+                               "keeps; 0: no quota", non_negative_int),
+        "upload_slot_timeout": Option(300.0, "seconds an upload slot can be used for its PUT",
+                                      positive_number),
+        "upload_expiry": Option(7, "days an uploaded file is kept; 0: until deleted",
+                                non_negative_number),
+        "upload_content_types": Option([], 'media types accepted for upload, e.g. ["image/png"]; '
+                                       "empty: any", media_types),
+        # ---- group chat (XEP-0045; docs/xmpp.md "Group chat") ----
+        "muc_domain": Option("conference.{domain}", 'the Multi-User Chat service\'s domain '
+                             '({domain} is [server] domain); "" turns group chat off',
+                             muc_domain_setting),
+        "muc_max_rooms_per_user": Option(10, "rooms one user may own", positive_int),
+        "muc_max_occupants": Option(200, "occupants per room (the ceiling of a room's max users)",
+                                    positive_int),
+        "muc_history_default": Option(20, "messages of history sent on joining when the client "
+                                      "does not ask for a number", positive_int),
+        "muc_history_max": Option(100, "messages of history a room keeps at most", positive_int),
+        # ---- XMPP over WebSocket on the HTTP listener (RFC 7395; docs/xmpp.md "WebSocket") ----
+        "websocket_secure_from": Option(["127.0.0.0/8", "::1"], "source addresses or networks "
+                                        "whose WebSocket connections count as encrypted (a reverse "
+                                        "proxy serving wss:// there); with require_tls only they "
+                                        "may log in over WebSocket", networks),
+        "websocket_url": Option("", "WebSocket URL XEP-0156 host-meta advertises, e.g. "
+                                '"wss://chat.example.org/xmpp-websocket"; empty: ws:// (wss:// '
+                                "over HTTPS) on the Host the request named"),
+        "archive": Option(True, "archive 1:1 messages of every account (XEP-0313 MAM)"),
+        "archive_retention": Option(0.0, "days archived messages are kept; 0 keeps them forever",
+                                    non_negative_number),
+        "archive_write_delay": Option(0.05, "seconds archived messages are collected before they "
+                                      "are written in one transaction (0: at once)",
+                                      non_negative_number),
+        "mam_max_page": Option(50, "messages per archive query page (XEP-0313, RSM max: the "
+                               "default and the cap)", positive_int),
         **connection_limit_options("XMPP"),
     }, "the XMPP plugin")
 

@@ -51,8 +51,8 @@ from convergence.presence import UNAVAILABLE
 
 from . import messages, presence, sasl
 from .stanzas import StanzaError, error_reply, iq_result, tag
-from .stream import (CLIENT_NS, STREAM_CLOSE, STREAM_NS, StreamClose, StreamError, StreamOpen,
-                     StreamParser, serialize, stream_error, stream_header)
+from .stream import (CLIENT_NS, STREAM_CLOSE, STREAM_NS, EventStream, StreamParser, serialize,
+                     stream_error, stream_header)
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def legacy_session(service, session, stanza):
     return iq_result(stanza)
 
 
-class Session:
+class Session(EventStream):
     """A client's stream, from the first byte to the close; an Endpoint once bound."""
 
     __slots__ = ("service", "link", "peer", "parser", "encrypted", "username", "address", "account",
@@ -137,29 +137,10 @@ class Session:
 
     # ---- input ---------------------------------------------------------------------------------
     def receive(self, data: bytes) -> None:
-        """Bytes from the client: parse and handle every event they complete."""
-        if self.closed:
-            return
-        self.pinged = False
-        try:
-            events = self.parser.feed(data)
-        except StreamError as exc:
-            self._handle(exc.events)  # what came before the bad bytes still counts
-            self.close(exc.condition, exc.text)
-            return
-        self._handle(events)
-
-    def _handle(self, events) -> None:
-        generation = self.generation
-        for event in events:
-            if self.closed or self.generation != generation:
-                return  # closed, or the stream restarted: the old stream's leftovers are void
-            if isinstance(event, StreamOpen):
-                self._open(event.attrs)
-            elif isinstance(event, StreamClose):
-                self.close()
-            else:
-                self._element(event.element)
+        """Bytes from the client (EventStream): any answers an outstanding keep-alive ping."""
+        if not self.closed:
+            self.pinged = False
+        super().receive(data)
 
     # ---- stream header and features (RFC 6120 §4.7, §4.3.2) ------------------------------------
     def _send_header(self, to: str | None = None) -> None:
@@ -454,10 +435,9 @@ class Session:
         router = self.service.core.router
         try:
             written, unwritten = self.link.written, self.unwritten
-            while unwritten:
-                end, message = unwritten.popleft()
-                if end > written:
-                    router.returned(message)
+            while unwritten:  # in batches: more may be queued while the store writes
+                batch = [unwritten.popleft() for _ in range(len(unwritten))]
+                router.returned(*(message for end, message in batch if end > written))
         finally:
             self.giving = False
             if self.holding:

@@ -41,6 +41,7 @@ class Caps:
         self.cache_size = cache_size
         self.known: OrderedDict[tuple[str, str], frozenset] = OrderedDict()  # (hash, ver) -> features
         self.sessions: dict = {}  # full JID -> (hash, ver, features or None while asked)
+        self.remote: OrderedDict = OrderedDict()  # the same for entities of other domains (s2s_pep)
 
     def features(self, address) -> frozenset:
         entry = self.sessions.get(address)
@@ -80,9 +81,8 @@ def seen(service, session, element: ET.Element) -> None:
     if element.get("type") == "unavailable":
         caps.sessions.pop(session.address, None)
         return
-    c = element.find(tag("c", NS))
-    ver, algo, node = (c.get("ver", ""), c.get("hash", ""), c.get("node", "")) if c is not None else ("", "", "")
-    if not ver or len(ver) > MAX_VER or len(node) > MAX_VER:
+    algo, ver, node = announced(element)
+    if not ver:
         if caps.sessions.pop(session.address, None) is not None:
             service.iq.emit("caps", service, session)
         return
@@ -100,27 +100,47 @@ def seen(service, session, element: ET.Element) -> None:
 
 def _ask(service, session, algo: str, ver: str, node: str) -> None:
     """disco#info to the session for ``node#ver`` (§6.3); the answer comes to ``answered``."""
-    iq_id = "caps-" + secrets.token_hex(6)
-    iq = ET.Element(tag("iq"), {"type": "get", "id": iq_id, "from": service.domain,
-                                "to": session.address.jid})
-    ET.SubElement(iq, tag("query", DISCO_INFO), node=f"{node}#{ver}" if node else ver)
+    iq_id, iq = query(service, session.address.jid, ver, node)
 
     def answered(reply: ET.Element) -> None:
         entry = service.caps.sessions.get(session.address)
         if entry is None or entry[:2] != (algo, ver) or service.session(session.address) is not session:
             return  # the session went away or announced other capabilities meanwhile
-        query = reply.find(tag("query", DISCO_INFO))
-        features = frozenset()
-        if reply.get("type") == "result" and query is not None:
-            parsed = _features(query)
-            if parsed is not None:
-                features = parsed
-                if algo in HASHES and verification_hash(query, algo) == ver:
-                    service.caps.cache((algo, ver), features)
-        service.caps.sessions[session.address] = (algo, ver, features)
+        service.caps.sessions[session.address] = (algo, ver, learned(service.caps, reply, algo, ver))
         service.iq.emit("caps", service, session)
     service.iq.expect(session.address.jid, iq_id, answered)
     session.send(iq)
+
+
+def announced(element: ET.Element) -> tuple[str, str, str]:
+    """(hash, ver, node) of a presence's ``<c/>`` (§4); ver is "" when there is none we keep."""
+    c = element.find(tag("c", NS))
+    ver, algo, node = (c.get("ver", ""), c.get("hash", ""), c.get("node", "")) if c is not None else ("", "", "")
+    if len(ver) > MAX_VER or len(node) > MAX_VER:
+        ver = ""
+    return algo, ver, node
+
+
+def query(service, to: str, ver: str, node: str) -> tuple[str, ET.Element]:
+    """(id, the disco#info IQ from the server to ``to`` for ``node#ver``, §6.3)."""
+    iq_id = "caps-" + secrets.token_hex(6)
+    iq = ET.Element(tag("iq"), {"type": "get", "id": iq_id, "from": service.domain, "to": to})
+    ET.SubElement(iq, tag("query", DISCO_INFO), node=f"{node}#{ver}" if node else ver)
+    return iq_id, iq
+
+
+def learned(caps: Caps, reply: ET.Element, algo: str, ver: str) -> frozenset:
+    """The features of a disco#info answer (empty for an error or an invalid answer); cached by
+    ``ver`` when the answer verifies (§5.4)."""
+    query = reply.find(tag("query", DISCO_INFO))
+    if reply.get("type") != "result" or query is None:
+        return frozenset()
+    features = _features(query)
+    if features is None:
+        return frozenset()
+    if algo in HASHES and verification_hash(query, algo) == ver:
+        caps.cache((algo, ver), features)
+    return features
 
 
 def _features(query: ET.Element) -> frozenset | None:

@@ -50,7 +50,8 @@ def register_iq(router) -> None:
 def disco_info(service, session, stanza):
     _get(stanza)
     query = ET.Element(tag("query", DISCO_INFO))
-    if _account(service, stanza) is not None:
+    account = _account(service, stanza)
+    if account is not None:
         ET.SubElement(query, tag("identity", DISCO_INFO), category="account", type="registered")
         for category, kind in service.iq.account_identities():  # the PEP service (XEP-0163 §1)
             ET.SubElement(query, tag("identity", DISCO_INFO), category=category, type=kind)
@@ -58,8 +59,11 @@ def disco_info(service, session, stanza):
     else:
         ET.SubElement(query, tag("identity", DISCO_INFO), category="server", type="im", name="Convergence")
         names = service.iq.features(service)
+    extras = service.iq.server_extras(service) if account is None else []
+    query.extend(e for e in extras if e.tag == tag("identity", DISCO_INFO))
     for name in names:
         ET.SubElement(query, tag("feature", DISCO_INFO), var=name)
+    query.extend(e for e in extras if e.tag != tag("identity", DISCO_INFO))  # XEP-0128 forms
     return iq_result(stanza, query)
 
 
@@ -69,6 +73,8 @@ def disco_items(service, session, stanza):
     query = ET.Element(tag("query", DISCO_ITEMS))
     for jid, node in service.iq.items_of_account(service, session, account) if account else ():
         ET.SubElement(query, tag("item", DISCO_ITEMS), jid=jid, node=node)
+    for jid, name in service.iq.server_items() if account is None else ():
+        ET.SubElement(query, tag("item", DISCO_ITEMS), jid=jid, name=name)  # the MUC service
     return iq_result(stanza, query)
 
 

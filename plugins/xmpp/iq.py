@@ -71,7 +71,9 @@ class IqRouter:
         self._account_identities: list[tuple[str, str]] = []
         self._observers: dict[str, list[Callable]] = {}
         self._account_items: list[Callable] = []
+        self._server_extras: list[Callable] = []
         self._awaited: dict[tuple[str, str], Callable] = {}
+        self._server_items: list[tuple[str, str]] = []
 
     def register(self, payload: str, func: Callable, *, features=(), before_auth=False,
                  to_server=True, to_account=False, offered=None) -> None:
@@ -101,8 +103,24 @@ class IqRouter:
         of (jid, node) (XEP-0030 §4; PEP nodes, XEP-0163 §7)."""
         self._account_items.append(func)
 
+    def server_item(self, jid: str, name: str) -> None:
+        """An item of the server's disco#items (XEP-0030 §4): a service such as the MUC domain."""
+        self._server_items.append((jid, name))
+
+    def server_items(self) -> list[tuple[str, str]]:
+        return list(self._server_items)
+
     def items_of_account(self, service, session, account) -> list[tuple[str, str]]:
         return [item for func in self._account_items for item in func(service, session, account)]
+
+    def server_info(self, func: Callable) -> None:
+        """``func(service)`` gives what the server's disco#info adds beyond its features: a list of
+        identities (``disco#info`` ``<identity/>`` elements) and XEP-0128 forms (``jabber:x:data``
+        elements), e.g. the upload service's ``store/file`` and max-file-size (XEP-0363 §2)."""
+        self._server_extras.append(func)
+
+    def server_extras(self, service) -> list:
+        return [element for func in self._server_extras for element in func(service)]
 
     def on(self, event: str, func: Callable) -> None:
         self._observers.setdefault(event, []).append(func)
@@ -160,6 +178,16 @@ class IqRouter:
                 session.send(error_reply(iq, error))
             return
         try:
+            sender = getattr(session, "address", None)
+            if to is not None and to.local and sender is not None and \
+                    (refused := service.blocking.refusal(sender, to)) is not None:
+                if request:  # XEP-0191 §3.3: across a block; other IQ types are dropped
+                    raise refused
+                return
+            muc = getattr(service, "muc", None)
+            if to is not None and muc is not None and to.domain == muc.domain and \
+                    getattr(session, "account", None):
+                return muc.iq(session, iq)  # the MUC service (XEP-0045, muc_service.py)
             if to is not None and to.domain != service.domain and getattr(session, "account", None):
                 return self._to_other_domain(service, iq, request)
             if to is not None and to.resource and to.local:

@@ -8,7 +8,7 @@ except to an error message (§8.3.1). A message to an account that does not exis
 harvesting). ``element`` renders a core message for a session, with the XEP-0203 delay stamp of an
 offline message and, for an error from another protocol (``Message.error``), the <error/> child
 (RFC 6120 §8.3.2) with the condition and the body as its text. Payloads the core does not model (chat states, receipts, encryption) travel in
-``XmppMessage.extensions`` to XMPP recipients; the offline store keeps only the core fields, and
+``XmppMessage.extensions`` to XMPP recipients (a XEP-0066 URL without a body becomes the body); the offline store keeps only the core fields, and
 only takes messages with a body or subject unless a XEP-0334 ``<store/>`` or ``<no-store/>`` hint
 says otherwise (``store_hint``).
 
@@ -27,6 +27,7 @@ from datetime import timezone
 from convergence import Address, AddressError, Message, RoutingError
 from convergence.message import MESSAGE_TYPES, new_id
 
+from .stanza_ids import without_our_ids
 from .stanzas import ERROR_TYPES, STANZA_ERROR_NS, StanzaError, error_reply, iq_result, tag
 
 CARBONS_NS = "urn:xmpp:carbons:2"
@@ -34,6 +35,10 @@ FORWARD_NS = "urn:xmpp:forward:0"
 DELAY_NS = "urn:xmpp:delay"
 HINTS_NS = "urn:xmpp:hints"
 MESSAGE, BODY, SUBJECT, THREAD = tag("message"), tag("body"), tag("subject"), tag("thread")
+#: XEP-0066 §4 out-of-band URL: a file shared with HTTP File Upload (XEP-0363) comes with its URL
+#: as the body too (Conversations, Gajim); a message with the URL alone gets it as its body, so a
+#: phone or an HTTP client receives the link as text.
+OOB_URL = "{jabber:x:oob}x/{jabber:x:oob}url"
 ERROR = tag("error")
 CORE_CHILDREN = (BODY, SUBJECT, THREAD)
 NO_CARBONS = (tag("private", CARBONS_NS), tag("no-copy", HINTS_NS))
@@ -44,9 +49,11 @@ class XmppMessage(Message):
     """A core Message that keeps the stanza's other payloads for XMPP recipients."""
 
     extensions: tuple = ()
+    #: the XEP-0359 stanza id the server gives it (the archive id, archive.py): ``id`` is the sender's
+    stanza_id: str = dataclasses.field(default_factory=new_id)
 
-    def reply(self, **changes) -> Message:
-        return super().reply(extensions=(), **changes)  # a reply does not repeat the payloads
+    def reply(self, **changes) -> Message:  # a reply does not repeat the payloads
+        return super().reply(extensions=(), stanza_id=new_id(), **changes)
 
     @property
     def store_hint(self) -> bool | None:
@@ -70,16 +77,18 @@ def outbound(service, session, element: ET.Element) -> None:
             session.send(error_reply(element, StanzaError("jid-malformed", str(exc))))
         return
     message = XmppMessage(
-        session.address, recipient, body=element.findtext(BODY) or "",
+        session.address, recipient, body=element.findtext(BODY) or element.findtext(OOB_URL) or "",
         subject=element.findtext(SUBJECT), thread=element.findtext(THREAD), type=kind,
         id=element.get("id") or new_id(),
-        extensions=tuple(child for child in element if child.tag not in CORE_CHILDREN))
+        extensions=without_our_ids(
+            tuple(child for child in element if child.tag not in CORE_CHILDREN), service.domain))
     try:
         service.core.send(message, "xmpp")
     except RoutingError as exc:
         if kind != "error":
             session.send(error_reply(element, StanzaError(_condition(exc, recipient, service), exc.text,
-                                                          "wait" if exc.retry_after is not None else None)))
+                                                          "wait" if exc.retry_after is not None else None,
+                                                          app=getattr(exc, "app", None))))
         return
     if _carbon_eligible(message) and recipient.bare != session.account:
         for other in service.sessions(session.account):
@@ -93,8 +102,9 @@ def _condition(exc: RoutingError, recipient: Address, service) -> str:
     return exc.condition if exc.condition in ERROR_TYPES else "undefined-condition"
 
 
-def element(service, message: Message) -> ET.Element:
-    """The <message/> stanza for ``message`` (RFC 6121 §5.2), with a delay stamp if it was stored."""
+def element(service, message: Message, stanza_id: bool = True) -> ET.Element:
+    """The <message/> stanza for ``message`` (RFC 6121 §5.2), with a delay stamp if it was stored
+    and, with ``stanza_id``, the XEP-0359 stanza id the account's archive knows it by."""
     stanza = ET.Element(MESSAGE, {"from": message.sender.jid, "to": message.recipient.jid,
                                   "type": message.type, "id": message.id})
     for name, text in ((SUBJECT, message.subject), (BODY, message.body), (THREAD, message.thread)):
@@ -112,6 +122,8 @@ def element(service, message: Message) -> ET.Element:
         ET.SubElement(stanza, tag("delay", DELAY_NS), {
             "from": service.domain,
             "stamp": stamp.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}).text = "Offline storage"
+    if stanza_id and (sid := service.archive.stanza_id_element(message)) is not None:
+        stanza.append(sid)
     return stanza
 
 

@@ -42,7 +42,7 @@ from sqlalchemy.exc import IntegrityError
 
 from convergence import Address, AddressError, contacts
 
-from . import pep_store as store, pubsub_forms as forms
+from . import pep_store as store, pubsub_forms as forms, s2s_pep
 from .stanzas import StanzaError, iq_result, tag
 from .visibility import own, send, watched, watcher_accounts
 
@@ -315,7 +315,9 @@ def publish_item(service, owner: Address, node: str, item_id: str, payload: ET.E
         raise _too_many(service) from None
     current = existing or store.Node(node, config)
     if forms.truth(config.get("deliver_notifications", "true")):
-        _notify(_audience(service, owner, current), node, owner, _items_event(node, item_id, payload, config))
+        event = _items_event(node, item_id, payload, config)
+        _notify(_audience(service, owner, current), node, owner, event)
+        s2s_pep.notify(service, owner, current, _message(owner, event))
     service.iq.emit("pep-published", service, owner, node, item_id, payload)
 
 
@@ -328,6 +330,7 @@ def retract_item(service, owner: Address, node: str, item_id: str, notify: bool 
         event = ET.Element(tag("items", EVENT), node=node)
         ET.SubElement(event, tag("retract", EVENT), id=item_id)
         _notify(_audience(service, owner, found), node, owner, event)
+        s2s_pep.notify(service, owner, found, _message(owner, event))
     service.iq.emit("pep-retracted", service, owner, node, item_id)
     return True
 
@@ -403,11 +406,15 @@ def send_last(service, session) -> None:
     _send_last(service, session, owners, ("never", "on_sub"))
 
 
-def subscribed(service, owner: Address, sessions: list) -> None:
-    """The sessions' account now sees ``owner``'s presence (RFC 6121 §3.1.5): it is subscribed to
-    ``owner``'s nodes, so each session gets their last items (XEP-0060 §6.1.7)."""
+def subscribed(service, owner: Address, sessions: list, contact: Address | None = None) -> None:
+    """The sessions' account (``contact``) now sees ``owner``'s presence (RFC 6121 §3.1.5): it is
+    subscribed to ``owner``'s nodes, so each session gets their last items (XEP-0060 §6.1.7); so
+    does each entity of a remote ``contact`` whose interests are known (``s2s_pep``)."""
     for session in sessions:
         _send_last(service, session, [owner], ("never",))
+    if contact is not None:
+        for address in s2s_pep.known(service, contact):
+            send_last_remote(service, address, [owner], ("never",))
 
 
 def _send_last(service, session, owners: list, not_when: tuple) -> None:
@@ -416,12 +423,35 @@ def _send_last(service, session, owners: list, not_when: tuple) -> None:
     wanted = service.caps.notify(session.address)
     if not wanted or not session.available:
         return
+    for message in _last_messages(service, owners, wanted, not_when,
+                                  lambda owner, node: _allowed(service, session.account, owner, node) is None):
+        send([session], message)
+
+
+def send_last_remote(service, address: Address, owners: list | None = None,
+                     not_when: tuple = ("never", "on_sub")) -> None:
+    """XEP-0163 §6.1.2 for an entity of another domain whose interests became known
+    (``s2s_pep.learn``): the last items it wants of the local accounts whose presence it sees
+    (or of ``owners``)."""
+    wanted = s2s_pep.notify_set(service, address)
+    if not wanted:
+        return
+    if owners is None:
+        owners = s2s_pep.owners_seen_by(service, address)
+    for message in _last_messages(service, owners, wanted, not_when,
+                                  lambda owner, node: s2s_pep.may_read(address, node)):
+        s2s_pep.send(service, address, message)
+
+
+def _last_messages(service, owners: list, wanted, not_when: tuple, allowed):
+    """The event messages of the last items of ``owners``' ``wanted`` nodes that ``allowed(owner,
+    node)``, but not from nodes whose ``send_last_published_item`` is in ``not_when``."""
     for owner, node, item in store.last_items(service.core.db, [o.local for o in owners], wanted):
         owner = service.core.address(owner)
         if node.config.get("send_last_published_item") in not_when:
             continue
         if not forms.truth(node.config.get("deliver_notifications", "true")):
             continue
-        if _allowed(service, session.account, owner, node) is None:
+        if allowed(owner, node):
             event = _items_event(node.name, item.id, ET.fromstring(item.payload), node.config)
-            send([session], _message(owner, event))
+            yield _message(owner, event)

@@ -32,7 +32,7 @@ from convergence import Address, AddressError, Presence, contacts
 from convergence.presence import UNAVAILABLE
 from convergence.store import roster as store
 
-from . import s2s_presence
+from . import blocking, s2s_presence
 from .stanzas import StanzaError, error_reply, tag
 from .subscription_handling import subscription
 from .subscriptions import KINDS
@@ -51,6 +51,8 @@ def outbound(service, session, element: ET.Element) -> None:
         if kind not in TYPES:
             raise StanzaError("bad-request", f"unknown presence type {kind!r}")
         to = _address(element.get("to")) if element.get("to") else None
+        if to is not None and kind != "error" and service.blocking.blocks(session.account, to):
+            raise blocking.blocked_error()  # XEP-0191 §3.3: presence to a JID the user blocks
         if kind in KINDS:
             subscription(service, session, kind, to, element)
         elif kind == "probe":
@@ -134,8 +136,9 @@ def _broadcast(service, session, element: ET.Element) -> None:
         for contact in watched(service, account, state):
             show(service, contact, [session])
         s2s_presence.probe(service, account)  # contacts of other domains answer by themselves
-        for _, text in state.requests:
-            session.send(ET.fromstring(text))  # §3.1.3: still waiting for an answer
+        for contact, text in state.requests:
+            if not service.blocking.blocks(account, Address.from_jid(contact)):  # XEP-0191 §3.3
+                session.send(ET.fromstring(text))  # §3.1.3: still waiting for an answer
         service.core.router.deliver_stored(account)
 
 

@@ -13,9 +13,12 @@ dialback checks (``domain``, ``settings``, ``secret``, ``server_tls``, ``client_
    ``from`` that is a domain name (else ``invalid-from``, §4.9.3.9);
 2. features (§4.3.2): ``<starttls><required/></starttls>`` until TLS is up when
    ``s2s_require_encryption`` (anything else before is a ``policy-violation``), then the dialback
-   feature (XEP-0220 §2.4.1). SASL EXTERNAL is not offered inbound: Python's ssl cannot ask for a
-   client certificate without failing the handshake of a peer whose certificate is self-signed
-   (the usual case dialback exists for), see docs/xmpp.md;
+   feature (XEP-0220 §2.4.1), and SASL EXTERNAL (XEP-0178 §3) when the peer's TLS client
+   certificate validates for the header's ``from`` (``federation.certificate_ok``; the transport
+   asks peers for a certificate only with ``s2s_secure_auth``: Python's ssl cannot ask without
+   failing the handshake of a self-signed peer, see docs/xmpp.md). ``<auth mechanism='EXTERNAL'>``
+   with that domain (or ``=``) succeeds, authenticates it on this stream, and a new stream
+   follows (RFC 6120 §6.4.6); anything else is a SASL ``<failure/>`` (the peer may use dialback);
 3. ``<db:result>`` (XEP-0220 §2.1.1): the key is checked with the originating domain's
    authoritative server (``federation.verify_dialback(stream, domain, key)``, which answers later
    with :meth:`InboundStream.dialback_result`); a valid key authenticates that (from, to) pair on
@@ -39,6 +42,15 @@ authentication, XEP-0220 §2.1.2) the stream carries our ``<db:verify>`` questio
 go to ``federation.verify_answer``. ``federation.outbound_usable``/``outbound_ready``/
 ``stream_ended`` tell the federation where the stream is.
 
+A stanza handed to an outbound stream must never be lost silently ("acknowledged means never
+lost", as for c2s in ``c2s.py``): the stream remembers, for each stanza, the link's ``accepted``
+offset where it ends, and once the link has closed (the peer vanished, stopped reading, reset the
+connection, or the stream was closed) every stanza that ends beyond what the socket took
+(``written``) goes back to the federation (``federation.returned(stream, [(element, bounce)])``),
+which sends it on the domain's next stream or bounces it to its sender. Bytes the kernel took can
+still be lost with the connection: the peer acknowledges nothing (Prosody's mod_s2s does not offer
+XEP-0198 on server streams by default), see docs/xmpp.md "Federation".
+
 Both sides: stream errors are preceded by our header if none was sent (§4.9.1.2); whitespace
 keep-alives after ``s2s_keepalive`` silent seconds (§4.6.1); an authenticated stream idle (no
 stanza either way) for ``s2s_idle_timeout`` seconds is closed cleanly (§4.4); negotiation must end
@@ -50,13 +62,14 @@ import base64
 import logging
 import secrets
 import xml.etree.ElementTree as ET
+from collections import deque
 
 from convergence import Address, AddressError
 from convergence.addresses import normalize_domain
 
 from . import dialback
-from .stream import (CLIENT_NS, SERVER_NS, STREAM_CLOSE, STREAM_NS, StreamClose, StreamError,
-                     StreamOpen, StreamParser, serialize, stream_error, stream_header)
+from .stream import (CLIENT_NS, SERVER_NS, STREAM_CLOSE, STREAM_NS, EventStream, StreamParser,
+                     serialize, stream_error, stream_header)
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +121,9 @@ def jid_domain(text: str | None) -> str | None:
         return None
 
 
-class S2SStream:
-    """What inbound and outbound streams share: the parser, restarts, output, timers, the close."""
+class S2SStream(EventStream):
+    """What inbound and outbound streams share: the parser (``EventStream`` reads), restarts,
+    output, timers, the close."""
 
     direction = ""
 
@@ -135,33 +149,15 @@ class S2SStream:
     def settings(self):
         return self.federation.settings
 
-    # ---- input ----
-    def receive(self, data: bytes) -> None:
-        if self.closed:
-            return
-        try:
-            events = self.parser.feed(data)
-        except StreamError as exc:
-            self._handle(exc.events)
-            self.close(exc.condition, exc.text)
-            return
-        self._handle(events)
-
-    def _handle(self, events) -> None:
-        generation = self.generation
-        for event in events:
-            if self.closed or self.generation != generation:
-                return
-            if isinstance(event, StreamOpen):
-                self._open(event.attrs)
-            elif isinstance(event, StreamClose):
-                self.close()
-            elif event.element.tag == STREAM_ERROR:
-                condition = next((c.tag.rpartition("}")[2] for c in event.element
-                                  if c.tag.rpartition("}")[2] != "text"), "undefined-condition")
-                self._end(f"stream error from the peer: {condition}")
-            else:
-                self._element(event.element)
+    # ---- input (EventStream.receive) ----
+    def _element(self, element: ET.Element) -> None:
+        """A stream error from the peer ends the stream (RFC 6120 §4.9); anything else is the
+        direction's business (``_received``)."""
+        if element.tag == STREAM_ERROR:
+            condition = next((c.tag.rpartition("}")[2] for c in element
+                              if c.tag.rpartition("}")[2] != "text"), "undefined-condition")
+            return self._end(f"stream error from the peer: {condition}")
+        self._received(element)
 
     def _check_header(self, attrs: dict) -> bool:
         """RFC 6120 §4.7, §4.8: namespace and version; False once it closed the stream."""
@@ -237,7 +233,7 @@ class S2SStream:
     def _open(self, attrs: dict) -> None:
         raise NotImplementedError
 
-    def _element(self, element: ET.Element) -> None:
+    def _received(self, element: ET.Element) -> None:
         raise NotImplementedError
 
 
@@ -285,10 +281,40 @@ class InboundStream(S2SStream):
             if self.settings["s2s_require_encryption"]:
                 ET.SubElement(starttls, f"{{{TLS_NS}}}required")
         if not self._tls_missing():
+            if self._external_possible():
+                mechanisms = ET.SubElement(features, f"{{{SASL_NS}}}mechanisms")
+                ET.SubElement(mechanisms, f"{{{SASL_NS}}}mechanism").text = "EXTERNAL"
             ET.SubElement(features, f"{{{dialback.FEATURE_NS}}}dialback")
         return features
 
-    def _element(self, element: ET.Element) -> None:
+    def _external_possible(self) -> bool:
+        """XEP-0178: the peer's certificate validates for the domain it says it is."""
+        return (self.encrypted and self.remote is not None and not self.authenticated
+                and self.federation.certificate_ok(self.link, self.remote))
+
+    def _sasl(self, element: ET.Element) -> None:
+        """XEP-0178 §3: EXTERNAL with our peer's domain (or none: the header's ``from``)."""
+        failure = ET.Element(f"{{{SASL_NS}}}failure")
+        if element.tag != f"{{{SASL_NS}}}auth" or element.get("mechanism") != "EXTERNAL" \
+                or not self._external_possible():
+            ET.SubElement(failure, f"{{{SASL_NS}}}invalid-mechanism")
+            return self.send(failure)
+        text = (element.text or "").strip()
+        try:
+            domain = self.remote if text in ("", "=") else domain_of(
+                base64.b64decode(text, validate=True).decode())
+        except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+            domain = None
+        if domain != self.remote:
+            ET.SubElement(failure, f"{{{SASL_NS}}}not-authorized")
+            return self.send(failure)
+        self.authenticated.add(domain)
+        self.last_stanza = self.federation.now()
+        log.info("s2s: %s authenticated by SASL EXTERNAL (inbound from %s)", domain, self.peer)
+        self.send(ET.Element(f"{{{SASL_NS}}}success"))
+        self._restart()
+
+    def _received(self, element: ET.Element) -> None:
         name = element.tag
         if name == STARTTLS:
             return self._starttls()
@@ -299,10 +325,7 @@ class InboundStream(S2SStream):
         if name == DB + "verify":
             return self._dialback_verify(element)
         if name.startswith("{" + SASL_NS + "}"):
-            # XEP-0178 is only offered outbound (see the module docstring)
-            failure = ET.Element(f"{{{SASL_NS}}}failure")
-            ET.SubElement(failure, f"{{{SASL_NS}}}invalid-mechanism")
-            return self.send(failure)
+            return self._sasl(element)
         uri, _, local = name[1:].partition("}")
         if uri != SERVER_NS or local not in STANZAS:
             return self.close("unsupported-stanza-type", f"{name} is not a server stanza")
@@ -398,9 +421,34 @@ class OutboundStream(S2SStream):
         self.sasl_done = False
         self.tried_external = False
         self.dialback_offered = False
+        self.unwritten: deque = deque()  # (link offset where its stanza ends, element, bounce)
 
     def authenticated_any(self) -> bool:
         return self.ready
+
+    def send_stanza(self, element: ET.Element, bounce=None) -> bool:
+        """A stanza onto this stream, remembered until the socket has taken it; False (and the
+        element keeps its ``jabber:client`` names) when the link is closed or its queue full."""
+        if not super().send_stanza(element):
+            renamed(element, SERVER_NS, CLIENT_NS)
+            return False
+        written, unwritten = self.link.written, self.unwritten
+        while unwritten and unwritten[0][0] <= written:
+            unwritten.popleft()
+        unwritten.append((self.link.accepted, element, bounce))
+        return True
+
+    def connection_lost(self) -> None:
+        """Once the link has closed, the stanzas the socket did not take whole go back to the
+        federation, oldest first."""
+        super().connection_lost()
+        if self.link.closed and self.unwritten:
+            written, unwritten = self.link.written, self.unwritten
+            self.unwritten = deque()
+            back = [(renamed(element, SERVER_NS, CLIENT_NS), bounce)
+                    for end, element, bounce in unwritten if end > written]
+            if back:
+                self.federation.returned(self, back)
 
     def start(self) -> None:
         """Send our header (§4.7.1)."""
@@ -417,7 +465,7 @@ class OutboundStream(S2SStream):
         if not self.stream_id:
             return self.close("invalid-xml", "the receiving server's header needs an 'id'")
 
-    def _element(self, element: ET.Element) -> None:
+    def _received(self, element: ET.Element) -> None:
         name = element.tag
         if name == FEATURES:
             return self._features(element)

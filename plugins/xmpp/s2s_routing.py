@@ -29,7 +29,8 @@ import xml.etree.ElementTree as ET
 from convergence import Address, AddressError, RoutingError
 from convergence.message import MESSAGE_TYPES, new_id
 
-from . import messages, s2s_presence
+from . import messages, pep, s2s_pep, s2s_presence
+from .stanza_ids import without_our_ids
 from .discovery import DISCO_INFO, DISCO_ITEMS, PING, VERSION
 from .stanzas import ERROR_TYPES, STANZA_ERROR_NS, StanzaError, error_reply, tag
 from .subscription_handling import received as subscription_received
@@ -121,7 +122,8 @@ class Inbound:
             sender, recipient, body=element.findtext(tag("body")) or "",
             subject=element.findtext(tag("subject")), thread=element.findtext(tag("thread")),
             type=kind, id=element.get("id") or new_id(), error=condition,
-            extensions=tuple(c for c in element if c.tag not in CORE_CHILDREN))
+            extensions=without_our_ids(tuple(c for c in element if c.tag not in CORE_CHILDREN),
+                                               self.service.domain))
         try:
             self.service.core.send(message, "xmpp")
         except RoutingError as exc:
@@ -143,7 +145,9 @@ class Inbound:
                 session.send(element)
                 return
         if kind not in ("get", "set"):
-            return  # a result or error for nobody here
+            if recipient.local is None:  # an answer the server awaits (caps, XEP-0115 §6.3)
+                self.service.iq.dispatch(self.service, _Remote(self, sender), element)
+            return
         if recipient.local is None and len(element) == 1 and element[0].tag in SERVER_QUERIES:
             self.service.iq.dispatch(self.service, _Remote(self, sender), element)
             return
@@ -155,6 +159,7 @@ class Inbound:
             return
         sender, recipient = addresses
         kind, service = element.get("type"), self.service
+        s2s_pep.learn(service, sender, element, lambda address: pep.send_last_remote(service, address))
         if recipient.local is None:
             return  # presence to the server itself: nothing to do
         if kind in KINDS:

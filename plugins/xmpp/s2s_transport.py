@@ -13,11 +13,14 @@ The streams themselves are the sans-IO state machines of ``s2s.py``; this is the
   attempt is retried with a doubling back-off (0.5 s up to 30 s) for ``s2s_retry_window``
   seconds; then every queued stanza's sender is told: ``remote-server-not-found`` (no such domain,
   refused connection, failed authentication) or ``remote-server-timeout`` (no answer in time).
+  A stream that breaks hands back the stanzas its socket had not taken (``returned``): they go
+  first in the domain's queue and leave on the next stream (or bounce as above), never dropped.
 - **Dialback** (XEP-0220 §2.1.2): a key received inbound is checked by sending ``<db:verify/>``
   over our outbound stream to that domain (opened if needed; usable once TLS is up, before it is
   authenticated) and matching the answer by (domain, stream id).
 - **Certificates**: ours (``tls_cert``, or the generated self-signed one) serves both directions
-  and is offered as a client certificate outbound, for SASL EXTERNAL. The peer's certificate is
+  and is offered as a client certificate outbound, for SASL EXTERNAL. With ``s2s_secure_auth``
+  inbound peers are asked for theirs (``CERT_OPTIONAL``), for SASL EXTERNAL inbound. The peer's certificate is
   checked (``certificate_ok``) with ``cryptography``'s verifier against ``s2s_ca_file`` or the
   system store, for the peer's domain, when ``s2s_secure_auth`` asks for it.
 - ``shutdown`` (SIGTERM) ends every stream with ``system-shutdown`` and tells the senders of
@@ -134,6 +137,7 @@ class Federation:
         self.verifying: dict[tuple[str, str], list] = {}  # (domain, stream id) -> inbound streams
         self.connecting: dict[str, gevent.Greenlet] = {}
         self._settled: dict[OutboundStream, Event] = {}
+        self._pumping: set[OutboundStream] = set()  # streams whose queue waits for the socket
         self.stopping = False
         self.on_stanza = lambda element: None  # set by XmppServer: s2s_routing.Inbound.receive
 
@@ -144,6 +148,13 @@ class Federation:
     def make_tls(self, cert, key) -> None:
         self.server_tls = certificates.server_context(cert, key)
         self.client_tls = client_context(cert, key)
+        if self.settings["s2s_secure_auth"]:
+            # XEP-0178 inbound: peers are asked for their certificate. OpenSSL then fails the
+            # handshake of a peer whose certificate does not validate (Python's ssl has no verify
+            # callback), which is what s2s_secure_auth asks anyway (docs/xmpp.md, Authentication).
+            self.server_tls.verify_mode = ssl.CERT_OPTIONAL
+            if self.settings["s2s_ca_file"]:
+                self.server_tls.load_verify_locations(cafile=self.settings["s2s_ca_file"])
 
     def certificate_ok(self, link, domain: str) -> bool:
         try:
@@ -160,8 +171,8 @@ class Federation:
         if self.stopping:
             raise RoutingError("remote-server-timeout", "the server is shutting down")
         stream = self.outbound.get(domain)
-        if stream is not None and stream.ready and not stream.closed:
-            if stream.send_stanza(element):
+        if stream is not None and stream.ready and not stream.closed and not self.queues.get(domain):
+            if stream.send_stanza(element, bounce):
                 return
         queue = self.queues.setdefault(domain, deque())
         if len(queue) >= self.settings["s2s_max_queued"]:
@@ -251,9 +262,53 @@ class Federation:
         settled = self._settled.get(stream)
         if settled is not None:
             settled.set()
-        queue = self.queues.pop(stream.remote, ())
-        for element, _ in queue:
-            stream.send_stanza(element)
+        self._drain(stream)
+
+    def _drain(self, stream: OutboundStream) -> None:
+        """The domain's queue onto its ready stream, in order, as fast as the socket takes it
+        (a backlog larger than ``max_queued`` must not overflow the new stream's link); what the
+        stream refuses (its link closed meanwhile) stays queued for the next stream."""
+        queue, link = self.queues.get(stream.remote), stream.link
+        while queue:
+            if link.accepted - link.written > link.max_queued // 2:
+                if stream not in self._pumping:
+                    self._pumping.add(stream)
+                    gevent.spawn(self._pump, stream)
+                return
+            element, bounce = queue[0]
+            if not stream.send_stanza(element, bounce):
+                return
+            queue.popleft()
+        if queue is not None and self.queues.get(stream.remote) is queue:
+            del self.queues[stream.remote]
+
+    def _pump(self, stream: OutboundStream) -> None:
+        """Wait until the link has written its queue (or closed), then drain some more."""
+        try:
+            stream.link.flush(None)
+        finally:
+            self._pumping.discard(stream)
+        if stream.ready and not stream.closed and self.outbound.get(stream.remote) is stream:
+            self._drain(stream)
+
+    def returned(self, stream: OutboundStream, items: list) -> None:
+        """The stanzas a closed stream did not write, oldest first: before what is queued, onto
+        the domain's ready stream or the next one; while shutting down they bounce."""
+        domain = stream.remote
+        log.info("s2s: %d stanzas to %s were not written before its stream closed (%s); "
+                 "sending them again", len(items), domain, stream.reason)
+        if self.stopping:
+            for element, bounce in items:
+                if bounce is not None:
+                    gevent.spawn(bounce, "remote-server-timeout", "the server is shutting down")
+            return
+        queue = self.queues.setdefault(domain, deque())
+        queue.extendleft(reversed(items))
+        current = self.outbound.get(domain)
+        if current is not None and current.ready and not current.closed:
+            self._drain(current)
+        else:
+            self._connect(domain)
 
     def stream_ended(self, stream, reason: str) -> None:
         log.info("s2s %s stream %s ended: %s", stream.direction, stream.peer, reason)

@@ -15,20 +15,31 @@ its listener, and ``resolve_recipient`` routes other domains' addresses over it
 """
 from __future__ import annotations
 
+import logging
 from types import MappingProxyType
 
 from convergence import hookimpl
 from convergence.metrics import Collector, family
 
 from . import (cluster_relay, presence as broadcast, roster_push, s2s_routing, s2s_transport,
-               subscription_handling, transport, visibility)
+               subscription_handling, transport, visibility, websocket_http)
+from .muc_service import MucService, muc_domain
 from .service import C2SService
+
+log = logging.getLogger(__name__)
 
 #: RFC 6120 §4.9.3 stream errors for the sessions of a changed account: a deleted account is no
 #: longer authorized (§4.9.3.12); a new password revokes the authentication of every stream, which
 #: must negotiate again (§4.9.3.16 ``reset``), as Prosody does.
 ENDED_BY = MappingProxyType({"deleted": ("not-authorized", "the account was deleted"),
                              "changed": ("reset", "the password was changed; log in again")})
+
+
+#: Seconds the shutdown waits at most for WebSocket sessions to close: each has two to flush its
+#: stream error (``close_after_flush``), then gives back what it did not write, one store write per
+#: message, before the store closes (three seconds in all lost messages of a slow reader on a
+#: loaded PostgreSQL). The wait ends as soon as the last one has closed.
+WEBSOCKET_STOP_TIMEOUT = 10.0
 
 
 class XmppServer:
@@ -38,10 +49,14 @@ class XmppServer:
         self.core = core
         self.service = C2SService(core, settings)
         self.federation = None  # server-to-server, when [xmpp] s2s_listen is set
+        self.websockets = transport.OpenConnections()  # sessions over WebSocket (RFC 7395)
         if settings["s2s_listen"]:
             self.federation = s2s_transport.Federation(core, settings)
             self.federation.on_stanza = s2s_routing.Inbound(self.service, self.federation).receive
             self.service.federation = self.federation  # presence to contacts of other domains
+        domain = muc_domain(settings["muc_domain"], core.domain)  # group chat (XEP-0045)
+        self.muc = self.service.muc = MucService(self.service, settings, domain) if domain else None
+        self.service.archive.start()  # retention runs (XEP-0313 archive)
 
     @hookimpl
     def add_listeners(self):
@@ -51,11 +66,33 @@ class XmppServer:
         return servers
 
     @hookimpl
+    def add_blueprints(self):
+        """XMPP over WebSocket and XEP-0156 discovery on the HTTP listener (``websocket_http``)."""
+        return [websocket_http.blueprint(self.service, self.websockets)]
+
+    @hookimpl
     def resolve_recipient(self, address):
-        """Addresses of other domains go out over federation (``s2s_routing``)."""
+        """Addresses of other domains go out over federation (``s2s_routing``); the MUC
+        domain's go to its rooms (``muc_service``)."""
+        if self.muc is not None and address.domain == self.muc.domain:
+            return self.muc.route
         if self.federation is None or address.domain == self.core.domain:
             return None
         return s2s_routing.RemoteDomainRoute(self.service, self.federation, address.domain)
+
+    @hookimpl
+    def screen_message(self, message, source):
+        """Messages across a block list (XEP-0191 §3.3) are refused, whatever their protocol."""
+        self.service.blocking.screen(message, source)
+
+    @hookimpl
+    def on_message(self, message):
+        """Every message the router accepted, from any protocol: the archive (XEP-0313). The
+        message was delivered: a failure here is logged, not turned into an error for its sender."""
+        try:
+            self.service.archive.observe(message)
+        except Exception:
+            log.exception("archiving message %s failed", message.id)
 
     @hookimpl
     def on_presence(self, account, presence):
@@ -88,6 +125,8 @@ class XmppServer:
         """A SIP binding or HTTP stream came or went: XMPP watchers see it as a resource."""
         if endpoint.protocol != "xmpp":
             broadcast.account_changed(self.service, account)
+            if self.muc is not None:
+                self.muc.endpoint_changed(account)  # a phone in a room whose binding went
 
     @hookimpl
     def on_account(self, account, change, endpoint):
@@ -96,6 +135,8 @@ class XmppServer:
                 if session is not endpoint:
                     session.close(*ENDED_BY[change])
         roster_push.account_changed(self.service, account, change)
+        if change == "deleted":
+            self.service.blocking.forget(account)
 
     @hookimpl
     def add_metrics(self, registry):
@@ -107,6 +148,8 @@ class XmppServer:
     @hookimpl
     def on_shutdown(self):
         self.service.shutdown()
+        self.websockets.wait(WEBSOCKET_STOP_TIMEOUT)  # they give back what they did not write
+        self.service.archive.close()  # writes what is still queued
         if self.federation is not None:
             self.federation.shutdown()
         self.core.pm.unregister(self)

@@ -20,14 +20,15 @@ from convergence import Address, Presence
 from convergence.ratelimit import FailureLimiter
 from convergence.store import accounts
 
-from . import (avatar, bookmarks, c2s, caps, discovery, messages, pep, private_storage, registration,
-               roster, vcard)
+from . import (avatar, blocking, bookmarks, c2s, caps, discovery, mam, messages, pep,
+               private_storage, registration, roster, upload, vcard)
+from .archive import Archive
 from .iq import IqRouter
 
 #: The modules whose ``register_iq(router)`` fills a service's IQ router (in this order: caps
 #: learns a session's features before PEP sends it the last items).
 IQ_PROVIDERS = (c2s, discovery, messages, registration, roster, vcard, caps, pep, avatar,
-                private_storage, bookmarks)
+                private_storage, bookmarks, upload, blocking, mam)
 
 
 class C2SService:
@@ -37,6 +38,7 @@ class C2SService:
         self.domain: str = core.domain
         self.tls_context = tls_context  # an ssl.SSLContext once listeners exist; None: no STARTTLS
         self.federation = None  # s2s_transport.Federation when [xmpp] s2s_listen is set (XmppServer)
+        self.muc = None  # muc_service.MucService when [xmpp] muc_domain is set (XmppServer)
         self.limiter = FailureLimiter(settings["login_failures"], settings["login_failure_window"],
                                       what="XMPP login")
         self.secret = os.urandom(32)  # SCRAM salts simulated for unknown users (RFC 5802 §5.1)
@@ -45,11 +47,13 @@ class C2SService:
         self._open: set = set()
         self.iq = IqRouter()
         self.caps = caps.Caps(settings["caps_cache_size"])  # XEP-0115, for PEP's +notify
+        self.blocking = blocking.BlockLists(self, settings["blocklist_max_items"])  # XEP-0191
         for module in IQ_PROVIDERS:
             module.register_iq(self.iq)
         self.last_presence: dict[Address, tuple[object, ET.Element]] = {}  # full JID -> (session, stanza)
         self.shown: dict[Address, dict[Address, Presence]] = {}  # account -> {JID: presence shown}
         self.slow_readers = 0  # connections closed because their outbound queue was full (metrics)
+        self.archive = Archive(self)  # XEP-0313: the message archive's writer (archive.py)
 
     def credentials(self, username: str):
         """The stored SCRAM keys of ``username`` (SASL lookups), or None."""

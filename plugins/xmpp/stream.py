@@ -112,6 +112,14 @@ _REFUSE_DTD, _REFUSE_COMMENT, _REFUSE_PI = (_refuse(what) for what in
                                             ("DTD", "comment", "processing instruction"))
 
 
+def restrict(parser) -> None:
+    """Have an expat parser refuse a DTD, comments and processing instructions (§11.1) with a
+    ``restricted-xml`` StreamError (the DTD as it starts: no entity can be declared)."""
+    parser.StartDoctypeDeclHandler = _REFUSE_DTD
+    parser.CommentHandler = _REFUSE_COMMENT
+    parser.ProcessingInstructionHandler = _REFUSE_PI
+
+
 def _tag(name: str) -> str:
     """expat's ``uri}local`` as ElementTree's ``{uri}local``."""
     return "{" + name if "}" in name else name
@@ -141,9 +149,7 @@ class StreamParser:
         parser.XmlDeclHandler = self._xml_declaration
         # A DOCTYPE is refused as it starts, so no entity can be declared and no external entity or
         # parameter entity read: handlers for those could never fire.
-        parser.StartDoctypeDeclHandler = _REFUSE_DTD
-        parser.CommentHandler = _REFUSE_COMMENT
-        parser.ProcessingInstructionHandler = _REFUSE_PI
+        restrict(parser)
         parser.StartNamespaceDeclHandler = self._namespace_declaration
         parser.StartElementHandler = self._start
         parser.EndElementHandler = self._end
@@ -235,6 +241,41 @@ _ENTITIES = MappingProxyType({"&": "&amp;", "<": "&lt;", ">": "&gt;", "'": "&apo
                               "\t": "&#9;", "\n": "&#10;", "\r": "&#13;"})
 _TEXT = re.compile(f"[&<>\r{NOT_XML_CHARS}]")
 _ATTR = re.compile(f"[&<>'\"\t\n\r{NOT_XML_CHARS}]")
+
+
+class EventStream:
+    """What a client session (c2s.py) and a server stream (s2s.py) share to read their peer:
+    ``receive(bytes)`` feeds ``self.parser`` and hands each event, in order, to ``_open(attrs)``
+    (a stream header), ``close()`` (the peer's ``</stream:stream>``, RFC 6120 §4.4) or
+    ``_element(element)``, until the stream is ``closed`` or restarts (``generation`` changed:
+    the old stream's leftovers are void, §4.3.3). Bytes that break the XML rules end the stream
+    with the parser's condition (§4.9.3), after the events that came before them."""
+
+    __slots__ = ()
+
+    def receive(self, data: bytes) -> None:
+        """Bytes from the peer: parse and handle every event they complete."""
+        if self.closed:
+            return
+        try:
+            events = self.parser.feed(data)
+        except StreamError as exc:
+            self._handle(exc.events)  # what came before the bad bytes still counts
+            self.close(exc.condition, exc.text)
+            return
+        self._handle(events)
+
+    def _handle(self, events) -> None:
+        generation = self.generation
+        for event in events:
+            if self.closed or self.generation != generation:
+                return  # closed, or the stream restarted: the old stream's leftovers are void
+            if isinstance(event, StreamOpen):
+                self._open(event.attrs)
+            elif isinstance(event, StreamClose):
+                self.close()
+            else:
+                self._element(event.element)
 
 
 def _entity(match: re.Match) -> str:

@@ -51,7 +51,7 @@ def subscription(service, session, kind: str, to: Address | None, element: ET.El
         return
     outcome = outbound(kind, _state(service, account, contact))
     _apply(service, account, contact, outcome)
-    if outcome.forward:
+    if outcome.forward and not service.blocking.hides(account, contact):  # XEP-0191 §3.3
         _receive(service, contact, account, kind, routed)
     _follow(service, account, contact, outcome)
 
@@ -142,6 +142,6 @@ def _follow(service, account: Address, contact: Address, outcome) -> None:
     old, new = outcome.old, outcome.new
     if new.shows_contact and not old.shows_contact:  # §3.1.5: the contact now sees the user
         show(service, account, seen_by(service, contact))
-        service.iq.emit("subscribed", service, account, own(service, contact))  # PEP's last items
+        service.iq.emit("subscribed", service, account, own(service, contact), contact)  # PEP's last items
     elif old.shows_contact and not new.shows_contact:  # §3.2.2, §3.3.3
         withdraw(service, account, contact)

@@ -6,6 +6,8 @@ of ``[xmpp] max_queued`` bytes: a client that stops reading is disconnected) who
 feed the session and ask it how long silence may last (``Session.idle_timeout``: the negotiation
 deadline, then keep-alive pings that detect half-open connections). The ``listen`` port speaks
 STARTTLS (RFC 6120 §5); ``tls_listen`` is Direct TLS (XEP-0368), TLS from the first byte.
+``serve_websocket`` serves a session over a WebSocket the HTTP listener upgraded (RFC 7395,
+``websocket.py``, ``websocket_http.py``).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from convergence.connection import QUEUE_FULL, Connection
 from convergence.listeners import AddressLimit, GuardedStreamServer
 
 from .c2s import Session
+from .websocket import WebSocketLink, WebSocketSession, WebSocketStream
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +47,65 @@ def serve_connection(service, sock, peer, direct_tls: bool = False, ended=lambda
             ended()
             return
     session = Session(service, conn, peer, encrypted=direct_tls)
+    feed(conn, session, _counted(service, conn, ended))
 
+
+def _counted(service, conn: Connection, ended):
+    """``ended``, after counting a connection closed for not reading (metrics)."""
     def closed() -> None:
         if conn.close_reason == QUEUE_FULL:
             service.slow_readers += 1  # metrics: disconnected for not reading
         ended()
+    return closed
 
-    feed(conn, session, closed)
+
+class OpenConnections:
+    """A count of connections not yet ended, to wait for at shutdown (each session stores what
+    its connection did not write when the connection closes: before the store closes)."""
+
+    def __init__(self):
+        self._open = 0
+        self._none_open = Event()
+        self._none_open.set()
+
+    def opened(self) -> None:
+        self._open += 1
+        self._none_open.clear()
+
+    def ended(self) -> None:
+        self._open -= 1
+        if not self._open:
+            self._none_open.set()
+
+    def wait(self, timeout: float | None) -> bool:
+        """True once none is open; False if ``timeout`` passed first."""
+        return self._none_open.wait(timeout)
+
+
+def serve_websocket(service, sock, peer, encrypted: bool, websockets: OpenConnections) -> None:
+    """Serve an XMPP session over the WebSocket on ``sock`` (RFC 7395; the HTTP handler has sent
+    the ``101``) until it ends: the same limits as a TCP session (``max_queued``, the negotiation
+    deadline, pings), the framing of ``websocket.py``. It runs in the HTTP handler's greenlet
+    (which must not touch the socket afterwards), so the HTTP listener counts the connection
+    until it ends; if that greenlet is killed (the HTTP listener stopping), the connection
+    closes. ``websockets`` counts it until it has closed (``XmppServer.on_shutdown`` waits)."""
+    settings = service.settings
+    conn = Connection(sock, peer, max_queued=settings["max_queued"],
+                      idle_timeout=settings["negotiation_timeout"])
+    link = WebSocketLink(conn)
+    session = WebSocketSession(service, link, peer, encrypted=encrypted)
+    done = Event()
+    websockets.opened()
+
+    def ended() -> None:
+        websockets.ended()
+        done.set()
+    feed(conn, WebSocketStream(session, link, settings["max_stanza_size"]),
+         _counted(service, conn, ended))
+    try:
+        done.wait()
+    finally:
+        conn.close("HTTP handler ended")
 
 
 def feed(conn: Connection, stream, ended=lambda: None) -> None:
@@ -85,13 +140,10 @@ class C2SListener(GuardedStreamServer):
         super().__init__(address, self._accept, limit)
         self.service = service
         self.direct_tls = direct_tls
-        self._open = 0  # connections not yet ended
-        self._none_open = Event()
-        self._none_open.set()
+        self._open = OpenConnections()
 
     def _accept(self, sock, peer) -> None:
-        self._open += 1
-        self._none_open.clear()
+        self._open.opened()
         try:
             self.serve(sock, peer, self.direct_tls, lambda: self.connection_ended(peer))
         except BaseException:
@@ -105,9 +157,7 @@ class C2SListener(GuardedStreamServer):
 
     def connection_ended(self, address) -> None:
         super().connection_ended(address)
-        self._open -= 1
-        if not self._open:
-            self._none_open.set()
+        self._open.ended()
 
     def do_close(self, sock, *args) -> None:
         """The handler has returned: the socket now belongs to its Connection (which closes it)."""
@@ -116,7 +166,7 @@ class C2SListener(GuardedStreamServer):
         """End every stream, wait up to ``timeout`` (default ``stop_timeout``) for the connections
         to close (each has two seconds to flush its stream error), then stop listening."""
         self.service.shutdown()
-        self._none_open.wait(self.stop_timeout if timeout is None else timeout)
+        self._open.wait(self.stop_timeout if timeout is None else timeout)
         super().stop(timeout)
 
 

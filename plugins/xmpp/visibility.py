@@ -76,7 +76,11 @@ def seen_by(service, contact: Address) -> list:
 
 def withdraw(service, account: Address, contact: Address) -> None:
     """``contact`` no longer sees ``account``: unavailable from each of its resources."""
-    targets = seen_by(service, contact)
+    unavailable_to(service, account, seen_by(service, contact))
+
+
+def unavailable_to(service, account: Address, targets: list) -> None:
+    """``unavailable`` from each of ``account``'s resources (XMPP and others) to ``targets``."""
     for session in own(service, account):
         send(targets, stanza("unavailable", session.address))
     for jid in foreign(service.core, account):
@@ -115,26 +119,37 @@ def readdressed(element: ET.Element, sender: Address, to: Address) -> ET.Element
 
 
 def send(sessions: list, element: ET.Element, sender: Address | None = None) -> None:
-    """``element`` to each session, addressed to it (and from ``sender`` when given)."""
+    """``element`` to each session, addressed to it (and from ``sender`` when given); not to a
+    session across a block list (XEP-0191 §3.3: presence is not delivered, no error)."""
+    sender = sender or Address.parse(element.get("from"))
     for session in sessions:
-        session.send(readdressed(element, sender or Address.parse(element.get("from")),
-                                 session.address))
+        if not session.service.blocking.hides(sender, session.address):
+            session.send(readdressed(element, sender, session.address))
 
 
 def deliver(service, to: Address, element: ET.Element, local: bool = False) -> None:
     """A presence stanza to a local JID (RFC 6121 §8.5): the named resource, or every available
     resource of the account; nothing for a JID with no such session (§8.5.1, §8.5.3.2.2).
-    A JID of another domain: over federation (``s2s_presence.send``). In a cluster, sessions on
-    other nodes get it too (``cluster_relay``), unless ``local`` (it came from another node)."""
+    A JID of another domain: over federation (``s2s_presence.send``); of the MUC domain: to
+    the MUC service (entering, leaving a room, ``muc_service.py``). Nothing across a block list
+    (XEP-0191 §3.3). In a cluster, sessions on other nodes get it too (``cluster_relay``), unless
+    ``local`` (it came from another node)."""
+    sender = Address.parse(element.get("from"))
+    if service.blocking.hides(sender, to):
+        return
+    muc = getattr(service, "muc", None)
+    if muc is not None and to.domain == muc.domain:
+        muc.presence(readdressed(element, sender, to))
+        return
     if s2s_presence.remote(service, to):
-        s2s_presence.send(service, readdressed(element, Address.parse(element.get("from")), to))
+        s2s_presence.send(service, readdressed(element, sender, to))
         return
     if not local:
-        cluster_relay.deliver(service, to, readdressed(element, Address.parse(element.get("from")), to))
+        cluster_relay.deliver(service, to, readdressed(element, sender, to))
     if to.resource:
         session = service.session(to)
         if session is not None:
-            session.send(readdressed(element, Address.parse(element.get("from")), to))
+            session.send(readdressed(element, sender, to))
         return
     for session in own(service, to):
-        session.send(readdressed(element, Address.parse(element.get("from")), to))
+        session.send(readdressed(element, sender, to))

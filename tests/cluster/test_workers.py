@@ -67,7 +67,7 @@ def test_a_worker_that_cannot_listen_stops_the_supervisor(tmp_path, cluster_tabl
     taken.bind(("127.0.0.1", free_port()))
     taken.listen()
     config = {"server": {"data_dir": str(tmp_path / "data"), "database": database_url, "workers": 2},
-              "cluster": cluster_table, "xmpp": {"listen": "127.0.0.1:%d" % taken.getsockname()[1]},
+              "cluster": cluster_table, "xmpp": {"listen": "127.0.0.1:%d" % taken.getsockname()[1], "s2s_listen": ""},
               "http": {"listen": f"127.0.0.1:{free_port()}"}, "sip": {"listen": f"127.0.0.1:{free_port()}"}}
     path = tmp_path / "c.toml"
     path.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in table.items())

@@ -1,12 +1,13 @@
 """One test per hook (the contract meta-test requires ``test_hook_<name>`` for each)."""
 import click
+import pytest
 import gevent
 from click.testing import CliRunner
 from flask import Blueprint
 from gevent.server import StreamServer
 from sqlalchemy import text
 
-from convergence import Message, Presence, contacts, hookimpl, server
+from convergence import Message, Presence, RoutingError, contacts, hookimpl, server
 from convergence.cli import cli
 from convergence.config import Option, Section
 from convergence.credentials import ha1
@@ -179,6 +180,36 @@ def test_hook_on_message(core, register_plugin):
     rec = register_plugin(Recorder(), "rec")
     core.send(Message(core.add_account("x", "pw"), core.address("echo"), "ping"))
     assert calls(rec, "on_message") == [("ping",), ("ping",)]  # the message and echo's reply
+
+
+def test_hook_screen_message(core, register_plugin):
+    """Any implementation may refuse a message before delivery, told the protocol it came by; the
+    router's cached list of implementations follows plugins coming and going."""
+    seen = []
+
+    class Filter:
+        @hookimpl
+        def screen_message(self, message, source):  # a subset of the arguments, any order
+            seen.append((source, message.body))
+            if "spam" in message.body:
+                raise RoutingError("forbidden", "no spam")
+    rec = register_plugin(Recorder(), "rec")
+    alice = core.add_account("alice", "pw")
+    phone = RecordingEndpoint(alice.with_resource("phone"))
+    core.presence.login(phone)
+    sender = core.address("bob", "sip-1")
+    core.send(Message(sender, alice, "before"), "sip")
+    core.pm.register_plugin(Filter(), "filter")  # unregistered below, not by the fixture
+    with pytest.raises(RoutingError) as refused:
+        core.send(Message(sender, alice, "spam offer"), "sip")
+    assert refused.value.condition == "forbidden"
+    assert core.send(Message(sender, alice, "hello"), "http") == "delivered"
+    assert seen == [("sip", "spam offer"), ("http", "hello")]
+    assert [m.body for m in phone.received] == ["before", "hello"]
+    assert calls(rec, "on_message") == [("before",), ("hello",)]  # a refused message is not observed
+    assert core.router.counts[("sip", "none", "refused", "forbidden")] == 1
+    core.pm.unregister(name="filter")
+    assert core.send(Message(sender, alice, "spam again"), "sip") == "delivered"
 
 
 def test_hook_service_users(make_core):

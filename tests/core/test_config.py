@@ -29,6 +29,7 @@ def test_plugin_sections_are_validated_and_defaulted(tmp_path):
     assert config["server"]["domain"] == "example.org"
     assert config["http"]["listen"] == ("127.0.0.1", 9000)
     assert config["xmpp"]["listen"] == ("0.0.0.0", 5222)
+    assert config["xmpp"]["s2s_listen"] == ("0.0.0.0", 5269)  # federation is on by default
     assert config["echo"]["user"] == "echo"
 
 

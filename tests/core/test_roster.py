@@ -65,6 +65,7 @@ def test_initial_presence_reads_what_the_single_reads_do(core):  # RFC 6121 §4.
     assert state.requests == roster.requests(core.db, "juliet") == [
         ("tybalt@localhost", "<presence type='subscribe'/>")]
     assert state.watchers == roster.watchers(core.db, "juliet@localhost") == ["romeo"]
+    assert sorted(roster.shown_to(core.db, "juliet@localhost")) == ["nurse", "romeo"]  # she sees them
     assert roster.initial_presence(core.db, "juliet", "juliet@localhost", watchers=False).watchers is None
     with pytest.raises(NoSuchAccount):
         roster.initial_presence(core.db, "nobody", "nobody@localhost")

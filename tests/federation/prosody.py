@@ -42,7 +42,7 @@ https_ports = {{ }}
 c2s_direct_tls_ports = {{ }}
 s2s_direct_tls_ports = {{ }}
 modules_enabled = {{ "roster", "saslauth", "tls", "dialback", "disco", "ping", "offline",
-                    "presence", "message", "iq", "test_s2s_hosts" }}
+                    "presence", "message", "iq", "test_s2s_hosts"{modules} }}
 modules_disabled = {{ "s2s_bidi" }}
 authentication = "internal_plain"
 storage = "internal"
@@ -82,8 +82,10 @@ class Prosody:
 
     def __init__(self, directory: Path, domain: str = "prosody.test", accounts: dict | None = None,
                  peers: dict[str, int] | None = None, secure_auth: bool = False,
-                 cafile: Path | None = None, cert: tuple[Path, Path] | None = None):
-        """``peers``: domain -> port on 127.0.0.1 where Prosody finds that domain's s2s listener."""
+                 cafile: Path | None = None, cert: tuple[Path, Path] | None = None,
+                 modules: tuple[str, ...] = ()):
+        """``peers``: domain -> port on 127.0.0.1 where Prosody finds that domain's s2s listener;
+        ``modules``: more Prosody modules to load (e.g. ``pep``)."""
         self.dir = directory
         self.domain = domain
         self.passwords = dict(accounts or {})
@@ -101,7 +103,7 @@ class Prosody:
         (directory / "prosody.cfg.lua").write_text(CONFIG.format(
             dir=directory, c2s=self.port, s2s=self.s2s_port, domain=domain, cert=self.cert,
             key=self.key, secure_auth="true" if secure_auth else "false", cafile=trusted,
-            peers=peers))
+            peers=peers, modules="".join(f', "{name}"' for name in modules)))
         accounts_dir = directory / "data" / domain.replace(".", "%2e") / "accounts"
         accounts_dir.mkdir(parents=True, exist_ok=True)
         for name, password in self.passwords.items():

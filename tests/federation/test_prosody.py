@@ -90,8 +90,8 @@ def test_prosody_restart_queued_stanzas_go_after_reconnect(ours, prosody, xmpp_c
 
 def test_certificates_from_a_ca_sasl_external_and_secure_auth(federated, tmp_path, xmpp_client):
     """Both servers have certificates from a CA made by the test and require valid ones
-    (s2s_secure_auth on both sides): our stream to Prosody authenticates with SASL EXTERNAL
-    (XEP-0178); Prosody's stream to us uses dialback, checked over our validated stream."""
+    (s2s_secure_auth on both sides): both streams authenticate with SASL EXTERNAL (XEP-0178),
+    ours to Prosody and Prosody's to us (it presents its certificate as a TLS client)."""
     authority, port = Authority(tmp_path / "ca"), free_port()
     prosody = Prosody(tmp_path / "prosody", accounts={"bob": "bob-secret"}, peers={OURS: port},
                       secure_auth=True, cafile=authority.cert, cert=authority.issue("prosody.test"))
@@ -105,6 +105,7 @@ def test_certificates_from_a_ca_sasl_external_and_secure_auth(federated, tmp_pat
         says(alice, bob, "signed and sealed")
         ours.process.wait_for(f"authenticated to {prosody.domain} by SASL EXTERNAL")
         says(bob, alice, "delivered")
+        ours.process.wait_for(f"{prosody.domain} authenticated by SASL EXTERNAL (inbound")
     finally:
         prosody.stop()
 

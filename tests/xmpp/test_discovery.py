@@ -30,9 +30,10 @@ def test_server_info_lists_identity_and_features(xmpp_server, xmpp_client, allow
     assert ("jabber:iq:register" in features) == allowed  # XEP-0077 §8
 
 
-def test_server_items_are_empty(server, xmpp_client):
-    alice = xmpp_client(server, "alice")
-    assert disco(alice, "items", "example.org")["disco_items"]["items"] == set()
+def test_server_items_list_the_muc_service(server, xmpp_client):
+    alice = xmpp_client(server, "alice")  # XEP-0045 §6.1: the chat service is a server item
+    assert disco(alice, "items", "example.org")["disco_items"]["items"] == {
+        ("conference.example.org", None, "Chatrooms")}
 
 
 def test_account_info_and_items(server, xmpp_client):

@@ -81,8 +81,8 @@ class FakeSession:
 
     protocol = "xmpp"
 
-    def __init__(self, address):
-        self.address, self.account = address, address.bare
+    def __init__(self, service, address):
+        self.service, self.address, self.account = service, address, address.bare
         self.presence, self.available, self.interested, self.directed = UNAVAILABLE, True, True, set()
         self.sent = []
 
@@ -100,7 +100,7 @@ def hub(core):
     core.add_account("alice", "pw")
     core.add_account("bob", "pw")
     service = core.pm.get_plugin("xmpp:server").service
-    alice = FakeSession(core.address("alice", "desk"))
+    alice = FakeSession(service, core.address("alice", "desk"))
     service.bind(alice)
     core.presence.login(alice)
     return core, service, alice
@@ -123,7 +123,7 @@ def test_each_endpoint_is_seen_even_when_the_combined_presence_does_not_change(h
     """A SIP phone registering while an equally available XMPP resource is online (on_presence
     does not fire) is shown, and so is a second binding and an HTTP stream logging in and out."""
     core, service, alice = hub
-    bob = FakeSession(core.address("bob", "laptop"))
+    bob = FakeSession(service, core.address("bob", "laptop"))
     bob.presence = Presence()
     service.bind(bob)
     core.presence.login(bob)
@@ -146,7 +146,7 @@ def test_probe_answers_and_new_sessions_list_every_endpoint(hub):
     core, service, alice = hub
     phone = RecordingEndpoint(core.address("bob", "sip-1"), "sip", Presence(status="desk phone"))
     core.presence.register(phone, 3600)
-    late = FakeSession(core.address("alice", "tablet"))
+    late = FakeSession(service, core.address("alice", "tablet"))
     visibility.show(service, core.address("bob"), [late])
     (stanza,) = late.sent
     assert (stanza.get("from"), stanza.findtext("{jabber:client}status")) == ("bob@localhost/sip-1", "desk phone")
@@ -154,7 +154,7 @@ def test_probe_answers_and_new_sessions_list_every_endpoint(hub):
 
 def test_xmpp_changes_are_not_repeated_from_the_bare_jid(hub):
     core, service, alice = hub
-    bob = FakeSession(core.address("bob", "laptop"))
+    bob = FakeSession(service, core.address("bob", "laptop"))
     service.bind(bob)
     core.presence.login(bob)
     bob.presence = Presence()

@@ -31,7 +31,7 @@ DOMAIN = "example.org"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, pytestconfig):
+def server(tmp_path_factory, pytestconfig, fork_server):
     tmp = tmp_path_factory.mktemp("rfc6121")
     url = pytestconfig.getoption("convergence_database")
     database_url, drop = create_schema(url) if url else ("", None)
@@ -40,7 +40,7 @@ def server(tmp_path_factory, pytestconfig):
         path = tmp / "convergence.toml"
         path.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in t.items())
                                 for name, t in config.items()))
-        return ServerProcess(path, (), tmp)
+        return ServerProcess(path, (), tmp, launcher=fork_server)
     running = XmppServer(serve, tmp, database_url, {}, {"xmpp": {"shared_roster": False}})
     yield running
     running.process.stop()

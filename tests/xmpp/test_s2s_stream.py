@@ -154,6 +154,33 @@ def test_plain_streams_when_encryption_is_not_required():
                                           "{urn:xmpp:features:dialback}dialback"]
 
 
+def test_inbound_sasl_external_for_a_peer_whose_certificate_validates():
+    """XEP-0178 §3: offered only when the certificate validates for the header's 'from'; the
+    authzid must be that domain (or '='); success authenticates it and a new stream follows."""
+    federation, stream, peer = inbound()
+    _, features = peer.say(header())
+    assert [c.tag for c in features] == ["{urn:xmpp:features:dialback}dialback"]  # no valid cert
+    [failure] = peer.say(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>")
+    assert names([failure]) == ["{urn:ietf:params:xml:ns:xmpp-sasl}failure"] and not stream.authenticated
+    assert failure[0].tag == "{urn:ietf:params:xml:ns:xmpp-sasl}invalid-mechanism"
+
+    federation, stream, peer = inbound()
+    federation.certificate_valid = True
+    _, features = peer.say(header())
+    assert [m.text for m in features.iter("{urn:ietf:params:xml:ns:xmpp-sasl}mechanism")] == ["EXTERNAL"]
+    [failure] = peer.say(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>"
+                         b"Yy5leGFtcGxl</auth>")  # base64("c.example"): not the stream's domain
+    assert failure[0].tag == "{urn:ietf:params:xml:ns:xmpp-sasl}not-authorized" and not stream.authenticated
+    [success] = peer.say(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>"
+                         b"Yi5leGFtcGxl</auth>")  # base64("b.example")
+    assert success.tag == "{urn:ietf:params:xml:ns:xmpp-sasl}success" and stream.authenticated == {THEIRS}
+    peer.reader.reset()
+    _, features = peer.say(header())  # the new stream: nothing left to negotiate but dialback
+    assert [c.tag for c in features] == ["{urn:xmpp:features:dialback}dialback"]
+    peer.say(f"<message from='x@{THEIRS}' to='y@{OURS}'><body>hi</body></message>".encode())
+    assert federation.calls[-1][0] == "inbound" and not stream.closed
+
+
 # ---- inbound: dialback and stanzas ----
 
 def test_stanza_before_dialback_is_not_authorized():
@@ -298,6 +325,32 @@ def test_outbound_starttls_then_dialback():
     stream.send_stanza(ET.Element("{jabber:client}message", to=f"x@{THEIRS}"))
     [message] = peer.say()
     assert message.tag == "{jabber:server}message"
+
+
+def test_outbound_gives_back_what_its_closed_link_did_not_write():
+    """Stanzas the socket took are done; those still queued (or cut short) when the link closed
+    go back to the federation in order, with their bounce and their jabber:client names."""
+    federation, stream, peer = outbound()
+    stream.encrypted = True
+    peer.say(their_header())
+    peer.say(features(DIALBACK))
+    peer.say(f"<db:result from='{THEIRS}' to='{OURS}' type='valid'/>".encode())
+    message = lambda n: ET.Element("{jabber:client}message", to=f"x@{THEIRS}", id=str(n))
+    assert stream.send_stanza(message(1), "bounce1")
+    stream.link.hold()  # the peer stops reading
+    assert stream.send_stanza(message(2), "bounce2") and stream.send_stanza(message(3))
+    stream.link.written += 10  # part of the second stanza went out: it was cut short
+    stream.link.close("write failed: broken pipe")
+    refused = message(4)
+    assert not stream.send_stanza(refused) and refused.tag == "{jabber:client}message"
+    stream.link.close_reason = "write failed: broken pipe"
+    stream.connection_lost()
+    [ended, (name, _, back)] = federation.calls[-2:]
+    assert ended[0] == "stream_ended" and name == "returned"
+    assert [(e.tag, e.get("id"), bounce) for e, bounce in back] == [
+        ("{jabber:client}message", "2", "bounce2"), ("{jabber:client}message", "3", None)]
+    stream.connection_lost()  # once only
+    assert federation.calls[-1] == (name, _, back)
 
 
 def test_outbound_refuses_a_peer_without_starttls():

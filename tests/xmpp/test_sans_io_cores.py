@@ -1,5 +1,5 @@
 """The XMPP protocol cores are sans-IO (docs/architecture.md): stream.py, sasl.py,
-subscriptions.py and c2s.py import no gevent, socket, ssl or select — neither themselves nor
+subscriptions.py, c2s.py and websocket.py import no gevent, socket, ssl or select — neither themselves nor
 through the plugin modules they import (c2s.py's stanza handlers included)."""
 import ast
 from pathlib import Path
@@ -11,7 +11,7 @@ from convergence.plugins import xmpp
 PLUGIN = Path(xmpp.__file__).parent
 PACKAGE = "convergence.plugins.xmpp"
 IO = {"gevent", "socket", "ssl", "select", "selectors", "asyncio", "threading"}
-CORES = ("stream", "sasl", "subscriptions", "c2s")
+CORES = ("stream", "sasl", "subscriptions", "c2s", "websocket")
 
 
 def imports(module: str) -> tuple[set[str], set[str]]:

@@ -1,0 +1,172 @@
+"""The message archive's writer for one service (XEP-0313), fed by the core's ``on_message``.
+
+Every 1:1 message the router accepted — from XMPP, SIP, the HTTP API or a service user — whose
+type is ``chat`` or ``normal`` and that has a body is archived once per local account it
+concerns: in the sender's archive when the sender is a local account, in the recipient's when
+the recipient is (one row each; a message to oneself, one row). XEP-0334 ``<no-store/>`` and
+``<no-permanent-store/>`` keep a message out. Each account's preferences (XEP-0313 §7) are applied
+when the rows are written.
+
+The archive id is the message's XEP-0359 stanza id: ``XmppMessage.stanza_id`` for messages that
+came over XMPP (the ``id`` there is the sender's), the message id for the others (the server made
+it, ``new_id``). ``stanza_id_element`` gives the ``<stanza-id by='account'/>`` the server adds
+when it delivers a message to an account; a message that was stored offline (it has a ``stamp``)
+is looked up in the archive, so that it arrives with the id it has there (XEP-0313 §5.1.2:
+clients dedupe by it; ejabberd issue #1331).
+
+Writes are batched off the routing path: ``observe`` queues the rows and a greenlet writes all
+that are queued in one transaction; ``BATCH`` rows queued write at once, in the caller. A MAM
+query and an offline lookup write what is queued first (``flush``), so a query sees every message
+accepted before it. A failed write is logged and the rows stay queued, retried ``RETRY`` s later;
+``close`` (shutdown) writes what is left. Retention (``[xmpp] archive_retention`` days, 0 =
+forever) is applied at start and every ``PURGE_INTERVAL`` seconds.
+"""
+from __future__ import annotations
+
+import logging
+import xml.etree.ElementTree as ET
+from datetime import datetime, timedelta
+
+import gevent
+import gevent.lock
+
+from convergence import Address, AddressError, contacts
+from convergence.store import roster
+from convergence.store.models import utcnow
+
+from . import archive_store as store
+from .stanza_ids import STANZA_ID, archivable, stanza_text
+
+log = logging.getLogger(__name__)
+Row = store.Row
+
+
+
+def _bare(address) -> str:
+    return f"{address.local}@{address.domain}" if address.local else address.domain
+
+
+class Archive:
+    BATCH = 10000  #: rows queued that are written at once, by the caller (back-pressure)
+    RETRY = 1.0  #: seconds before a failed write is tried again
+    PURGE_INTERVAL = 3600.0  #: seconds between two retention runs
+
+    def __init__(self, service):
+        self.service = service
+        self.core = service.core
+        self.domain = service.domain
+        self.settings = service.settings
+        self.enabled = bool(service.settings["archive"])
+        self.queued: list[store.Row] = []
+        self._lock = gevent.lock.Semaphore()
+        self._writer = None
+        self._purger = None
+        self._thread_writer = store.SqliteWriter.of(self.core.db) if self.enabled else None
+
+    # ---- lifecycle ----
+    def start(self) -> None:
+        if self.enabled and self._purger is None:
+            self._purger = gevent.spawn(self._purge_loop)
+
+    def close(self) -> None:
+        if self._purger is not None:
+            self._purger.kill()
+            self._purger = None
+        self.flush()
+        if self._thread_writer is not None:
+            self._thread_writer.close()
+
+    def _purge_loop(self) -> None:
+        while True:
+            try:
+                self.purge()
+            except Exception:
+                log.exception("archive retention run failed")
+            gevent.sleep(self.PURGE_INTERVAL)  # a timer, not waiting for another greenlet
+
+    def purge(self) -> int:
+        days = self.settings["archive_retention"]
+        if not days:
+            return 0
+        removed = store.purge(self.core.db, utcnow() - timedelta(days=days))
+        if removed:
+            log.info("archive retention: %d messages older than %s days deleted", removed, days)
+        return removed
+
+    # ---- ids ----
+    def stanza_id(self, message) -> str | None:
+        """The archive id of ``message`` in its recipient's archive (see the module docstring)."""
+        if message.stamp is not None:  # from the offline store: the id it got when it came
+            self.flush()
+            return store.stanza_id_of(self.core.db, message.recipient.local,
+                                      message.sender.bare.jid, message.id)
+        return getattr(message, "stanza_id", None) or message.id
+
+    def stanza_id_element(self, message) -> ET.Element | None:
+        """``<stanza-id by='account' id=''/>`` for ``message`` delivered to a local account."""
+        recipient = message.recipient
+        if not self.enabled or recipient.domain != self.domain or not recipient.local \
+                or not archivable(message):
+            return None
+        sid = self.stanza_id(message)
+        return None if sid is None else ET.Element(STANZA_ID, {"by": recipient.bare.jid, "id": sid})
+
+    # ---- writing ----
+    def observe(self, message) -> None:
+        """The core's ``on_message``: queue the rows of an accepted message."""
+        if not self.enabled or not archivable(message):
+            return
+        sender, recipient, domain = message.sender, message.recipient, self.domain
+        local_sender = sender.domain == domain and sender.local
+        local_recipient = recipient.domain == domain and recipient.local \
+            and not (local_sender and recipient.local == sender.local)  # not to oneself: one row
+        if not (local_sender or local_recipient):
+            return
+        sid, now, stanza, queued = self.stanza_id(message), datetime.utcnow(), stanza_text(message), self.queued
+        if local_sender:
+            queued.append(Row(sender.local, sid, recipient.jid, _bare(recipient), now, message.id, stanza))
+        if local_recipient:
+            queued.append(Row(recipient.local, sid, sender.jid, _bare(sender), now, message.id, stanza))
+        if len(self.queued) >= self.BATCH:
+            self.flush()
+        elif self._writer is None:
+            self._writer = gevent.spawn(self._write_queued, self.settings["archive_write_delay"])
+
+    def _write_queued(self, delay: float = 0) -> None:
+        if delay:
+            gevent.sleep(delay)  # a timer: collect a batch, or wait before a retry
+        try:
+            while self.queued and self.flush():
+                pass
+        finally:
+            self._writer = None
+        if self.queued:  # the write failed: try again later, never drop them
+            self._writer = gevent.spawn(self._write_queued, self.RETRY)
+
+    def flush(self) -> bool:
+        """Write every queued row now; False (rows kept, error logged) if the store failed."""
+        with self._lock:
+            rows, self.queued = self.queued, []
+            if not rows:
+                return True
+            try:
+                if self._thread_writer is not None:  # SQLite: the worker thread works, the loop goes on
+                    writer = lambda values: gevent.get_hub().threadpool.apply(self._thread_writer, (values,))  # noqa: E731
+                else:
+                    writer = None
+                store.append(self.core.db, rows, self._in_roster, writer)
+                return True
+            except Exception:
+                log.exception("archiving %d messages failed; kept to retry", len(rows))
+                self.queued[:0] = rows
+                return False
+
+    def _in_roster(self, account: str, peer_bare: str) -> bool:
+        """For the ``roster`` default (XEP-0313 §7): ``peer_bare`` is on ``account``'s roster."""
+        owner = Address(account, self.domain)
+        try:
+            peer = Address.from_jid(peer_bare)
+        except AddressError:
+            return False
+        return contacts.is_shared(self.core, owner, peer) or \
+            roster.get(self.core.db, account, peer_bare) is not None
