@@ -40,7 +40,7 @@ from .messaging import Messaging
 from .metrics import SipCollector
 from .presence import PresenceAgent
 from .proxy import Proxy
-from .registrar import Registrar
+from .registrar import CAST_DROP, Registrar
 from .transaction import Timing
 from .transport import Clock, Timers, Transport, UdpFlow, machine_names
 
@@ -110,7 +110,12 @@ class SipServer:
 
     @hookimpl
     def on_cluster_cast(self, kind, data):
-        """A response another worker received for one of this node's client transactions."""
+        """A response another worker received for one of this node's client transactions, or a
+        binding of this node that a REGISTER on another node removed."""
+        if kind == CAST_DROP:
+            if isinstance(data.get("account"), str) and isinstance(data.get("contact"), str):
+                self.registrar.dropped_elsewhere(data["account"], data["contact"])
+            return
         udp = self.transport.udp
         if kind != CAST_RESPONSE or udp is None or udp.socket is None:
             return

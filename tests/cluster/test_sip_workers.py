@@ -3,13 +3,15 @@
 of the other worker sends (handed to the binding's owner, which sends them), and each 200 is
 matched by the owner's client transaction — also when the kernel gives the 200 to the other
 worker (SIPp answers from its contact port, not from the port it registered from: another hash),
-which hands it over Redis to the node its Via branch names."""
+which hands it over Redis to the node its Via branch names. The phone's REGISTER removing its
+binding (Expires: 0, from another SIPp port: either worker) removes it from its owner."""
 from __future__ import annotations
 
 import re
 
 from .test_workers import worker_of
 
+DROPPED = re.compile(r"/(w\d) INFO convergence\.plugins\.sip\.registrar: SIP: a REGISTER removes .* node .*/(w\d) owns")
 FORWARDED = re.compile(r"/(w\d) INFO convergence\.plugins\.sip\.server: SIP: a 200 response .* answers node .*/(w\d): handed")
 
 
@@ -48,22 +50,27 @@ def test_udp_phone_and_workers(convergence_server, cluster_table, xmpp_client, t
         raise AssertionError("20 connections all went to one worker")
     folder = tmp_path / "sipp"
     folder.mkdir()
-    forwarded = []
-    for n in range(10):  # until a 200 went to the other worker and was handed over (1 in 2 each)
+    forwarded = dropped = []
+    for n in range(12):  # until a 200 and a removal reached the other worker (each 1 in 2)
         phone = Phone(Sipp(server.sip_port, folder))  # a new contact port: a new hash for its 200s
         mark = len(output)
-        phone.register(expires=3)  # gone by itself before the next phone (its SIPp stops)
+        phone.register()
         owner = owner_of(server, mark)
         sender = next(user for worker, user in users.items() if worker != owner)
         incoming = phone.receive()
         sender.send_message("sipuserf@" + server.domain, f"message {n}")
         assert f"message {n}" in incoming()  # handed to the owner, which sent it from the shared port
-        both(server, "unregistered sipuserf@", mark)  # expired on its owner, then on the other
+        mark = len(output)
+        phone.register(expires=0)  # removed by whichever worker takes it
+        both(server, "unregistered sipuserf@", mark)  # from its owner, then from the other
         forwarded = [m.groups() for m in map(FORWARDED.search, output) if m]
-        if forwarded:
+        dropped = [m.groups() for m in map(DROPPED.search, output) if m]
+        if forwarded and dropped:
             break
     assert forwarded, "every 200 reached the worker that sent the MESSAGE: nothing handed over"
     assert all(receiver != owner for receiver, owner in forwarded)
+    assert dropped, "every removal reached the binding's owner: nothing handed over"
+    assert all(receiver != owner for receiver, owner in dropped)
     # every 200 was matched (handed over or not): no Timer F error came back to the senders
     first, second = users.values()
     first.none("message_error", wait=64 * t1 + 0.5)
