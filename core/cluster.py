@@ -15,7 +15,11 @@ through Redis — no protocol of our own (docs/cluster.md):
   started, or rewrote its hash after Redis came back), ``bye`` (it stops). Every node keeps the
   others' endpoints in its presence hub as :class:`RemoteEndpoint` objects, so presence fans out to
   watchers on every node through the usual hooks and the router finds every endpoint.
-- the channel ``<prefix>inbox:<id>``: hand-offs to the node and the acknowledgements it sends.
+- the channel ``<prefix>inbox:<id>``: hand-offs to the node (``msg``, or ``msgs`` for several
+  published together), the acknowledgements it gets (``ack``/``acks``), and *casts* (``cast``):
+  a plugin's events for the node's endpoints that are not messages (``on_cluster_cast``: XMPP
+  roster pushes and presence stanzas, SIP responses that reached the wrong worker), unconfirmed,
+  in order with the hand-offs.
 
 **A hand-off is confirmed exactly once** (the point where delivery is decided): the owner claims
 the message with ``SET <prefix>claim:<handoff> NX`` before giving it to its endpoint and then
@@ -27,12 +31,14 @@ a single process killed between taking a message and writing it.
 
 **A node is lost** when its heartbeat key expired: the others find out on their own heartbeat,
 drop its endpoints (watchers get ``unavailable``) and from then on store what would have gone
-to them. Redis unreachable: a node keeps serving its own endpoints; a message for an endpoint of
-another node is not handed off (the router stores it), and the node re-announces its endpoints
+to them. Redis unreachable: a node keeps serving its own endpoints; a message for an account with
+no endpoint on this node is refused for now (``service-unavailable`` with ``retry_after``: whether
+it has one on another node is unknown), and the node re-announces its endpoints
 when Redis is back.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -134,6 +140,11 @@ def decode_message(fields) -> Message:
     return message
 
 
+def node_tag(node_id: str) -> str:
+    """8 hexadecimal digits naming a node in what a protocol sends (SIP Via branches)."""
+    return hashlib.sha1(node_id.encode()).hexdigest()[:8]
+
+
 def presence_fields(presence: Presence) -> list:
     return [presence.available, presence.show, presence.status, presence.priority]
 
@@ -180,13 +191,17 @@ class Cluster:
         p = settings["prefix"]
         self.events, self.inbox = f"{p}events", f"{p}inbox:{node_id}"
         self.node_key, self.dir_key = f"{p}node:{node_id}", f"{p}dir:{node_id}"
+        self.tag = node_tag(node_id)
         self._prefix = p
         self.redis = redis.Redis.from_url(settings["redis"], socket_timeout=max(self.timeout / 2, 1.0),
                                           socket_connect_timeout=2.0, decode_responses=True)
         self._errors = (redis.RedisError, OSError)
         self.remote: dict[str, dict[str, RemoteEndpoint]] = {}  # node → full address → endpoint
+        self.nodes: set[str] = set()  # the other live nodes, with endpoints or not
         self._waiting: dict[str, gevent.event.AsyncResult] = {}  # hand-off id → its ack
         self._handoffs: gevent.queue.Queue = gevent.queue.Queue()
+        #: hand-offs to publish: [channel, payload, AsyncResult of the receivers count]
+        self._outbox: gevent.queue.Queue = gevent.queue.Queue()
         self._greenlets: list = []
         self._healthy = False  # whether the last write reached Redis
         self._subscribed = gevent.event.Event()
@@ -200,7 +215,8 @@ class Cluster:
             self.redis.ping()
         except self._errors as exc:
             raise OSError(f"cannot reach Redis at {self._url()}: {exc}") from None
-        self._greenlets = [gevent.spawn(self._listen), gevent.spawn(self._take_handoffs)]
+        self._greenlets = [gevent.spawn(self._listen), gevent.spawn(self._take_handoffs),
+                           gevent.spawn(self._publish_handoffs)]
         if not self._subscribed.wait(10):
             raise OSError(f"cannot subscribe on Redis at {self._url()}")
         self._announce()
@@ -224,6 +240,12 @@ class Cluster:
     def reachable(self) -> bool:
         """Whether the last write reached Redis (the readiness check asks)."""
         return self._healthy
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds after which a sender refused during a Redis outage may try again: the heartbeat
+        looks for Redis that often."""
+        return max(1.0, self.timeout / 4)
 
     def _url(self) -> str:
         kwargs = self.redis.connection_pool.connection_kwargs
@@ -270,7 +292,7 @@ class Cluster:
     def _lost(self, exc) -> None:
         if self._healthy:
             log.error("cluster: Redis unreachable (%s): serving this node's endpoints only; "
-                      "messages for other nodes' endpoints are stored until it is back", exc)
+                      "messages for accounts not on this node are refused until it is back", exc)
         self._healthy = False
 
     # -- heartbeat and node loss --
@@ -291,7 +313,7 @@ class Cluster:
                 self._lost(exc)
 
     def _check_nodes(self) -> None:
-        nodes = list(self.remote)
+        nodes = sorted(self.nodes | set(self.remote))
         if not nodes:
             return
         pipe = self.redis.pipeline(transaction=False)
@@ -305,6 +327,7 @@ class Cluster:
 
     # -- the others' endpoints --
     def _drop_node(self, node: str) -> None:
+        self.nodes.discard(node)
         for endpoint in list(self.remote.pop(node, {}).values()):
             self.core.presence.unregister(endpoint)
 
@@ -346,8 +369,9 @@ class Cluster:
     def _load_all(self) -> None:
         nodes = {key[len(self._prefix) + 5:] for key in self.redis.scan_iter(f"{self._prefix}node:*")}
         nodes.discard(self.node_id)
-        for node in set(self.remote) - nodes:
+        for node in (set(self.remote) | self.nodes) - nodes:
             self._drop_node(node)
+        self.nodes = nodes
         for node in nodes:
             self._load(node)
 
@@ -385,14 +409,23 @@ class Cluster:
             event = json.loads(data)
             kind = event["t"]
             if channel == self.inbox:
-                if kind == "msg":
+                if kind in ("msg", "cast"):  # one queue: casts stay in order with hand-offs
                     self._handoffs.put(event)
-                elif kind == "ack" and (waiting := self._waiting.get(event["hid"])) is not None:
-                    waiting.set(event)
+                elif kind == "msgs":  # several hand-offs published at once (_publish_handoffs)
+                    for one in event["msgs"]:
+                        if not isinstance(one, dict) or one.get("t") not in ("msg", "cast"):
+                            raise ValueError("a batch of hand-offs holds something else")
+                        self._handoffs.put(one)
+                elif kind in ("ack", "acks"):  # one, or those of a batch (_take)
+                    for ack in event["acks"] if kind == "acks" else (event,):
+                        if (waiting := self._waiting.get(ack["hid"])) is not None:
+                            waiting.set(ack)
                 return
             node = event["node"]
             if node == self.node_id:
                 return
+            if kind != "bye":
+                self.nodes.add(node)
             if kind == "up":
                 self._set_remote(node, event["address"], event["protocol"], event["presence"])
             elif kind == "down":
@@ -413,13 +446,13 @@ class Cluster:
             raise RoutingError("service-unavailable", f"Redis is unreachable: cannot reach node {endpoint.node}")
         hid = f"{self.node_id}:{secrets.token_hex(8)}"
         waiting = self._waiting[hid] = gevent.event.AsyncResult()
-        payload = json.dumps({"t": "msg", "hid": hid, "from": self.inbox,
-                              "message": encode_message(message)})
+        payload = {"t": "msg", "hid": hid, "from": self.inbox, "message": encode_message(message)}
+        published = gevent.event.AsyncResult()
+        self._outbox.put((f"{self._prefix}inbox:{endpoint.node}", payload, published))
         try:
             try:
-                receivers = self.redis.publish(f"{self._prefix}inbox:{endpoint.node}", payload)
+                receivers = published.get(timeout=self.handoff_timeout)  # by _publish_handoffs
             except self._errors as exc:
-                self._lost(exc)
                 raise RoutingError("service-unavailable", f"cannot reach node {endpoint.node}: {exc}") from None
             ack = waiting.get(timeout=self.handoff_timeout) if receivers else None
         except gevent.Timeout:
@@ -448,6 +481,35 @@ class Cluster:
                     "text": f"node {endpoint.node} did not confirm"}
         return {"outcome": "delivered"}  # the owner holds the claim: it delivers or stores it
 
+    def _publish_handoffs(self) -> None:
+        """Publish the hand-offs of every greenlet waiting to send one in one pipeline, those
+        for one node as one message (``msgs``): one round trip, one write and one message per
+        node for all of them rather than one each."""
+        queue = self._outbox
+        while True:
+            batch = [queue.get()]
+            while len(batch) < HANDOFF_BATCH and not queue.empty():
+                batch.append(queue.get_nowait())
+            by_node: dict[str, list] = {}  # inbox → [(event, published or None)] in order
+            for channel, event, published in batch:
+                by_node.setdefault(channel, []).append((event, published))
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                for channel, entries in by_node.items():
+                    pipe.publish(channel, json.dumps(entries[0][0] if len(entries) == 1 else
+                                                     {"t": "msgs", "msgs": [e for e, _ in entries]}))
+                counts = pipe.execute()
+            except self._errors as exc:
+                self._lost(exc)
+                for _, _, published in batch:
+                    if published is not None:
+                        published.set_exception(exc)
+                continue
+            for entries, receivers in zip(by_node.values(), counts):
+                for _, published in entries:
+                    if published is not None:  # None: a cast, which nobody waits for
+                        published.set(receivers)
+
     def _take_handoffs(self) -> None:
         """In the order they came (the messages of one sender stay in order), in batches: the
         claims of all the hand-offs waiting are one Redis round trip, their acks another."""
@@ -466,11 +528,15 @@ class Cluster:
     def _take(self, batch: list[dict]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for event in batch:
-            pipe.set(f"{self._prefix}claim:{event['hid']}", self.node_id, nx=True, ex=CLAIM_TTL)
-        claims = pipe.execute()
-        acks = self.redis.pipeline(transaction=False)
-        for event, mine in zip(batch, claims):
-            if not mine:
+            if event["t"] == "msg":
+                pipe.set(f"{self._prefix}claim:{event['hid']}", self.node_id, nx=True, ex=CLAIM_TTL)
+        claims = iter(pipe.execute())
+        acks: dict[str, list] = {}  # sender's inbox → its acks
+        for event in batch:
+            if event["t"] == "cast":
+                self._cast_here(event)
+                continue
+            if not next(claims):
                 continue  # the sender gave up waiting and stored it
             hid = event["hid"]
             try:
@@ -479,8 +545,51 @@ class Cluster:
             except RoutingError as exc:
                 ack = {"t": "ack", "hid": hid, "outcome": "refused", "condition": exc.condition,
                        "text": exc.text}
-            acks.publish(event["from"], json.dumps(ack))
-        acks.execute()
+            acks.setdefault(event["from"], []).append(ack)
+        if acks:  # one message per sender
+            pipe = self.redis.pipeline(transaction=False)
+            for inbox, answers in acks.items():
+                pipe.publish(inbox, json.dumps(answers[0] if len(answers) == 1 else
+                                               {"t": "acks", "acks": answers}))
+            pipe.execute()
+
+    # -- casts: what another node's endpoints must see, other than messages --
+    def nodes_of(self, address: Address) -> set[str]:
+        """The other nodes that own an endpoint of ``address``: the one named by a full address,
+        or every endpoint of the account of a bare one."""
+        if address.resource:
+            endpoint = self.core.presence.endpoint(address)
+            return {endpoint.node} if getattr(endpoint, "remote", False) else set()
+        return {e.node for e in self.core.presence.endpoints(address) if getattr(e, "remote", False)}
+
+    def node_of_tag(self, tag: str | None) -> str | None:
+        """The node whose :func:`node_tag` is ``tag``, among this one and those that own
+        endpoints (a protocol marks what it sends with its node's tag: SIP branches)."""
+        if tag is None:
+            return None
+        if tag == self.tag:
+            return self.node_id
+        return next((node for node in self.nodes | set(self.remote) if node_tag(node) == tag), None)
+
+    def cast(self, nodes, kind: str, data: dict) -> None:
+        """Hand ``data`` to the plugins of each of ``nodes`` (their ``on_cluster_cast`` hook, with
+        ``kind``). Best-effort, unconfirmed: for what is not a message (roster pushes, presence);
+        nothing is sent while Redis is unreachable."""
+        if not nodes or not self._healthy:
+            return
+        event = {"t": "cast", "kind": kind, "data": data}
+        for node in nodes:  # through the hand-offs' publisher: in order with them
+            self._outbox.put((f"{self._prefix}inbox:{node}", event, None))
+
+    def _cast_here(self, event: dict) -> None:
+        kind, data = event.get("kind"), event.get("data")
+        if not isinstance(kind, str) or not isinstance(data, dict):
+            log.warning("cluster: ignored a bad cast %r", kind)
+            return
+        try:
+            self.core.hook.on_cluster_cast(core=self.core, kind=kind, data=data)
+        except Exception:  # a plugin's failure must not end the loop nor lose the batch's acks
+            log.exception("cluster: a plugin failed on a cast %s", kind)
 
     # -- operations --
     def status(self) -> list[dict]:

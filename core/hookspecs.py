@@ -209,3 +209,19 @@ def on_subscription_request(core, account, contact):
     presence subscription request (RFC 6121 §3.1): stored, and shown to ``contact``'s clients.
     The return value is ignored.
     """
+
+
+# ---- clusters ------------------------------------------------------------------------------------
+
+@hookspec
+def on_cluster_cast(core, kind, data):
+    """Another cluster node cast ``data`` to this one (``core.cluster.cast``, core/cluster.py):
+    what a plugin's own endpoints on this node must see of something handled on that node —
+    not a message (messages go by hand-off, confirmed), but e.g. an XMPP roster push or presence
+    stanza for a session here.
+
+    ``kind`` is the name the sender gave (prefixed with the plugin's name, ``xmpp.stanza``);
+    ``data`` the JSON object it sent. Casts from one node arrive in the order it cast them, and
+    in order with its hand-offs; they are best-effort (none while Redis is unreachable). Return
+    value ignored; do not block for long (the node's hand-offs wait behind it).
+    """

@@ -79,9 +79,15 @@ class RoutingError(Exception):
     ``condition`` is an RFC 6120 §8.3.3 stanza error condition (``item-not-found``,
     ``service-unavailable``, ``remote-server-not-found``, ``resource-constraint``, …); each protocol
     maps it to its own error (RFC 7247 §8 for SIP response codes).
+
+    ``retry_after`` (seconds) marks a temporary refusal — the server cannot decide where the
+    message goes right now (a cluster without Redis, core/cluster.py): the sender should try
+    again later (HTTP 503 with Retry-After, SIP 503 with Retry-After (RFC 3261 §20.33), an XMPP
+    error of type ``wait``).
     """
 
-    def __init__(self, condition: str, text: str):
+    def __init__(self, condition: str, text: str, retry_after: float | None = None):
         super().__init__(f"{condition}: {text}")
         self.condition = condition
         self.text = text
+        self.retry_after = retry_after

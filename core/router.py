@@ -124,6 +124,12 @@ class LocalAccountRoute:
             return DELIVERED
         if not storable(message):
             return DISCARDED
+        cluster = self.core.cluster
+        if cluster is not None and not self.local and not cluster.reachable:
+            # Redis is away: whether the account has an endpoint on another node is unknown, so
+            # the message is refused for now rather than stored (docs/cluster.md, "Redis unreachable")
+            raise RoutingError("service-unavailable", f"the cluster directory (Redis) is unreachable: "
+                               f"{self.account} is not on this node", retry_after=cluster.retry_after)
         limit = self.core.config["server"]["max_offline_messages"]
         router.wait_for_given_back(self.account)  # after what a closing endpoint gives back
         try:

@@ -47,8 +47,9 @@ def shared_socket(server):
 
 def start(core: Core, worker: int | None = None) -> list:
     """Fire ``on_startup`` and start the listeners (the store is migrated already); return them.
-    A ``worker`` under the supervisor shares each gevent listener's port (SO_REUSEPORT); a
-    listener that opens its own socket (SIP's UDP) cannot share it and runs in worker 0 only."""
+    A ``worker`` under the supervisor shares each gevent listener's port (SO_REUSEPORT), and
+    each listener that opens its own socket and can share it (a ``share()`` method: SIP's UDP);
+    one that cannot runs in worker 0 only."""
     core.hook.on_startup(core=core)
     servers = [s for group in core.hook.add_listeners(core=core) for s in group or ()]
     if worker is not None:
@@ -58,6 +59,9 @@ def start(core: Core, worker: int | None = None) -> list:
                 s.set_listener(shared_socket(s))
             except OSError as exc:
                 raise ListenError(f"cannot listen: {describe(s)}: {exc.strerror or exc}") from exc
+        for s in [s for s in servers if s not in shareable and hasattr(s, "share")]:
+            s.share()  # binds with SO_REUSEPORT itself when it starts
+            shareable.append(s)
         if worker != 0:
             skipped = [s for s in servers if s not in shareable]
             for s in skipped:

@@ -4,8 +4,8 @@ The supervisor serves nothing itself. It starts N worker processes (``convergenc
 I`` with the same configuration), each a full server and a cluster member (core/cluster.py), which
 share every listener: a listener built on a gevent server gets a socket bound with
 ``SO_REUSEPORT``, so the kernel spreads connections (and, for UDP, datagrams by source address)
-over the workers; a listener that opens its own socket cannot share its port and runs in worker 0
-only (docs/cluster.md). The supervisor
+over the workers; a listener that opens its own socket shares its port if it can (``share()``:
+SIP's UDP), else runs in worker 0 only (docs/cluster.md). The supervisor
 
 - starts them one after the other (the next once the one before serves, or after
   ``START_TIMEOUT``), so that what the first creates in ``data_dir`` the others find made;

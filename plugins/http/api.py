@@ -119,6 +119,9 @@ def send_message():
     try:
         outcome = core.send(message, "http")
     except RoutingError as exc:
+        if exc.retry_after is not None:  # temporary (a cluster without Redis): try again later
+            raise ApiError(503, exc.text, {"Retry-After": str(round(exc.retry_after))},
+                           condition=exc.condition) from None
         raise ApiError(STATUS.get(exc.condition, 503), exc.text, condition=exc.condition) from None
     return {"id": message.id, "outcome": outcome}, 202 if outcome == STORED else 200
 

@@ -51,6 +51,7 @@ METHODS = frozenset({"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "MESSAGE", "RE
                      "UPDATE", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "REFER"})
 COOKIE = "z9hG4bK"  # §8.1.1.7
 OUR_BRANCH = "z9hG4bK-cv"  # the magic cookie, then our mark: "-cv<loop hash>.<id>" (§16.6 step 8)
+NODE_TAG = 8  # characters of a cluster node's tag at the start of a branch's id (``Transactions.tag_with``)
 WILDCARDS = ("0.0.0.0", "::", "")  # listen addresses that mean every address of the machine
 _RPORT_RE = re.compile(r";\s*+rport\s*+(?=;|$)", re.I)  # an rport asking for its value
 COMPLAINT_INTERVAL = 60.0  # seconds: at most one log line per source about input not answered
@@ -247,6 +248,19 @@ class Transactions:
     def new_id(self) -> str:
         return f"{self._prefix}{next(self._ids):x}"
 
+    def tag_with(self, node_tag: str) -> None:
+        """Begin every id, and so every branch this element makes, with ``node_tag`` (a cluster
+        node's, :data:`NODE_TAG` characters): a response that another worker receives names the
+        node whose client transaction it answers (:func:`node_tag_of`)."""
+        self._prefix = node_tag + self._prefix
+
+    @staticmethod
+    def node_tag_of(branch: str | None) -> str | None:
+        """The node tag a branch of ours begins its id with (``tag_with``), or None."""
+        if not branch or not branch.startswith(OUR_BRANCH) or "." not in branch:
+            return None
+        return branch.rpartition(".")[2][:NODE_TAG]
+
     def new_branch(self, loop_hash: str = "") -> str:
         return f"{OUR_BRANCH}{loop_hash}.{self.new_id()}"
 
@@ -376,6 +390,9 @@ class Dispatcher:
         self.register = register
         self.handlers = {"REGISTER": register, "MESSAGE": message,
                          **{method: proxy.route for method in PROXIED}, **(others or {})}
+        #: ``elsewhere(response, via, flow)`` for a response no transaction here matched: True when
+        #: it took it (in a cluster, the answer to another worker's request); None: no cluster
+        self.elsewhere = None
 
     # -- reading --
     def datagram(self, data: bytes, flow) -> None:
@@ -409,7 +426,8 @@ class Dispatcher:
         if isinstance(message, Response):
             counts["response", message.status // 100] += 1
             via = Via.parse(message.headers.get("Via"))
-            if not self.transactions.response(message, via):
+            if not self.transactions.response(message, via) and \
+                    (self.elsewhere is None or not self.elsewhere(message, via, flow)):
                 self.proxy.stray_response(message, via)  # §16.7 step 2, forwarded statelessly
         else:
             method = message.method

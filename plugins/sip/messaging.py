@@ -195,6 +195,8 @@ class Messaging:
         try:
             outcome = core.send(message, "sip")
         except RoutingError as err:
+            if err.retry_after is not None:  # temporary (a cluster without Redis): RFC 3261 §21.5.4
+                return st.respond(503, err.text, headers=[("Retry-After", str(round(err.retry_after)))])
             return st.respond(STATUS_OF_CONDITION.get(err.condition, 500), err.text)
         st.respond(202 if outcome == STORED else 200)
 

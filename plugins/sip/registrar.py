@@ -30,6 +30,9 @@ from .bindings import Binding
 from .location import BindingEndpoint, resource
 from .message import NameAddr, ParseError
 
+#: the cast (core/cluster.py) telling a binding's owner that a REGISTER on another node removed it
+CAST_DROP = "sip.drop"
+
 log = logging.getLogger(__name__)
 
 _KEPT = ("expires", "q")  # Contact parameters the registrar writes itself
@@ -81,6 +84,23 @@ class Registrar:
             return self._schedule(name, endpoint)
         bindings.remove(self.core.db, name, endpoint.uri)
         self._drop(name, endpoint)
+
+    def _owner(self, name: str, uri: str) -> str | None:
+        """The other cluster node that owns the binding of ``name`` to ``uri`` (the phone's
+        REGISTER reached this worker from another port than the one it registered from), or None."""
+        endpoint = self.core.presence.endpoint(self.core.address(name, resource(uri)))
+        if not getattr(endpoint, "remote", False):
+            return None
+        log.info("SIP: a REGISTER removes %s's binding to %s, which node %s owns: handed to it",
+                 name, uri, endpoint.node)
+        return endpoint.node
+
+    def dropped_elsewhere(self, name: str, uri: str) -> None:
+        """A REGISTER that reached another node removed this node's binding of ``name`` to
+        ``uri`` (the ``sip.drop`` cast; that node deleted its row)."""
+        endpoint = self.location.bindings(name).get(uri)
+        if endpoint is not None:
+            self._drop(name, endpoint)
 
     def forget_account(self, name: str) -> None:
         """The account was deleted (its rows went with it): its endpoints go."""
@@ -197,6 +217,9 @@ class Registrar:
                 if existing is not None:
                     bindings.remove(db, name, contact.uri)
                     self._drop(name, existing)
+                elif (node := self._owner(name, contact.uri)) is not None:
+                    bindings.remove(db, name, contact.uri)  # and its owner drops it
+                    self.core.cluster.cast({node}, CAST_DROP, {"account": name, "contact": contact.uri})
                 continue
             row = self._row(name, change, st, request)
             if existing is None or not bindings.refresh(db, row):

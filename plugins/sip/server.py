@@ -27,19 +27,27 @@ refreshes still waiting, stops the timers and unregisters the object.
 """
 from __future__ import annotations
 
+import logging
+
 from convergence import hookimpl
 from convergence.certificates import files, server_context
 
 from .authentication import Authenticator
 from .dispatcher import Dispatcher, Names, Transactions, listens_everywhere
 from .location import Location
+from .message import ParseError, Response, parse_datagram
 from .messaging import Messaging
 from .metrics import SipCollector
 from .presence import PresenceAgent
 from .proxy import Proxy
-from .registrar import Registrar
+from .registrar import CAST_DROP, Registrar
 from .transaction import Timing
-from .transport import Clock, Timers, Transport, machine_names
+from .transport import Clock, Timers, Transport, UdpFlow, machine_names
+
+log = logging.getLogger(__name__)
+
+#: the cast (core/cluster.py) carrying a response to the cluster node whose request it answers
+CAST_RESPONSE = "sip.response"
 
 
 class SipServer:
@@ -75,12 +83,50 @@ class SipServer:
         self.transport.receive_with(self.dispatcher.datagram, self.dispatcher.receive,
                                     self.dispatcher.refuse)
         self.transport.closing = self.presence.shutdown
+        if core.cluster is not None:  # answers to this node's requests that reach another worker
+            self.transactions.tag_with(core.cluster.tag)
+            self.dispatcher.elsewhere = self._forward_response
         self.registrar.restore()
         self.timers.start()
 
     @hookimpl
     def add_listeners(self):
         return self.transport.listeners()
+
+    def _forward_response(self, response, via, flow) -> bool:
+        """A response over UDP to a request another cluster node sent (its branch carries the
+        node's tag): the kernel gave it to this worker (SO_REUSEPORT hashes the phone's address,
+        which can differ from the one its REGISTER came from, or the set of workers changed).
+        Handed to that node as the ``sip.response`` cast; False if no other node's."""
+        cluster = self.core.cluster
+        node = None if flow.reliable else cluster.node_of_tag(Transactions.node_tag_of(via.branch))
+        if node is None or node == cluster.node_id:
+            return False
+        log.info("SIP: a %d response from %s:%s answers node %s: handed to it", response.status,
+                 *flow.peer[:2], node)
+        cluster.cast({node}, CAST_RESPONSE, {"data": bytes(response).decode("latin-1"),
+                                             "peer": list(flow.peer[:2])})
+        return True
+
+    @hookimpl
+    def on_cluster_cast(self, kind, data):
+        """A response another worker received for one of this node's client transactions, or a
+        binding of this node that a REGISTER on another node removed."""
+        if kind == CAST_DROP:
+            if isinstance(data.get("account"), str) and isinstance(data.get("contact"), str):
+                self.registrar.dropped_elsewhere(data["account"], data["contact"])
+            return
+        udp = self.transport.udp
+        if kind != CAST_RESPONSE or udp is None or udp.socket is None:
+            return
+        try:
+            response = parse_datagram(str(data["data"]).encode("latin-1"))
+            peer = (str(data["peer"][0]), int(data["peer"][1]))
+        except (KeyError, IndexError, TypeError, ValueError, ParseError) as exc:
+            log.warning("SIP: ignored a bad %s cast: %s", CAST_RESPONSE, exc)
+            return
+        if isinstance(response, Response):
+            self.dispatcher.receive(response, UdpFlow(udp.socket, peer))
 
     @hookimpl
     def on_account(self, account, change):

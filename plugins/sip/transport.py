@@ -179,11 +179,20 @@ class UdpListener:
         self.address, self.transport, self.on_datagram = address, transport, on_datagram
         self.socket = None
         self._reader = None
+        self._shared = False
+
+    def share(self) -> None:
+        """Bind with SO_REUSEPORT (workers, core/server.py): every worker binds the port and the
+        kernel hands each datagram to one of them by a hash of its source and destination, so a
+        phone's datagrams from one address and port reach one worker (docs/cluster.md)."""
+        self._shared = True
 
     def start(self) -> None:
         family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
         sock = gevent.socket.socket(family, socket.SOCK_DGRAM)
         try:
+            if self._shared:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             sock.bind(self.address)
         except OSError:

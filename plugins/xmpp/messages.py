@@ -87,6 +87,7 @@ def outbound(service, session, element: ET.Element) -> None:
     except RoutingError as exc:
         if kind != "error":
             session.send(error_reply(element, StanzaError(_condition(exc, recipient, service), exc.text,
+                                                          "wait" if exc.retry_after is not None else None,
                                                           app=getattr(exc, "app", None))))
         return
     if _carbon_eligible(message) and recipient.bare != session.account:

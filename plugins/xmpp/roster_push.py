@@ -14,6 +14,7 @@ import xml.etree.ElementTree as ET
 from convergence import Address, contacts
 from convergence.store.roster import Item
 
+from . import cluster_relay
 from .stanzas import tag
 
 NS = "jabber:iq:roster"
@@ -35,9 +36,11 @@ def item_element(item: Item) -> ET.Element:
     return element
 
 
-def push(service, account: Address, jid: str) -> None:
+def push(service, account: Address, jid: str, local: bool = False) -> None:
     """Send the current state of ``jid`` on ``account``'s roster (or its removal) to every
-    interested resource of the account."""
+    interested resource of the account (in a cluster, on other nodes too, unless ``local``)."""
+    if not local:
+        cluster_relay.push(service, account, jid)
     sessions = [s for s in service.sessions(account) if s.interested]
     if not sessions:
         return

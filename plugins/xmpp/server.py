@@ -21,9 +21,9 @@ from types import MappingProxyType
 from convergence import hookimpl
 from convergence.metrics import Collector, family
 
-from . import (presence as broadcast, roster_push, s2s_routing, s2s_transport, subscription_handling,
-               transport, websocket_http)
-from . import component, component_transport
+from . import (cluster_relay, component, component_transport, presence as broadcast, roster_push,
+               s2s_routing, s2s_transport, subscription_handling, transport, visibility,
+               websocket_http)
 from .muc_service import MucService, muc_domain
 from .service import C2SService
 
@@ -114,6 +114,12 @@ class XmppServer:
     def on_subscription_request(self, account, contact):
         """A watcher without a roster (SIP SUBSCRIBE) asks: the XMPP roster puts it to ``contact``."""
         subscription_handling.requested(self.service, account, contact)
+
+    @hookimpl
+    def on_cluster_cast(self, kind, data):
+        """Roster pushes and presence stanzas for sessions here from another node (``cluster_relay``)."""
+        if kind.startswith("xmpp."):
+            cluster_relay.received(self.service, kind, data, visibility.deliver, roster_push.push)
 
     @hookimpl
     def on_register(self, account, endpoint):

@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from convergence import Address, Presence, contacts
 from convergence.store import roster as store
 
-from . import s2s_presence
+from . import cluster_relay, s2s_presence
 from .stanzas import tag
 
 
@@ -71,7 +71,7 @@ def seen_by(service, contact: Address) -> list:
     domain its server (federation)."""
     if s2s_presence.remote(service, contact):
         return [s2s_presence.RemoteWatcher(service, contact.bare)]
-    return own(service, contact)
+    return own(service, contact) + cluster_relay.watchers(service, contact)  # on other nodes too
 
 
 def withdraw(service, account: Address, contact: Address) -> None:
@@ -127,12 +127,13 @@ def send(sessions: list, element: ET.Element, sender: Address | None = None) -> 
             session.send(readdressed(element, sender, session.address))
 
 
-def deliver(service, to: Address, element: ET.Element) -> None:
+def deliver(service, to: Address, element: ET.Element, local: bool = False) -> None:
     """A presence stanza to a local JID (RFC 6121 §8.5): the named resource, or every available
     resource of the account; nothing for a JID with no such session (§8.5.1, §8.5.3.2.2).
     A JID of another domain: over federation (``s2s_presence.send``); of the MUC domain: to
     the MUC service (entering, leaving a room, ``muc_service.py``). Nothing across a block list
-    (XEP-0191 §3.3)."""
+    (XEP-0191 §3.3). In a cluster, sessions on other nodes get it too (``cluster_relay``), unless
+    ``local`` (it came from another node)."""
     sender = Address.parse(element.get("from"))
     if service.blocking.hides(sender, to):
         return
@@ -143,6 +144,8 @@ def deliver(service, to: Address, element: ET.Element) -> None:
     if s2s_presence.remote(service, to):
         s2s_presence.send(service, readdressed(element, sender, to))
         return
+    if not local:
+        cluster_relay.deliver(service, to, readdressed(element, sender, to))
     if to.resource:
         session = service.session(to)
         if session is not None:

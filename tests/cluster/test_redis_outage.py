@@ -1,7 +1,9 @@
 """Redis stopped and started again under two nodes (a private redis-server on a port of the test's
-own): each node keeps serving its own users, a message for a user of the other node is stored
-rather than lost (HTTP 202), and once Redis is back the nodes announce their endpoints again and
-deliver across (issue 14, docs/cluster.md)."""
+own): each node keeps serving its own users; a message for an account with no endpoint on the
+node is refused as temporary (HTTP 503 with Retry-After, an XMPP ``service-unavailable`` error of
+type ``wait``) rather than stored or dropped, since whether the account is on another node is
+unknown; once Redis is back the nodes announce their endpoints again, deliver across and store
+for offline accounts again (issue 14, docs/cluster.md)."""
 from __future__ import annotations
 
 import json
@@ -17,7 +19,7 @@ from convergence.testing import free_port
 
 from .helpers import api_send, available_from, chat_body
 
-ACCOUNTS = {"alice": "a", "bob": "b", "carol": "c"}
+ACCOUNTS = {"alice": "a", "bob": "b", "carol": "c", "dave": "d"}
 
 
 class RedisServer:
@@ -51,6 +53,20 @@ def private_redis(tmp_path, cluster_table):
     server.stop()
 
 
+def refused(server, name: str, password: str, to: str, body: str) -> tuple[int, str, dict]:
+    """POST /api/messages expected to fail: status, Retry-After, JSON answer."""
+    try:
+        api_send(server, name, password, to, body)
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers.get("Retry-After"), json.load(err)
+    raise AssertionError(f"{body!r} was accepted")
+
+
+def error_of(stanza) -> tuple[str, str]:
+    """An error message's condition and type (RFC 6120 §8.3)."""
+    return stanza["error"]["condition"], stanza["error"]["type"]
+
+
 def ready(server) -> tuple[int, str]:
     """/health/ready's status code and its Redis check."""
     try:
@@ -60,9 +76,13 @@ def ready(server) -> tuple[int, str]:
         return err.code, json.load(err)["checks"]["redis"]
 
 
-def test_nodes_ride_out_a_redis_restart(private_redis, convergence_server, xmpp_client):
+def test_nodes_ride_out_a_redis_restart(private_redis, convergence_server, xmpp_client, tmp_path):
+    from actors import ACCOUNTS as DEMO, SIP, Phone
+    from sipp_runner import Sipp
+
     redis, table = private_redis
-    a = convergence_server(ACCOUNTS, cluster={**table, "node_id": "node-a"})
+    a = convergence_server({**ACCOUNTS, "sipuserf": DEMO["sipuserf"]}, cluster={**table, "node_id": "node-a"},
+                           sip=SIP)
     b = convergence_server({}, cluster={**table, "node_id": "node-b"})
     b.passwords.update(ACCOUNTS)
     alice = xmpp_client(a, "alice", resource="laptop")
@@ -78,8 +98,23 @@ def test_nodes_ride_out_a_redis_restart(private_redis, convergence_server, xmpp_
     # node A still serves its own users
     assert api_send(a, "alice", "a", "carol@" + a.domain, "same node")["outcome"] == "delivered"
     carol.next("message", timeout=10, match=chat_body("same node"))
-    # bob's node cannot be reached: stored, not lost
-    assert api_send(a, "alice", "a", "bob@" + a.domain, "during the outage")["outcome"] == "stored"
+    # bob is not on node A, and without the directory node A cannot know where he is: refused
+    # as temporary, neither stored (he is online elsewhere) nor dropped
+    status, retry, answer = refused(a, "alice", "a", "bob@" + a.domain, "during the outage")
+    assert (status, answer["condition"]) == (503, "service-unavailable") and int(retry) >= 1
+    alice.send_message("bob@" + a.domain, "xmpp during the outage")
+    error = alice.next("message_error", timeout=10)
+    assert error_of(error) == ("service-unavailable", "wait")
+    (tmp_path / "sipp").mkdir()
+    phone = Phone(Sipp(a.sip_port, tmp_path / "sipp"))  # a SIP MESSAGE to bob: 503 Retry-After
+    assert "Retry-After:" in phone.send("bob", "sip during the outage", expect=503)
+    # dave is offline everywhere, but node A cannot know that either: refused too
+    assert refused(a, "alice", "a", "dave@" + a.domain, "for dave")[0] == 503
+    b.process.wait_for("Redis unreachable", start=mark_b)  # node B alike, the other way
+    bob.send_message("alice@" + a.domain, "from b during the outage")
+    assert error_of(bob.next("message_error", timeout=10)) == \
+        ("service-unavailable", "wait")
+    alice.none("message", wait=0.3)
 
     redis.start()
     a.process.wait_for("Redis reachable again", timeout=15, start=mark_a)
@@ -94,7 +129,11 @@ def test_nodes_ride_out_a_redis_restart(private_redis, convergence_server, xmpp_
         a.process.wait_for("registered bob@", timeout=10, start=mark_a)
     assert answer["outcome"] == "delivered"
     bob.next("message", timeout=10, match=chat_body("after the outage"))
-    bob.disconnect()
-    again = xmpp_client(b, "bob", resource="again")
-    assert again.next("message", timeout=10)["body"] == "during the outage"  # from the store, once
-    again.none("message", wait=0.5)
+    bob.send_message("alice@" + a.domain, "from b after the outage")
+    alice.next("message", timeout=10, match=chat_body("from b after the outage"))
+    # an account offline everywhere gets its messages stored again
+    assert api_send(a, "alice", "a", "dave@" + a.domain, "for dave")["outcome"] == "stored"
+    dave = xmpp_client(b, "dave", resource="home")
+    assert dave.next("message", timeout=10)["body"] == "for dave"  # from the store, once
+    dave.none("message", wait=0.5)
+    bob.none("message", wait=0.1)  # nothing of the outage was stored for bob

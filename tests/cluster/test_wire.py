@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 
 import pytest
 
@@ -63,3 +64,22 @@ def test_status_lines():
     assert lines[0].startswith("n1  pid 7 on h  heartbeat 0.5 s ago  up 60 s  endpoints: 1 sip, 2 xmpp")
     assert lines[-1] == "1 nodes, 3 endpoints"
     assert status_lines([]) == ["0 nodes, 0 endpoints"]
+
+
+def test_sip_branches_name_their_node():
+    """A node's Via branches carry its tag (docs/cluster.md, SIP over UDP with workers); the
+    tag of a branch that is not ours, or of one made outside a cluster, is not a node's."""
+    from convergence.cluster import node_tag
+    from convergence.plugins.sip.dispatcher import OUR_BRANCH, Transactions
+    from convergence.plugins.sip.transaction import Timing
+
+    tags = {node_tag(f"host/127.0.0.1:5060/w{n}") for n in range(50)}
+    assert len(tags) == 50 and all(len(t) == 8 and int(t, 16) >= 0 for t in tags)
+    made = Transactions(Timing(), time, None, None, "example.org", 5060)
+    plain = made.new_branch("abc")
+    made.tag_with(node_tag("node-a"))
+    branch = made.new_branch("abc")
+    assert branch.startswith(OUR_BRANCH + "abc.")
+    assert Transactions.node_tag_of(branch) == node_tag("node-a") != Transactions.node_tag_of(plain)
+    for foreign in (None, "", "z9hG4bK776asdhds", "z9hG4bK-cvnodot", "1234"):
+        assert Transactions.node_tag_of(foreign) is None

@@ -1,0 +1,82 @@
+"""XMPP stanzas other than messages for sessions on other cluster nodes (issue 14, docs/cluster.md).
+
+Messages cross nodes through the router's hand-off (confirmed, core/cluster.py). What a session
+on another node must also see is cast to that node (``core.cluster.cast``, best-effort like
+presence itself) and delivered there to its own sessions by the ``on_cluster_cast`` hook
+(``XmppServer``):
+
+- ``xmpp.stanza``: a presence stanza for a JID with sessions on other nodes — subscription
+  requests and answers (RFC 6121 §3), directed presence (§4.6) and its ``unavailable`` (§4.6.3),
+  the presence shown to a contact that starts or stops seeing an account (§3.1.5, §3.2.2). The
+  receiving node delivers it as ``visibility.deliver`` does for its own sessions (§8.5);
+- ``xmpp.push``: a roster item changed (§2.1.6): the receiving node pushes the item's state, read
+  from the shared database, to the interested resources of the account it has.
+
+The stored state (rosters, pending requests, §3.1.3) is in PostgreSQL, so what a cast that was
+lost (Redis down) would have shown is still seen at the next roster fetch or login.
+"""
+from __future__ import annotations
+
+import logging
+import xml.etree.ElementTree as ET
+
+from convergence import Address, AddressError
+
+from .stanzas import tag
+
+log = logging.getLogger(__name__)
+
+STANZA, PUSH = "xmpp.stanza", "xmpp.push"
+
+
+def _nodes(service, to: Address) -> set[str]:
+    cluster = service.core.cluster
+    return cluster.nodes_of(to) if cluster is not None else set()
+
+
+class NodeWatcher:
+    """The sessions of ``contact`` on another node, as a watcher that takes presence stanzas like
+    a session (as ``s2s_presence.RemoteWatcher`` does for another domain)."""
+
+    __slots__ = ("service", "node", "address")
+
+    def __init__(self, service, node: str, contact: Address):
+        self.service, self.node, self.address = service, node, contact.bare
+
+    def send(self, element: ET.Element) -> None:
+        self.service.core.cluster.cast({self.node}, STANZA, {"xml": ET.tostring(element, encoding="unicode")})
+
+
+def watchers(service, contact: Address) -> list[NodeWatcher]:
+    """One watcher per other node that has sessions of the local account ``contact``."""
+    return [NodeWatcher(service, node, contact) for node in sorted(_nodes(service, contact))]
+
+
+def deliver(service, to: Address, element: ET.Element) -> None:
+    """``element`` (addressed to ``to``) to the other nodes that have ``to``: the one with the
+    session a full JID names, or every one with a session of the account."""
+    if nodes := _nodes(service, to):
+        service.core.cluster.cast(nodes, STANZA, {"xml": ET.tostring(element, encoding="unicode")})
+
+
+def push(service, account: Address, jid: str) -> None:
+    """Roster item ``jid`` of ``account`` changed: the other nodes with sessions of ``account``
+    push it to theirs."""
+    if nodes := _nodes(service, account):
+        service.core.cluster.cast(nodes, PUSH, {"account": account.bare.jid, "jid": jid})
+
+
+def received(service, kind: str, data: dict, deliver, push) -> None:
+    """A cast from another node (``on_cluster_cast``), for this node's sessions only: given to
+    ``deliver`` (``visibility.deliver``) or ``push`` (``roster_push.push``), which call this
+    module to reach other nodes (passed in: no import cycle)."""
+    try:
+        if kind == STANZA:
+            element = ET.fromstring(data["xml"])
+            if element.tag != tag("presence") or not element.get("to") or not element.get("from"):
+                raise ValueError("not an addressed presence stanza")
+            deliver(service, Address.parse(element.get("to")), element, local=True)
+        elif kind == PUSH:
+            push(service, Address.parse(data["account"]), str(data["jid"]), local=True)
+    except (KeyError, TypeError, ValueError, ET.ParseError, AddressError) as exc:
+        log.warning("cluster: ignored a bad %s cast: %s", kind, exc)
