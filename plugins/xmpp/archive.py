@@ -62,6 +62,7 @@ class Archive:
         self._writer = None
         self._purger = None
         self._thread_writer = store.SqliteWriter.of(self.core.db) if self.enabled else None
+        self.purgers = [store.purge]  #: ``purge(db, older_than)`` of each archive (rooms': muc_service)
 
     # ---- lifecycle ----
     def start(self) -> None:
@@ -88,7 +89,8 @@ class Archive:
         days = self.settings["archive_retention"]
         if not days:
             return 0
-        removed = store.purge(self.core.db, utcnow() - timedelta(days=days))
+        cutoff = utcnow() - timedelta(days=days)
+        removed = sum(purge(self.core.db, cutoff) for purge in self.purgers)
         if removed:
             log.info("archive retention: %d messages older than %s days deleted", removed, days)
         return removed
