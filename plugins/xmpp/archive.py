@@ -19,7 +19,8 @@ that are queued in one transaction; ``BATCH`` rows queued write at once, in the 
 query and an offline lookup write what is queued first (``flush``), so a query sees every message
 accepted before it. A failed write is logged and the rows stay queued, retried ``RETRY`` s later;
 ``close`` (shutdown) writes what is left. Retention (``[xmpp] archive_retention`` days, 0 =
-forever) is applied at start and every ``PURGE_INTERVAL`` seconds.
+forever) is applied at start and every ``PURGE_INTERVAL`` seconds, to every archive in
+``purgers`` (the rooms' too: ``muc_service``).
 """
 from __future__ import annotations
 

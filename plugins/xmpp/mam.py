@@ -18,7 +18,8 @@ Preferences (§7): ``<prefs default='always|never|roster'>`` with ``<always/>``/
 of bare JIDs; get and set. Metadata (§6): the first and the last message's id and stamp.
 Disco (§8): the account's bare JID and, as the server answers for the sender's own JID, the
 server's feature list carry ``urn:xmpp:mam:2`` (and ``#extended``) and ``urn:xmpp:sid:0``.
-Parsing here is sans-IO; the handlers call the store.
+Parsing here is sans-IO; the handlers call the store. ``parse_query`` and ``send_page`` also
+answer queries to rooms' archives (``muc_mam.py``).
 """
 from __future__ import annotations
 
