@@ -16,8 +16,8 @@ from convergence import Address
 from convergence.plugins.xmpp import archive_store, muc_mam, muc_store
 from convergence.plugins.xmpp.muc import History, HistoryEntry, Room, RoomConfig
 
-from .roster_client import condition, iq
-from .test_mam import DISCO, FORWARD, MAM, SID, archiving, bodies, error_of, query, rsm_of
+from .roster_client import iq
+from .test_mam import DISCO, MAM, SID, archiving, bodies, error_of, query, rsm_of
 from .test_muc import ACCOUNTS, ROOM, admin, create, groupchat, item, join, said
 
 CLIENT = "jabber:client"
