@@ -113,10 +113,11 @@ def test_late_joiner_pages_through_the_room_archive(xmpp_server, xmpp_client):
     assert error_of(lambda: query(alice, to=temporary)) == "service-unavailable"
 
 
-def test_members_only_room_archive_and_restart(xmpp_server, xmpp_client):
+def test_members_only_room_archive_restart_retention_and_switch(xmpp_server, xmpp_client):
     """A members-only room's archive is for its members (an occupant or not); others are
-    forbidden. The archive, and the ids, survive a restart; a non-anonymous room shows real JIDs."""
-    server = xmpp_server(ACCOUNTS)
+    forbidden; a non-anonymous room shows real JIDs. The archive, and the ids, survive a restart;
+    retention (run at start) removes old messages; with ``archive = false`` rooms have none."""
+    server = xmpp_server(ACCOUNTS, archive_retention=1)
     alice, bob, carol = (client(xmpp_client, server, n) for n in ("alice", "bob", "carol"))
     create(alice, ROOM, "alice", **{"muc#roomconfig_persistentroom": True,
                                     "muc#roomconfig_membersonly": True,
@@ -132,7 +133,10 @@ def test_members_only_room_archive_and_restart(xmpp_server, xmpp_client):
     shown = found[0][1].find(f"{{{MUC_USER}}}x/{{{MUC_USER}}}item")
     assert shown is not None and shown.get("jid") == "alice@example.org"  # non-anonymous
 
-    server.restart()
+    old = datetime.utcnow() - timedelta(days=2)
+    muc_store.add_history(server._core.db, "lobby", HistoryEntry("alice", "alice@example.org", old,
+                                                                 "ancient", stanza_id="old-one"), None)
+    server.restart()  # retention runs at start: "ancient" is gone
     alice, bob, carol = (client(xmpp_client, server, n) for n in ("alice", "bob", "carol"))
     _, _, _, history = join(bob, ROOM, "bob")
     assert [room_ids(m)[0][1] for m in history] == live
@@ -141,6 +145,15 @@ def test_members_only_room_archive_and_restart(xmpp_server, xmpp_client):
     found, fin = query(bob, to=ROOM)
     assert [f[0] for f in found] == live and rsm_of(fin) == (True, "4", "0")
     assert error_of(lambda: query(carol, to=ROOM)) == "forbidden"
+
+    server.config["xmpp"]["archive"] = False  # the switch: no ids, no queries, not advertised
+    server.restart()
+    bob = client(xmpp_client, server, "bob")
+    join(bob, ROOM, "bob")
+    groupchat(bob, ROOM, "not archived")
+    assert room_ids(said(bob, ROOM, "bob", "not archived")) == []
+    assert error_of(lambda: query(bob, to=ROOM)) == "service-unavailable"
+    assert MAM not in features(bob, ROOM)
 
 
 # ---- without a server --------------------------------------------------------------------------
