@@ -151,7 +151,8 @@ def add_config_section():
                                     positive_int),
         "muc_history_default": Option(20, "messages of history sent on joining when the client "
                                       "does not ask for a number", positive_int),
-        "muc_history_max": Option(100, "messages of history a room keeps at most", positive_int),
+        "muc_history_max": Option(100, "messages of history a room sends on joining at most (its archive "
+                                   "keeps more)", positive_int),
         # ---- XMPP over WebSocket on the HTTP listener (RFC 7395; docs/xmpp.md "WebSocket") ----
         "websocket_secure_from": Option(["127.0.0.0/8", "::1"], "source addresses or networks "
                                         "whose WebSocket connections count as encrypted (a reverse "
@@ -160,7 +161,8 @@ def add_config_section():
         "websocket_url": Option("", "WebSocket URL XEP-0156 host-meta advertises, e.g. "
                                 '"wss://chat.example.org/xmpp-websocket"; empty: ws:// (wss:// '
                                 "over HTTPS) on the Host the request named"),
-        "archive": Option(True, "archive 1:1 messages of every account (XEP-0313 MAM)"),
+        "archive": Option(True, "archive 1:1 messages of every account and persistent rooms' messages "
+                          "(XEP-0313 MAM)"),
         "archive_retention": Option(0.0, "days archived messages are kept; 0 keeps them forever",
                                     non_negative_number),
         "archive_write_delay": Option(0.05, "seconds archived messages are collected before they "

@@ -19,7 +19,8 @@ that are queued in one transaction; ``BATCH`` rows queued write at once, in the 
 query and an offline lookup write what is queued first (``flush``), so a query sees every message
 accepted before it. A failed write is logged and the rows stay queued, retried ``RETRY`` s later;
 ``close`` (shutdown) writes what is left. Retention (``[xmpp] archive_retention`` days, 0 =
-forever) is applied at start and every ``PURGE_INTERVAL`` seconds.
+forever) is applied at start and every ``PURGE_INTERVAL`` seconds, to every archive in
+``purgers`` (the rooms' too: ``muc_service``).
 """
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ class Archive:
         self._writer = None
         self._purger = None
         self._thread_writer = store.SqliteWriter.of(self.core.db) if self.enabled else None
+        self.purgers = [store.purge]  #: ``purge(db, older_than)`` of each archive (rooms': muc_service)
 
     # ---- lifecycle ----
     def start(self) -> None:
@@ -88,7 +90,8 @@ class Archive:
         days = self.settings["archive_retention"]
         if not days:
             return 0
-        removed = store.purge(self.core.db, utcnow() - timedelta(days=days))
+        cutoff = utcnow() - timedelta(days=days)
+        removed = sum(purge(self.core.db, cutoff) for purge in self.purgers)
         if removed:
             log.info("archive retention: %d messages older than %s days deleted", removed, days)
         return removed

@@ -255,68 +255,80 @@ def set_prefs(db: Database, account: str, prefs: Prefs) -> None:
 
 
 # ---- reading -----------------------------------------------------------------------------------
-def _row_id(conn, account_id: int, stanza_id: str) -> int:
-    found = conn.execute(select(ArchivedMessage.id).where(
-        ArchivedMessage.account_id == account_id, ArchivedMessage.stanza_id == stanza_id)).scalar()
+def _row_id(conn, model, scope: list, stanza_id: str) -> int:
+    found = conn.execute(select(model.id).where(*scope, model.stanza_id == stanza_id)).scalar()
     if found is None:
         raise UnknownId(stanza_id)
     return found
 
 
-def query(db: Database, account: str, where: Filter, max_items: int, after: str | None = None,
-          before: str | None = None, index: int | None = None
-          ) -> tuple[list[Entry], int, int, bool]:
-    """A page of ``account``'s archive in archive order: (entries, count of the whole result
-    set, index of the first entry in it, complete).
+def page(conn, model, stamp, scope: list, narrow: list, where: Filter, columns: list,
+         max_items: int, after: str | None = None, before: str | None = None,
+         index: int | None = None) -> tuple[list, int, int, bool]:
+    """A page of the archive ``scope`` (conditions on ``model``, which has ``id`` in archive order
+    and ``stanza_id``; ``stamp`` is its time column) narrowed by the conditions ``narrow`` (the
+    caller's ``with``) and ``where``'s times and ids: (rows of ``columns``, count of the whole
+    result set, index of the first row in it, complete). Shared by the accounts' archives and
+    the rooms' (``muc_store``). An id (RSM or #extended) must be in ``scope``: ``UnknownId``.
 
     RSM (XEP-0059): ``after`` an id: the ``max_items`` after it; ``before`` an id: the ones
     before it (``""``: the last page); ``index``: from that position; none: the first page.
     ``complete`` (XEP-0313 §4.3): no more results in the paging direction."""
+    conds = [*scope, *narrow]
+    if where.start is not None:
+        conds.append(stamp >= where.start)
+    if where.end is not None:
+        conds.append(stamp <= where.end)
+    if where.ids is not None:
+        conds.append(model.stanza_id.in_(where.ids))
+    if where.after_id is not None:
+        conds.append(model.id > _row_id(conn, model, scope, where.after_id))
+    if where.before_id is not None:
+        conds.append(model.id < _row_id(conn, model, scope, where.before_id))
+    base = and_(*conds)
+    count = conn.execute(select(func.count()).select_from(model).where(base)).scalar()
+    backwards = before is not None
+    if after:
+        page_where = and_(base, model.id > _row_id(conn, model, scope, after))
+    elif before:
+        page_where = and_(base, model.id < _row_id(conn, model, scope, before))
+    else:
+        page_where = base
+    order = model.id.desc() if backwards else model.id
+    statement = select(model.id, *columns).where(page_where).order_by(order).limit(max_items + 1)
+    if index is not None:
+        statement = statement.offset(index)
+    rows = conn.execute(statement).all()
+    more = len(rows) > max_items
+    rows = rows[:max_items]
+    if backwards:
+        rows.reverse()
+    if rows:
+        first = conn.execute(select(func.count()).select_from(model)
+                             .where(base, model.id < rows[0].id)).scalar()
+    else:
+        first = index or 0
+    return rows, count, first, not more
+
+
+def query(db: Database, account: str, where: Filter, max_items: int, after: str | None = None,
+          before: str | None = None, index: int | None = None
+          ) -> tuple[list[Entry], int, int, bool]:
+    """A page of ``account``'s archive in archive order (see :func:`page`), as entries."""
     with db.read_connection() as conn:
         account_id = conn.execute(select(Account.id).where(Account.name == account)).scalar()
         if account_id is None:
             return [], 0, 0, True
-        conds = [ArchivedMessage.account_id == account_id]
+        narrow = []
         if where.with_jid is not None:
             column = ArchivedMessage.with_jid if "/" in where.with_jid else ArchivedMessage.with_bare
-            conds.append(column == where.with_jid)
-        if where.start is not None:
-            conds.append(ArchivedMessage.created_at >= where.start)
-        if where.end is not None:
-            conds.append(ArchivedMessage.created_at <= where.end)
-        if where.ids is not None:
-            conds.append(ArchivedMessage.stanza_id.in_(where.ids))
-        if where.after_id is not None:
-            conds.append(ArchivedMessage.id > _row_id(conn, account_id, where.after_id))
-        if where.before_id is not None:
-            conds.append(ArchivedMessage.id < _row_id(conn, account_id, where.before_id))
-        base = and_(*conds)
-        count = conn.execute(select(func.count()).select_from(ArchivedMessage).where(base)).scalar()
-        columns = select(ArchivedMessage.id, ArchivedMessage.stanza_id, ArchivedMessage.created_at,
-                         ArchivedMessage.stanza)
-        backwards = before is not None
-        if after:
-            page_where = and_(base, ArchivedMessage.id > _row_id(conn, account_id, after))
-        elif before:
-            page_where = and_(base, ArchivedMessage.id < _row_id(conn, account_id, before))
-        else:
-            page_where = base
-        order = ArchivedMessage.id.desc() if backwards else ArchivedMessage.id
-        statement = columns.where(page_where).order_by(order).limit(max_items + 1)
-        if index is not None:
-            statement = statement.offset(index)
-        rows = conn.execute(statement).all()
-        more = len(rows) > max_items
-        rows = rows[:max_items]
-        if backwards:
-            rows.reverse()
-        if rows:
-            first = conn.execute(select(func.count()).select_from(ArchivedMessage)
-                                 .where(base, ArchivedMessage.id < rows[0].id)).scalar()
-        else:
-            first = index or 0
-        entries = [Entry(r.stanza_id, r.created_at, r.stanza) for r in rows]
-        return entries, count, first, not more
+            narrow.append(column == where.with_jid)
+        rows, count, first, complete = page(
+            conn, ArchivedMessage, ArchivedMessage.created_at,
+            [ArchivedMessage.account_id == account_id], narrow, where,
+            [ArchivedMessage.stanza_id, ArchivedMessage.created_at, ArchivedMessage.stanza],
+            max_items, after, before, index)
+        return [Entry(r.stanza_id, r.created_at, r.stanza) for r in rows], count, first, complete
 
 
 def bounds(db: Database, account: str) -> tuple[Entry | None, Entry | None]:

@@ -18,7 +18,8 @@ Preferences (§7): ``<prefs default='always|never|roster'>`` with ``<always/>``/
 of bare JIDs; get and set. Metadata (§6): the first and the last message's id and stamp.
 Disco (§8): the account's bare JID and, as the server answers for the sender's own JID, the
 server's feature list carry ``urn:xmpp:mam:2`` (and ``#extended``) and ``urn:xmpp:sid:0``.
-Parsing here is sans-IO; the handlers call the store.
+Parsing here is sans-IO; the handlers call the store. ``parse_query`` and ``send_page`` also
+answer queries to rooms' archives (``muc_mam.py``).
 """
 from __future__ import annotations
 
@@ -156,16 +157,45 @@ def prefs_element(prefs: store.Prefs) -> ET.Element:
     return element
 
 
-def result_message(to: str, owner: str, queryid: str | None, entry: store.Entry) -> ET.Element:
+def result_message(to: str, owner: str, queryid: str | None, stanza_id: str, created_at: datetime,
+                   stanza: ET.Element) -> ET.Element:
     """One result (§4.2): the archived message forwarded (XEP-0297) with its delay stamp."""
     message = ET.Element(MESSAGE, {"to": to, "from": owner, "id": new_id()})
-    result = ET.SubElement(message, tag("result", MAM), {"id": entry.stanza_id})
+    result = ET.SubElement(message, tag("result", MAM), {"id": stanza_id})
     if queryid is not None:
         result.set("queryid", queryid)
     forwarded = ET.SubElement(result, tag("forwarded", FORWARD_NS))
-    ET.SubElement(forwarded, tag("delay", DELAY_NS), stamp=format_datetime(entry.created_at))
-    forwarded.append(ET.fromstring(entry.stanza))  # the server's own serialization
+    ET.SubElement(forwarded, tag("delay", DELAY_NS), stamp=format_datetime(created_at))
+    forwarded.append(stanza)
     return message
+
+
+def parse_query(query: ET.Element, limit: int) -> tuple[store.Filter, rsm.Page]:
+    """The filters and the page a <query/> set asks for (§4.1, XEP-0059), at most ``limit`` a
+    page; StanzaError ``bad-request`` if malformed. Shared by rooms' archives (``muc_mam.py``)."""
+    where = parse_form(query.find(X))
+    try:
+        return where, rsm.parse(query, limit, limit)
+    except rsm.RsmError as exc:
+        raise StanzaError("bad-request", str(exc)) from None
+
+
+def send_page(session, iq: ET.Element, owner: str, results: list, count: int, first: int,
+              complete: bool) -> ET.Element:
+    """Send ``results`` — ``(stanza id, time, <message/>)`` in archive order — to ``session`` as
+    results of the <query/> of ``iq`` from ``owner`` (§4.2), and return the IQ result with
+    ``<fin/>`` and the page's <set/> (§4.3)."""
+    query = iq[0]
+    queryid = query.get("queryid")
+    ordered = reversed(results) if query.find(tag("flip-page", MAM)) is not None else results
+    for stanza_id, created_at, stanza in ordered:
+        session.send(result_message(session.address.jid, owner, queryid, stanza_id, created_at, stanza))
+    fin = ET.Element(tag("fin", MAM))
+    if complete:
+        fin.set("complete", "true")
+    fin.append(rsm.render(results[0][0] if results else None, results[-1][0] if results else None,
+                          first if results else None, count))
+    return iq_result(iq, fin)
 
 
 # ---- IQ handlers -------------------------------------------------------------------------------
@@ -190,29 +220,15 @@ def query_iq(service, session, stanza):
         return iq_result(stanza, _form_reply(query))
     if query.get("node"):
         raise StanzaError("item-not-found", "no pubsub archives here")
-    where = parse_form(query.find(X))
-    limit = service.settings["mam_max_page"]
-    try:
-        page = rsm.parse(query, limit, limit)
-    except rsm.RsmError as exc:
-        raise StanzaError("bad-request", str(exc)) from None
+    where, page = parse_query(query, service.settings["mam_max_page"])
     service.archive.flush()  # what was accepted before the query is in it
     try:
         entries, count, first, complete = store.query(
             service.core.db, account.local, where, page.max, page.after, page.before, page.index)
     except store.UnknownId as exc:
         raise StanzaError("item-not-found", f"no message {exc} in the archive") from None
-    queryid = query.get("queryid")
-    ordered = reversed(entries) if query.find(tag("flip-page", MAM)) is not None else entries
-    for entry in ordered:
-        session.send(result_message(session.address.jid, account.jid, queryid, entry))
-    fin = ET.Element(tag("fin", MAM))
-    if complete:
-        fin.set("complete", "true")
-    fin.append(rsm.render(entries[0].stanza_id if entries else None,
-                          entries[-1].stanza_id if entries else None,
-                          first if entries else None, count))
-    return iq_result(stanza, fin)
+    results = [(e.stanza_id, e.created_at, ET.fromstring(e.stanza)) for e in entries]
+    return send_page(session, stanza, account.jid, results, count, first, complete)
 
 
 def _form_reply(query: ET.Element) -> ET.Element:

@@ -27,6 +27,7 @@ from types import MappingProxyType
 
 from convergence import Address, AddressError
 
+from .stanza_ids import STANZA_ID
 from .stanzas import StanzaError, tag
 
 MUC = "http://jabber.org/protocol/muc"
@@ -208,6 +209,7 @@ class HistoryEntry:
     body: str
     subject: str | None = None
     extra: tuple = ()  # other payloads of the original stanza
+    stanza_id: str | None = None  # XEP-0359, by the room: archived rooms only (muc_mam.py)
 
 
 @dataclass
@@ -442,8 +444,25 @@ class Room:
         element.extend(extra)
         return element
 
+    def _stanza_id(self, element: ET.Element, stanza_id: str | None) -> ET.Element:
+        """XEP-0359 §3: the room's ``<stanza-id by='room'/>`` on a message of its archive."""
+        if stanza_id:
+            ET.SubElement(element, STANZA_ID, {"by": str(self.jid), "id": stanza_id})
+        return element
+
+    def archived_message(self, entry: HistoryEntry, to: Occupant | None) -> ET.Element:
+        """An archived message as a MAM result forwards it (XEP-0313 §4.2, XEP-0045 §7.2.14
+        rules on the real JID: shown in non-anonymous rooms and to moderators)."""
+        element = self._message(entry.nick, to.jid if to else self.jid, "groupchat", entry.body,
+                                entry.subject, entry.extra)
+        del element.attrib["to"]
+        if self._shows_jid(to):
+            ET.SubElement(ET.SubElement(element, tag("x", MUC_USER)), tag("item", MUC_USER), jid=entry.jid)
+        return self._stanza_id(element, entry.stanza_id)
+
     def _history_message(self, entry: HistoryEntry, to: Occupant) -> ET.Element:
         element = self._message(entry.nick, to.jid, "groupchat", entry.body, entry.subject, entry.extra)
+        self._stanza_id(element, entry.stanza_id)
         delay = ET.SubElement(element, tag("delay", DELAY), {
             "from": str(self.jid), "stamp": entry.stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")})
         if self._shows_jid(to):
@@ -462,8 +481,9 @@ class Room:
         return occupant
 
     def groupchat(self, jid: Address, body: str, subject: str | None, extra, id: str,
-                  now: datetime) -> tuple[Outgoing, HistoryEntry | None]:
-        """§7.4 a message to everyone, or §8.1 a new subject; what history keeps (or None)."""
+                  now: datetime, stanza_id: str | None = None) -> tuple[Outgoing, HistoryEntry | None]:
+        """§7.4 a message to everyone, or §8.1 a new subject; what history keeps (or None). A
+        kept message with a ``stanza_id`` (the room is archived) carries it (XEP-0359)."""
         occupant = self.speaker(jid)
         if occupant.role == "visitor":
             raise StanzaError("forbidden", "visitors have no voice in this moderated room")  # §7.4
@@ -473,11 +493,14 @@ class Room:
             self.subject, self.subject_by = subject, occupant.nick
             entry = None
         elif body:
-            entry = HistoryEntry(occupant.nick, str(jid.bare), now, body, subject, tuple(extra))
+            entry = HistoryEntry(occupant.nick, str(jid.bare), now, body, subject, tuple(extra),
+                                 stanza_id)
             self.history.append(entry)
         else:
             entry = None  # a chat state or marker alone: passed on, not kept
-        out = [(o.jid, self._message(occupant.nick, o.jid, "groupchat", body, subject, extra, id))
+        kept_id = entry.stanza_id if entry is not None else None
+        out = [(o.jid, self._stanza_id(self._message(occupant.nick, o.jid, "groupchat", body, subject,
+                                                     extra, id), kept_id))
                for o in self.occupants.values()]
         return out, entry
 

@@ -34,11 +34,12 @@ from convergence import Address, AddressError, Message, RoutingError
 from convergence.addresses import normalize_domain
 from convergence.config import ConfigError
 
-from . import muc_store
+from . import mam, muc_mam, muc_store
 from .discovery import DISCO_INFO, DISCO_ITEMS, PING
 from .messages import XmppMessage, element as message_element
 from .muc import (DATA, MUC, MUC_ADMIN, MUC_OWNER, MUC_USER, History, Room, RoomConfig,
                   check_nick, config_form, nick_key)
+from .stanza_ids import without_our_ids
 from .stanzas import StanzaError, error_reply, iq_result, tag
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class MucService:
         self.route = MucRoute(self)
         xmpp.iq.on("closed", lambda service, session: self.gone(session.address))
         xmpp.iq.server_item(domain, "Chatrooms")
+        xmpp.archive.purgers.append(muc_store.purge)  # rooms' archives: the same retention
 
     # ---- rooms ----
     def room(self, name: str) -> Room | None:
@@ -297,11 +299,13 @@ class MucService:
     def _groupchat(self, room: Room, sender: Address, body: str, subject, extensions, id: str,
                    skip: Address | None = None) -> None:
         subject_before = (room.subject, room.subject_by)
-        extra = [x for x in extensions if x.tag != tag("x", MUC_USER)]
-        out, entry = room.groupchat(sender, body, subject, extra, id, now())
+        extra = [x for x in without_our_ids(extensions, self.domain) if x.tag != tag("x", MUC_USER)]
+        stanza_id = muc_mam.new_stanza_id(self.xmpp, room)
+        out, entry = room.groupchat(sender, body, subject, extra, id, now(), stanza_id)
         if room.config.persistent:
-            if entry is not None:
-                muc_store.add_history(self.core.db, room.jid.local, entry, room.config.history)
+            if entry is not None:  # an archived room keeps every message (muc_mam.py)
+                muc_store.add_history(self.core.db, room.jid.local, entry,
+                                      None if stanza_id else room.config.history)
             elif (room.subject, room.subject_by) != subject_before:
                 self._save(room, affiliations=False)
         self.send(room, out, skip=skip)
@@ -401,6 +405,8 @@ class MucService:
         if room is None or room.locked and room.affiliation(sender) != "owner":
             raise StanzaError("item-not-found", f"no room {to}")
         try:
+            if payload.tag == mam.QUERY:
+                return muc_mam.query_iq(self.xmpp, session, room, iq)
             return self._room_iq(sender, room, iq, payload)
         finally:
             self._drop_if_empty(room)  # a destroyed room, or a stored one read back for an IQ
@@ -411,7 +417,8 @@ class MucService:
             query = ET.Element(tag("query", DISCO_INFO))
             ET.SubElement(query, tag("identity", DISCO_INFO), category="conference", type="text",
                           name=room.config.name or room.jid.local)
-            for name in [DISCO_INFO, *room.features()]:
+            archive = muc_mam.FEATURES if muc_mam.archived(self.xmpp, room) else ()
+            for name in [DISCO_INFO, *room.features(), *archive]:
                 ET.SubElement(query, tag("feature", DISCO_INFO), var=name)
             query.append(room.info_form())
             return iq_result(iq, query)
