@@ -197,15 +197,8 @@ def main():
         except RuntimeError as exc:
             failed = True
             print(f"{name}: FAILED: {exc}", file=sys.stderr, flush=True)
-    names = list(results)
-    print(f"\n{'metric':<34}" + "".join(f"{n:>13}" for n in names)
-          + (f"{'ours/Prosody':>14}  better" if len(names) == 2 else ""))
-    for key, label, fmt, higher in METRICS:
-        row = f"{label:<34}" + "".join(f"{fmt.format(results[n][key]):>13}" for n in names)
-        if len(names) == 2:
-            row += f"{results['Convergence'][key] / results['Prosody'][key]:>13.2f}×  " \
-                   f"{'higher' if higher else 'lower'}"
-        print(row)
+    if results:
+        xmpp_load.print_table(results, METRICS)
     sys.exit(1 if failed else 0)
 
 

@@ -510,11 +510,12 @@ METRICS = [  # key, label, format, True if higher is better
 ]
 
 
-def print_table(results: dict) -> None:
+def print_table(results: dict, metrics=METRICS) -> None:
+    """``results`` ({server: {key: value}}) as a table of ``metrics``, with ours/Prosody when both ran."""
     names = list(results)
     print(f"\n{'metric':<38}" + "".join(f"{n:>13}" for n in names)
           + (f"{'ours/Prosody':>14}  better" if len(names) == 2 else ""))
-    for key, label, fmt, higher in METRICS:
+    for key, label, fmt, higher in metrics:
         row = f"{label:<38}" + "".join(f"{fmt.format(results[n][key]):>13}" for n in names)
         if len(names) == 2:
             ours, theirs = results["Convergence"][key], results["Prosody"][key]

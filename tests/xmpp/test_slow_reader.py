@@ -42,6 +42,21 @@ def read_to_the_end(client) -> list[str]:
     return bodies
 
 
+def the_rest_was_stored(server, xmpp_client, first: list[str]) -> None:
+    """``first`` is what the slow reader got before the server gave up on her: every other message
+    is in the offline store, and reaches her next login, each once, in order."""
+    assert len(first) < COUNT // 2, "the slow reader was not disconnected"
+    core = Core.create(load(None, server.config))  # the server's database, seen from the test
+    try:
+        assert offline.count(core.db, "alice") == COUNT - len(first)
+    finally:
+        core.close()
+    alice = xmpp_client(server, "alice")
+    rest = [alice.next("message", timeout=10)["body"] for _ in range(COUNT - len(first))]
+    alice.none("message", wait=0.3)
+    assert first + rest == [BODY.format(n) for n in range(COUNT)]
+
+
 def test_a_client_that_stops_reading_gets_every_message_once_in_order(xmpp_server, raw_client,
                                                                       xmpp_client):
     server = xmpp_server({"alice": "pw-a", "bob": "pw-b"}, max_queued=MAX_QUEUED)
@@ -54,17 +69,7 @@ def test_a_client_that_stops_reading_gets_every_message_once_in_order(xmpp_serve
         bob.send_message(server.jid("alice"), BODY.format(n))
     bob.call(bob.xmpp.get_roster)  # answered after every message before it was routed
 
-    first = read_to_the_end(slow)  # what the socket took before the server gave up on her
-    assert len(first) < COUNT // 2, "the slow reader was not disconnected"
-    core = Core.create(load(None, server.config))  # the server's database, seen from the test
-    try:
-        assert offline.count(core.db, "alice") == COUNT - len(first)
-    finally:
-        core.close()
-    alice = xmpp_client(server, "alice")
-    rest = [alice.next("message", timeout=10)["body"] for _ in range(COUNT - len(first))]
-    alice.none("message", wait=0.3)
-    assert first + rest == [BODY.format(n) for n in range(COUNT)]  # each once, in order
+    the_rest_was_stored(server, xmpp_client, read_to_the_end(slow))
 
 
 def test_messages_queued_for_a_slow_reader_when_the_server_stops_are_stored(xmpp_server, raw_client,

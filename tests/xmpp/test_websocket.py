@@ -5,11 +5,8 @@ import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
 
-from convergence.config import load
-from convergence.core import Core
-from convergence.store import offline
 
-from .test_slow_reader import BODY, COUNT, MAX_QUEUED
+from .test_slow_reader import BODY, COUNT, MAX_QUEUED, the_rest_was_stored
 from .ws_client import CLOSE, FRAMING_NS, OPEN, SASL_NS, STREAM_NS, WsClient
 
 
@@ -178,18 +175,8 @@ def test_a_websocket_client_that_stops_reading_gets_every_message_once_in_order(
     for n in range(COUNT):
         bob.send_message(server.jid("alice"), BODY.format(n))
     bob.call(bob.xmpp.get_roster)  # answered after every message before it was routed
-    first = [m.findtext("{jabber:client}body") for m in slow.read_to_the_end()
-             if m.tag == "{jabber:client}message"]
-    assert len(first) < COUNT // 2, "the slow reader was not disconnected"
-    core = Core.create(load(None, server.config))
-    try:
-        assert offline.count(core.db, "alice") == COUNT - len(first)
-    finally:
-        core.close()
-    alice = xmpp_client(server, "alice")
-    rest = [alice.next("message", timeout=10)["body"] for _ in range(COUNT - len(first))]
-    alice.none("message", wait=0.3)
-    assert first + rest == [BODY.format(n) for n in range(COUNT)]
+    the_rest_was_stored(server, xmpp_client, [m.findtext("{jabber:client}body") for m in slow.read_to_the_end()
+                                              if m.tag == "{jabber:client}message"])
 
 
 def test_messages_queued_for_a_websocket_slow_reader_when_the_server_stops_are_stored(
