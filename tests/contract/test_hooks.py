@@ -212,6 +212,33 @@ def test_hook_screen_message(core, register_plugin):
     assert core.send(Message(sender, alice, "spam again"), "sip") == "delivered"
 
 
+def test_hook_on_cluster_cast(make_core, caplog):
+    """A cast from another node reaches the implementations with its kind and data; a plugin that
+    fails is logged, not raised into the node's hand-off loop; a cast that is not an object is
+    ignored. Across two real nodes over Redis: tests/cluster/test_xmpp_relay.py, test_sip_workers.py."""
+    from convergence.cluster import Cluster
+
+    got = []
+
+    class Relay:
+        @hookimpl
+        def on_cluster_cast(self, kind, data):
+            got.append((kind, data))
+
+    class Broken:
+        @hookimpl
+        def on_cluster_cast(self, core, kind, data):
+            raise RuntimeError("plugin bug")
+    core = make_core({"cluster": {"redis": "redis://127.0.0.1:1/0"}},
+                     plugins={"broken": Broken(), "relay": Relay()})  # relay runs first
+    member = Cluster(core, "node-a")  # not started: no Redis is needed to take a cast
+    member._cast_here({"t": "cast", "kind": "xmpp.stanza", "data": {"to": "bob@example.org"}})
+    member._cast_here({"t": "cast", "kind": "xmpp.stanza", "data": "not an object"})  # ignored
+    assert got == [("xmpp.stanza", {"to": "bob@example.org"})]
+    assert "a plugin failed on a cast xmpp.stanza" in caplog.text
+    assert "ignored a bad cast" in caplog.text
+
+
 def test_hook_service_users(make_core):
     """A third-party service user is on every account's shared roster, next to echo and the HTTP user."""
     class Bot:

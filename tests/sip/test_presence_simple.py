@@ -60,7 +60,11 @@ def in_dialog(client, request, response, expires):
 
 
 def notify(client, status=200, timeout=5):
-    """The next NOTIFY, answered ``status`` (None: not answered)."""
+    """The next new NOTIFY, answered ``status`` (None: not answered). A retransmission of one
+    answered already (same Call-ID and CSeq: the server's T1, 50 ms here, ran out before it read
+    our answer, say during a garbage collection) is answered again and skipped, as a UAC does
+    (RFC 3261 §17.2.1)."""
+    answered = client.__dict__.setdefault("answered_notifies", set())
     with gevent.Timeout(timeout):
         while True:
             got = client.recv(timeout)
@@ -68,6 +72,11 @@ def notify(client, status=200, timeout=5):
             if getattr(got, "method", None) == "NOTIFY":
                 if status:
                     client.send(make_response(got, status))
+                key = (got.call_id, got.headers.get("CSeq"))
+                if key in answered:
+                    continue
+                if status:
+                    answered.add(key)
                 return got
 
 
