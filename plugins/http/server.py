@@ -92,6 +92,8 @@ class HttpServer:
                 purged = self.uploads.purge()
                 if purged:
                     log.info("uploads: purged %d lapsed slots and expired files", purged)
+            except OSError as exc:  # out of descriptors, a full or read-only disk: one line
+                log.error("uploads: purge failed, trying again in %g s: %s", interval, exc)
             except Exception:  # the database was away: try again next time
                 log.exception("uploads: purge failed")
             gevent.sleep(interval)
