@@ -155,8 +155,7 @@ def measure(name: str, args) -> dict:
         print(f"{name}: {deliveries / args.occupants:,.0f} room messages/s to {args.occupants} "
               f"occupants (server CPU {100 * cpu / args.duration:.0f} % busy)", flush=True)
         return {"messages": deliveries / args.occupants, "deliveries": deliveries,
-                "cpu": 1e6 * cpu / len(latencies), "p50": 1e3 * latencies[len(latencies) // 2],
-                "p99": 1e3 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]}
+                "cpu": 1e6 * cpu / len(latencies), **xmpp_load.percentiles(latencies)}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -492,11 +492,15 @@ def measure(name: str, args) -> dict:
         return {"logins": logins, "login_cpu": 1e3 * login_cpu / args.clients,
                 "messages": len(latencies) / args.duration,
                 "message_cpu": 1e6 * message_cpu / len(latencies),
-                "p50": 1e3 * latencies[len(latencies) // 2],
-                "p99": 1e3 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-                "idle_kb": idle_kb}
+                **percentiles(latencies), "idle_kb": idle_kb}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def percentiles(latencies: list[float]) -> dict:
+    """p50 and p99 in ms of ``latencies`` (seconds, sorted)."""
+    return {"p50": 1e3 * latencies[len(latencies) // 2],
+            "p99": 1e3 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]}
 
 
 METRICS = [  # key, label, format, True if higher is better

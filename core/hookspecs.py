@@ -107,10 +107,10 @@ def screen_message(core, message, source):
     :class:`convergence.message.RoutingError` to refuse it, return anything to let it pass.
 
     Every implementation is called (the first to raise wins), once the recipient resolved to a
-    route and before ``deliver``; ``source`` is the protocol it came by (``"xmpp"``, ``"sip"``,
-    ``"http"`` …, as given to ``core.send``), so a plugin may answer each as its protocol expects.
-    The sender gets the condition through its own protocol's mapping (``forbidden``: SIP 403,
-    HTTP 403). The XMPP plugin's block lists (XEP-0191) use it. It runs for every message:
+    route and before ``deliver``; ``source`` is the name of the protocol it came by, as the
+    sending plugin gave it to ``core.send``, so a plugin may answer each as its protocol expects.
+    The sender gets the condition through its own protocol's mapping (docs/plugins.md; a block
+    list, XEP-0191, refuses with ``forbidden``). It runs for every message:
     answer from memory, never from the store on the hot path.
     """
 
