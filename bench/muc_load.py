@@ -61,34 +61,15 @@ class Occupant(xmpp_load.Client):
     def fan_out(self, sends: bool, window: int, start: float, stop: float) -> list[float]:
         """Post (if ``sends``) with ``window`` in flight; return the latencies of every room
         message received."""
-        import gevent
         mine = (f"/{self.name}'".encode(), f'/{self.name}"'.encode())
         head, tail = f"<message to='{ROOM}' type='groupchat'><body>".encode(), b"</body></message>"
         latencies = []
-        gevent.sleep(max(0.0, start - time.monotonic()))
-        if sends:
-            self.sock.sendall(b"".join(head + repr(time.monotonic()).encode() + tail for _ in range(window)))
-        while (remaining := stop - time.monotonic()) > 0:
-            self.sock.settimeout(remaining)
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                break
-            if not data:
-                raise xmpp_load.ProtocolError(f"{self.jid}: connection closed during the exchange")
-            if b"type='error'" in data or b'type="error"' in data:
-                raise xmpp_load.ProtocolError(f"{self.jid}: error stanza: {data[:500]!r}")
-            buf = self.buf + data
-            end = buf.rfind(b"</message>") + len(b"</message>")
-            if end < len(b"</message>"):
-                self.buf = buf
-                continue
-            now, own = time.monotonic(), 0
-            for match in ROOM_BODY.finditer(buf, 0, end):
+        for now, received in self.exchange(start, stop, b"</message>"):
+            own = window if not received else 0
+            for match in ROOM_BODY.finditer(received):
                 latencies.append(now - float(match.group(1)))
                 stanza_head = match.group(0)[:match.group(0).index(b">") + 1]
                 own += any(m in stanza_head for m in mine)
-            self.buf = buf[end:]
             if sends and own and now < stop:
                 self.sock.sendall(b"".join(head + repr(now).encode() + tail for _ in range(own)))
         return latencies

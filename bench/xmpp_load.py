@@ -147,19 +147,18 @@ class Client:
         if final != f"v={expected}":
             raise ProtocolError(f"bad server signature {final!r}")
 
-    def chat(self, peer: str, window: int, start: float, stop: float) -> list[float]:
-        """Keep ``window`` messages to ``peer`` in flight until ``stop``; return the latencies."""
+    def exchange(self, start: float, stop: float, until: bytes):
+        """From ``start`` to ``stop``: yield (now, received bytes up to the last ``until``) as they
+        come; stops on a closed connection or an error stanza (ProtocolError)."""
         import gevent
-        head, tail = f"<message to='{peer}' type='chat'><body>".encode(), b"</body></message>"
-        latencies = []
         gevent.sleep(max(0.0, start - time.monotonic()))
-        self.sock.sendall(b"".join(head + repr(time.monotonic()).encode() + tail for _ in range(window)))
+        yield time.monotonic(), b""  # the start: time to send the first window
         while (remaining := stop - time.monotonic()) > 0:
             self.sock.settimeout(remaining)
             try:
                 data = self.sock.recv(65536)
             except TimeoutError:
-                break
+                return
             if not data:
                 raise ProtocolError(f"{self.jid}: connection closed during the exchange")
             if b"type='error'" in data or b'type="error"' in data:
@@ -167,14 +166,20 @@ class Client:
                 raise ProtocolError(f"{self.jid}: error stanza during the exchange: "
                                     f"{data[max(0, at - 200):at + 500]!r}")
             buf = self.buf + data
-            end = buf.rfind(b"</body>") + len(b"</body>")
-            if end < len(b"</body>"):
+            end = buf.rfind(until) + len(until)
+            if end < len(until):
                 self.buf = buf
                 continue
-            now = time.monotonic()
-            bodies = BODY.findall(buf, 0, end)
             self.buf = buf[end:]
-            latencies.extend(now - float(body) for body in bodies)
+            yield time.monotonic(), buf[:end]
+
+    def chat(self, peer: str, window: int, start: float, stop: float) -> list[float]:
+        """Keep ``window`` messages to ``peer`` in flight until ``stop``; return the latencies."""
+        head, tail = f"<message to='{peer}' type='chat'><body>".encode(), b"</body></message>"
+        latencies = []
+        for now, received in self.exchange(start, stop, b"</body>"):
+            bodies = BODY.findall(received) if received else range(window)
+            latencies.extend(now - float(body) for body in bodies if received)
             if now < stop:
                 stamp = repr(now).encode()
                 self.sock.sendall(b"".join(head + stamp + tail for _ in bodies))

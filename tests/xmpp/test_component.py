@@ -5,9 +5,7 @@ HTTP API and a SIP phone through a running server."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import json
 import socket
 import types
 import urllib.request
@@ -18,6 +16,7 @@ import slixmpp
 from slixmpp.exceptions import IqError
 
 from scenario_kit import Client
+from api_client import call
 from sipp_runner import Sipp, needs_sipp
 
 from convergence import RoutingError
@@ -276,13 +275,8 @@ def test_component_talks_with_clients_and_the_http_api(convergence_server, xmpp_
     assert gw.next("presence_probe")["from"].bare == server.jid("alice")
 
     # the HTTP API (bob) reaches the component
-    token = base64.b64encode(b"bob:pw-b").decode()
-    post = urllib.request.Request(f"{server.http_url}/api/messages", method="POST",
-                                  data=json.dumps({"to": ECHO, "body": "from the web"}).encode(),
-                                  headers={"Authorization": f"Basic {token}",
-                                           "Content-Type": "application/json"})
-    with urllib.request.urlopen(post, timeout=5) as reply:
-        assert reply.status == 200 and json.load(reply)["outcome"] == "delivered"
+    reply = call(server, "POST", "/api/messages", {"to": ECHO, "body": "from the web"}, user="bob")
+    assert reply.status == 200 and reply.json["outcome"] == "delivered"
     web = gw.next("message", match=lambda m: m["body"] == "from the web")
     assert web["from"].bare == server.jid("bob")
 

@@ -4,10 +4,7 @@ filters, preferences, bad input, retention, and no duplicates for a second devic
 offline + MAM, ejabberd issue #1331)."""
 from __future__ import annotations
 
-import base64
-import http.client
 import itertools
-import json
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta
 
@@ -15,6 +12,7 @@ import pytest
 from slixmpp.exceptions import IqError
 
 from actors import ACCOUNTS, SIP, Phone
+from api_client import call as api_call
 from sipp_runner import Sipp, needs_sipp
 from xmpp.roster_client import condition, iq
 
@@ -164,7 +162,7 @@ def test_archive_queries_paging_filters_and_stanza_ids(xmpp_server, xmpp_client)
     # metadata (§6), the query form (§5.1.1), discovery (§8)
     metadata = iq(bob, f"<metadata xmlns='{MAM}'/>").xml.find(f"{{{MAM}}}metadata")
     assert [metadata.find(f"{{{MAM}}}{n}").get("id") for n in ("start", "end")] == [sids[0], sids[-1]]
-    fields = iq(bob, f"<query xmlns='{MAM}'/>").xml.findall(f".//{{jabber:x:data}}field")
+    fields = iq(bob, f"<query xmlns='{MAM}'/>").xml.findall(".//{jabber:x:data}field")
     assert {"FORM_TYPE", "with", "start", "end", "ids", "before-id", "after-id"} == {f.get("var") for f in fields}
     for to in (server.jid("bob"), server.domain):
         info = iq(bob, f"<query xmlns='{DISCO}'/>", to=to).xml
@@ -210,15 +208,8 @@ def test_bad_queries_and_preferences(xmpp_server, xmpp_client):
 
 
 def post_message(server, user: str, to: str, body: str) -> int:
-    """POST /api/messages as ``user`` (HTTP Basic, docs/http.md); the status."""
-    auth = base64.b64encode(f"{user}:{server.passwords[user]}".encode()).decode()
-    conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=5)
-    try:
-        conn.request("POST", "/api/messages", json.dumps({"to": to, "body": body}),
-                     {"Authorization": f"Basic {auth}", "Content-Type": "application/json"})
-        return conn.getresponse().status
-    finally:
-        conn.close()
+    """POST /api/messages as ``user`` (HTTP Basic, docs/http-api.md); the status."""
+    return api_call(server, "POST", "/api/messages", {"to": to, "body": body}, user=user).status
 
 
 @needs_sipp

@@ -3,14 +3,12 @@ xep_0045) over STARTTLS; a SIP phone (SIPp) and the HTTP API taking part in a ro
 rooms across a restart. The room's rules are unit-tested without a server in test_muc_room.py."""
 from __future__ import annotations
 
-import base64
-import json
-import urllib.request
 
 import pytest
 from slixmpp.exceptions import IqError, PresenceError
 
 from actors import condition as stanza_condition
+from api_client import call
 from sipp_runner import Sipp, needs_sipp, request
 
 from .roster_client import condition, iq
@@ -351,13 +349,8 @@ def test_sip_phone_and_http_api_take_part_in_a_room(convergence_server, xmpp_cli
     assert f"From: <sip:lobby@{SERVICE}>" in log and "alice: hello phone" in log
 
     # the HTTP API posts as its user (who joins under the username like the phone)
-    token = base64.b64encode(b"bob:pw-b").decode()
-    post = urllib.request.Request(f"{server.http_url}/api/messages", method="POST",
-                                  data=json.dumps({"to": ROOM, "body": "from the web"}).encode(),
-                                  headers={"Authorization": f"Basic {token}",
-                                           "Content-Type": "application/json"})
-    with urllib.request.urlopen(post, timeout=5) as answer:
-        assert answer.status == 200 and json.load(answer)["outcome"] == "delivered"
+    answer = call(server, "POST", "/api/messages", {"to": ROOM, "body": "from the web"}, user="bob")
+    assert answer.status == 200 and answer.json["outcome"] == "delivered"
     said(alice, ROOM, "bob", "from the web")
 
     send("/leave")

@@ -81,13 +81,19 @@ def test_messages_queued_for_a_slow_reader_when_the_server_stops_are_stored(xmpp
     slow.login("alice", "pw-a")
     slow.send(b"<presence/>")
     slow.next("presence")
+    the_rest_arrives_after_a_restart(server, xmpp_client, lambda: read_to_the_end(slow))
+
+
+def the_rest_arrives_after_a_restart(server, xmpp_client, read_to_the_end) -> None:
+    """Bob sends alice (a slow reader) COUNT messages and the server restarts: what she read
+    (``read_to_the_end()``) and what her next login gets are every message, each once, in order."""
     bob = xmpp_client(server, "bob")
     for n in range(COUNT):  # 400 KB: more than the kernel buffers, less than the queue
         bob.send_message(server.jid("alice"), BODY.format(n))
     bob.call(bob.xmpp.get_roster)
     bob.disconnect()
     server.restart()  # SIGTERM, a clean exit, and up again on the same database
-    first = read_to_the_end(slow)
+    first = read_to_the_end()
     assert len(first) < COUNT // 2
     alice = xmpp_client(server, "alice")
     rest = [alice.next("message", timeout=10)["body"] for _ in range(COUNT - len(first))]

@@ -6,7 +6,8 @@ import urllib.request
 import xml.etree.ElementTree as ET
 
 
-from .test_slow_reader import BODY, COUNT, MAX_QUEUED, the_rest_was_stored
+from .test_slow_reader import (BODY, COUNT, MAX_QUEUED, the_rest_arrives_after_a_restart,
+                               the_rest_was_stored)
 from .ws_client import CLOSE, FRAMING_NS, OPEN, SASL_NS, STREAM_NS, WsClient
 
 
@@ -19,6 +20,11 @@ def http_get(server, path: str, **headers):
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
 
+
+
+def bodies(elements) -> list[str]:
+    """The bodies of the <message/>s among what a WebSocket client read."""
+    return [m.findtext("{jabber:client}body") for m in elements if m.tag == "{jabber:client}message"]
 
 def test_websocket_session_chats_with_xmpp_and_echo(xmpp_server, xmpp_client):
     server = xmpp_server({"alice": "wonderland", "bob": "builder"})
@@ -175,8 +181,7 @@ def test_a_websocket_client_that_stops_reading_gets_every_message_once_in_order(
     for n in range(COUNT):
         bob.send_message(server.jid("alice"), BODY.format(n))
     bob.call(bob.xmpp.get_roster)  # answered after every message before it was routed
-    the_rest_was_stored(server, xmpp_client, [m.findtext("{jabber:client}body") for m in slow.read_to_the_end()
-                                              if m.tag == "{jabber:client}message"])
+    the_rest_was_stored(server, xmpp_client, bodies(slow.read_to_the_end()))
 
 
 def test_messages_queued_for_a_websocket_slow_reader_when_the_server_stops_are_stored(
@@ -188,16 +193,4 @@ def test_messages_queued_for_a_websocket_slow_reader_when_the_server_stops_are_s
     slow.login("alice", "pw-a")
     slow.send("<presence xmlns='jabber:client'/>")
     slow.next("}presence")
-    bob = xmpp_client(server, "bob")
-    for n in range(COUNT):  # 400 KB: more than the kernel buffers, less than the queue
-        bob.send_message(server.jid("alice"), BODY.format(n))
-    bob.call(bob.xmpp.get_roster)
-    bob.disconnect()
-    server.restart()  # SIGTERM, a clean exit, and up again on the same database
-    first = [m.findtext("{jabber:client}body") for m in slow.read_to_the_end()
-             if m.tag == "{jabber:client}message"]
-    assert len(first) < COUNT // 2
-    alice = xmpp_client(server, "alice")
-    rest = [alice.next("message", timeout=10)["body"] for _ in range(COUNT - len(first))]
-    alice.none("message", wait=0.3)
-    assert first + rest == [BODY.format(n) for n in range(COUNT)]
+    the_rest_arrives_after_a_restart(server, xmpp_client, lambda: bodies(slow.read_to_the_end()))
