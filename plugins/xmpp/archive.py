@@ -40,7 +40,7 @@ from . import archive_store as store
 from .stanza_ids import STANZA_ID, archivable, stanza_text
 
 log = logging.getLogger(__name__)
-Item = store.Item
+_item = store.Item._make
 
 
 
@@ -129,11 +129,11 @@ class Archive:
             if not local_sender:
                 return
         sender_jid, recipient_jid = sender.jid, recipient.jid
-        self.queued.append(Item(
+        self.queued.append(_item((  # Item's fields, made by tuple.__new__ (in C: the hot path)
             self.stanza_id(message), store.timestamp(datetime.utcnow()), message.id,
             stanza_text(message, sender_jid, recipient_jid),
             local_sender, sender_jid, _bare(sender, sender_jid), local_recipient, recipient_jid,
-            _bare(recipient, recipient_jid)))
+            _bare(recipient, recipient_jid))))
         if len(self.queued) >= self.BATCH:
             self.flush()
         elif self._writer is None:

@@ -128,7 +128,9 @@ def append(db: Database, items: list[Item], in_roster, writer=None) -> int:
     that are accounts (others — service users, deleted accounts — have no archive), as the
     owners' preferences allow (``in_roster(account, peer)`` for the ``roster`` default), in one
     statement: ``writer(payload)`` (a :class:`SqliteWriter` in a worker thread) or the store's own.
-    Returns how many rows were written.
+    Returns how many rows were written. An item already in an archive (its stanza id there) is
+    not written there again, rather than failing its whole batch (which would then be retried for
+    ever, holding up every message after it).
 
     The database itself makes the rows of the items and looks the owners' account ids up (SQLite:
     the items' fields bound as they are, ``_sqlite_insert``; PostgreSQL: the batch as one JSON
@@ -224,7 +226,8 @@ WITH item(stanza_id, created_at, message_id, stanza, s, s_jid, s_bare, r, r_jid,
 side(k) AS (VALUES (0), (1))
 SELECT accounts.id, item.stanza_id, CASE k WHEN 0 THEN r_jid ELSE s_jid END, CASE k WHEN 0 THEN r_bare ELSE s_bare END,
        item.created_at, item.message_id, item.stanza
-FROM item CROSS JOIN side CROSS JOIN accounts WHERE accounts.name = CASE k WHEN 0 THEN s ELSE r END"""
+FROM item CROSS JOIN side CROSS JOIN accounts WHERE accounts.name = CASE k WHEN 0 THEN s ELSE r END
+ON CONFLICT DO NOTHING"""
 
 
 #: PostgreSQL: the items as one JSON array, each item's two rows in order (position, side)
@@ -235,7 +238,8 @@ owned AS (
   UNION ALL
   SELECT n, 1, value->>7, value->>5, value->>6, value FROM item)
 SELECT accounts.id, value->>0, with_jid, with_bare, CAST(value->>1 AS timestamp), value->>2, value->>3
-FROM owned JOIN accounts ON accounts.name = owned.owner ORDER BY n, side"""
+FROM owned JOIN accounts ON accounts.name = owned.owner ORDER BY n, side
+ON CONFLICT DO NOTHING"""
 
 
 def purge(db: Database, older_than: datetime) -> int:

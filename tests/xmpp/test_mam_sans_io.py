@@ -192,12 +192,13 @@ def test_a_conversation_is_archived_in_order_in_both_archives(core):
     items.append(store.Item("s7", when, "m7", "<message/>", "alice", jid["alice"], jid["alice"], None,
                             jid["alice"], jid["alice"]))  # to oneself: the archive's observe gives one owner
     assert store.append(core.db, items, lambda *_: True) == 11
+    assert store.append(core.db, items[:2] + [item(8, "bob", "alice")], lambda *_: True) == 2  # once each
 
     def archive(account):
         entries = store.query(core.db, account, store.Filter(), 50)[0]
         return [e.stanza_id for e in entries]
 
-    assert archive("alice") == ["s1", "s2", "s3", "s5", "s6", "s7"]
-    assert archive("bob") == ["s1", "s2", "s4", "s5", "s6"]
+    assert archive("alice") == ["s1", "s2", "s3", "s5", "s6", "s7", "s8"]
+    assert archive("bob") == ["s1", "s2", "s4", "s5", "s6", "s8"]
     bob_with = store.query(core.db, "bob", store.Filter(with_jid=jid["gone"]), 5)[0]
     assert [e.stanza_id for e in bob_with] == ["s4"]
