@@ -8,7 +8,9 @@ again. Events, each ``event: <name>`` and one ``data:`` line of JSON:
 - ``stream`` first: ``{"stream": <id>, "jid": <full JID>}``; POST /api/messages with
   ``"stream": <id>`` sends from this stream, so replies come back to it;
 - ``presence`` for each available contact whose presence the account sees, then at every change
-  (``presence_changed``, run from the ``on_presence`` hook);
+  (``presence_changed``, run from the ``on_presence`` hook), and when a block list (XEP-0191)
+  starts or stops keeping a contact's presence from it (``screen_changed``: unavailable, or the
+  contact's presence again);
 - ``message`` for each message: stored ones first (with ``stamp``), then as they come.
 
 A ``: keep-alive`` comment goes out every ``[http] sse_keepalive`` seconds, so a client that has
@@ -50,6 +52,7 @@ from gevent.event import Event
 from gevent.queue import Empty, Full, Queue
 
 from convergence import Address, Presence, RoutingError, contacts
+from convergence.presence import UNAVAILABLE
 
 KEEPALIVE = b": keep-alive\n\n"
 
@@ -236,7 +239,7 @@ class Stream:
             yield event("stream", {"stream": self.id, "jid": self.address.jid})
             for contact in contacts.watched(self.core, account):
                 presence = self.core.presence.presence(contact)
-                if presence.available:
+                if presence.available and not contacts.screened(self.core, account, contact):
                     yield event("presence", presence_data(contact, presence))
             backlog = gevent.spawn(self.core.router.deliver_stored, account)  # waits on flush
             while not (self.ended and self.queue.empty()):
@@ -301,6 +304,29 @@ class Streams:
             if streams and contacts.sees(self.core, owner, account):
                 for stream in list(streams):
                     stream.show(account.bare, presence)
+
+    def screen_changed(self, account: Address) -> None:
+        """``on_screen_changed``: a block list of ``account`` changed (XEP-0191 §3.3, §3.4). The
+        streams of the accounts whose presence it concerns get ``account``'s presence again, as
+        unavailable when it is now kept from them; ``account``'s own streams get each contact's
+        presence again, likewise (the hook does not say which JIDs changed: an unchanged contact's
+        event repeats what the stream has)."""
+        core, account = self.core, account.bare
+        for owner, streams in list(self._by_account.items()):
+            if not streams:
+                continue
+            if owner == account:
+                shown = [(c, UNAVAILABLE if contacts.screened(core, account, c) else core.presence.presence(c))
+                         for c in contacts.watched(core, account)]
+            elif contacts.screened(core, owner, account):
+                shown = [(account, UNAVAILABLE)]
+            elif contacts.sees(core, owner, account):
+                shown = [(account, core.presence.presence(account))]
+            else:
+                continue
+            for stream in list(streams):
+                for contact, presence in shown:
+                    stream.show(contact, presence)
 
     def account_changed(self, account: Address, change: str) -> None:
         """``on_account``: the streams of a deleted account end, and those that logged in with the

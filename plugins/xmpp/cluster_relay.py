@@ -10,7 +10,11 @@ presence itself) and delivered there to its own sessions by the ``on_cluster_cas
   the presence shown to a contact that starts or stops seeing an account (§3.1.5, §3.2.2). The
   receiving node delivers it as ``visibility.deliver`` does for its own sessions (§8.5);
 - ``xmpp.push``: a roster item changed (§2.1.6): the receiving node pushes the item's state, read
-  from the shared database, to the interested resources of the account it has.
+  from the shared database, to the interested resources of the account it has;
+- ``xmpp.blocking``: an account's block list changed (XEP-0191 §3.3, §3.4), cast to every node
+  (``everywhere``): each updates its cached copy, pushes the change to the account's interested
+  sessions it has and shows or withdraws presence between its own sessions
+  (``blocking.BlockLists.received``).
 
 The stored state (rosters, pending requests, §3.1.3) is in PostgreSQL, so what a cast that was
 lost (Redis down) would have shown is still seen at the next roster fetch or login.
@@ -64,6 +68,14 @@ def push(service, account: Address, jid: str) -> None:
     push it to theirs."""
     if nodes := _nodes(service, account):
         service.core.cluster.cast(nodes, PUSH, {"account": account.bare.jid, "jid": jid})
+
+
+def everywhere(service, kind: str, data: dict) -> None:
+    """``data`` to every other node, whether it has sessions now or not (what changes a state
+    each node caches: a block list, XEP-0191)."""
+    cluster = service.core.cluster
+    if cluster is not None:
+        cluster.cast(cluster.nodes, kind, data)
 
 
 def received(service, kind: str, data: dict, deliver, push) -> None:

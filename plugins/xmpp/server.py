@@ -18,10 +18,10 @@ from __future__ import annotations
 import logging
 from types import MappingProxyType
 
-from convergence import hookimpl
+from convergence import AddressError, hookimpl
 from convergence.metrics import Collector, family
 
-from . import (cluster_relay, component, component_transport, presence as broadcast, roster_push,
+from . import (blocking, cluster_relay, component, component_transport, presence as broadcast, roster_push,
                s2s_routing, s2s_transport, subscription_handling, transport, visibility,
                websocket_http)
 from .muc_service import MucService, muc_domain
@@ -98,6 +98,12 @@ class XmppServer:
         self.service.blocking.screen(message, source)
 
     @hookimpl
+    def screen_presence(self, watcher, account):
+        """Presence is not shown across a block list, either way (XEP-0191 §3.3): to a SIP
+        watcher or an HTTP event stream as to an XMPP session."""
+        return self.service.blocking.hides(account, watcher)
+
+    @hookimpl
     def on_message(self, message):
         """Every message the router accepted, from any protocol: the archive (XEP-0313). The
         message was delivered: a failure here is logged, not turned into an error for its sender."""
@@ -117,8 +123,14 @@ class XmppServer:
 
     @hookimpl
     def on_cluster_cast(self, kind, data):
-        """Roster pushes and presence stanzas for sessions here from another node (``cluster_relay``)."""
-        if kind.startswith("xmpp."):
+        """Roster pushes, presence stanzas and block list changes for sessions here from another
+        node (``cluster_relay``)."""
+        if kind == blocking.CAST:
+            try:
+                self.service.blocking.received(data)
+            except (KeyError, TypeError, ValueError, AddressError) as exc:
+                log.warning("cluster: ignored a bad %s cast: %s", kind, exc)
+        elif kind.startswith("xmpp."):
             cluster_relay.received(self.service, kind, data, visibility.deliver, roster_push.push)
 
     @hookimpl
