@@ -16,14 +16,15 @@ its listener, and ``resolve_recipient`` routes other domains' addresses over it
 from __future__ import annotations
 
 import logging
+from functools import partial
 from types import MappingProxyType
 
 from convergence import AddressError, hookimpl
 from convergence.metrics import Collector, family
 
-from . import (blocking, cluster_relay, component, component_transport, presence as broadcast, roster_push,
-               s2s_routing, s2s_transport, subscription_handling, transport, visibility,
-               websocket_http)
+from . import (blocking, cluster_relay, component, component_transport, presence as broadcast,
+               roster_push, s2s_routing, s2s_transport, stream_management, subscription_handling,
+               transport, visibility, websocket_http)
 from .muc_service import MucService, muc_domain
 from .service import C2SService
 
@@ -124,10 +125,15 @@ class XmppServer:
     @hookimpl
     def on_cluster_cast(self, kind, data):
         """Roster pushes, presence stanzas and block list changes for sessions here from another
-        node (``cluster_relay``)."""
-        if kind == blocking.CAST:
+        node (``cluster_relay``); a session of this node resumed on another, and the backlog
+        that left (``stream_management``)."""
+        handler = {blocking.CAST: self.service.blocking.received,
+                   stream_management.ENDED: partial(stream_management.ended_elsewhere, self.service),
+                   stream_management.BACKLOG: partial(stream_management.backlog, self.service),
+                   }.get(kind)
+        if handler is not None:
             try:
-                self.service.blocking.received(data)
+                handler(data)
             except (KeyError, TypeError, ValueError, AddressError) as exc:
                 log.warning("cluster: ignored a bad %s cast: %s", kind, exc)
         elif kind.startswith("xmpp."):
