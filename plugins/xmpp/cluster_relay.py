@@ -11,6 +11,8 @@ presence itself) and delivered there to its own sessions by the ``on_cluster_cas
   receiving node delivers it as ``visibility.deliver`` does for its own sessions (§8.5);
 - ``xmpp.push``: a roster item changed (§2.1.6): the receiving node pushes the item's state, read
   from the shared database, to the interested resources of the account it has;
+- ``xmpp.subscribed``: a contact started seeing an account (§3.1.5): the receiving node sends
+  the account's last PEP items to the contact's sessions it has (XEP-0163 §6.1.7, ``pep``);
 - ``xmpp.blocking``: an account's block list changed (XEP-0191 §3.3, §3.4), cast to every node
   (``everywhere``): each updates its cached copy, pushes the change to the account's interested
   sessions it has and shows or withdraws presence between its own sessions
@@ -30,7 +32,7 @@ from .stanzas import tag
 
 log = logging.getLogger(__name__)
 
-STANZA, PUSH = "xmpp.stanza", "xmpp.push"
+STANZA, PUSH, SUBSCRIBED = "xmpp.stanza", "xmpp.push", "xmpp.subscribed"
 
 
 def _nodes(service, to: Address) -> set[str]:
@@ -68,6 +70,24 @@ def push(service, account: Address, jid: str) -> None:
     push it to theirs."""
     if nodes := _nodes(service, account):
         service.core.cluster.cast(nodes, PUSH, {"account": account.bare.jid, "jid": jid})
+
+
+def subscribed(service, account: Address, contact: Address) -> None:
+    """The local ``contact`` now sees ``account`` (RFC 6121 §3.1.5): the other nodes with
+    sessions of ``contact`` give them ``account``'s last PEP items (``SUBSCRIBED``)."""
+    if nodes := _nodes(service, contact):
+        service.core.cluster.cast(nodes, SUBSCRIBED, {"account": account.bare.jid,
+                                                      "contact": contact.bare.jid})
+
+
+def subscribed_here(service, data: dict) -> None:
+    """``SUBSCRIBED`` from another node: this node's available sessions of the contact get the
+    account's last PEP items (the IQ router's ``subscribed`` event, as on the node that handled
+    the approval)."""
+    account, contact = Address.parse(data["account"]), Address.parse(data["contact"])
+    sessions = [s for s in service.sessions(contact) if s.available]
+    if sessions:
+        service.iq.emit("subscribed", service, account, sessions)
 
 
 def everywhere(service, kind: str, data: dict) -> None:

@@ -10,12 +10,14 @@ import pytest
 
 from convergence.cluster import node_tag
 
-from ..xmpp.roster_client import bare, manual, next_presence, next_push, send_presence
+from ..xmpp.pep_client import items_of, pep_client, publish_xml
+from ..xmpp.roster_client import bare, iq, manual, next_presence, next_push, send_presence
 from ..xmpp.test_stream_management import STANZAS, kill, raw_messages, raw_sm
 from .helpers import available_from
 
 ACCOUNTS = {"alice": "a", "bob": "b", "carol": "c"}
-XMPP = {"shared_roster": False}  # subscriptions, not the shared roster, decide who sees whom
+XMPP = {"shared_roster": False}
+TUNE = "http://jabber.org/protocol/tune"  # subscriptions, not the shared roster, decide who sees whom
 
 
 def test_subscriptions_roster_pushes_and_directed_presence_cross_nodes(node, xmpp_client):
@@ -102,3 +104,21 @@ def test_a_resumption_on_another_node_ends_the_old_session_at_once(node, raw_cli
         phone.sock.settimeout(10)
         while phone.sock.recv(4096):
             pass
+
+
+def test_pep_last_items_on_approval_reach_every_node(node, xmpp_client):
+    """RFC 6121 §3.1.5 + XEP-0060 §6.1.7 across nodes: bob (on both nodes, both wanting tunes)
+    asks alice (node A, who has published a tune); her approval is handled on node A, and both of
+    bob's sessions get her last tune — the one on node B through the cluster."""
+    a = node("node-a", ACCOUNTS, xmpp=XMPP)
+    b = node("node-b", xmpp=XMPP)
+    b.passwords.update(ACCOUNTS)
+    alice = pep_client(xmpp_client, a, "alice")  # slixmpp approves subscription requests
+    here = pep_client(xmpp_client, a, "bob", notify=[TUNE], resource="here")
+    there = pep_client(xmpp_client, b, "bob", notify=[TUNE], resource="there")
+    a.process.wait_for(f"registered {there.jid} ")
+    iq(alice, publish_xml(TUNE, "<tune xmlns='%s'><title>Something</title></tune>" % TUNE), "set")
+    send_presence(here, to=a.jid("alice"), type="subscribe")
+    for client in (here, there):
+        [(_, payload)] = items_of(client.next("pubsub_publish", timeout=10))
+        assert payload.findtext(f"{{{TUNE}}}title") == "Something"
