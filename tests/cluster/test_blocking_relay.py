@@ -1,10 +1,12 @@
 """Block lists (XEP-0191) across two nodes (docs/cluster.md, plugins/xmpp/blocking.py): a block
 made through node A is in force on node B at once — its cached copy is replaced, its sessions
-get the push and the presence effects (§3.3) — and so is the unblock (§3.4)."""
+get the push and the presence effects (§3.3) — and so is the unblock (§3.4). Two nodes make the
+placement of each session deterministic; two workers are two nodes on one machine (checked too)."""
 from __future__ import annotations
 
 from ..xmpp.test_blocking import block, blocker, pushed, unblock
 from .helpers import available_from, chat_body
+from .test_workers import worker_of
 
 ACCOUNTS = {"alice": "a", "bob": "b"}
 
@@ -46,3 +48,31 @@ def test_block_and_unblock_through_one_node_hold_on_the_other(node, xmpp_client)
     laptop.next("presence", timeout=10, match=available_from(bob.jid))
     bob.send_message(a.jid("alice"), "after")
     laptop.next("message", timeout=10, match=chat_body("after"))
+
+
+def test_a_block_made_on_one_worker_holds_on_the_other(convergence_server, cluster_table, xmpp_client):
+    """The same with ``serve --workers 2``: alice and bob on different workers (the kernel picks:
+    bob reconnects until he lands on the other one)."""
+    server = convergence_server(ACCOUNTS, server={"workers": 2}, cluster=cluster_table)
+    server.process.wait_for("convergence serving")
+    alice = blocker(xmpp_client, server, "alice", "a")
+    home = worker_of(server, alice.jid)
+    for n in range(20):
+        bob = xmpp_client(server, "bob", resource=f"b{n}")
+        if worker_of(server, bob.jid) != home:
+            break
+        bob.disconnect()
+    else:
+        raise AssertionError("20 connections all went to one worker")
+    bob.next("presence", timeout=10, match=available_from(alice.jid))
+    bob.send_message(server.jid("alice"), "before")  # bob's worker caches alice's empty list
+    alice.next("message", timeout=10, match=chat_body("before"))
+    block(alice, server.jid("bob"))
+    pushed(alice, "blocked")
+    bob.next("presence", timeout=10, match=available_from(alice.jid, "unavailable"))
+    bob.send_message(server.jid("alice"), "blocked?")
+    assert bob.next("message_error", timeout=10)["error"]["condition"] == "service-unavailable"
+    unblock(alice, server.jid("bob"))
+    bob.next("presence", timeout=10, match=available_from(alice.jid))
+    bob.send_message(server.jid("alice"), "after")
+    alice.next("message", timeout=10, match=chat_body("after"))
