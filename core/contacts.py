@@ -89,13 +89,18 @@ def watched(core, account: Address, stored: tuple[list[Item], int] | None = None
 def sees(core, account: Address, contact: Address) -> bool:
     """Whether ``account`` sees the presence of ``contact`` (one contact: no full roster read):
     the roster allows it and no plugin keeps it (``screened``)."""
+    return roster_allows(core, account, contact) and not screened(core, account, contact)
+
+
+def roster_allows(core, account: Address, contact: Address) -> bool:
+    """Whether the roster (stored or shared) lets ``account`` see the presence of ``contact``."""
     contact = contact.bare
     if _local(core, contact.jid) is None or contact == account.bare:
         return False
     if is_shared(core, account, contact):
-        return not screened(core, account, contact)
+        return True
     item = store.get(core.db, account.local, contact.jid)
-    return item is not None and item.subscription in SEES and not screened(core, account, contact)
+    return item is not None and item.subscription in SEES
 
 
 def screened(core, watcher: Address, account: Address) -> bool:

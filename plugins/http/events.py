@@ -105,6 +105,7 @@ class Stream:
         self.queue: Queue = Queue(max_queued)
         self.ended = False
         self.taken = self.written = 0  # messages deliver took; of those, written to the client
+        self.hidden: set[Address] = set()  # contacts a block list keeps from it (``screen``)
         self._progress = Event()  # set at each written message and at the end (``flush``)
         self._in_flight = False  # a message event is being written: its fate is not known yet
         # The client's socket (a duplicate descriptor: looked at, never read from) and the loop's
@@ -119,6 +120,18 @@ class Stream:
     @property
     def id(self) -> str:
         return self.address.resource
+
+    def screen(self, contact: Address, hidden: bool) -> None:
+        """Whether ``contact``'s presence is now kept from the stream (a block list): it goes
+        unavailable once, or comes back once (``Streams.screen_changed``)."""
+        if hidden and contact not in self.hidden:
+            self.hidden.add(contact)
+            self.show(contact, UNAVAILABLE)
+        elif not hidden and contact in self.hidden:
+            self.hidden.discard(contact)
+            presence = self.core.presence.presence(contact)
+            if presence.available:
+                self.show(contact, presence)
 
     def deliver(self, message) -> None:
         if self._client_gone():
@@ -238,8 +251,11 @@ class Stream:
         try:
             yield event("stream", {"stream": self.id, "jid": self.address.jid})
             for contact in contacts.watched(self.core, account):
+                if contacts.screened(self.core, account, contact):
+                    self.hidden.add(contact)
+                    continue
                 presence = self.core.presence.presence(contact)
-                if presence.available and not contacts.screened(self.core, account, contact):
+                if presence.available:
                     yield event("presence", presence_data(contact, presence))
             backlog = gevent.spawn(self.core.router.deliver_stored, account)  # waits on flush
             while not (self.ended and self.queue.empty()):
@@ -307,26 +323,21 @@ class Streams:
 
     def screen_changed(self, account: Address) -> None:
         """``on_screen_changed``: a block list of ``account`` changed (XEP-0191 §3.3, §3.4). The
-        streams of the accounts whose presence it concerns get ``account``'s presence again, as
-        unavailable when it is now kept from them; ``account``'s own streams get each contact's
-        presence again, likewise (the hook does not say which JIDs changed: an unchanged contact's
-        event repeats what the stream has)."""
+        streams of the accounts whose rosters show ``account`` see it go unavailable when it is
+        now kept from them, and get its presence again when it no longer is; so do
+        ``account``'s own streams for each of its contacts (``Stream.screen``)."""
         core, account = self.core, account.bare
         for owner, streams in list(self._by_account.items()):
-            if not streams:
-                continue
             if owner == account:
-                shown = [(c, UNAVAILABLE if contacts.screened(core, account, c) else core.presence.presence(c))
-                         for c in contacts.watched(core, account)]
-            elif contacts.screened(core, owner, account):
-                shown = [(account, UNAVAILABLE)]
-            elif contacts.sees(core, owner, account):
-                shown = [(account, core.presence.presence(account))]
+                changes = [(c, contacts.screened(core, account, c))
+                           for c in contacts.watched(core, account)]
+            elif streams and contacts.roster_allows(core, owner, account):
+                changes = [(account, contacts.screened(core, owner, account))]
             else:
                 continue
             for stream in list(streams):
-                for contact, presence in shown:
-                    stream.show(contact, presence)
+                for contact, hidden in changes:
+                    stream.screen(contact, hidden)
 
     def account_changed(self, account: Address, change: str) -> None:
         """``on_account``: the streams of a deleted account end, and those that logged in with the

@@ -125,8 +125,8 @@ class XmppServer:
     @hookimpl
     def on_cluster_cast(self, kind, data):
         """Roster pushes, presence stanzas, PEP last items and block list changes for sessions
-        here from another node (``cluster_relay``); a session of this node resumed on another, and the backlog
-        that left (``stream_management``)."""
+        here from another node (``cluster_relay``); a session of this node resumed on another,
+        and the backlog it gave back (``stream_management``)."""
         handler = {blocking.CAST: self.service.blocking.received,
                    stream_management.ENDED: partial(stream_management.ended_elsewhere, self.service),
                    stream_management.BACKLOG: partial(stream_management.backlog, self.service),
