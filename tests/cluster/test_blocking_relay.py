@@ -4,6 +4,10 @@ get the push and the presence effects (§3.3) — and so is the unblock (§3.4).
 placement of each session deterministic; two workers are two nodes on one machine (checked too)."""
 from __future__ import annotations
 
+import socket
+
+from convergence.testing import free_port
+
 from ..xmpp.test_blocking import block, blocker, pushed, unblock
 from .helpers import available_from, chat_body
 from .test_workers import worker_of
@@ -76,3 +80,44 @@ def test_a_block_made_on_one_worker_holds_on_the_other(convergence_server, clust
     bob.next("presence", timeout=10, match=available_from(alice.jid))
     bob.send_message(server.jid("alice"), "after")
     alice.next("message", timeout=10, match=chat_body("after"))
+
+
+def test_a_block_on_one_node_ends_a_sipp_subscription_on_the_other(node, xmpp_client, tmp_path):
+    """A stock SIP watcher across the cluster: SIPp subscribes through node B to the presence of
+    an XMPP user of node A (200, NOTIFY ``active`` with PIDF ``open``) and MESSAGEs her; she
+    blocks the phone on node A: node B ends the subscription with a NOTIFY
+    ``terminated;reason=rejected`` (RFC 6665 §4.2.2) and answers a new SUBSCRIBE 403
+    (§4.2.1.1)."""
+    from sipp_runner import Sipp, request
+
+    from ..sip.test_presence_clients import (ACCEPTED, ACCOUNTS as DEMO, DOMAIN, PHONE, USER,
+                                             as_phone, expect_notify, require, subscribe)
+
+    require("sipp", "sip-tester")
+    a = node("node-a", DEMO, sip={"presence_min_expires": 1})
+    b = node("node-b", sip={"presence_min_expires": 1})
+    b.passwords.update(DEMO)
+    user = blocker(xmpp_client, a, USER, "desk")
+    b.process.wait_for(f"registered {user.jid} ")
+
+    def sent(method: str, cseq: int, auth: bool, **fields) -> str:
+        return request(method, cseq, f"sip:{USER}@{DOMAIN}", auth=auth, sender=PHONE,
+                       recipient=USER, domain=DOMAIN, **fields)
+    ready = dict(content_type="text/plain", body="ready")
+    again = dict(headers=("Event: presence", "Expires: 600", "Accept: application/pidf+xml"))
+    scenario = (
+        subscribe(1, 600) + '  <recv response="407" auth="true"/>\n'
+        + subscribe(2, 600) + ACCEPTED + '  <Reference variables="tag"/>\n'  # (unused here)
+        + expect_notify(r"<basic>open</basic>", "active;expires=")
+        + sent("MESSAGE", 3, False, **ready) + '  <recv response="407" auth="true"/>\n'
+        + sent("MESSAGE", 4, True, **ready) + '  <recv response="200"/>\n'
+        + expect_notify(state="terminated;reason=rejected")
+        + sent("SUBSCRIBE", 5, False, **again) + '  <recv response="407" auth="true"/>\n'
+        + sent("SUBSCRIBE", 6, True, **again) + '  <recv response="403"/>\n')
+    sipp = Sipp(b.sip_port, tmp_path)
+    process = sipp.start("blocked-watcher", scenario, free_port(socket.SOCK_DGRAM), **as_phone())
+    user.next("message", timeout=15, match=lambda m: m["body"].strip() == "ready")  # watching
+    block(user, a.jid(PHONE))
+    pushed(user, "blocked")
+    log = sipp.wait("blocked-watcher", process)
+    assert "Subscription-State: terminated;reason=rejected" in log
