@@ -50,7 +50,6 @@ from .visibility import own, show, unavailable_to, watched, watcher_accounts, wa
 NS = "urn:xmpp:blocking"
 ERRORS_NS = "urn:xmpp:blocking:errors"
 BLOCKLIST, BLOCK, UNBLOCK, ITEM = (tag(n, NS) for n in ("blocklist", "block", "unblock", "item"))
-CAST = "xmpp.blocking"  # a list changed on another cluster node
 EMPTY: frozenset = frozenset()
 
 
@@ -239,11 +238,12 @@ class BlockLists:
         self._changed(account)
 
     # ---- in a cluster ----
-    def _tell(self, account: Address, change: str, items: list[Address], changed: list[Address]) -> None:
+    def _tell(self, account: Address, change: str, items: list[Address],
+              changed: list[Address]) -> None:
         """The other nodes update their copy of the list, push ``items`` to their interested
         sessions and show or withdraw presence for ``changed`` (the JIDs newly blocked, or no
         longer blocked) between their own sessions: one cast to every node (``cluster_relay``)."""
-        cluster_relay.everywhere(self.service, CAST, {
+        cluster_relay.everywhere(self.service, cluster_relay.BLOCKING, {
             "account": account.local, "change": change,
             "items": [j.jid for j in items], "changed": [j.jid for j in changed]})
 

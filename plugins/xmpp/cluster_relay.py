@@ -28,11 +28,12 @@ import xml.etree.ElementTree as ET
 
 from convergence import Address, AddressError
 
+from . import stream_management
 from .stanzas import tag
 
 log = logging.getLogger(__name__)
 
-STANZA, PUSH, SUBSCRIBED = "xmpp.stanza", "xmpp.push", "xmpp.subscribed"
+STANZA, PUSH, SUBSCRIBED, BLOCKING = "xmpp.stanza", "xmpp.push", "xmpp.subscribed", "xmpp.blocking"
 
 
 def _nodes(service, to: Address) -> set[str]:
@@ -101,7 +102,9 @@ def everywhere(service, kind: str, data: dict) -> None:
 def received(service, kind: str, data: dict, deliver, push) -> None:
     """A cast from another node (``on_cluster_cast``), for this node's sessions only: given to
     ``deliver`` (``visibility.deliver``) or ``push`` (``roster_push.push``), which call this
-    module to reach other nodes (passed in: no import cycle)."""
+    module to reach other nodes (passed in: no import cycle); a block list change to the
+    service's lists (``blocking.BlockLists.received``); a resumption tried on another node and
+    the backlog it left to ``stream_management``."""
     try:
         if kind == STANZA:
             element = ET.fromstring(data["xml"])
@@ -110,5 +113,13 @@ def received(service, kind: str, data: dict, deliver, push) -> None:
             deliver(service, Address.parse(element.get("to")), element, local=True)
         elif kind == PUSH:
             push(service, Address.parse(data["account"]), str(data["jid"]), local=True)
+        elif kind == SUBSCRIBED:
+            subscribed_here(service, data)
+        elif kind == BLOCKING:
+            service.blocking.received(data)
+        elif kind == stream_management.ENDED:
+            stream_management.ended_elsewhere(service, data)
+        elif kind == stream_management.BACKLOG:
+            stream_management.backlog(service, data)
     except (KeyError, TypeError, ValueError, ET.ParseError, AddressError) as exc:
         log.warning("cluster: ignored a bad %s cast: %s", kind, exc)

@@ -16,15 +16,14 @@ its listener, and ``resolve_recipient`` routes other domains' addresses over it
 from __future__ import annotations
 
 import logging
-from functools import partial
 from types import MappingProxyType
 
-from convergence import AddressError, hookimpl
+from convergence import hookimpl
 from convergence.metrics import Collector, family
 
-from . import (blocking, cluster_relay, component, component_transport, presence as broadcast,
-               roster_push, s2s_routing, s2s_transport, stream_management, subscription_handling,
-               transport, visibility, websocket_http)
+from . import (cluster_relay, component, component_transport, presence as broadcast, roster_push,
+               s2s_routing, s2s_transport, subscription_handling, transport, visibility,
+               websocket_http)
 from .muc_service import MucService, muc_domain
 from .service import C2SService
 
@@ -124,20 +123,8 @@ class XmppServer:
 
     @hookimpl
     def on_cluster_cast(self, kind, data):
-        """Roster pushes, presence stanzas, PEP last items and block list changes for sessions
-        here from another node (``cluster_relay``); a session of this node resumed on another,
-        and the backlog it gave back (``stream_management``)."""
-        handler = {blocking.CAST: self.service.blocking.received,
-                   stream_management.ENDED: partial(stream_management.ended_elsewhere, self.service),
-                   stream_management.BACKLOG: partial(stream_management.backlog, self.service),
-                   cluster_relay.SUBSCRIBED: partial(cluster_relay.subscribed_here, self.service),
-                   }.get(kind)
-        if handler is not None:
-            try:
-                handler(data)
-            except (KeyError, TypeError, ValueError, AddressError) as exc:
-                log.warning("cluster: ignored a bad %s cast: %s", kind, exc)
-        elif kind.startswith("xmpp."):
+        """Roster pushes and presence stanzas for sessions here from another node (``cluster_relay``)."""
+        if kind.startswith("xmpp."):
             cluster_relay.received(self.service, kind, data, visibility.deliver, roster_push.push)
 
     @hookimpl

@@ -380,7 +380,8 @@ def _enable(session, nonza: ET.Element) -> None:
     attrs = {}
     if resume:
         cluster = session.service.core.cluster
-        sm.id = session.service.resumptions.add(session, cluster.tag if cluster is not None else None)
+        node = cluster.tag if cluster is not None else None
+        sm.id = session.service.resumptions.add(session, node)
         sm.resumable = True
         # §3: the client's ``max`` is its preference; ours, resume_timeout, is the limit
         wanted = nonza.get("max", "")
