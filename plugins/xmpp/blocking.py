@@ -22,13 +22,15 @@ hear from nor talk to, enforced for every protocol.
   error (``hides``, used by ``visibility``). On block the JIDs that saw the user's presence get
   ``unavailable`` from each of its resources; on unblock its current presence (§3.3, §3.4). The
   user's sessions likewise see blocked local contacts go unavailable, and come back on unblock.
-
+  Other protocols' watchers follow through the core's ``screen_presence`` (answered here) and
+  ``on_screen_changed`` (fired at each change): a SIP SUBSCRIBE across a block gets 403, an
+  HTTP event stream shows the contact unavailable. Messages stored offline before a block are
+  dropped at delivery (the router screens the backlog again).
 - **Clusters** (docs/cluster.md): a change made through one node is cast to every other
   (``xmpp.blocking``, after the write): each replaces its copy of the list at once, pushes the
   change to the account's interested sessions it has, and withdraws or shows presence between
-  its own sessions as above; the node that made the change also tells other domains. Other
-  protocols' watchers (SIP subscriptions) are asked again through the core's
-  ``on_screen_changed`` hook on every node; ``screen_presence`` answers from the lists.
+  its own sessions as above and fires ``on_screen_changed``; the node that made the change also
+  tells other domains.
 
 State, per core, on the c2s service (``service.blocking``): each account's list as a frozenset of
 addresses, read from SQL (``blocking_store``) the first time it is needed and replaced on every
@@ -42,9 +44,8 @@ import xml.etree.ElementTree as ET
 
 from convergence import Address, AddressError, RoutingError
 
-from . import blocking_store as store
+from . import blocking_store as store, cluster_relay
 from .stanzas import StanzaError, iq_result, tag
-from . import cluster_relay
 from .visibility import own, show, unavailable_to, watched, watcher_accounts, watchers
 
 NS = "urn:xmpp:blocking"
