@@ -41,7 +41,7 @@ class PluginManager(pluggy.PluginManager):
         self.add_hookspecs(hookspecs)
         self.distributions: dict[str, str] = {}  # plugin name -> "dist version"
         self.skipped: set[str] = set()  # plugins left out by plugin_errors = "skip"
-        self._answers: dict[str, object] = {}  # see ``answer``; emptied when a plugin comes or goes
+        self._answers: dict = {}  # see ``answer``; emptied when a plugin comes or goes
         for module in BUILTINS:
             self.register(importlib.import_module(module), name=module.rsplit(".", 1)[1])
             self.distributions[module.rsplit(".", 1)[1]] = "convergence (core)"
@@ -57,7 +57,7 @@ class PluginManager(pluggy.PluginManager):
         self._answers.clear()
         return super().unregister(plugin, name)
 
-    def answer(self, key: str, compute):
+    def answer(self, key, compute):
         """``compute()``, kept until a plugin is registered or unregistered: for hook answers that
         depend only on which plugins there are and their settings (``share_roster``,
         ``service_users``), asked on hot paths such as every presence broadcast."""
@@ -66,6 +66,20 @@ class PluginManager(pluggy.PluginManager):
         except KeyError:
             value = self._answers[key] = compute()
             return value
+
+    def direct(self, name: str, arguments: tuple[str, ...]) -> list:
+        """The implementations of hook ``name`` as (function, positions of the arguments it takes
+        among ``arguments``), in pluggy's call order, for a hot path to call itself: a pluggy
+        dispatch costs ~2.5 µs, calling the functions ~0.3 µs. Kept like :meth:`answer`. When an
+        implementation is a wrapper (only pluggy runs those), one entry that calls the hook."""
+        def compute():
+            caller = getattr(self.hook, name)
+            impls = caller.get_hookimpls()
+            if any(impl.hookwrapper or impl.wrapper for impl in impls):
+                return [(lambda *given: caller(**dict(zip(arguments, given))), tuple(range(len(arguments))))]
+            return [(impl.function, tuple(arguments.index(a) for a in impl.argnames))
+                    for impl in reversed(impls)]
+        return self.answer(("direct", name), compute)
 
     def load_entry_points(self, disabled=(), errors: str = "fail") -> None:
         """Load every entry point not in ``disabled`` (``errors``: "fail" or "skip")."""

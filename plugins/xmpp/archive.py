@@ -14,10 +14,11 @@ when it delivers a message to an account; a message that was stored offline (it 
 is looked up in the archive, so that it arrives with the id it has there (XEP-0313 §5.1.2:
 clients dedupe by it; ejabberd issue #1331).
 
-Writes are batched off the routing path: ``observe`` queues the rows and a greenlet writes all
-that are queued in one transaction; ``BATCH`` rows queued write at once, in the caller. A MAM
+Writes are batched off the routing path: ``observe`` queues one item per message (its rows are
+made by the database: ``archive_store.append``) and a greenlet writes all that are queued in one
+statement; ``BATCH`` messages queued write at once, in the caller. A MAM
 query and an offline lookup write what is queued first (``flush``), so a query sees every message
-accepted before it. A failed write is logged and the rows stay queued, retried ``RETRY`` s later;
+accepted before it. A failed write is logged and the items stay queued, retried ``RETRY`` s later;
 ``close`` (shutdown) writes what is left. Retention (``[xmpp] archive_retention`` days, 0 =
 forever) is applied at start and every ``PURGE_INTERVAL`` seconds, to every archive in
 ``purgers`` (the rooms' too: ``muc_service``).
@@ -39,16 +40,17 @@ from . import archive_store as store
 from .stanza_ids import STANZA_ID, archivable, stanza_text
 
 log = logging.getLogger(__name__)
-Row = store.Row
+Item = store.Item
 
 
 
-def _bare(address) -> str:
-    return f"{address.local}@{address.domain}" if address.local else address.domain
+def _bare(address, jid: str) -> str:
+    """``address``'s bare JID, given its ``jid``."""
+    return jid.partition("/")[0] if address.resource else jid
 
 
 class Archive:
-    BATCH = 10000  #: rows queued that are written at once, by the caller (back-pressure)
+    BATCH = 5000  #: messages queued that are written at once, by the caller (back-pressure)
     RETRY = 1.0  #: seconds before a failed write is tried again
     PURGE_INTERVAL = 3600.0  #: seconds between two retention runs
 
@@ -58,7 +60,7 @@ class Archive:
         self.domain = service.domain
         self.settings = service.settings
         self.enabled = bool(service.settings["archive"])
-        self.queued: list[store.Row] = []
+        self.queued: list[store.Item] = []
         self._lock = gevent.lock.Semaphore()
         self._writer = None
         self._purger = None
@@ -116,20 +118,22 @@ class Archive:
 
     # ---- writing ----
     def observe(self, message) -> None:
-        """The core's ``on_message``: queue the rows of an accepted message."""
+        """The core's ``on_message``: queue the message's archive item (one per message)."""
         if not self.enabled or not archivable(message):
             return
         sender, recipient, domain = message.sender, message.recipient, self.domain
-        local_sender = sender.domain == domain and sender.local
-        local_recipient = recipient.domain == domain and recipient.local \
-            and not (local_sender and recipient.local == sender.local)  # not to oneself: one row
-        if not (local_sender or local_recipient):
-            return
-        sid, now, stanza, queued = self.stanza_id(message), datetime.utcnow(), stanza_text(message), self.queued
-        if local_sender:
-            queued.append(Row(sender.local, sid, recipient.jid, _bare(recipient), now, message.id, stanza))
-        if local_recipient:
-            queued.append(Row(recipient.local, sid, sender.jid, _bare(sender), now, message.id, stanza))
+        local_sender = sender.local if sender.domain == domain else None
+        local_recipient = recipient.local if recipient.domain == domain else None
+        if local_recipient == local_sender:  # a message to oneself: one row; or none of ours
+            local_recipient = None
+            if not local_sender:
+                return
+        sender_jid, recipient_jid = sender.jid, recipient.jid
+        self.queued.append(Item(
+            self.stanza_id(message), store.timestamp(datetime.utcnow()), message.id,
+            stanza_text(message, sender_jid, recipient_jid),
+            local_sender, sender_jid, _bare(sender, sender_jid), local_recipient, recipient_jid,
+            _bare(recipient, recipient_jid)))
         if len(self.queued) >= self.BATCH:
             self.flush()
         elif self._writer is None:
@@ -147,21 +151,21 @@ class Archive:
             self._writer = gevent.spawn(self._write_queued, self.RETRY)
 
     def flush(self) -> bool:
-        """Write every queued row now; False (rows kept, error logged) if the store failed."""
+        """Write every queued item now; False (items kept, error logged) if the store failed."""
         with self._lock:
-            rows, self.queued = self.queued, []
-            if not rows:
+            items, self.queued = self.queued, []
+            if not items:
                 return True
             try:
                 if self._thread_writer is not None:  # SQLite: the worker thread works, the loop goes on
-                    writer = lambda values: gevent.get_hub().threadpool.apply(self._thread_writer, (values,))  # noqa: E731
+                    writer = lambda payload: gevent.get_hub().threadpool.apply(self._thread_writer, (payload,))  # noqa: E731
                 else:
                     writer = None
-                store.append(self.core.db, rows, self._in_roster, writer)
+                store.append(self.core.db, items, self._in_roster, writer)
                 return True
             except Exception:
-                log.exception("archiving %d messages failed; kept to retry", len(rows))
-                self.queued[:0] = rows
+                log.exception("archiving %d messages failed; kept to retry", len(items))
+                self.queued[:0] = items
                 return False
 
     def _in_roster(self, account: str, peer_bare: str) -> bool:

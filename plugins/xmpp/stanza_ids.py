@@ -34,11 +34,12 @@ def without_our_ids(extensions: tuple, domain: str) -> tuple:
                  or (x.get("by") or "").partition("/")[0].rpartition("@")[2].lower().rstrip(".") != domain)
 
 
-def stanza_text(message) -> str:
-    """The <message/> as archived (``messages.element`` without stamp or stanza id, serialized):
-    the core fields written directly, the other payloads through the stream's serializer."""
-    text = [f"<message xmlns='jabber:client' from='{_attr(message.sender.jid)}' "
-            f"to='{_attr(message.recipient.jid)}' type='{message.type}' id='{_attr(message.id)}'>"]
+def stanza_text(message, sender_jid: str, recipient_jid: str) -> str:
+    """The <message/> as archived (``messages.element`` without stamp or stanza id, serialized),
+    given its sender's and recipient's JIDs: the core fields written directly, the other payloads
+    through the stream's serializer."""
+    text = [f"<message xmlns='jabber:client' from='{_attr(sender_jid)}' "
+            f"to='{_attr(recipient_jid)}' type='{message.type}' id='{_attr(message.id)}'>"]
     for name in ("subject", "body", "thread"):
         value = getattr(message, name)
         if value:

@@ -6,6 +6,7 @@ import pytest
 
 from convergence import Message, Presence, RoutingError
 from convergence.store import offline
+from convergence.hookspecs import hookimpl
 from convergence.testing import RecordingEndpoint
 
 
@@ -275,3 +276,63 @@ def test_a_message_refused_while_an_endpoint_gives_back_is_stored_after_what_it_
     assert later.get(timeout=5) == "stored"
     assert [m.body for _, m in offline.pending(core.db, "alice")] == ["given back",
                                                                      "refused by the closing session"]
+
+
+class _Plugin:
+    """A plugin that records the hooks the router calls on it."""
+
+    def __init__(self, calls, name, route=None):
+        self.calls, self.name, self.route = calls, name, route
+
+    @hookimpl
+    def resolve_recipient(self, address):
+        self.calls.append((self.name, "resolve", address.local))
+        return self.route
+
+    @hookimpl
+    def on_message(self, message):
+        self.calls.append((self.name, "on_message", message.body))
+
+
+class _FirstResolver(_Plugin):
+    @hookimpl(tryfirst=True)
+    def resolve_recipient(self, address):
+        return super().resolve_recipient(address)
+
+
+def test_the_router_calls_hooks_in_pluggys_order_and_sees_plugins_that_come_later(core, alice):
+    """The router calls resolve_recipient, screen_message and on_message itself
+    (PluginManager.direct): the same order and first answer as pluggy, renewed when plugins change."""
+    phone = RecordingEndpoint(alice.with_resource("phone"))
+    core.presence.login(phone)
+    calls = []
+    core.pm.register(_Plugin(calls, "late"), name="late")
+    assert core.send(msg(core, alice, "one")) == "delivered"
+    assert ("late", "on_message", "one") in calls
+    calls.clear()
+    first = _FirstResolver(calls, "first")
+    core.pm.register(first, name="first")
+    core.send(msg(core, alice, "two"))
+    assert [c[0] for c in calls if c[1] == "resolve"][0] == "first"  # tryfirst: asked before the others
+    assert ("late", "on_message", "two") in calls and ("first", "on_message", "two") in calls
+    core.pm.unregister(name="late")
+    calls.clear()
+    core.send(msg(core, alice, "three"))
+    assert [c for c in calls if c[0] == "late"] == []
+
+
+class _Wrapper:
+    def __init__(self, seen):
+        self.seen = seen
+
+    @hookimpl(wrapper=True)
+    def on_message(self, message):
+        self.seen.append(message.body)
+        return (yield)
+
+
+def test_a_hook_wrapper_still_runs_when_the_router_calls_hooks_itself(core, alice):
+    seen = []
+    core.pm.register(_Wrapper(seen), name="wrapper")
+    core.send(msg(core, alice, "stored for later"))
+    assert seen == ["stored for later"]

@@ -275,9 +275,10 @@ def test_second_device_sees_no_duplicates(xmpp_server, xmpp_client):
 def test_retention_and_the_archive_switch(convergence_server, xmpp_client):
     server = convergence_server({"alice": "a", "bob": "b"}, xmpp={"archive_retention": 1})
     old = datetime.utcnow() - timedelta(days=2)
-    archive_store.append(server._core.db, [
-        archive_store.Row("bob", "old-one", server.jid("alice"), server.jid("alice"), old, "x",
-                          f"<message xmlns='{CLIENT}'><body>old</body></message>")], lambda *_: True)
+    archive_store.append(server._core.db, [archive_store.Item(
+        "old-one", archive_store.timestamp(old), "x", f"<message xmlns='{CLIENT}'><body>old</body></message>",
+        "bob", server.jid("bob"), server.jid("bob"), None, server.jid("alice"), server.jid("alice"))],
+        lambda *_: True)
     server.restart()  # retention runs at start, then hourly
     bob = archiving(xmpp_client, server, "bob")
     alice = archiving(xmpp_client, server, "alice")

@@ -124,12 +124,16 @@ def test_store_paging(core):
     core.add_account("alice", "a")
     core.add_account("bob", "b")
     start = datetime(2026, 1, 1)
-    rows = [store.Row("alice", f"id{i}", "bob@example.org/pc" if i % 2 else "carol@example.org",
-                      "bob@example.org" if i % 2 else "carol@example.org", start + timedelta(minutes=i),
-                      f"m{i}", f"<message xmlns='jabber:client'><body>{i}</body></message>")
-            for i in range(10)]
-    rows.append(store.Row("nobody", "x", "a@b", "a@b", start, "m", "<message/>"))  # not an account
-    assert store.append(core.db, rows, lambda account, peer: False) == 10
+    def item(owner, stanza_id, peer, peer_bare, when, message_id, stanza):  # received by ``owner``
+        return store.Item(stanza_id, store.timestamp(when), message_id, stanza, None, peer, peer_bare,
+                          owner, f"{owner}@example.org", f"{owner}@example.org")
+
+    items = [item("alice", f"id{i}", "bob@example.org/pc" if i % 2 else "carol@example.org",
+                  "bob@example.org" if i % 2 else "carol@example.org", start + timedelta(minutes=i),
+                  f"m{i}", f"<message xmlns='jabber:client'><body>{i}</body></message>")
+             for i in range(10)]
+    items.append(item("nobody", "x", "a@b", "a@b", start, "m", "<message/>"))  # not an account
+    assert store.append(core.db, items, lambda account, peer: False) == 10
 
     def ids(where=store.Filter(), size=3, **rsm_args):
         entries, count, first, complete = store.query(core.db, "alice", where, size, **rsm_args)
@@ -161,10 +165,39 @@ def test_store_paging(core):
     store.set_prefs(core.db, "alice", store.Prefs("roster", (), ("bob@example.org",)))
     assert store.get_prefs(core.db, "alice") == store.Prefs("roster", (), ("bob@example.org",))
     assert store.get_prefs(core.db, "bob") == store.Prefs()
-    more = [store.Row("alice", f"p{i}", jid, jid, start, "m", "<message/>")
+    more = [item("alice", f"p{i}", jid, jid, start, "m", "<message/>")
             for i, jid in enumerate(("bob@example.org", "dave@example.org", "erin@example.org"))]
     asked = []
     assert store.append(core.db, more, lambda account, peer: asked.append(peer) or peer == "dave@example.org") == 1
     assert asked == ["dave@example.org", "erin@example.org"]
     assert store.purge(core.db, start + timedelta(minutes=5)) == 5 + 1  # id0..id4 and p1
     assert ids(size=50)[1] == 5
+
+
+def test_a_conversation_is_archived_in_order_in_both_archives(core):
+    """Each message is one item, the database makes its rows (the sender's, then the recipient's):
+    both archives list the conversation in the order it happened, a message to oneself is one row,
+    names that are not accounts (a service user, a deleted account) get none."""
+    core.add_account("alice", "a")
+    core.add_account("bob", "b")
+    jid = {name: f"{name}@example.org" for name in ("alice", "bob", "echo", "gone")}
+    when = store.timestamp(datetime(2026, 1, 1))
+
+    def item(n, sender, recipient):
+        return store.Item(f"s{n}", when, f"m{n}", f"<message><body>{n}</body></message>", sender,
+                          jid[sender] + "/pc", jid[sender], recipient, jid[recipient], jid[recipient])
+
+    items = [item(1, "alice", "bob"), item(2, "bob", "alice"), item(3, "alice", "echo"),
+             item(4, "gone", "bob"), item(5, "bob", "alice"), item(6, "alice", "bob")]
+    items.append(store.Item("s7", when, "m7", "<message/>", "alice", jid["alice"], jid["alice"], None,
+                            jid["alice"], jid["alice"]))  # to oneself: the archive's observe gives one owner
+    assert store.append(core.db, items, lambda *_: True) == 11
+
+    def archive(account):
+        entries = store.query(core.db, account, store.Filter(), 50)[0]
+        return [e.stanza_id for e in entries]
+
+    assert archive("alice") == ["s1", "s2", "s3", "s5", "s6", "s7"]
+    assert archive("bob") == ["s1", "s2", "s4", "s5", "s6"]
+    bob_with = store.query(core.db, "bob", store.Filter(with_jid=jid["gone"]), 5)[0]
+    assert [e.stanza_id for e in bob_with] == ["s4"]
