@@ -87,7 +87,13 @@ def watched(core, account: Address, stored: tuple[list[Item], int] | None = None
 
 
 def sees(core, account: Address, contact: Address) -> bool:
-    """Whether ``account`` sees the presence of ``contact`` (one contact: no full roster read)."""
+    """Whether ``account`` sees the presence of ``contact`` (one contact: no full roster read):
+    the roster allows it and no plugin keeps it (``screened``)."""
+    return roster_allows(core, account, contact) and not screened(core, account, contact)
+
+
+def roster_allows(core, account: Address, contact: Address) -> bool:
+    """Whether the roster (stored or shared) lets ``account`` see the presence of ``contact``."""
     contact = contact.bare
     if _local(core, contact.jid) is None or contact == account.bare:
         return False
@@ -95,3 +101,9 @@ def sees(core, account: Address, contact: Address) -> bool:
         return True
     item = store.get(core.db, account.local, contact.jid)
     return item is not None and item.subscription in SEES
+
+
+def screened(core, watcher: Address, account: Address) -> bool:
+    """Whether a plugin keeps ``account``'s presence from ``watcher`` whatever the rosters say
+    (the ``screen_presence`` hook: a block list, XEP-0191)."""
+    return any(core.hook.screen_presence(core=core, watcher=watcher.bare, account=account.bare))

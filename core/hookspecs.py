@@ -112,6 +112,28 @@ def screen_message(core, message, source):
     The sender gets the condition through its own protocol's mapping (docs/plugins.md; a block
     list, XEP-0191, refuses with ``forbidden``). It runs for every message:
     answer from memory, never from the store on the hot path.
+
+    A stored message (XEP-0160) is screened again when the router delivers the backlog at login,
+    with ``source`` ``"offline"``: refused then, it is dropped from the store (a block made after
+    it was stored).
+    """
+
+
+@hookspec
+def screen_presence(core, watcher, account):
+    """Whether to keep the presence of the local ``account`` from ``watcher`` (a bare address)
+    whatever the rosters say: return True to keep it from it, anything else to let the rosters
+    decide. Any True wins (a block list, XEP-0191). ``convergence.contacts.sees`` asks it, so
+    every protocol that shows presence through it obeys it. Answer from memory.
+    """
+
+
+@hookspec
+def on_screen_changed(core, account):
+    """What ``screen_presence`` answers for the local ``account`` changed (in either direction:
+    who may see it, whom it may see), in this process or, in a cluster, on another node.
+    A plugin that keeps watchers of its own (subscriptions) asks again for the watchers of
+    ``account`` and for those ``account`` watches. Return value ignored.
     """
 
 

@@ -286,8 +286,12 @@ class Router:
     def _deliver_pages(self, account: Address) -> int:
         total = 0
         while page := offline.pending(self.core.db, account.local, self.PAGE):
-            done = []
+            done, dropped = [], 0
             for row_id, message in page:
+                if self._refused_now(message):
+                    done.append(row_id)  # dropped, not delivered
+                    dropped += 1
+                    continue
                 # this process's endpoints: a row is deleted only once one of them wrote it
                 took = deliver_to(live_endpoints(self.core, account, local=True), message)
                 # every endpoint that took it is waited for (none is let overrun its queue)
@@ -295,10 +299,26 @@ class Router:
                     break  # keep the order: stop at the first message not handed on
                 done.append(row_id)
             offline.remove(self.core.db, done)
-            total += len(done)
+            total += len(done) - dropped
             if len(done) < self.PAGE:
                 break
         return total
+
+    def _refused_now(self, message: Message) -> bool:
+        """Whether ``screen_message`` refuses a stored message now (``source`` ``"offline"``): a
+        block list (XEP-0191 §3.3: no stanza from a blocked JID is delivered) made after it was
+        stored. Such a message is dropped, not kept: the recipient chose not to hear from the
+        sender, and kept it would hold the backlog behind it and fill the account's offline
+        quota (an archive, XEP-0313, has it already)."""
+        given = (self.core, message, "offline")
+        try:
+            for screen, positions in self.core.pm.direct("screen_message", SCREEN_ARGUMENTS):
+                screen(*[given[i] for i in positions])
+        except RoutingError as exc:
+            log.info("stored message %s from %s to %s dropped: %s", message.id, message.sender,
+                     message.recipient, exc.text or exc.condition)
+            return True
+        return False
 
     def hold(self, account: Address) -> None:
         """A closing endpoint of ``account`` will give back messages (``returned``): until it

@@ -8,7 +8,9 @@ again. Events, each ``event: <name>`` and one ``data:`` line of JSON:
 - ``stream`` first: ``{"stream": <id>, "jid": <full JID>}``; POST /api/messages with
   ``"stream": <id>`` sends from this stream, so replies come back to it;
 - ``presence`` for each available contact whose presence the account sees, then at every change
-  (``presence_changed``, run from the ``on_presence`` hook);
+  (``presence_changed``, run from the ``on_presence`` hook), and when a block list (XEP-0191)
+  starts or stops keeping a contact's presence from it (``screen_changed``: unavailable, or the
+  contact's presence again);
 - ``message`` for each message: stored ones first (with ``stamp``), then as they come.
 
 A ``: keep-alive`` comment goes out every ``[http] sse_keepalive`` seconds, so a client that has
@@ -50,6 +52,7 @@ from gevent.event import Event
 from gevent.queue import Empty, Full, Queue
 
 from convergence import Address, Presence, RoutingError, contacts
+from convergence.presence import UNAVAILABLE
 
 KEEPALIVE = b": keep-alive\n\n"
 
@@ -102,6 +105,7 @@ class Stream:
         self.queue: Queue = Queue(max_queued)
         self.ended = False
         self.taken = self.written = 0  # messages deliver took; of those, written to the client
+        self.hidden: set[Address] = set()  # contacts a block list keeps from it (``screen``)
         self._progress = Event()  # set at each written message and at the end (``flush``)
         self._in_flight = False  # a message event is being written: its fate is not known yet
         # The client's socket (a duplicate descriptor: looked at, never read from) and the loop's
@@ -116,6 +120,18 @@ class Stream:
     @property
     def id(self) -> str:
         return self.address.resource
+
+    def screen(self, contact: Address, hidden: bool) -> None:
+        """Whether ``contact``'s presence is now kept from the stream (a block list): it goes
+        unavailable once, or comes back once (``Streams.screen_changed``)."""
+        if hidden and contact not in self.hidden:
+            self.hidden.add(contact)
+            self.show(contact, UNAVAILABLE)
+        elif not hidden and contact in self.hidden:
+            self.hidden.discard(contact)
+            presence = self.core.presence.presence(contact)
+            if presence.available:
+                self.show(contact, presence)
 
     def deliver(self, message) -> None:
         if self._client_gone():
@@ -235,6 +251,9 @@ class Stream:
         try:
             yield event("stream", {"stream": self.id, "jid": self.address.jid})
             for contact in contacts.watched(self.core, account):
+                if contacts.screened(self.core, account, contact):
+                    self.hidden.add(contact)
+                    continue
                 presence = self.core.presence.presence(contact)
                 if presence.available:
                     yield event("presence", presence_data(contact, presence))
@@ -301,6 +320,24 @@ class Streams:
             if streams and contacts.sees(self.core, owner, account):
                 for stream in list(streams):
                     stream.show(account.bare, presence)
+
+    def screen_changed(self, account: Address) -> None:
+        """``on_screen_changed``: a block list of ``account`` changed (XEP-0191 §3.3, §3.4). The
+        streams of the accounts whose rosters show ``account`` see it go unavailable when it is
+        now kept from them, and get its presence again when it no longer is; so do
+        ``account``'s own streams for each of its contacts (``Stream.screen``)."""
+        core, account = self.core, account.bare
+        for owner, streams in list(self._by_account.items()):
+            if owner == account:
+                changes = [(c, contacts.screened(core, account, c))
+                           for c in contacts.watched(core, account)]
+            elif streams and contacts.roster_allows(core, owner, account):
+                changes = [(account, contacts.screened(core, owner, account))]
+            else:
+                continue
+            for stream in list(streams):
+                for contact, hidden in changes:
+                    stream.screen(contact, hidden)
 
     def account_changed(self, account: Address, change: str) -> None:
         """``on_account``: the streams of a deleted account end, and those that logged in with the

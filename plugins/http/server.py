@@ -117,6 +117,10 @@ class HttpServer:
         self.streams.presence_changed(account, presence)  # to the API event streams that see it
 
     @hookimpl
+    def on_screen_changed(self, account):
+        self.streams.screen_changed(account)  # a block list: presence shown or withdrawn
+
+    @hookimpl
     def on_shutdown(self):
         self.core.presence.set_service(self.user, None)  # ExposeURL made it available
         if self._purging is not None:

@@ -7,7 +7,11 @@ MESSAGE); digest (``407``) as the From account (``403`` for someone else's From)
 account must exist or be a service user (``404``, which only an authenticated user learns, as
 with MESSAGE); ``Expires`` under ``presence_min_expires`` (``423`` with ``Min-Expires``); the limits
 (``max_subscriptions_per_account`` for the watcher, ``max_subscriptions_per_address`` for the
-source address: ``403 Too many subscriptions``). Then the watcher is authorized as the XMPP side
+source address: ``403 Too many subscriptions``); a watcher the watched account keeps its presence
+from whatever the roster says (``contacts.screened``: it blocks the watcher or is blocked by it,
+XEP-0191) gets ``403 Forbidden``, and an existing subscription ends with a NOTIFY
+``terminated;reason=rejected`` when such a block is made (``screen_changed``, RFC 6665 §4.2.2).
+Then the watcher is authorized as the XMPP side
 would (:func:`convergence.contacts.sees`: the shared roster lets everyone watch everyone, else a
 roster subscription ``to``/``both`` is needed; an account may watch itself): ``200`` and a NOTIFY
 ``active`` with the PIDF of the account's combined presence (:mod:`.pidf`), or ``202`` and a NOTIFY
@@ -176,6 +180,8 @@ class PresenceAgent:
                         or self.per_source[source] >= self.settings["max_subscriptions_per_address"]):
             return st.respond(403, "Too many subscriptions")
         watcher_address = self.core.address(watcher)
+        if contacts.screened(self.core, watcher_address, target):
+            return st.respond(403, "Forbidden")  # a block list: see screen_changed
         allowed = target == watcher_address or contacts.sees(self.core, watcher_address, target)
         local = self.transactions.new_id()
         sub = Subscription(watcher, target, (request.call_id, request.from_.tag, local), request,
@@ -369,10 +375,33 @@ class PresenceAgent:
 
     # -- NOTIFY (RFC 6665 §4.2.2, RFC 3856 §6.6–6.8) --
     def on_presence(self, account) -> None:
-        """``account``'s combined presence changed: each of its watchers gets a NOTIFY."""
+        """``account``'s combined presence changed: each of its watchers gets a NOTIFY (a
+        watcher screened from it meanwhile its last one, ``screen_changed``)."""
         for sub in list(self.watchers.get(account, {}).values()):
+            if self._screened(sub):
+                self._end(sub, "rejected")
+                continue
             self._authorize(sub)
             self._notify(sub)
+
+    def screen_changed(self, account) -> None:
+        """A block list of ``account`` changed (the ``on_screen_changed`` hook): a watcher of it,
+        or a subscription of its own, that may no longer see the presence ends with a NOTIFY
+        ``terminated;reason=rejected`` and no body. RFC 6665 §4.2.2 names ``rejected`` for a
+        subscription ended by a change of authorization policy and says the subscriber SHOULD
+        NOT subscribe again (§4.1.3), so a phone does not loop; a new SUBSCRIBE from it is then
+        answered ``403`` (§4.2.1.1: the notifier that knows at once that the subscriber is not
+        authorized SHOULD answer 403), as its MESSAGEs are (XEP-0191 §3.3 for SIP senders). The
+        blocked phone thus learns it is refused, as it does from its MESSAGEs; the privacy of
+        §6.2 (a fake ``pending``) would not hide more. Unblocking does not bring an ended
+        subscription back: the phone subscribes again (at its next start or registration)."""
+        local = account.local
+        for sub in list(self.dialogs.values()):
+            if (sub.target == account or sub.watcher == local) and self._screened(sub):
+                self._end(sub, "rejected")
+
+    def _screened(self, sub: Subscription) -> bool:
+        return contacts.screened(self.core, self.core.address(sub.watcher), sub.target)
 
     def _notify(self, sub: Subscription, terminated: str | None = None) -> None:
         if sub.in_flight and terminated is None:

@@ -5,7 +5,8 @@ then, all or nothing: ``Contact: *`` with ``Expires: 0`` removes every binding, 
 is added, refreshed (``expires`` parameter, else Expires, else ``default_expires``; capped at
 ``max_expires``; ``423`` with Min-Expires below ``min_expires``) or removed (0). A binding with
 the same Call-ID and a CSeq not above the stored one aborts the request (step 7: ``400``). The
-``200`` lists every current binding with its remaining ``expires``.
+``200`` lists every current binding with its remaining ``expires``. In a cluster a removal reaches
+the node that holds the binding (``sip.drop``; for ``*``, every node).
 
 Every change is written to the store before the ``200`` goes out (the Kamailio usrloc
 ``location`` shape with absolute expiry, :mod:`.bindings`), so a binding the
@@ -31,6 +32,7 @@ from .location import BindingEndpoint, resource
 from .message import NameAddr, ParseError
 
 #: the cast (core/cluster.py) telling a binding's owner that a REGISTER on another node removed it
+#: (``contact`` ``*``: every binding of the account, to every node)
 CAST_DROP = "sip.drop"
 
 log = logging.getLogger(__name__)
@@ -97,10 +99,24 @@ class Registrar:
 
     def dropped_elsewhere(self, name: str, uri: str) -> None:
         """A REGISTER that reached another node removed this node's binding of ``name`` to
-        ``uri`` (the ``sip.drop`` cast; that node deleted its row)."""
-        endpoint = self.location.bindings(name).get(uri)
-        if endpoint is not None:
-            self._drop(name, endpoint)
+        ``uri``, or every binding of ``name`` for ``*`` (the ``sip.drop`` cast; that node deleted
+        the rows)."""
+        table = self.location.bindings(name)
+        for endpoint in list(table.values()) if uri == "*" else [table.get(uri)]:
+            if endpoint is not None:
+                self._drop(name, endpoint)
+
+    def _drop_everywhere(self, name: str) -> None:
+        """``Contact: *`` (§10.3 step 6) removes every binding of the account, also those other
+        cluster nodes hold (the directory's, and those each worker restored as its own at
+        start-up, which no directory names): every row goes, and every other node is told
+        (``sip.drop`` with ``*``)."""
+        cluster = self.core.cluster
+        if cluster is None:
+            return
+        bindings.remove(self.core.db, name)
+        log.info("SIP: a REGISTER with Contact: * removes %s's bindings on every node", name)
+        cluster.cast(cluster.nodes, CAST_DROP, {"account": name, "contact": "*"})
 
     def forget_account(self, name: str) -> None:
         """The account was deleted (its rows went with it): its endpoints go."""
@@ -133,6 +149,8 @@ class Registrar:
         before = set(self.location.bindings(name))
         try:
             self._apply(name, changes, st, request)
+            if contacts and contacts[0].uri == "*":
+                self._drop_everywhere(name)
         except NoSuchAccount:
             return st.respond(404, "No such account")
         self._accept(st, name)

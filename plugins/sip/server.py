@@ -140,6 +140,10 @@ class SipServer:
         self.presence.on_presence(account)
 
     @hookimpl
+    def on_screen_changed(self, account):
+        self.presence.screen_changed(account)
+
+    @hookimpl
     def on_register(self, endpoint, expires):
         if not expires and endpoint.protocol == "sip":
             self.presence.binding_gone(endpoint)

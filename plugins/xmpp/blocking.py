@@ -22,6 +22,15 @@ hear from nor talk to, enforced for every protocol.
   error (``hides``, used by ``visibility``). On block the JIDs that saw the user's presence get
   ``unavailable`` from each of its resources; on unblock its current presence (§3.3, §3.4). The
   user's sessions likewise see blocked local contacts go unavailable, and come back on unblock.
+  Other protocols' watchers follow through the core's ``screen_presence`` (answered here) and
+  ``on_screen_changed`` (fired at each change): a SIP SUBSCRIBE across a block gets 403, an
+  HTTP event stream shows the contact unavailable. Messages stored offline before a block are
+  dropped at delivery (the router screens the backlog again).
+- **Clusters** (docs/cluster.md): a change made through one node is cast to every other
+  (``xmpp.blocking``, after the write): each replaces its copy of the list at once, pushes the
+  change to the account's interested sessions it has, and withdraws or shows presence between
+  its own sessions as above and fires ``on_screen_changed``; the node that made the change also
+  tells other domains.
 
 State, per core, on the c2s service (``service.blocking``): each account's list as a frozenset of
 addresses, read from SQL (``blocking_store``) the first time it is needed and replaced on every
@@ -35,9 +44,9 @@ import xml.etree.ElementTree as ET
 
 from convergence import Address, AddressError, RoutingError
 
-from . import blocking_store as store
+from . import blocking_store as store, cluster_relay
 from .stanzas import StanzaError, iq_result, tag
-from .visibility import own, show, unavailable_to, watched, watchers, withdraw
+from .visibility import own, show, unavailable_to, watched, watcher_accounts, watchers
 
 NS = "urn:xmpp:blocking"
 ERRORS_NS = "urn:xmpp:blocking:errors"
@@ -201,7 +210,8 @@ class BlockLists:
         return list(self._order[account.local])
 
     def block(self, account: Address, jids: list[Address]) -> None:
-        """§3.3: store, tell the blocked JIDs that saw the user it is gone, push."""
+        """§3.3: store, tell the blocked JIDs that saw the user it is gone, push; and the same
+        on the other cluster nodes, for their sessions (``received``)."""
         jids = [j for j in jids if j.bare != account]  # never one's own resources (§5)
         if not jids:
             raise StanzaError("not-acceptable", "an account cannot block itself")
@@ -210,24 +220,57 @@ class BlockLists:
             raise StanzaError("not-acceptable", f"at most {self.max_items} JIDs may be blocked")
         known = set(before)
         new = [j for j in jids if j not in known]
-        _withdraw(self.service, account, frozenset(new))  # before the block hides them
-        self._set(account.local, before + new)
+        self._set(account.local, before + new)  # in force at once: screening never waits
+        _withdraw(self.service, account, frozenset(new), federation=True)
         self._push(account, items_element(BLOCK, jids))
+        self._tell(account, "block", jids, new)
+        self._changed(account)
 
     def unblock(self, account: Address, jids: list[Address] | None) -> None:
-        """§3.4: remove (all when ``jids`` is None), push, show the user's presence again."""
+        """§3.4: remove (all when ``jids`` is None), push, show the user's presence again; and
+        the same on the other cluster nodes (``received``)."""
         before, named = self.listed(account), set(jids or ())  # read before the store changes
         store.remove(self.service.core.db, account.local, None if jids is None else [j.jid for j in jids])
         gone = before if jids is None else [j for j in before if j in named]
         self._set(account.local, [] if jids is None else [j for j in before if j not in named])
         self._push(account, items_element(UNBLOCK, [] if jids is None else jids))
-        if gone:
-            unblocked, service = frozenset(gone), self.service
-            show(service, account, [w for w in watchers(service, account)
-                                    if matches(unblocked, w.address)])
-            for contact in watched(service, account):  # and the user sees them again
-                if matches(unblocked, contact):
-                    show(service, contact, own(service, account))
+        _show(self.service, account, frozenset(gone), federation=True)
+        self._tell(account, "unblock", [] if jids is None else jids, gone)
+        self._changed(account)
+
+    # ---- in a cluster ----
+    def _tell(self, account: Address, change: str, items: list[Address],
+              changed: list[Address]) -> None:
+        """The other nodes update their copy of the list, push ``items`` to their interested
+        sessions and show or withdraw presence for ``changed`` (the JIDs newly blocked, or no
+        longer blocked) between their own sessions: one cast to every node (``cluster_relay``)."""
+        cluster_relay.everywhere(self.service, cluster_relay.BLOCKING, {
+            "account": account.local, "change": change,
+            "items": [j.jid for j in items], "changed": [j.jid for j in changed]})
+
+    def _changed(self, account: Address) -> None:
+        """What ``screen_presence`` answers for ``account`` changed: the protocols that keep
+        watchers of their own (SIP subscriptions) look again (``on_screen_changed``)."""
+        core = self.service.core
+        core.hook.on_screen_changed(core=core, account=account)
+
+    def received(self, data: dict) -> None:
+        """Another node changed an account's list (``_tell``): the same here, for the sessions
+        this node has. The database has the new list already (the cast follows the write)."""
+        local, change = data["account"], data["change"]
+        if not isinstance(local, str) or change not in ("block", "unblock"):
+            raise ValueError("not a block list change")
+        account = self.service.core.address(local)
+        items = [Address.from_jid(j) for j in data["items"]]
+        changed = frozenset(Address.from_jid(j) for j in data["changed"])
+        self._load(local)  # the list as it is now, in force at once
+        if change == "block":
+            self._push(account, items_element(BLOCK, items))
+            _withdraw(self.service, account, changed, federation=False)
+        else:
+            self._push(account, items_element(UNBLOCK, items))
+            _show(self.service, account, changed, federation=False)
+        self._changed(account)
 
     def _push(self, account: Address, payload: ET.Element) -> None:
         for session in self._interested.get(account, ()):
@@ -237,13 +280,40 @@ class BlockLists:
             session.send(iq)
 
 
-def _withdraw(service, account: Address, jids: frozenset) -> None:
+def _seen(service, account: Address, jids: frozenset, federation: bool) -> list:
+    """The sessions here that see ``account``'s presence and are among ``jids`` (with
+    ``federation``, also its contacts of other domains: only the node that made the change
+    tells them)."""
+    if federation:
+        targets = watchers(service, account)
+    else:
+        targets = [s for a in watcher_accounts(service, account) for s in own(service, a)]
+    return [w for w in targets if matches(jids, w.address)]
+
+
+def _withdraw(service, account: Address, jids: frozenset, federation: bool) -> None:
     """§3.3: ``unavailable`` from each of the account's resources to the newly blocked JIDs that
-    see its presence; and the user's sessions see the blocked local contacts go unavailable."""
-    unavailable_to(service, account, [w for w in watchers(service, account) if matches(jids, w.address)])
+    see its presence; and the user's sessions see the blocked local contacts go unavailable.
+    This node's sessions only: each node does the same for its own (``received``)."""
+    if not jids:
+        return
+    unavailable_to(service, account, _seen(service, account, jids, federation), screen=False)
+    mine = own(service, account)
     for contact in watched(service, account):
         if matches(jids, contact):
-            withdraw(service, contact, account)
+            unavailable_to(service, contact, mine, screen=False)
+
+
+def _show(service, account: Address, jids: frozenset, federation: bool) -> None:
+    """§3.4: the unblocked JIDs that see the user get its presence, and the user's sessions
+    see the unblocked contacts again (this node's sessions, as ``_withdraw``)."""
+    if not jids:
+        return
+    show(service, account, _seen(service, account, jids, federation))
+    mine = own(service, account)
+    for contact in watched(service, account):
+        if matches(jids, contact):
+            show(service, contact, mine)
 
 
 # ---- IQ handlers ----

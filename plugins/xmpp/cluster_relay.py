@@ -10,7 +10,13 @@ presence itself) and delivered there to its own sessions by the ``on_cluster_cas
   the presence shown to a contact that starts or stops seeing an account (§3.1.5, §3.2.2). The
   receiving node delivers it as ``visibility.deliver`` does for its own sessions (§8.5);
 - ``xmpp.push``: a roster item changed (§2.1.6): the receiving node pushes the item's state, read
-  from the shared database, to the interested resources of the account it has.
+  from the shared database, to the interested resources of the account it has;
+- ``xmpp.subscribed``: a contact started seeing an account (§3.1.5): the receiving node sends
+  the account's last PEP items to the contact's sessions it has (XEP-0163 §6.1.7, ``pep``);
+- ``xmpp.blocking``: an account's block list changed (XEP-0191 §3.3, §3.4), cast to every node
+  (``everywhere``): each updates its cached copy, pushes the change to the account's interested
+  sessions it has and shows or withdraws presence between its own sessions
+  (``blocking.BlockLists.received``).
 
 The stored state (rosters, pending requests, §3.1.3) is in PostgreSQL, so what a cast that was
 lost (Redis down) would have shown is still seen at the next roster fetch or login.
@@ -22,11 +28,12 @@ import xml.etree.ElementTree as ET
 
 from convergence import Address, AddressError
 
+from . import stream_management
 from .stanzas import tag
 
 log = logging.getLogger(__name__)
 
-STANZA, PUSH = "xmpp.stanza", "xmpp.push"
+STANZA, PUSH, SUBSCRIBED, BLOCKING = "xmpp.stanza", "xmpp.push", "xmpp.subscribed", "xmpp.blocking"
 
 
 def _nodes(service, to: Address) -> set[str]:
@@ -66,10 +73,38 @@ def push(service, account: Address, jid: str) -> None:
         service.core.cluster.cast(nodes, PUSH, {"account": account.bare.jid, "jid": jid})
 
 
+def subscribed(service, account: Address, contact: Address) -> None:
+    """The local ``contact`` now sees ``account`` (RFC 6121 §3.1.5): the other nodes with
+    sessions of ``contact`` give them ``account``'s last PEP items (``SUBSCRIBED``)."""
+    if nodes := _nodes(service, contact):
+        service.core.cluster.cast(nodes, SUBSCRIBED, {"account": account.bare.jid,
+                                                      "contact": contact.bare.jid})
+
+
+def subscribed_here(service, data: dict) -> None:
+    """``SUBSCRIBED`` from another node: this node's available sessions of the contact get the
+    account's last PEP items (the IQ router's ``subscribed`` event, as on the node that handled
+    the approval)."""
+    account, contact = Address.parse(data["account"]), Address.parse(data["contact"])
+    sessions = [s for s in service.sessions(contact) if s.available]
+    if sessions:
+        service.iq.emit("subscribed", service, account, sessions)
+
+
+def everywhere(service, kind: str, data: dict) -> None:
+    """``data`` to every other node, whether it has sessions now or not (what changes a state
+    each node caches: a block list, XEP-0191)."""
+    cluster = service.core.cluster
+    if cluster is not None:
+        cluster.cast(cluster.nodes, kind, data)
+
+
 def received(service, kind: str, data: dict, deliver, push) -> None:
     """A cast from another node (``on_cluster_cast``), for this node's sessions only: given to
     ``deliver`` (``visibility.deliver``) or ``push`` (``roster_push.push``), which call this
-    module to reach other nodes (passed in: no import cycle)."""
+    module to reach other nodes (passed in: no import cycle); a block list change to the
+    service's lists (``blocking.BlockLists.received``); a resumption tried on another node and
+    the backlog it left to ``stream_management``."""
     try:
         if kind == STANZA:
             element = ET.fromstring(data["xml"])
@@ -78,5 +113,13 @@ def received(service, kind: str, data: dict, deliver, push) -> None:
             deliver(service, Address.parse(element.get("to")), element, local=True)
         elif kind == PUSH:
             push(service, Address.parse(data["account"]), str(data["jid"]), local=True)
+        elif kind == SUBSCRIBED:
+            subscribed_here(service, data)
+        elif kind == BLOCKING:
+            service.blocking.received(data)
+        elif kind == stream_management.ENDED:
+            stream_management.ended_elsewhere(service, data)
+        elif kind == stream_management.BACKLOG:
+            stream_management.backlog(service, data)
     except (KeyError, TypeError, ValueError, ET.ParseError, AddressError) as exc:
         log.warning("cluster: ignored a bad %s cast: %s", kind, exc)

@@ -98,6 +98,12 @@ class XmppServer:
         self.service.blocking.screen(message, source)
 
     @hookimpl
+    def screen_presence(self, watcher, account):
+        """Presence is not shown across a block list, either way (XEP-0191 §3.3): to a SIP
+        watcher or an HTTP event stream as to an XMPP session."""
+        return self.service.blocking.hides(account, watcher)
+
+    @hookimpl
     def on_message(self, message):
         """Every message the router accepted, from any protocol: the archive (XEP-0313). The
         message was delivered: a failure here is logged, not turned into an error for its sender."""

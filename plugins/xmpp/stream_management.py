@@ -23,6 +23,12 @@ The nonzas (§3–§5), handled by :func:`element` for ``c2s.Session``:
   then every stanza the client's ``h`` does not acknowledge is sent again. Anything else is
   ``<failed h?><item-not-found/></failed>``; the client may bind afresh.
 
+In a cluster (docs/cluster.md) an id starts with the issuing node's tag and a '.'; a client that
+resumes on another node gets ``item-not-found`` there (the session's state is in the other
+process), and that node tells the issuing one (:func:`ended_elsewhere`), which ends the old
+session at once, so that its unacknowledged messages reach the fresh session without waiting for
+``resume_timeout``.
+
 When the connection of a session with resumption enabled dies (not a clean close, not a stream
 error of ours) the session **hibernates** (:func:`hibernate`): it stays bound and in the presence
 hub (contacts still see it available, §5 "the server … SHOULD NOT broadcast unavailable presence"),
@@ -36,13 +42,19 @@ stream gets them again instead, so nothing is duplicated either.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import secrets
 import xml.etree.ElementTree as ET
 
 from .stanzas import STANZA_ERROR_NS, tag
 from .stream import serialize, stream_error
 
+log = logging.getLogger(__name__)
+
 SM_NS = "urn:xmpp:sm:3"
+#: cluster casts (``on_cluster_cast``): a session of this node was resumed on another; the offline
+#: store has an account's given-back messages
+ENDED, BACKLOG = "xmpp.sm-ended", "xmpp.sm-backlog"
 MODULUS = 1 << 32  # §4: h is an unsigned 32-bit integer that wraps
 #: while a <r/> is unanswered, another goes out after this many more stanzas (a lost request
 #: does not stop the acknowledgements)
@@ -128,8 +140,12 @@ class Resumptions:
     def __init__(self):
         self._sessions: dict[str, object] = {}
 
-    def add(self, session) -> str:
-        token = secrets.token_urlsafe(18)  # 144 random bits: not guessable
+    def add(self, session, node: str | None = None) -> str:
+        """A new id for ``session``: 144 random bits (not guessable), after ``node.`` (the
+        cluster node's tag) in a cluster, so that another node can tell whose it is."""
+        token = secrets.token_urlsafe(18)  # (its alphabet has no '.')
+        if node is not None:
+            token = f"{node}.{token}"
         self._sessions[token] = session
         return token
 
@@ -268,6 +284,64 @@ def register_iq(router) -> None:
     router.on("closed", forget)
 
 
+# ---- in a cluster: a resumption id another node issued ---------------------------------------
+
+def _elsewhere(service, previd: str, username: str) -> None:
+    """The client asked to resume a session this node does not have (it still gets
+    ``item-not-found``, and binds afresh). When the id names another live node (its tag before
+    the '.'), that node is told (``ENDED``): the client has moved, so the old session ends now
+    rather than after ``resume_timeout``, and what it had not acknowledged goes to the account's
+    other resources or the offline store at once, for the fresh session to get."""
+    cluster = service.core.cluster
+    tag, dot, _ = previd.partition(".")
+    if cluster is None or not dot:
+        return
+    node = cluster.node_of_tag(tag)
+    if node is not None and node != cluster.node_id:
+        cluster.cast({node}, ENDED, {"id": previd, "user": username, "node": cluster.node_id})
+
+
+def ended_elsewhere(service, data: dict) -> None:
+    """``ENDED`` from another node (``on_cluster_cast``): the session of that id, if it is here
+    and of that user (who authenticated on the other node), ends now — hibernated or with a
+    connection that has not noticed it is dead (not resumable: no conflict error goes to it,
+    its messages go back at once) — then the nodes with sessions of the account, the asking one
+    among them, deliver the offline store to theirs (``BACKLOG``)."""
+    previd, username, asking = data["id"], data["user"], data["node"]
+    if not all(isinstance(v, str) for v in (previd, username, asking)):
+        raise ValueError("a resumption id, a user and a node are strings")
+    session = service.resumptions.find(previd, username)
+    if session is None or session.closed or session.sm is None:
+        return
+    account, sm = session.account, session.sm
+    log.info("%s resumed on another node (%s, XEP-0198 §5): its session here ends now",
+             session.address, asking)
+    if sm.hibernated:
+        expire(session)
+    else:
+        sm.resumable = False
+        _cancel(sm)
+        session.link.close("resumed on another node (XEP-0198 §5)")
+        session.connection_lost()
+    cluster = service.core.cluster
+    if cluster is not None:
+        cluster.cast(cluster.nodes_of(account) | {asking}, BACKLOG, {"account": account.jid})
+
+
+def backlog(service, data: dict) -> None:
+    """``BACKLOG``: an ended session's messages were given back on another node: the available
+    sessions of the account here get what is stored now (in a greenlet of its own: the router
+    waits for each to be written)."""
+    account = data["account"]
+    if not isinstance(account, str):
+        raise ValueError("an account is a string")
+    core = service.core
+    address = core.address(account.partition("@")[0])
+    if address is not None and any(s.available for s in service.sessions(address)) \
+            and service.later is not None:
+        service.later(0, lambda: core.router.deliver_stored(address))
+
+
 # ---- internals ---------------------------------------------------------------------------------
 
 def _nonza(session, local: str, *children: ET.Element, **attrs: str) -> None:
@@ -305,7 +379,9 @@ def _enable(session, nonza: ET.Element) -> None:
     sm = StreamManagement(settings["sm_max_unacked"])
     attrs = {}
     if resume:
-        sm.id = session.service.resumptions.add(session)
+        cluster = session.service.core.cluster
+        node = cluster.tag if cluster is not None else None
+        sm.id = session.service.resumptions.add(session, node)
         sm.resumable = True
         # §3: the client's ``max`` is its preference; ours, resume_timeout, is the limit
         wanted = nonza.get("max", "")
@@ -324,6 +400,8 @@ def _resume(session, nonza: ET.Element) -> None:
     if session.username is not None and session.address is None and session.sm is None:
         old = service.resumptions.find(nonza.get("previd", ""), session.username)
     if old is None or old.closed or old.sm is None or not old.sm.resumable:
+        if old is None and session.username is not None:
+            _elsewhere(service, nonza.get("previd", ""), session.username)
         return _failed(session, "item-not-found")
     try:
         h = _h(nonza)

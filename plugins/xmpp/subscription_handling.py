@@ -25,7 +25,7 @@ from convergence.store import accounts
 from convergence.store import roster as store
 from convergence.store.roster import Item
 
-from . import s2s_presence
+from . import cluster_relay, s2s_presence
 from .roster_push import push
 from .stanzas import StanzaError
 from .subscriptions import State, inbound, outbound
@@ -144,5 +144,6 @@ def _follow(service, account: Address, contact: Address, outcome) -> None:
     if new.shows_contact and not old.shows_contact:  # §3.1.5: the contact now sees the user
         show(service, account, seen_by(service, contact))
         service.iq.emit("subscribed", service, account, own(service, contact), contact)  # PEP's last items
+        cluster_relay.subscribed(service, account, contact)  # and on other nodes
     elif old.shows_contact and not new.shows_contact:  # §3.2.2, §3.3.3
         withdraw(service, account, contact)

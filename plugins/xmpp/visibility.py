@@ -79,12 +79,13 @@ def withdraw(service, account: Address, contact: Address) -> None:
     unavailable_to(service, account, seen_by(service, contact))
 
 
-def unavailable_to(service, account: Address, targets: list) -> None:
-    """``unavailable`` from each of ``account``'s resources (XMPP and others) to ``targets``."""
+def unavailable_to(service, account: Address, targets: list, screen: bool = True) -> None:
+    """``unavailable`` from each of ``account``'s resources (XMPP and others) to ``targets``;
+    across a block list too when not ``screen`` (the one a new block sends, XEP-0191 §3.3)."""
     for session in own(service, account):
-        send(targets, stanza("unavailable", session.address))
+        send(targets, stanza("unavailable", session.address), screen=screen)
     for jid in foreign(service.core, account):
-        send(targets, stanza("unavailable", jid))
+        send(targets, stanza("unavailable", jid), screen=screen)
 
 
 # -- stanzas --
@@ -118,12 +119,14 @@ def readdressed(element: ET.Element, sender: Address, to: Address) -> ET.Element
     return copy
 
 
-def send(sessions: list, element: ET.Element, sender: Address | None = None) -> None:
-    """``element`` to each session, addressed to it (and from ``sender`` when given); not to a
-    session across a block list (XEP-0191 §3.3: presence is not delivered, no error)."""
+def send(sessions: list, element: ET.Element, sender: Address | None = None,
+         screen: bool = True) -> None:
+    """``element`` to each session, addressed to it (and from ``sender`` when given); with
+    ``screen``, not to a session across a block list (XEP-0191 §3.3: presence is not delivered,
+    no error)."""
     sender = sender or Address.parse(element.get("from"))
     for session in sessions:
-        if not session.service.blocking.hides(sender, session.address):
+        if not screen or not session.service.blocking.hides(sender, session.address):
             session.send(readdressed(element, sender, session.address))
 
 

@@ -252,6 +252,10 @@ class WebSocketLink:
     def start_tls(self, context, *args, **kwargs) -> None:
         raise OSError("no STARTTLS over WebSocket (RFC 7395 §3.1: TLS is wss://)")
 
+    def close(self, reason: str) -> None:
+        """The TCP close at once, nothing more written (a connection presumed dead)."""
+        self.conn.close(reason)
+
     def close_after_flush(self, reason: str, timeout: float = 2.0) -> None:
         """A close frame after what is queued (RFC 6455 §5.5.1, RFC 7395 §3.6), then the TCP close."""
         self.send_raw(CloseConnection(code=_NORMAL_CLOSURE))

@@ -120,6 +120,28 @@ def test_phone_on_another_node_gets_messages(node, xmpp_client, tmp_path):
     assert got["from"].bare == "sipuserf@" + a.domain
 
 
+def test_register_contact_star_on_another_node_removes_the_binding(node, xmpp_client, tmp_path):
+    """RFC 3261 §10.3 step 6 across nodes: the phone registered through node A; a REGISTER with
+    ``Contact: *`` and ``Expires: 0`` through node B (which holds no binding of it) removes the
+    binding on node A too, at once: the XMPP user on node B sees the phone's resource go."""
+    from actors import ACCOUNTS as DEMO, PHONE_PASSWORD, SIP, Phone
+    from sipp_runner import Sipp, register
+
+    a = node("node-a", DEMO, sip=SIP)
+    b = node("node-b", sip=SIP)
+    b.passwords.update(DEMO)
+    folder = tmp_path / "sipp"
+    folder.mkdir()
+    Phone(Sipp(a.sip_port, folder)).register()
+    user = xmpp_client(b, "userc", resource="pc")
+    user.next("presence", timeout=10, match=available_from("sipuserf@"))
+    mark = len(a.process.output)
+    Sipp(b.sip_port, folder).run("star", register(1, "*", 0), user="sipuserf", password=PHONE_PASSWORD)
+    a.process.wait_for("unregistered sipuserf@", start=mark)
+    user.next("presence", timeout=10, match=available_from("sipuserf@", "unavailable"))
+    b.process.wait_for("Contact: * removes sipuserf's bindings on every node")
+
+
 def test_cluster_status_lists_the_nodes(node, xmpp_client):
     a = node("node-a", ACCOUNTS)
     b = node("node-b")

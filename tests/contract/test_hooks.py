@@ -30,6 +30,10 @@ class Recorder:
         self.calls.append(("on_account", account.jid, change))
 
     @hookimpl
+    def on_screen_changed(self, account):
+        self.calls.append(("on_screen_changed", account.jid))
+
+    @hookimpl
     def on_login(self, account, endpoint):
         self.calls.append(("on_login", account.jid, endpoint.address.resource))
 
@@ -210,6 +214,56 @@ def test_hook_screen_message(core, register_plugin):
     assert core.router.counts[("sip", "none", "refused", "forbidden")] == 1
     core.pm.unregister(name="filter")
     assert core.send(Message(sender, alice, "spam again"), "sip") == "delivered"
+
+
+def test_hook_screen_message_again_for_the_offline_store(core, register_plugin):
+    """A stored message is screened again when the backlog is delivered (source ``offline``):
+    refused then, it is dropped from the store, and the rest of the backlog is delivered."""
+    refusing = set()
+
+    class Filter:
+        @hookimpl
+        def screen_message(self, message, source):
+            if source == "offline" and message.sender.local in refusing:
+                raise RoutingError("forbidden", "blocked since")
+    register_plugin(Filter(), "filter")
+    alice = core.add_account("alice", "pw")
+    for sender in ("bob", "carol", "bob"):
+        assert core.send(Message(core.address(sender, "x"), alice, f"from {sender}"), "sip") == "stored"
+    refusing.add("bob")
+    phone = RecordingEndpoint(alice.with_resource("phone"))
+    core.presence.login(phone)
+    assert core.router.deliver_stored(alice) == 1
+    assert [m.body for m in phone.received] == ["from carol"]
+    assert core.router.deliver_stored(alice) == 0  # bob's were dropped, not kept
+
+
+def test_hook_screen_presence(core, register_plugin):
+    """``contacts.sees`` (and ``contacts.screened``) obey any implementation that keeps an
+    account's presence from a watcher, whatever the (shared) roster says."""
+    alice, bob = core.add_account("alice", "pw"), core.add_account("bob", "pw")
+
+    class Screen:
+        @hookimpl
+        def screen_presence(self, watcher, account):
+            return (watcher, account) == (bob, alice)
+    assert contacts.sees(core, bob, alice) and contacts.sees(core, alice, bob)
+    register_plugin(Screen(), "screen")
+    assert contacts.screened(core, bob.with_resource("r"), alice)
+    assert not contacts.sees(core, bob, alice) and contacts.sees(core, alice, bob)
+
+
+def test_hook_on_screen_changed(core, register_plugin):
+    """The XMPP plugin's block lists fire it at every block and unblock, for the account whose
+    list changed; and answer ``screen_presence`` from the lists, both ways."""
+    rec = register_plugin(Recorder(), "rec")
+    alice, bob = core.add_account("alice", "pw"), core.add_account("bob", "pw")
+    lists = core.pm.get_plugin("xmpp:server").service.blocking
+    lists.block(alice, [bob])
+    assert contacts.screened(core, bob, alice) and contacts.screened(core, alice, bob)
+    lists.unblock(alice, None)
+    assert not contacts.screened(core, bob, alice)
+    assert calls(rec, "on_screen_changed") == [("alice@localhost",), ("alice@localhost",)]
 
 
 def test_hook_on_cluster_cast(make_core, caplog):

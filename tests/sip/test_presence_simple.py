@@ -237,6 +237,32 @@ def test_a_deleted_account_ends_the_subscriptions_to_and_from_it(users):
     assert subscribe(client)[0].status == 404  # no such account any more
 
 
+def test_a_block_list_refuses_watchers_and_ends_their_subscriptions(users):
+    """XEP-0191 through the core's ``screen_presence`` and ``on_screen_changed`` hooks, answered
+    by the XMPP plugin's block lists: a block ends the subscriptions both ways with a NOTIFY
+    ``terminated;reason=rejected`` without a body (RFC 6665 §4.2.2), a new SUBSCRIBE across the
+    block gets 403 (§4.2.1.1); watching oneself stays allowed; after the unblock it is 200."""
+    client = users.client()
+    subscribe(client)  # alice watches bob
+    notify(client)
+    subscribe(client, user="bob", password="hunter2", to="alice")  # bob watches alice
+    notify(client)
+    lists = users.core.pm.get_plugin("xmpp:server").service.blocking
+    alice, bob = users.core.address("alice"), users.core.address("bob")
+    lists.block(bob, [alice])
+    ended = [notify(client) for _ in range(2)]
+    assert [n.headers.get("Subscription-State") for n in ended] == ["terminated;reason=rejected"] * 2
+    assert not any(n.body for n in ended)
+    assert not users.element.presence.dialogs
+    assert subscribe(client)[0].status == 403  # the blocked one, and the one who blocks
+    assert subscribe(client, user="bob", password="hunter2", to="alice")[0].status == 403
+    assert subscribe(client, to="alice")[0].status == 200
+    notify(client)
+    lists.unblock(bob, None)
+    assert subscribe(client)[0].status == 200
+    assert notify(client).headers.get("Subscription-State").startswith("active;")
+
+
 def test_shutdown_terminates_with_probation(users):
     client = users.client()
     subscribe(client)

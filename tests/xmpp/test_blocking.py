@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import time
 import urllib.error
 import xml.etree.ElementTree as ET
 
@@ -15,7 +16,7 @@ from convergence import Address, Message, RoutingError
 from convergence.plugins.xmpp import blocking
 from convergence.plugins.xmpp.stanzas import StanzaError
 from sipp_runner import Sipp, needs_sipp
-from tests.cluster.helpers import api_send
+from tests.cluster.helpers import api_events, api_send
 
 from .roster_client import condition, iq, send_presence
 
@@ -208,6 +209,38 @@ def test_bad_requests_and_subscriptions_from_a_blocked_jid(xmpp_server, xmpp_cli
     iq(alice, PING, to=server.domain)  # still serving
 
 
+def test_messages_stored_before_a_block_are_not_delivered(xmpp_server, xmpp_client):
+    """§3.3 ("MUST NOT deliver any XML stanzas from the JID to the user"), for the offline store
+    too: what a JID sent before the user blocked it is dropped at the next login, not held (the
+    router screens the backlog again, docs/xmpp.md); the other senders' messages arrive."""
+    server = xmpp_server({"alice": "a", "bob": "b", "carol": "c"})
+    bob = xmpp_client(server, "bob", resource="b")
+    carol = xmpp_client(server, "carol", resource="c")
+    bob.send_message(server.jid("alice"), "stored before the block")
+    bob.send_message(server.jid("alice"), "stored too")
+    iq(bob, PING, to=server.domain)  # bob's messages are stored once this is answered
+    carol.send_message(server.jid("alice"), "from carol")  # so carol's comes after them
+    iq(carol, PING, to=server.domain)
+    alice = xmpp_client(server, "alice", resource="r", presence=False)  # the backlog waits
+    alice.call(lambda: alice.xmpp.register_plugin("xep_0191"))
+    block(alice, server.jid("bob"))
+    send_presence(alice)  # initial presence: the backlog comes (XEP-0160)
+    assert backlog(alice, "from carol") == ["from carol"]
+    unblock(alice, server.jid("bob"))  # dropped, not held: an unblock brings nothing back
+    alice.disconnect()
+    carol.send_message(server.jid("alice"), "later")
+    iq(carol, PING, to=server.domain)
+    assert backlog(xmpp_client(server, "alice", resource="again"), "later") == ["later"]
+
+
+def backlog(client, last: str) -> list[str]:
+    """The bodies ``client`` got up to the one that is ``last`` (the backlog is in order)."""
+    got = [client.next("message")["body"]]
+    while got[-1] != last:
+        got.append(client.next("message")["body"])
+    return got
+
+
 @needs_sipp
 def test_blocked_phone_and_http_sender_get_403(convergence_server, xmpp_client, tmp_path):
     """The block list is the account's, whatever protocol the sender uses: a SIP MESSAGE from a
@@ -238,6 +271,30 @@ def test_blocked_phone_and_http_sender_get_403(convergence_server, xmpp_client, 
     assert user.next("message", match=lambda m: m["from"].bare == server.jid("sipuserf"))["body"].strip() == "now?"
     assert http("userc", "convergence", "and me")[0] == 200
     assert user.next("message", match=lambda m: m["from"].bare == server.jid("userc"))["body"] == "and me"
+
+
+def test_event_stream_of_a_blocked_http_user(convergence_server, xmpp_client):
+    """The HTTP API's event stream (docs/http-api.md) follows the block list too: the blocking
+    user goes unavailable on the blocked user's stream at the block, and comes back at the
+    unblock (the core's ``screen_presence`` and ``on_screen_changed`` hooks)."""
+    server = convergence_server(ACCOUNTS)
+    user = blocker(xmpp_client, server, "convergence", "desk")
+    events = api_events(server, "userc", server.passwords["userc"])
+    me = server.jid("convergence")
+
+    def next_presence_of(available: bool, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout  # keep-alives keep the stream going meanwhile
+        for kind, data in events:
+            if kind == "presence" and data["jid"] == me and data["available"] is available:
+                return
+            assert time.monotonic() < deadline, f"no presence {available} of {me} on the stream"
+    next_presence_of(True)  # in the snapshot
+    block(user, server.jid("userc"))
+    pushed(user, "blocked")
+    next_presence_of(False)
+    unblock(user, server.jid("userc"))
+    pushed(user, "unblocked")
+    next_presence_of(True)
 
 
 # ---- sans-IO ----

@@ -14,7 +14,7 @@ from convergence import Address, Message
 from convergence.config import load
 from convergence.core import Core
 from convergence.plugins.xmpp.stream_management import (MODULUS, REQUEST_EVERY, AckError, Resumptions,
-                                                        StreamManagement)
+                                                        StreamManagement, ended_elsewhere)
 from convergence.store import offline
 
 from .test_c2s import SASL, Peer, header, login, plain, service, stream_error, svc  # noqa: F401
@@ -281,6 +281,27 @@ def test_resuming_replaces_a_connection_still_open_and_an_overflow_ends_the_sess
     new.link.close("closed")
     new.session.connection_lost()
     assert [m.body for _, m in offline.pending(svc.core.db, "alice", 10)] == ["0", "1", "2", "3"]
+
+
+def test_a_resumption_on_another_cluster_node_ends_the_session_here(svc, timers):
+    """The cast another node sends when a client resumes there with this node's id (``ENDED``,
+    docs/cluster.md): only for the account that authenticated there; the session ends at once —
+    a connection still open is closed without a word — and its unacknowledged messages are
+    stored for the fresh session. A cast that is not of strings is a ValueError (logged by the
+    plugin)."""
+    alice, bob = online(login(svc)), login(svc, "bob")
+    token = enable(alice)
+    chat(bob, "alice@example.org/phone", 0)
+    assert bodies(alice.say(b"")) == ["0"]
+    ended_elsewhere(svc, {"id": token, "user": "bob", "node": "other"})
+    assert not alice.session.closed  # bob's authentication does not end alice's session
+    with pytest.raises(ValueError):
+        ended_elsewhere(svc, {"id": token, "user": None, "node": "other"})
+    ended_elsewhere(svc, {"id": token, "user": "alice", "node": "other"})
+    assert alice.session.closed and alice.link.closed and not alice.say(b"")
+    assert svc.core.presence.endpoint(alice.session.address) is None
+    assert [m.body for _, m in offline.pending(svc.core.db, "alice", 10)] == ["0"]
+    assert not timers.pending  # nothing waits for resume_timeout
 
 
 # ---- real clients over STARTTLS ------------------------------------------------------------------

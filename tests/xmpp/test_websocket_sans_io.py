@@ -98,6 +98,15 @@ class Recorder:
         self.calls.append(("connection_lost",))
 
 
+def test_the_link_can_close_its_connection_at_once():
+    """``close``: no close frame, the TCP connection ends now (a session resumed on another
+    cluster node, XEP-0198: its connection is presumed dead)."""
+    conn = Recorder()
+    link = WebSocketLink(conn)
+    link.close("resumed on another node")
+    assert link.closed and conn.calls == [("close", "resumed on another node")] and not conn.sent
+
+
 def client_frames(*events) -> bytes:
     """What a client's wsproto (masking its frames, RFC 6455 §5.3) sends."""
     client = Connection(ConnectionType.CLIENT)
