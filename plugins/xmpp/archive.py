@@ -40,7 +40,7 @@ from . import archive_store as store
 from .stanza_ids import STANZA_ID, archivable, stanza_text
 
 log = logging.getLogger(__name__)
-_item = store.Item._make
+Item, _new = store.Item, tuple.__new__
 
 
 
@@ -129,9 +129,8 @@ class Archive:
             if not local_sender:
                 return
         sender_jid, recipient_jid = sender.jid, recipient.jid
-        self.queued.append(_item((  # Item's fields, made by tuple.__new__ (in C: the hot path)
-            self.stanza_id(message), store.timestamp(datetime.utcnow()), message.id,
-            stanza_text(message, sender_jid, recipient_jid),
+        self.queued.append(_new(Item, (  # tuple.__new__: a C call on the hot path
+            self.stanza_id(message), store.timestamp(datetime.utcnow()), message.id, stanza_text(message, sender_jid, recipient_jid),
             local_sender, sender_jid, _bare(sender, sender_jid), local_recipient, recipient_jid,
             _bare(recipient, recipient_jid))))
         if len(self.queued) >= self.BATCH:

@@ -38,8 +38,12 @@ def stanza_text(message, sender_jid: str, recipient_jid: str) -> str:
     """The <message/> as archived (``messages.element`` without stamp or stanza id, serialized),
     given its sender's and recipient's JIDs: the core fields written directly, the other payloads
     through the stream's serializer."""
-    text = [f"<message xmlns='jabber:client' from='{_attr(sender_jid)}' "
-            f"to='{_attr(recipient_jid)}' type='{message.type}' id='{_attr(message.id)}'>"]
+    if _ATTR.search(f"{sender_jid}{recipient_jid}{message.id}"):  # rarely: one search for the three
+        sender_jid, recipient_jid, message_id = _attr(sender_jid), _attr(recipient_jid), _attr(message.id)
+    else:
+        message_id = message.id
+    text = [f"<message xmlns='jabber:client' from='{sender_jid}' to='{recipient_jid}' "
+            f"type='{message.type}' id='{message_id}'>"]
     for name in ("subject", "body", "thread"):
         value = getattr(message, name)
         if value:
