@@ -117,9 +117,20 @@ class XmppServer:
 
     @hookimpl
     def on_cluster_cast(self, kind, data):
-        """Roster pushes and presence stanzas for sessions here from another node (``cluster_relay``)."""
+        """Roster pushes and presence stanzas for sessions here from another node
+        (``cluster_relay``); a room's stanzas for the node that holds it, or from it for
+        occupants here (``muc_cluster``): a room's message is answered with its outcome."""
+        if kind.startswith("xmpp.muc."):
+            return self.muc.owners.received(kind, data) if self.muc is not None else None
         if kind.startswith("xmpp."):
             cluster_relay.received(self.service, kind, data, visibility.deliver, roster_push.push)
+        return None
+
+    @hookimpl
+    def on_cluster_node_lost(self, node):
+        """Sessions here that were in a room the lost node held are told they are out (332)."""
+        if self.muc is not None:
+            self.muc.owners.node_lost(node)
 
     @hookimpl
     def on_register(self, account, endpoint):
@@ -168,6 +179,8 @@ class XmppServer:
             self.federation.shutdown()
         if self.components is not None:
             self.components.shutdown()
+        if self.muc is not None:
+            self.muc.owners.stop()
         self.core.pm.unregister(self)
 
 
