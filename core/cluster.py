@@ -300,16 +300,25 @@ class Cluster:
             pipe.hset(self.dir_key, mapping=entries)
             pipe.pexpire(self.dir_key, int(self.timeout * 1000))
         pipe.set(self.node_key, self._beat(), px=int(self.timeout * 1000))
-        owned = sorted(self.owned)
-        for name in owned:  # claimed again: Redis may have lost them, or another node taken them
-            self._claim(keys=[self._own_key(name)], args=self._claim_args(), client=pipe)
         pipe.publish(self.events, json.dumps({"t": "sync", "node": self.node_id, "started": self.started}))
-        results = pipe.execute()
-        for name, node in zip(owned, results[-1 - len(owned):-1]):
-            if node != self.node_id:
-                log.warning("cluster: node %s took %s over while Redis was away from this node", node, name)
-                self.owned.discard(name)
+        claims = self._claim_owned(pipe)
+        self._kept(claims, pipe.execute())
         self._healthy = True
+
+    def _claim_owned(self, pipe) -> list[str]:
+        """Claim again, at the end of ``pipe``, every name this node owns (``owner``): refreshes
+        the claims' expiry, and finds those another node took over while this one could not
+        refresh them (Redis away from it, or this process stalled longer than node_timeout)."""
+        owned = sorted(self.owned)
+        for name in owned:
+            self._claim(keys=[self._own_key(name)], args=self._claim_args(), client=pipe)
+        return owned
+
+    def _kept(self, owned: list[str], results: list) -> None:
+        for name, node in zip(owned, results[len(results) - len(owned):]):
+            if node != self.node_id:
+                log.warning("cluster: node %s took %s over while this node could not hold it", node, name)
+                self.owned.discard(name)
 
     def _beat(self) -> str:
         return json.dumps({"node": self.node_id, "pid": os.getpid(), "host": socket.gethostname(),
@@ -333,9 +342,8 @@ class Cluster:
                     pipe = self.redis.pipeline(transaction=False)
                     pipe.set(self.node_key, self._beat(), px=int(self.timeout * 1000))
                     pipe.pexpire(self.dir_key, int(self.timeout * 1000))
-                    for name in self.owned:
-                        pipe.pexpire(self._own_key(name), int(self.timeout * 1000))
-                    pipe.execute()
+                    claims = self._claim_owned(pipe)
+                    self._kept(claims, pipe.execute())
                 self._check_nodes()
             except self._errors as exc:
                 self._lost(exc)

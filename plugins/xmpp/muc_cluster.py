@@ -83,7 +83,11 @@ class RoomOwners:
         if cluster is None:
             return None
         node = cluster.owner(self._name(room))
-        return None if node == cluster.node_id else node
+        if node == cluster.node_id:
+            return None
+        if room in self.muc.rooms:  # held here until this node could not refresh its claim
+            self.muc.moved(room)
+        return node
 
     def release(self, room: str) -> None:
         """``room`` left this process's memory: the next node that uses it owns it."""

@@ -41,7 +41,7 @@ from .muc_cluster import RoomOwners
 from .discovery import DISCO_INFO, DISCO_ITEMS, PING
 from .messages import XmppMessage, element as message_element
 from .muc import (DATA, MUC, MUC_ADMIN, MUC_OWNER, MUC_USER, History, Room, RoomConfig,
-                  check_nick, config_form, nick_key)
+                  check_nick, config_form, nick_key, shutdown_presence)
 from .stanza_ids import without_our_ids
 from .stanzas import StanzaError, error_reply, iq_result, tag
 
@@ -137,6 +137,18 @@ class MucService:
         if name not in self.rooms:
             self.owners.release(name)
 
+    def moved(self, name: str) -> None:
+        """Another node took room ``name`` over (this one could not refresh its claim in time:
+        cut off from Redis, or stalled): the copy here ends, and its occupants are told as if
+        the service shut down (§11.2, status 332); they rejoin the room where it is now."""
+        room = self.rooms.pop(name)
+        log.warning("MUC: %s is held by another node now; its %d occupants here are told", room.jid,
+                    len(room.by_jid))
+        for jid, occupant in room.by_jid.items():
+            self._unjoin(jid, name)
+            if not occupant.gateway:
+                self.to_occupant(jid, shutdown_presence(room.occupant_jid(occupant), jid))
+
     def _create(self, name: str, owner: Address, locked: bool) -> Room:
         """§10.1.1: a new room, ``owner`` its owner (no more than ``muc_max_rooms_per_user``)."""
         if owner.domain != self.core.domain:
@@ -194,23 +206,23 @@ class MucService:
         for target in targets:
             self.owners.to_gateway(Message(room.jid, target, text, type="chat"))
 
-    def _left(self, room: Room, jid: Address, out) -> None:
+    def _unjoin(self, jid: Address, name: str) -> None:
+        """``jid`` is no longer in room ``name``."""
         rooms = self.joined.get(jid)
         if rooms is not None:
-            rooms.discard(room.jid.local)
+            rooms.discard(name)
             if not rooms:
                 del self.joined[jid]
+
+    def _left(self, room: Room, jid: Address, out) -> None:
+        self._unjoin(jid, room.jid.local)
         self.send(room, out)
         self._drop_if_empty(room)
 
     def _forget_removed(self, room: Room, before: set) -> None:
         """Occupants a kick, ban or destruction removed: no longer in ``joined``."""
         for jid in before - set(room.by_jid):
-            rooms = self.joined.get(jid)
-            if rooms is not None:
-                rooms.discard(room.jid.local)
-                if not rooms:
-                    del self.joined[jid]
+            self._unjoin(jid, room.jid.local)
 
     # ---- presence (§7.2, §7.6, §7.7, §7.14) ----
     def presence(self, element: ET.Element, hops: int = 0) -> None:
