@@ -69,12 +69,13 @@ TAKEN = ("delivered", "stored")
 HANDOFF_BATCH = 200  # hand-offs claimed in one Redis round trip at most
 RETRY = (0.5, 4.0)  # first and longest wait before reconnecting the subscription
 #: ``owner``'s claim, atomic in Redis: the name's node if its heartbeat key (ARGV[3] + node) is
-#: alive, else this node (ARGV[1]), for ARGV[2] ms
+#: alive, else (with ARGV[4] = 1) this node (ARGV[1]), for ARGV[2] ms, or (0) nil
 CLAIM = """local v = redis.call('GET', KEYS[1])
 if v and (v == ARGV[1] or redis.call('EXISTS', ARGV[3] .. v) == 1) then
   if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
   return v
 end
+if ARGV[4] == '0' then return false end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return ARGV[1]"""
 #: ``release``: delete the claim if it is still this node's (ARGV[1])
@@ -687,20 +688,21 @@ class Cluster:
     def _own_key(self, name: str) -> str:
         return f"{self._prefix}own:{name}"
 
-    def _claim_args(self) -> list:
-        return [self.node_id, int(self.timeout * 1000), f"{self._prefix}node:"]
+    def _claim_args(self, claim: bool = True) -> list:
+        return [self.node_id, int(self.timeout * 1000), f"{self._prefix}node:", int(claim)]
 
-    def owner(self, name: str) -> str:
+    def owner(self, name: str, claim: bool = True) -> str | None:
         """The node that owns ``name`` (a service address, e.g. an XMPP room: what one process
         must hold for the whole cluster), this one when no live node does: it then claims it in
-        Redis (``<prefix>own:<name>``, expiring with this node's heartbeat). A claim of a node
-        whose heartbeat key is gone (lost) is taken over. RoutingError ``service-unavailable``
-        (with ``retry_after``) while Redis is unreachable, for a name this node does not own."""
+        Redis (``<prefix>own:<name>``, expiring with this node's heartbeat) — or, without
+        ``claim``, None. A claim of a node whose heartbeat key is gone (lost) is taken over.
+        RoutingError ``service-unavailable`` (with ``retry_after``) while Redis is unreachable,
+        for a name this node does not own."""
         if name in self.owned:
             return self.node_id
         if self._healthy:
             try:
-                node = self._claim(keys=[self._own_key(name)], args=self._claim_args())
+                node = self._claim(keys=[self._own_key(name)], args=self._claim_args(claim))
             except self._errors as exc:
                 self._lost(exc)
             else:
@@ -709,6 +711,20 @@ class Cluster:
                 return node
         raise RoutingError("service-unavailable", f"the cluster directory (Redis) is unreachable: "
                            f"which node holds {name} is unknown", retry_after=self.retry_after)
+
+    def take(self, name: str) -> str | None:
+        """Own ``name`` from now on, whoever had it (what serves it connected here last: an XMPP
+        component); the node that had it before, if another, to be told. None when Redis is
+        unreachable: it is this node's all the same, and claimed at the next heartbeat."""
+        self.owned.add(name)
+        if not self._healthy:
+            return None
+        try:
+            before = self.redis.set(self._own_key(name), self.node_id, px=int(self.timeout * 1000), get=True)
+        except self._errors as exc:
+            self._lost(exc)
+            return None
+        return before if before != self.node_id else None
 
     def release(self, name: str) -> None:
         """This node no longer holds ``name``: the next node to use it owns it."""

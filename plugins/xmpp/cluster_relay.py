@@ -10,7 +10,10 @@ presence itself) and delivered there to its own sessions by the ``on_cluster_cas
   the presence shown to a contact that starts or stops seeing an account (§3.1.5, §3.2.2). The
   receiving node delivers it as ``visibility.deliver`` does for its own sessions (§8.5);
 - ``xmpp.push``: a roster item changed (§2.1.6): the receiving node pushes the item's state, read
-  from the shared database, to the interested resources of the account it has.
+  from the shared database, to the interested resources of the account it has;
+- ``xmpp.iq``: an IQ for a full JID whose session is on the receiving node, from a peer connected
+  to this one (an external component, XEP-0114, or a federated server): passed to the session
+  as the IQ router passes one from another domain (RFC 6120 §10.5.3.1).
 
 The stored state (rosters, pending requests, §3.1.3) is in PostgreSQL, so what a cast that was
 lost (Redis down) would have shown is still seen at the next roster fetch or login.
@@ -26,7 +29,7 @@ from .stanzas import tag
 
 log = logging.getLogger(__name__)
 
-STANZA, PUSH = "xmpp.stanza", "xmpp.push"
+STANZA, PUSH, IQ = "xmpp.stanza", "xmpp.push", "xmpp.iq"
 
 
 def _nodes(service, to: Address) -> set[str]:
@@ -59,6 +62,14 @@ def deliver(service, to: Address, element: ET.Element) -> None:
         service.core.cluster.cast(nodes, STANZA, {"xml": ET.tostring(element, encoding="unicode")})
 
 
+def iq(service, to: Address, element: ET.Element) -> bool:
+    """The IQ ``element`` to the node that has the session ``to`` (a full JID); False when none has."""
+    if nodes := _nodes(service, to):
+        service.core.cluster.cast(nodes, IQ, {"xml": ET.tostring(element, encoding="unicode")})
+        return True
+    return False
+
+
 def push(service, account: Address, jid: str) -> None:
     """Roster item ``jid`` of ``account`` changed: the other nodes with sessions of ``account``
     push it to theirs."""
@@ -78,5 +89,12 @@ def received(service, kind: str, data: dict, deliver, push) -> None:
             deliver(service, Address.parse(element.get("to")), element, local=True)
         elif kind == PUSH:
             push(service, Address.parse(data["account"]), str(data["jid"]), local=True)
+        elif kind == IQ:
+            element = ET.fromstring(data["xml"])
+            if element.tag != tag("iq"):
+                raise ValueError("not an IQ")
+            session = service.session(Address.from_jid(element.get("to") or ""))
+            if session is not None:  # gone meanwhile: the IQ is lost as with a session that closes
+                session.send(element)
     except (KeyError, TypeError, ValueError, ET.ParseError, AddressError) as exc:
         log.warning("cluster: ignored a bad %s cast: %s", kind, exc)
