@@ -20,9 +20,10 @@ through Redis — no protocol of our own (docs/cluster.md):
   a plugin's events for the node's endpoints that are not messages (``on_cluster_cast``: XMPP
   roster pushes and presence stanzas, SIP responses that reached the wrong worker), unconfirmed,
   in order with the hand-offs; a *hand-over* is a cast confirmed like a hand-off.
-- ``<prefix>own:<name>``: the node that owns a service address (``owner``: an XMPP chat room), so
-  that one process holds it; expiring with the owner's heartbeat, and taken over by the next node
-  that uses the name once the owner's heartbeat key is gone.
+- ``<prefix>own:<name>``: the node that owns a service address (``owner``: an XMPP chat room;
+  ``take``: an XMPP component, held where it connected last), so that one process holds it;
+  expiring with the owner's heartbeat, and taken over by the next node that uses the name once
+  the owner's heartbeat key is gone.
 
 **A hand-off is confirmed exactly once** (the point where delivery is decided): the owner claims
 the message with ``SET <prefix>claim:<handoff> NX`` before giving it to its endpoint and then

@@ -1,10 +1,10 @@
-"""Names one node owns (``Cluster.owner``/``release``, core/cluster.py) on a real Redis, with two
-members in this process that are not started (no greenlets: the test writes their heartbeat
-keys, and needs no PostgreSQL): a name goes to
-the first node that asks and stays its own until it releases it or its heartbeat key is gone;
-a node that finds its claim taken over at its heartbeat lets go of the name; without Redis a
-name this node does not hold is unknown (``service-unavailable`` with ``retry_after``).
-Across real processes: test_muc_owner.py."""
+"""Names one node owns (``Cluster.owner``/``take``/``release``, core/cluster.py) on a real Redis,
+with two members in this process that are not started (no greenlets: the test writes their
+heartbeat keys, and needs no PostgreSQL): a name goes to the first node that asks and stays its
+own until it releases it or its heartbeat key is gone; a node that finds its claim taken over at
+its heartbeat lets go of the name; without Redis a name this node does not hold is unknown
+(``service-unavailable`` with ``retry_after``); a name may be looked up without claiming it, or
+taken whoever had it. Across real processes: test_muc_owner.py, test_component_holder.py."""
 from __future__ import annotations
 
 import uuid
@@ -78,3 +78,17 @@ def test_without_redis_only_own_names_are_known(members):
     with pytest.raises(RoutingError) as unknown:
         a.owner("other")
     assert unknown.value.condition == "service-unavailable" and unknown.value.retry_after == 7.5
+
+
+def test_look_up_and_take(members):
+    """``owner(name, claim=False)`` only looks; ``take`` makes this node the owner whoever had it
+    and says who did (an XMPP component connected again through another node)."""
+    member, client, prefix = members
+    a, b = member("node-a"), member("node-b")
+    assert b.owner("gateway", claim=False) is None and client.get(f"{prefix}own:gateway") is None
+    assert a.take("gateway") is None  # nobody had it
+    assert b.owner("gateway", claim=False) == "node-a"
+    assert b.take("gateway") == "node-a" and a.take("gateway") == "node-b"
+    assert a.take("gateway") is None  # had it already
+    b.release("gateway")  # not b's any more: the key stays a's
+    assert client.get(f"{prefix}own:gateway") == "node-a"
