@@ -5,7 +5,8 @@ the other node join through it, see everyone's presence and messages, private me
 ends on its node leaves. The owner killed: the other node's occupants are told the room is gone
 (XEP-0045 §11.2, 332), rejoin, and the persistent room is read back from SQL by their node, which
 owns it from then on. The same with 2 workers of one ``serve``: the owner worker killed and
-restarted by the supervisor under the same node id."""
+restarted by the supervisor under the same node id. A phone registered through one node posts to
+a room the other holds and gets its messages."""
 from __future__ import annotations
 
 import os
@@ -13,10 +14,11 @@ import re
 import signal
 
 import redis
+from sipp_runner import Sipp, needs_sipp
 
 from ..xmpp.roster_client import iq
-from ..xmpp.test_muc import (ACCOUNTS, DISCO_INFO, ROOM, client, codes, create, groupchat, join,
-                             presence_of, said)
+from ..xmpp.test_muc import (ACCOUNTS, DISCO_INFO, ROOM, SERVICE, client, codes, create, groupchat,
+                             join, presence_of, said)
 from .conftest import REDIS
 from .helpers import api_send, available_from
 from .test_workers import worker_of
@@ -155,3 +157,29 @@ def test_two_workers_share_a_room_and_survive_the_owner_s_death(convergence_serv
     for c in (bob, carol):
         said(c, ROOM, "carol", "after the restart")
     assert server.process.stop() == 0, "".join(server.process.output[-20:])
+
+
+@needs_sipp
+def test_phone_on_one_node_in_a_room_the_other_holds(node, xmpp_client, tmp_path):
+    """A SIP MESSAGE to sip:lobby@conference… taken by node B is handed over to node A, which
+    holds the room (the phone's 200 is node A's confirmation); the room's messages reach the
+    phone through node B, which owns its binding."""
+    from actors import PHONE_PASSWORD, SIP, Phone
+
+    accounts = {**ACCOUNTS, "sipuserf": PHONE_PASSWORD}
+    a = node("node-a", accounts, sip=SIP)
+    b = node("node-b", sip=SIP)
+    b.passwords.update(accounts)
+    alice = client(xmpp_client, a, "alice")
+    create(alice, ROOM, "alice")
+    folder = tmp_path / "sipp"
+    folder.mkdir()
+    phone = Phone(Sipp(b.sip_port, folder))
+    phone.register()
+    a.process.wait_for("registered sipuserf@")  # node A learnt the binding from the directory
+    phone.send("lobby", "hello from the phone", domain=SERVICE)
+    said(alice, ROOM, "sipuserf", "hello from the phone")
+    incoming = phone.receive()
+    groupchat(alice, ROOM, "hello phone")
+    log = incoming()
+    assert f"From: <sip:lobby@{SERVICE}>" in log and "alice: hello phone" in log
