@@ -6,10 +6,14 @@ it (``MucService.rooms``) until its last occupant leaves (``release``); any othe
 what it gets for the room to the owner, over the hand-off path of core/cluster.py:
 
 - ``xmpp.muc.in``: a presence (entering, nick change, leaving, §7.2–§7.14) or IQ (§8–§10,
-  XEP-0410 self-ping) from a session here, cast to the owner — in order with its hand-offs;
+  XEP-0410 self-ping) from a session here;
 - ``xmpp.muc.message``: a message for a room or an occupant (§7.4, §7.5, §7.8), from XMPP, SIP or
-  HTTP, *handed over*: confirmed like a message's hand-off, so a phone's 200 or the HTTP API's
-  answer means the owner took it (or it is refused: never acknowledged and lost);
+  HTTP;
+
+both *handed over* (``core.cluster.hand_over``), in order with this node's other hand-offs, and
+confirmed like a message's hand-off: a phone's 200 or the HTTP API's answer means the owner took
+the message, and what the owner did not take is answered with an error (``recipient-unavailable``;
+SIP and HTTP errors) rather than lost in silence;
 - ``xmpp.muc.out``: what the owner sends to an occupant whose session is on another node (its
   presence, the room's messages, IQ answers), cast to that node. Gateway occupants (SIP, HTTP)
   get the room's messages through the router, as in one process.
@@ -96,11 +100,12 @@ class RoomOwners:
 
     # ---- to the owner ----
     def forward(self, node: str, element: ET.Element, hops: int) -> None:
-        """A presence or IQ stanza (``from`` set) for a room ``node`` holds."""
+        """A presence or IQ stanza (``from`` set) for a room ``node`` holds, once it took it;
+        RoutingError when it did not (the sender gets an error rather than silence)."""
         if hops >= MAX_HOPS:
-            log.warning("MUC: dropped a stanza for %s that went round %d nodes", element.get("to"), hops)
-            return
-        self.core.cluster.cast({node}, IN, {"xml": ET.tostring(element, encoding="unicode"), "hops": hops + 1})
+            raise RoutingError("recipient-unavailable", f"{element.get('to')} moved between nodes")
+        self.core.cluster.hand_over(node, IN, {"xml": ET.tostring(element, encoding="unicode"),
+                                               "hops": hops + 1})
 
     def forward_message(self, node: str, message: Message, hops: int) -> str:
         """A message for a room ``node`` holds; its outcome once that node took it."""
@@ -157,13 +162,14 @@ class RoomOwners:
                     self.muc.presence(element, hops)
                 else:
                     self.muc.iq(Asker(self.muc, sender), element, hops)
+                return "delivered"  # answered to the sender (errors included) by the room
             elif kind == MESSAGE:
                 return self.muc.message(self._message(data), hops)
             elif kind == OUT:
                 self._to_session(Address.from_jid(data["to"]), str(data["node"]), ET.fromstring(data["xml"]))
         except (KeyError, TypeError, ValueError, ET.ParseError, AddressError) as exc:
             log.warning("cluster: ignored a bad %s: %s", kind, exc)
-            if kind == MESSAGE:
+            if kind != OUT:  # a hand-over: refused
                 raise RoutingError("bad-request", f"a bad {kind}") from None
         return None
 

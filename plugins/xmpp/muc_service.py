@@ -246,7 +246,9 @@ class MucService:
                 return
             self._available(sender, to, element)
         except (StanzaError, RoutingError) as error:
-            if isinstance(error, RoutingError):  # the cluster cannot say which node holds the room
+            if isinstance(error, RoutingError):  # the node holding the room is unknown or did not take it
+                if kind == "unavailable":
+                    return  # leaving: no error to a session that leaves (the owner sees it go)
                 error = StanzaError(error.condition, error.text, "wait")
             reply = error_reply(element, error)  # §7.2.6 etc.: the error carries the MUC <x/> back
             reply.insert(0, ET.Element(tag("x", MUC)))
@@ -428,7 +430,7 @@ class MucService:
             reply = error_reply(iq, StanzaError("jid-malformed", str(exc)))
         except StanzaError as exc:
             reply = error_reply(iq, exc)
-        except RoutingError as exc:  # the cluster cannot say which node holds the room
+        except RoutingError as exc:  # the node holding the room is unknown or did not take it
             reply = error_reply(iq, StanzaError(exc.condition, exc.text, "wait"))
         finally:
             if to is not None and to.local is not None:
