@@ -19,7 +19,11 @@ through Redis — no protocol of our own (docs/cluster.md):
   published together), the acknowledgements it gets (``ack``/``acks``), and *casts* (``cast``):
   a plugin's events for the node's endpoints that are not messages (``on_cluster_cast``: XMPP
   roster pushes and presence stanzas, SIP responses that reached the wrong worker), unconfirmed,
-  in order with the hand-offs.
+  in order with the hand-offs; a *hand-over* is a cast confirmed like a hand-off.
+- ``<prefix>own:<name>``: the node that owns a service address (``owner``: an XMPP chat room;
+  ``take``: an XMPP component, held where it connected last), so that one process holds it;
+  expiring with the owner's heartbeat, and taken over by the next node that uses the name once
+  the owner's heartbeat key is gone.
 
 **A hand-off is confirmed exactly once** (the point where delivery is decided): the owner claims
 the message with ``SET <prefix>claim:<handoff> NX`` before giving it to its endpoint and then
@@ -65,6 +69,19 @@ CLAIM_TTL = 300
 TAKEN = ("delivered", "stored")
 HANDOFF_BATCH = 200  # hand-offs claimed in one Redis round trip at most
 RETRY = (0.5, 4.0)  # first and longest wait before reconnecting the subscription
+#: ``owner``'s claim, atomic in Redis: the name's node if its heartbeat key (ARGV[3] + node) is
+#: alive, else (with ARGV[4] = 1) this node (ARGV[1]), for ARGV[2] ms, or (0) nil
+CLAIM = """local v = redis.call('GET', KEYS[1])
+if v and (v == ARGV[1] or redis.call('EXISTS', ARGV[3] .. v) == 1) then
+  if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+  return v
+end
+if ARGV[4] == '0' then return false end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ARGV[1]"""
+#: ``release``: delete the claim if it is still this node's (ARGV[1])
+RELEASE = """if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0"""
 
 
 def section() -> Section:
@@ -196,8 +213,12 @@ class Cluster:
         self.redis = redis.Redis.from_url(settings["redis"], socket_timeout=max(self.timeout / 2, 1.0),
                                           socket_connect_timeout=2.0, decode_responses=True)
         self._errors = (redis.RedisError, OSError)
+        self._claim = self.redis.register_script(CLAIM)
+        self._unclaim = self.redis.register_script(RELEASE)
+        self.owned: set[str] = set()  # the names this node owns (``owner``)
         self.remote: dict[str, dict[str, RemoteEndpoint]] = {}  # node → full address → endpoint
         self.nodes: set[str] = set()  # the other live nodes, with endpoints or not
+        self._started: dict[str, float] = {}  # node → when it started, from its ``sync``
         self._waiting: dict[str, gevent.event.AsyncResult] = {}  # hand-off id → its ack
         self._handoffs: gevent.queue.Queue = gevent.queue.Queue()
         #: hand-offs to publish: [channel, payload, AsyncResult of the receivers count]
@@ -281,9 +302,25 @@ class Cluster:
             pipe.hset(self.dir_key, mapping=entries)
             pipe.pexpire(self.dir_key, int(self.timeout * 1000))
         pipe.set(self.node_key, self._beat(), px=int(self.timeout * 1000))
-        pipe.publish(self.events, json.dumps({"t": "sync", "node": self.node_id}))
-        pipe.execute()
+        pipe.publish(self.events, json.dumps({"t": "sync", "node": self.node_id, "started": self.started}))
+        claims = self._claim_owned(pipe)
+        self._kept(claims, pipe.execute())
         self._healthy = True
+
+    def _claim_owned(self, pipe) -> list[str]:
+        """Claim again, at the end of ``pipe``, every name this node owns (``owner``): refreshes
+        the claims' expiry, and finds those another node took over while this one could not
+        refresh them (Redis away from it, or this process stalled longer than node_timeout)."""
+        owned = sorted(self.owned)
+        for name in owned:
+            self._claim(keys=[self._own_key(name)], args=self._claim_args(), client=pipe)
+        return owned
+
+    def _kept(self, owned: list[str], results: list) -> None:
+        for name, node in zip(owned, results[len(results) - len(owned):]):
+            if node != self.node_id:
+                log.warning("cluster: node %s took %s over while this node could not hold it", node, name)
+                self.owned.discard(name)
 
     def _beat(self) -> str:
         return json.dumps({"node": self.node_id, "pid": os.getpid(), "host": socket.gethostname(),
@@ -307,7 +344,8 @@ class Cluster:
                     pipe = self.redis.pipeline(transaction=False)
                     pipe.set(self.node_key, self._beat(), px=int(self.timeout * 1000))
                     pipe.pexpire(self.dir_key, int(self.timeout * 1000))
-                    pipe.execute()
+                    claims = self._claim_owned(pipe)
+                    self._kept(claims, pipe.execute())
                 self._check_nodes()
             except self._errors as exc:
                 self._lost(exc)
@@ -327,9 +365,16 @@ class Cluster:
 
     # -- the others' endpoints --
     def _drop_node(self, node: str) -> None:
+        known = node in self.nodes or node in self.remote
         self.nodes.discard(node)
+        self._started.pop(node, None)
         for endpoint in list(self.remote.pop(node, {}).values()):
             self.core.presence.unregister(endpoint)
+        if known:
+            try:
+                self.core.hook.on_cluster_node_lost(core=self.core, node=node)
+            except Exception:  # a plugin's failure must not stop the heartbeat nor the subscription
+                log.exception("cluster: a plugin failed on the loss of node %s", node)
 
     def _set_remote(self, node: str, address: str, protocol: str, presence: list) -> None:
         table = self.remote.setdefault(node, {})
@@ -371,9 +416,22 @@ class Cluster:
         nodes.discard(self.node_id)
         for node in (set(self.remote) | self.nodes) - nodes:
             self._drop_node(node)
+        ordered = sorted(nodes)
+        beats = self.redis.mget([f"{self._prefix}node:{node}" for node in ordered]) if ordered else []
+        for node, beat in zip(ordered, beats):
+            if beat is not None:
+                self._note_start(node, json.loads(beat).get("started"))
         self.nodes = nodes
         for node in nodes:
             self._load(node)
+
+    def _note_start(self, node: str, started) -> None:
+        """``node`` says when it started: another time than it said before means that it was
+        restarted under the same id (a worker) within ``node_timeout``, and what it had went with
+        its old process, as for a lost node."""
+        if self._started.get(node, started) != started:
+            self._drop_node(node)
+        self._started[node] = started
 
     # -- the subscription: events and this node's inbox --
     def _listen(self) -> None:
@@ -424,6 +482,8 @@ class Cluster:
             node = event["node"]
             if node == self.node_id:
                 return
+            if kind == "sync":
+                self._note_start(node, event.get("started"))
             if kind != "bye":
                 self.nodes.add(node)
             if kind == "up":
@@ -442,31 +502,45 @@ class Cluster:
         """Give ``message`` to the node owning ``endpoint``; return once that node confirmed it
         delivered or stored it. RoutingError when it did not take it: the router then stores it
         (or reports the owner's refusal)."""
+        self._confirmed(endpoint.node, f"a message for {endpoint.address}", "storing it",
+                        {"message": encode_message(message)})
+
+    def hand_over(self, node: str, kind: str, data: dict) -> str:
+        """Give ``data`` to the plugins of ``node`` (``on_cluster_cast`` with ``kind``, as a cast)
+        and wait for its confirmation as for a hand-off: the outcome the plugin there returned
+        (``delivered`` or ``stored``). RoutingError when it refused (its error), when Redis is
+        unreachable, or when it did not confirm within ``handoff_timeout`` (then this node holds
+        the claim: the other never takes it). For what is handled by the node that owns a name
+        (``owner``): an XMPP room's messages."""
+        return self._confirmed(node, kind, "refusing it", {"kind": kind, "data": data})["outcome"]
+
+    def _confirmed(self, node: str, what: str, fallback: str, fields: dict) -> dict:
+        """Publish a hand-off of ``fields`` to ``node``; its acknowledgement, or RoutingError."""
         if not self._healthy:  # no wait for a connection timeout: stored at once
-            raise RoutingError("service-unavailable", f"Redis is unreachable: cannot reach node {endpoint.node}")
+            raise RoutingError("service-unavailable", f"Redis is unreachable: cannot reach node {node}")
         hid = f"{self.node_id}:{secrets.token_hex(8)}"
         waiting = self._waiting[hid] = gevent.event.AsyncResult()
-        payload = {"t": "msg", "hid": hid, "from": self.inbox, "message": encode_message(message)}
+        payload = {"t": "msg", "hid": hid, "from": self.inbox, **fields}
         published = gevent.event.AsyncResult()
-        self._outbox.put((f"{self._prefix}inbox:{endpoint.node}", payload, published))
+        self._outbox.put((f"{self._prefix}inbox:{node}", payload, published))
         try:
             try:
                 receivers = published.get(timeout=self.handoff_timeout)  # by _publish_handoffs
             except self._errors as exc:
-                raise RoutingError("service-unavailable", f"cannot reach node {endpoint.node}: {exc}") from None
+                raise RoutingError("service-unavailable", f"cannot reach node {node}: {exc}") from None
             ack = waiting.get(timeout=self.handoff_timeout) if receivers else None
         except gevent.Timeout:
             ack = None
         finally:
             self._waiting.pop(hid, None)
         if ack is None:
-            ack = self._claim_back(hid, endpoint, waiting)
+            ack = self._claim_back(hid, node, what, fallback)
         if ack.get("outcome") in TAKEN:
-            return
+            return ack
         raise RoutingError(ack.get("condition") or "recipient-unavailable",
-                           ack.get("text") or f"node {endpoint.node} did not deliver it")
+                           ack.get("text") or f"node {node} did not deliver it")
 
-    def _claim_back(self, hid: str, endpoint: RemoteEndpoint, waiting) -> dict:
+    def _claim_back(self, hid: str, node: str, what: str, fallback: str) -> dict:
         """No confirmation in time: claim the message; if the owner claimed it first it is the
         owner's to deliver or store."""
         try:
@@ -475,10 +549,10 @@ class Cluster:
             self._lost(exc)
             mine = True  # cannot know: rather stored twice than lost
         if mine:
-            log.warning("cluster: node %s did not confirm a message for %s within %g s; storing it",
-                        endpoint.node, endpoint.address, self.handoff_timeout)
+            log.warning("cluster: node %s did not confirm %s within %g s; %s",
+                        node, what, self.handoff_timeout, fallback)
             return {"outcome": "unconfirmed", "condition": "recipient-unavailable",
-                    "text": f"node {endpoint.node} did not confirm"}
+                    "text": f"node {node} did not confirm"}
         return {"outcome": "delivered"}  # the owner holds the claim: it delivers or stores it
 
     def _publish_handoffs(self) -> None:
@@ -540,7 +614,10 @@ class Cluster:
                 continue  # the sender gave up waiting and stored it
             hid = event["hid"]
             try:
-                outcome = self.core.router.deliver_here(decode_message(event["message"]))
+                if "kind" in event:
+                    outcome = self._hand_over_here(event)
+                else:
+                    outcome = self.core.router.deliver_here(decode_message(event["message"]))
                 ack = {"t": "ack", "hid": hid, "outcome": outcome}
             except RoutingError as exc:
                 ack = {"t": "ack", "hid": hid, "outcome": "refused", "condition": exc.condition,
@@ -590,6 +667,76 @@ class Cluster:
             self.core.hook.on_cluster_cast(core=self.core, kind=kind, data=data)
         except Exception:  # a plugin's failure must not end the loop nor lose the batch's acks
             log.exception("cluster: a plugin failed on a cast %s", kind)
+
+    def _hand_over_here(self, event: dict) -> str:
+        """A hand-over (``hand_over``): the first outcome a plugin returns, or RoutingError."""
+        kind, data = event.get("kind"), event.get("data")
+        if not isinstance(kind, str) or not isinstance(data, dict):
+            raise RoutingError("bad-request", "a hand-over is a kind and an object")
+        try:
+            outcomes = self.core.hook.on_cluster_cast(core=self.core, kind=kind, data=data)
+        except RoutingError:
+            raise
+        except Exception:  # a plugin's failure is this hand-over's, not the batch's
+            log.exception("cluster: a plugin failed on a hand-over %s", kind)
+            raise RoutingError("internal-server-error", f"node {self.node_id} failed on it") from None
+        outcome = next((o for o in outcomes if o is not None), None)
+        if outcome not in TAKEN:
+            raise RoutingError("service-unavailable", f"nothing on node {self.node_id} takes {kind}")
+        return outcome
+
+    # -- names one node owns: a service address --
+    def _own_key(self, name: str) -> str:
+        return f"{self._prefix}own:{name}"
+
+    def _claim_args(self, claim: bool = True) -> list:
+        return [self.node_id, int(self.timeout * 1000), f"{self._prefix}node:", int(claim)]
+
+    def owner(self, name: str, claim: bool = True) -> str | None:
+        """The node that owns ``name`` (a service address, e.g. an XMPP room: what one process
+        must hold for the whole cluster), this one when no live node does: it then claims it in
+        Redis (``<prefix>own:<name>``, expiring with this node's heartbeat) — or, without
+        ``claim``, None. A claim of a node whose heartbeat key is gone (lost) is taken over.
+        RoutingError ``service-unavailable`` (with ``retry_after``) while Redis is unreachable,
+        for a name this node does not own."""
+        if name in self.owned:
+            return self.node_id
+        if self._healthy:
+            try:
+                node = self._claim(keys=[self._own_key(name)], args=self._claim_args(claim))
+            except self._errors as exc:
+                self._lost(exc)
+            else:
+                if node == self.node_id:
+                    self.owned.add(name)
+                return node
+        raise RoutingError("service-unavailable", f"the cluster directory (Redis) is unreachable: "
+                           f"which node holds {name} is unknown", retry_after=self.retry_after)
+
+    def take(self, name: str) -> str | None:
+        """Own ``name`` from now on, whoever had it (what serves it connected here last: an XMPP
+        component); the node that had it before, if another, to be told. None when Redis is
+        unreachable: it is this node's all the same, and claimed at the next heartbeat."""
+        self.owned.add(name)
+        if not self._healthy:
+            return None
+        try:
+            before = self.redis.set(self._own_key(name), self.node_id, px=int(self.timeout * 1000), get=True)
+        except self._errors as exc:
+            self._lost(exc)
+            return None
+        return before if before != self.node_id else None
+
+    def release(self, name: str) -> None:
+        """This node no longer holds ``name``: the next node to use it owns it."""
+        if name not in self.owned:
+            return
+        self.owned.discard(name)
+        if self._healthy:
+            try:
+                self._unclaim(keys=[self._own_key(name)], args=[self.node_id])
+            except self._errors as exc:
+                self._lost(exc)
 
     # -- operations --
     def status(self) -> list[dict]:

@@ -244,6 +244,19 @@ def on_cluster_cast(core, kind, data):
 
     ``kind`` is the name the sender gave (prefixed with the plugin's name, ``xmpp.stanza``);
     ``data`` the JSON object it sent. Casts from one node arrive in the order it cast them, and
-    in order with its hand-offs; they are best-effort (none while Redis is unreachable). Return
-    value ignored; do not block for long (the node's hand-offs wait behind it).
+    in order with its hand-offs; they are best-effort (none while Redis is unreachable). Do not
+    block for long (the node's hand-offs wait behind it).
+
+    The return value of a cast is ignored. A *hand-over* (``core.cluster.hand_over``) comes the
+    same way but is confirmed: the plugin that takes ``kind`` returns ``"delivered"`` (or
+    ``"stored"``), or raises RoutingError to refuse it; the sender gets that answer.
+    """
+
+
+@hookspec
+def on_cluster_node_lost(core, node):
+    """Cluster node ``node`` left: its heartbeat expired (killed, cut off) or it stopped. Its
+    endpoints have left the presence hub already (``on_logout``/``on_register`` fired for each),
+    and what it owned (``core.cluster.owner``) goes to the next node that uses it. A plugin tells
+    its endpoints here what they lost with it (an XMPP room the node held). Return value ignored.
     """

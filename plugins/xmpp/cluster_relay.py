@@ -17,6 +17,9 @@ presence itself) and delivered there to its own sessions by the ``on_cluster_cas
   (``everywhere``): each updates its cached copy, pushes the change to the account's interested
   sessions it has and shows or withdraws presence between its own sessions
   (``blocking.BlockLists.received``).
+- ``xmpp.iq``: an IQ for a full JID whose session is on the receiving node, from a peer connected
+  to this one (an external component, XEP-0114, or a federated server): passed to the session
+  as the IQ router passes one from another domain (RFC 6120 §10.5.3.1).
 
 The stored state (rosters, pending requests, §3.1.3) is in PostgreSQL, so what a cast that was
 lost (Redis down) would have shown is still seen at the next roster fetch or login.
@@ -33,7 +36,7 @@ from .stanzas import tag
 
 log = logging.getLogger(__name__)
 
-STANZA, PUSH, SUBSCRIBED, BLOCKING = "xmpp.stanza", "xmpp.push", "xmpp.subscribed", "xmpp.blocking"
+STANZA, PUSH, SUBSCRIBED, BLOCKING, IQ = "xmpp.stanza", "xmpp.push", "xmpp.subscribed", "xmpp.blocking", "xmpp.iq"
 
 
 def _nodes(service, to: Address) -> set[str]:
@@ -64,6 +67,14 @@ def deliver(service, to: Address, element: ET.Element) -> None:
     session a full JID names, or every one with a session of the account."""
     if nodes := _nodes(service, to):
         service.core.cluster.cast(nodes, STANZA, {"xml": ET.tostring(element, encoding="unicode")})
+
+
+def iq(service, to: Address, element: ET.Element) -> bool:
+    """The IQ ``element`` to the node that has the session ``to`` (a full JID); False when none has."""
+    if nodes := _nodes(service, to):
+        service.core.cluster.cast(nodes, IQ, {"xml": ET.tostring(element, encoding="unicode")})
+        return True
+    return False
 
 
 def push(service, account: Address, jid: str) -> None:
@@ -121,5 +132,12 @@ def received(service, kind: str, data: dict, deliver, push) -> None:
             stream_management.ended_elsewhere(service, data)
         elif kind == stream_management.BACKLOG:
             stream_management.backlog(service, data)
+        elif kind == IQ:
+            element = ET.fromstring(data["xml"])
+            if element.tag != tag("iq"):
+                raise ValueError("not an IQ")
+            session = service.session(Address.from_jid(element.get("to") or ""))
+            if session is not None:  # gone meanwhile: the IQ is lost as with a session that closes
+                session.send(element)
     except (KeyError, TypeError, ValueError, ET.ParseError, AddressError) as exc:
         log.warning("cluster: ignored a bad %s cast: %s", kind, exc)

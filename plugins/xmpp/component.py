@@ -24,7 +24,8 @@ authenticated component stream is never closed for being idle: after ``s2s_keepa
 seconds it gets a whitespace keep-alive (RFC 6120 §4.6.1), which finds a dead peer.
 
 :class:`Components` is what the plugin routes through: ``send(domain, element)`` writes a
-stanza (``jabber:client`` names) to the component serving ``domain``, or raises RoutingError
+stanza (``jabber:client`` names) to the component serving ``domain`` — in a cluster through the
+node it is connected to (``elsewhere``: ``component_cluster.py``) — or raises RoutingError
 ``service-unavailable`` when it is not connected; ``route(domain)`` is the core router's route to
 that domain (``resolve_recipient``); stanzas from a component go to ``on_stanza`` (the
 ``s2s_routing.Inbound`` of the components, which delivers them like s2s inbound stanzas).
@@ -171,7 +172,11 @@ class ComponentRoute:
         self.domain = domain
 
     def deliver(self, message) -> str:
-        self.components.send(self.domain, messages.element(self.components.service, message))
+        element = messages.element(self.components.service, message)
+        node = self.components.holder(self.domain)
+        if node is not None:  # connected to another cluster node: it confirms (component_cluster)
+            return self.components.elsewhere.deliver(node, self.domain, element)
+        self.components.send_here(self.domain, element)
         return "delivered"
 
 
@@ -188,6 +193,9 @@ class Components:
         self.connected: dict[str, ComponentStream] = {}  # component domain -> its stream
         self.stopping = False
         self.on_stanza = lambda element: None  # set by XmppServer: s2s_routing.Inbound.receive
+        #: in a cluster, the nodes holding the components not connected here
+        #: (``component_cluster.ComponentHolders``, set by XmppServer); None: this process only
+        self.elsewhere = None
         service.iq.server_items_from(self.items)
 
     def serves(self, domain: str) -> bool:
@@ -200,9 +208,24 @@ class Components:
     def route(self, domain: str) -> ComponentRoute:
         return ComponentRoute(self, domain)
 
+    def holder(self, domain: str) -> str | None:
+        """The other cluster node the component serving ``domain`` is connected to, if it is
+        not connected here; None otherwise (and without a cluster)."""
+        if domain in self.connected or self.elsewhere is None:
+            return None
+        return self.elsewhere.holder(domain)
+
     def send(self, domain: str, element: ET.Element, bounce=None) -> None:
-        """``element`` (``jabber:client`` names) to the component serving ``domain``; RoutingError
-        ``service-unavailable`` when it is not connected (or its stream could not take it)."""
+        """``element`` (``jabber:client`` names) to the component serving ``domain``, here or on
+        the cluster node it is connected to; RoutingError ``service-unavailable`` when it is not
+        connected (or its stream here could not take it)."""
+        node = self.holder(domain)
+        if node is not None:
+            return self.elsewhere.send(node, domain, element)
+        self.send_here(domain, element)
+
+    def send_here(self, domain: str, element: ET.Element) -> None:
+        """``element`` to the component's stream in this process; RoutingError as ``send``."""
         stream = self.connected.get(domain)
         if stream is None or not stream.send_stanza(element):
             raise RoutingError("service-unavailable", f"the component {domain} is not connected")
@@ -218,6 +241,8 @@ class Components:
             log.warning("component: %s connected again from %s; the older stream ends (conflict)",
                         stream.remote, stream.peer[0])
             old.close("conflict", "the component connected again")
+        if self.elsewhere is not None:
+            self.elsewhere.connected(stream.remote)  # and a stream on another node ends too
 
     def inbound(self, stream: ComponentStream, element: ET.Element) -> None:
         self.on_stanza(element)
@@ -227,6 +252,8 @@ class Components:
         self.streams.discard(stream)
         if stream.remote is not None and self.connected.get(stream.remote) is stream:
             del self.connected[stream.remote]
+            if self.elsewhere is not None:
+                self.elsewhere.disconnected(stream.remote)
 
     def shutdown(self) -> None:
         self.stopping = True

@@ -268,6 +268,18 @@ class History:
 Outgoing = list  # of (Address, ET.Element)
 
 
+def shutdown_presence(occupant: Address, to: Address) -> ET.Element:
+    """§11.2: the ``unavailable`` self-presence (110) of the occupant JID ``occupant`` telling
+    ``to`` that it was removed from the room because the service (here: the cluster node that
+    held the room) shut down (332)."""
+    element = ET.Element(tag("presence"), {"from": str(occupant), "to": str(to), "type": "unavailable"})
+    x = ET.SubElement(element, tag("x", MUC_USER))
+    ET.SubElement(x, tag("item", MUC_USER), affiliation="none", role="none")
+    for code in ("110", "332"):
+        ET.SubElement(x, tag("status", MUC_USER), code=code)
+    return element
+
+
 @dataclass
 class Room:
     """One room: ``jid`` is room@service. ``locked`` until its owner configures it (§10.1.2)."""

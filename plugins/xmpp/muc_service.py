@@ -15,7 +15,9 @@ view; the service takes every stanza for that domain:
 
 Rooms live in memory while they have occupants (``rooms``); persistent ones are kept in SQL
 (``muc_store``) and read back on first use, so they survive a restart with their configuration,
-affiliations, subject and history.
+affiliations, subject and history. In a cluster each room lives in one process, the one that owns
+its address (``muc_cluster``): the others hand it what they get for it, and it sends to occupants
+on other nodes through theirs.
 
 **Gateway occupants** (SIP and HTTP, docs/xmpp.md "Group chat"): a message to the room's bare
 address that did not come from XMPP (a SIP MESSAGE to ``sip:room@conference.<domain>``, a ``POST
@@ -35,10 +37,11 @@ from convergence.addresses import normalize_domain
 from convergence.config import ConfigError
 
 from . import mam, muc_mam, muc_store
+from .muc_cluster import RoomOwners
 from .discovery import DISCO_INFO, DISCO_ITEMS, PING
 from .messages import XmppMessage, element as message_element
 from .muc import (DATA, MUC, MUC_ADMIN, MUC_OWNER, MUC_USER, History, Room, RoomConfig,
-                  check_nick, config_form, nick_key)
+                  check_nick, config_form, nick_key, shutdown_presence)
 from .stanza_ids import without_our_ids
 from .stanzas import StanzaError, error_reply, iq_result, tag
 
@@ -90,6 +93,7 @@ class MucService:
         self.rooms: dict[str, Room] = {}  # rooms with occupants (and new, unconfigured ones)
         self.joined: dict[Address, set[str]] = {}  # an occupant's real JID → its rooms
         self.route = MucRoute(self)
+        self.owners = RoomOwners(self)  # which process holds each room, in a cluster
         xmpp.iq.on("closed", lambda service, session: self.gone(session.address))
         xmpp.iq.server_item(domain, "Chatrooms")
         xmpp.archive.purgers.append(muc_store.purge)  # rooms' archives: the same retention
@@ -125,6 +129,25 @@ class MucService:
         """An empty room leaves memory: a temporary one ends (§10.1.1), a persistent one stays in SQL."""
         if not room.occupants and self.rooms.get(room.jid.local) is room:
             del self.rooms[room.jid.local]
+            self.owners.release(room.jid.local)
+
+    def _settle(self, name: str) -> None:
+        """After a stanza for room ``name``: a room not (or no longer) in memory is not this
+        process's to hold (it may have claimed it to find out that there is no such room)."""
+        if name not in self.rooms:
+            self.owners.release(name)
+
+    def moved(self, name: str) -> None:
+        """Another node took room ``name`` over (this one could not refresh its claim in time:
+        cut off from Redis, or stalled): the copy here ends, and its occupants are told as if
+        the service shut down (§11.2, status 332); they rejoin the room where it is now."""
+        room = self.rooms.pop(name)
+        log.warning("MUC: %s is held by another node now; its %d occupants here are told", room.jid,
+                    len(room.by_jid))
+        for jid, occupant in room.by_jid.items():
+            self._unjoin(jid, name)
+            if not occupant.gateway:
+                self.to_occupant(jid, shutdown_presence(room.occupant_jid(occupant), jid))
 
     def _create(self, name: str, owner: Address, locked: bool) -> Room:
         """§10.1.1: a new room, ``owner`` its owner (no more than ``muc_max_rooms_per_user``)."""
@@ -152,14 +175,19 @@ class MucService:
                 if to != skip and element.tag == MESSAGE:
                     self._to_gateway(room, occupant, element)
                 continue
-            session = self.xmpp.session(to) if to.domain == self.core.domain else None
-            if session is not None:
-                session.send(element)
-            elif occupant is not None:
+            if not self.to_occupant(to, element) and occupant is not None:
                 gone.append(to)
         for jid in gone:
             if jid in room.by_jid:
                 self._left(room, jid, room.leave(jid))
+
+    def to_occupant(self, to: Address, element: ET.Element) -> bool:
+        """``element`` to the XMPP session ``to``, here or on another node; False when it is gone."""
+        session = self.xmpp.session(to) if to.domain == self.core.domain else None
+        if session is not None:
+            session.send(element)
+            return True
+        return self.owners.send(to, element)
 
     def _to_gateway(self, room: Room, occupant, element: ET.Element) -> None:
         body = element.findtext(tag("body"))
@@ -172,35 +200,34 @@ class MucService:
         else:
             return
         jid = occupant.jid
-        targets = [jid] if jid.resource else [e.address for e in self.core.presence.endpoints(jid)
-                                               if e.protocol != "xmpp" and e.presence.available]
+        targets = [jid] if jid.resource else [
+            e.address for e in self.core.presence.endpoints(jid)
+            if getattr(e, "origin_protocol", e.protocol) != "xmpp" and e.presence.available]
         for target in targets:
-            try:
-                self.core.send(Message(room.jid, target, text, type="chat"), "muc")
-            except RoutingError as exc:
-                log.info("MUC: %s did not reach %s: %s", room.jid, target, exc)
+            self.owners.to_gateway(Message(room.jid, target, text, type="chat"))
 
-    def _left(self, room: Room, jid: Address, out) -> None:
+    def _unjoin(self, jid: Address, name: str) -> None:
+        """``jid`` is no longer in room ``name``."""
         rooms = self.joined.get(jid)
         if rooms is not None:
-            rooms.discard(room.jid.local)
+            rooms.discard(name)
             if not rooms:
                 del self.joined[jid]
+
+    def _left(self, room: Room, jid: Address, out) -> None:
+        self._unjoin(jid, room.jid.local)
         self.send(room, out)
         self._drop_if_empty(room)
 
     def _forget_removed(self, room: Room, before: set) -> None:
         """Occupants a kick, ban or destruction removed: no longer in ``joined``."""
         for jid in before - set(room.by_jid):
-            rooms = self.joined.get(jid)
-            if rooms is not None:
-                rooms.discard(room.jid.local)
-                if not rooms:
-                    del self.joined[jid]
+            self._unjoin(jid, room.jid.local)
 
     # ---- presence (§7.2, §7.6, §7.7, §7.14) ----
-    def presence(self, element: ET.Element) -> None:
-        """A presence stanza from a local session to a room or occupant JID."""
+    def presence(self, element: ET.Element, hops: int = 0) -> None:
+        """A presence stanza from a session of this server (here or, ``hops`` > 0, handed on by
+        another node) to a room or occupant JID."""
         sender = Address.parse(element.get("from"))
         kind = element.get("type")
         try:
@@ -210,18 +237,24 @@ class MucService:
         if kind not in (None, "unavailable") or to.local is None or sender.domain != self.core.domain:
             return  # subscriptions, probes and errors to rooms mean nothing here; no federation
         try:
+            if (node := self.owners.owner(to.local)) is not None:
+                return self.owners.forward(node, element, hops)
             if kind == "unavailable":
                 room = self.rooms.get(to.local)
                 if room is not None and sender in room.by_jid:
                     self._left(room, sender, room.leave(sender, element.findtext(tag("status"))))
                 return
             self._available(sender, to, element)
-        except StanzaError as error:
-            session = self.xmpp.session(sender)
-            if session is not None:  # §7.2.6 etc.: the error carries the MUC <x/> back
-                reply = error_reply(element, error)
-                reply.insert(0, ET.Element(tag("x", MUC)))
-                session.send(reply)
+        except (StanzaError, RoutingError) as error:
+            if isinstance(error, RoutingError):  # the node holding the room is unknown or did not take it
+                if kind == "unavailable":
+                    return  # leaving: no error to a session that leaves (the owner sees it go)
+                error = StanzaError(error.condition, error.text, "wait")
+            reply = error_reply(element, error)  # §7.2.6 etc.: the error carries the MUC <x/> back
+            reply.insert(0, ET.Element(tag("x", MUC)))
+            self.to_occupant(sender, reply)
+        finally:
+            self._settle(to.local)
 
     def _available(self, sender: Address, to: Address, element: ET.Element) -> None:
         nick = check_nick(to.resource)
@@ -252,6 +285,7 @@ class MucService:
 
     def gone(self, jid: Address | None) -> None:
         """A session ended: it leaves every room it was in (§7.14)."""
+        self.owners.forget(jid)
         for name in list(self.joined.get(jid, ())):
             room = self.rooms.get(name)
             if room is not None and jid in room.by_jid:
@@ -266,7 +300,9 @@ class MucService:
                 self.gone(jid)
 
     # ---- messages (§7.4, §7.5, §7.8, §8.1) ----
-    def message(self, message: Message) -> str:
+    def message(self, message: Message, hops: int = 0) -> str:
+        """A message for a room or occupant, from any protocol (here or, ``hops`` > 0, handed on
+        by another node)."""
         sender, to = message.sender, message.recipient
         if sender.domain != self.core.domain or not sender.local:
             raise RoutingError("forbidden", "rooms here take messages from this server's users only")
@@ -275,8 +311,11 @@ class MucService:
         if message.type == "error":
             return "discarded"
         self.core.router.check_size(message, self.core.router.limits)  # every occupant can take it
+        if (node := self.owners.owner(to.local)) is not None:
+            return self.owners.forward_message(node, message, hops)
         room = self.room(to.local)
         if room is None:
+            self._settle(to.local)
             raise RoutingError("item-not-found", f"no room {to.bare}")
         try:
             if not isinstance(message, XmppMessage):
@@ -373,12 +412,17 @@ class MucService:
                         skip=message.sender)
 
     # ---- IQs ----
-    def iq(self, session, iq: ET.Element) -> None:
-        """An IQ from a local session to the service, a room or an occupant."""
+    def iq(self, session, iq: ET.Element, hops: int = 0) -> None:
+        """An IQ from a session to the service, a room or an occupant: a session here, or
+        (``hops`` > 0) one on another node that handed it on (``muc_cluster.Asker``)."""
         if iq.get("type") not in ("get", "set"):
             return  # answers to nobody: IQs are not forwarded to occupants
+        to = None
         try:
             to = Address.from_jid(iq.get("to"))
+            if to.local is not None and (node := self.owners.owner(to.local)) is not None:
+                iq.set("from", str(session.address))
+                return self.owners.forward(node, iq, hops)
             if len(iq) != 1:
                 raise StanzaError("bad-request", "an IQ get or set carries exactly one payload")
             reply = self._iq(session, to, iq, iq[0])
@@ -386,6 +430,11 @@ class MucService:
             reply = error_reply(iq, StanzaError("jid-malformed", str(exc)))
         except StanzaError as exc:
             reply = error_reply(iq, exc)
+        except RoutingError as exc:  # the node holding the room is unknown or did not take it
+            reply = error_reply(iq, StanzaError(exc.condition, exc.text, "wait"))
+        finally:
+            if to is not None and to.local is not None:
+                self._settle(to.local)
         session.send(reply)
 
     def _iq(self, session, to: Address, iq: ET.Element, payload: ET.Element) -> ET.Element:

@@ -29,7 +29,7 @@ import xml.etree.ElementTree as ET
 from convergence import Address, AddressError, RoutingError
 from convergence.message import MESSAGE_TYPES, new_id
 
-from . import messages, pep, s2s_pep, s2s_presence
+from . import cluster_relay, messages, pep, s2s_pep, s2s_presence
 from .stanza_ids import without_our_ids
 from .discovery import DISCO_INFO, DISCO_ITEMS, PING, VERSION
 from .stanzas import ERROR_TYPES, STANZA_ERROR_NS, StanzaError, error_reply, tag
@@ -144,6 +144,8 @@ class Inbound:
             if session is not None:
                 session.send(element)
                 return
+            if cluster_relay.iq(self.service, recipient, element):
+                return  # the session is on another cluster node
         if kind not in ("get", "set"):
             if recipient.local is None:  # an answer the server awaits (caps, XEP-0115 §6.3)
                 self.service.iq.dispatch(self.service, _Remote(self, sender), element)

@@ -21,9 +21,9 @@ from types import MappingProxyType
 from convergence import hookimpl
 from convergence.metrics import Collector, family
 
-from . import (cluster_relay, component, component_transport, presence as broadcast, roster_push,
-               s2s_routing, s2s_transport, subscription_handling, transport, visibility,
-               websocket_http)
+from . import (cluster_relay, component, component_cluster, component_transport,
+               presence as broadcast, roster_push, s2s_routing, s2s_transport,
+               subscription_handling, transport, visibility, websocket_http)
 from .muc_service import MucService, muc_domain
 from .service import C2SService
 
@@ -64,6 +64,7 @@ class XmppServer:
         if settings["component_listen"]:
             self.components = self.service.components = component.Components(self.service, settings, table)
             self.components.on_stanza = s2s_routing.Inbound(self.service, self.components).receive
+            self.components.elsewhere = component_cluster.ComponentHolders(core, self.components)
 
     @hookimpl
     def add_listeners(self):
@@ -123,9 +124,22 @@ class XmppServer:
 
     @hookimpl
     def on_cluster_cast(self, kind, data):
-        """Roster pushes and presence stanzas for sessions here from another node (``cluster_relay``)."""
+        """Roster pushes and presence stanzas for sessions here from another node
+        (``cluster_relay``); a room's stanzas for the node that holds it, or from it for
+        occupants here (``muc_cluster``): a room's message is answered with its outcome."""
+        if kind.startswith("xmpp.muc."):
+            return self.muc.owners.received(kind, data) if self.muc is not None else None
+        if kind.startswith("xmpp.component."):
+            return self.components.elsewhere.received(kind, data) if self.components is not None else None
         if kind.startswith("xmpp."):
             cluster_relay.received(self.service, kind, data, visibility.deliver, roster_push.push)
+        return None
+
+    @hookimpl
+    def on_cluster_node_lost(self, node):
+        """Sessions here that were in a room the lost node held are told they are out (332)."""
+        if self.muc is not None:
+            self.muc.owners.node_lost(node)
 
     @hookimpl
     def on_register(self, account, endpoint):
@@ -174,6 +188,8 @@ class XmppServer:
             self.federation.shutdown()
         if self.components is not None:
             self.components.shutdown()
+        if self.muc is not None:
+            self.muc.owners.stop()
         self.core.pm.unregister(self)
 
 

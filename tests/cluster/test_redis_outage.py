@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from slixmpp.exceptions import PresenceError
 
 from convergence.testing import free_port
 
@@ -137,3 +138,44 @@ def test_nodes_ride_out_a_redis_restart(private_redis, convergence_server, xmpp_
     assert dave.next("message", timeout=10)["body"] == "for dave"  # from the store, once
     dave.none("message", wait=0.5)
     bob.none("message", wait=0.1)  # nothing of the outage was stored for bob
+
+
+def test_rooms_during_a_redis_outage(private_redis, convergence_server, xmpp_client):
+    """Group chat without Redis (docs/cluster.md "Group chat"): the node holding a room keeps
+    serving it to its own occupants; the other node cannot tell who holds a room and refuses
+    stanzas for it as temporary (``service-unavailable``, type ``wait``; HTTP 503); once Redis
+    is back (empty) the holder claims its room again and the other node's users reach it."""
+    from ..xmpp.test_muc import ROOM, client, create, groupchat, join, said
+
+    redis, table = private_redis
+    a = convergence_server(ACCOUNTS, cluster={**table, "node_id": "node-a"})
+    b = convergence_server({}, cluster={**table, "node_id": "node-b"})
+    b.passwords.update(ACCOUNTS)
+    alice, carol = client(xmpp_client, a, "alice"), client(xmpp_client, a, "carol")
+    bob = client(xmpp_client, b, "bob")
+    create(alice, ROOM, "alice")
+    join(carol, ROOM, "carol")
+
+    mark_a, mark_b = len(a.process.output), len(b.process.output)
+    redis.stop()
+    a.process.wait_for("Redis unreachable", start=mark_a)
+    b.process.wait_for("Redis unreachable", start=mark_b)
+    groupchat(alice, ROOM, "still here")  # node A holds the room: its occupants go on
+    said(carol, ROOM, "alice", "still here")
+    with pytest.raises(PresenceError) as failed:  # node B cannot tell who holds it
+        join(bob, ROOM, "bob")
+    assert (failed.value.presence["error"]["condition"], failed.value.presence["error"]["type"]) == \
+        ("service-unavailable", "wait")
+    status, retry, answer = refused(b, "dave", "d", ROOM, "during the outage")
+    assert (status, answer["condition"]) == (503, "service-unavailable") and int(retry) >= 1
+
+    redis.start()
+    a.process.wait_for("Redis reachable again", timeout=15, start=mark_a)
+    b.process.wait_for("Redis reachable again", timeout=15, start=mark_b)
+    for node in (a, b):  # subscribed again: what each node casts to the other reaches it
+        node.process.wait_for("cluster: subscribed again", timeout=15, start=mark_a if node is a else mark_b)
+    _, _, occupants, _ = join(bob, ROOM, "bob")  # through node A, which claimed its room again
+    assert [str(p["from"]) for p in occupants] == [f"{ROOM}/alice", f"{ROOM}/carol", f"{ROOM}/bob"]
+    groupchat(bob, ROOM, "after the outage")
+    for c in (alice, carol, bob):
+        said(c, ROOM, "bob", "after the outage")

@@ -293,6 +293,59 @@ def test_hook_on_cluster_cast(make_core, caplog):
     assert "ignored a bad cast" in caplog.text
 
 
+def test_hook_on_cluster_cast_answers_a_hand_over(make_core):
+    """A hand-over (``core.cluster.hand_over``) is confirmed with the outcome the plugin returns;
+    a RoutingError it raises, or nobody taking the kind, refuses it. Across two real nodes:
+    tests/cluster/test_muc_owner.py."""
+    from convergence.cluster import Cluster
+
+    class Rooms:
+        @hookimpl
+        def on_cluster_cast(self, kind, data):
+            if kind == "rooms.post":
+                if data.get("room") == "closed":
+                    raise RoutingError("forbidden", "closed room")
+                return "delivered"
+            return None
+    core = make_core({"cluster": {"redis": "redis://127.0.0.1:1/0"}}, plugins={"rooms": Rooms()})
+    member = Cluster(core, "node-a")  # not started: taking a hand-over needs no Redis
+    assert member._hand_over_here({"kind": "rooms.post", "data": {"room": "open"}}) == "delivered"
+    for event, condition in (({"kind": "rooms.post", "data": {"room": "closed"}}, "forbidden"),
+                             ({"kind": "other.kind", "data": {}}, "service-unavailable"),
+                             ({"kind": "rooms.post", "data": "not an object"}, "bad-request")):
+        with pytest.raises(RoutingError) as refused:
+            member._hand_over_here(event)
+        assert refused.value.condition == condition
+
+
+def test_hook_on_cluster_node_lost(make_core, caplog):
+    """A node the cluster member knew leaves (lost or stopped): every implementation hears of it
+    once, a failing one is logged; a node never known fires nothing. Across real nodes:
+    tests/cluster/test_muc_owner.py (room occupants told 332)."""
+    from convergence.cluster import Cluster
+
+    lost = []
+
+    class Rooms:
+        @hookimpl
+        def on_cluster_node_lost(self, node):
+            lost.append(node)
+
+    class Broken:
+        @hookimpl
+        def on_cluster_node_lost(self, core, node):
+            raise RuntimeError("plugin bug")
+    core = make_core({"cluster": {"redis": "redis://127.0.0.1:1/0"}},
+                     plugins={"broken": Broken(), "rooms": Rooms()})
+    member = Cluster(core, "node-a")
+    member.nodes.add("node-b")
+    member._drop_node("node-b")
+    member._drop_node("node-b")  # known no more
+    member._drop_node("node-c")  # never known
+    assert lost == ["node-b"]
+    assert "a plugin failed on the loss of node node-b" in caplog.text
+
+
 def test_hook_service_users(make_core):
     """A third-party service user is on every account's shared roster, next to echo and the HTTP user."""
     class Bot:
