@@ -305,8 +305,9 @@ def ended_elsewhere(service, data: dict) -> None:
     """``ENDED`` from another node (``on_cluster_cast``): the session of that id, if it is here
     and of that user (who authenticated on the other node), ends now — hibernated or with a
     connection that has not noticed it is dead (not resumable: no conflict error goes to it,
-    its messages go back at once) — then the nodes with sessions of the account, the asking one
-    among them, deliver the offline store to theirs (``BACKLOG``)."""
+    its messages go back at once) — then, once they are stored (``Router.wait_for_given_back``:
+    the connection's own greenlet may be the one giving them back), the nodes with sessions of the
+    account, the asking one among them, deliver the offline store to theirs (``BACKLOG``)."""
     previd, username, asking = data["id"], data["user"], data["node"]
     if not all(isinstance(v, str) for v in (previd, username, asking)):
         raise ValueError("a resumption id, a user and a node are strings")
@@ -323,9 +324,12 @@ def ended_elsewhere(service, data: dict) -> None:
         _cancel(sm)
         session.link.close("resumed on another node (XEP-0198 §5)")
         session.connection_lost()
-    cluster = service.core.cluster
-    if cluster is not None:
-        cluster.cast(cluster.nodes_of(account) | {asking}, BACKLOG, {"account": account.jid})
+    core = service.core
+    if core.cluster is not None and service.later is not None:
+        def told():  # once the messages are given back (stored), whichever greenlet gives them
+            core.router.wait_for_given_back(account)
+            core.cluster.cast(core.cluster.nodes_of(account) | {asking}, BACKLOG, {"account": account.jid})
+        service.later(0, told)
 
 
 def backlog(service, data: dict) -> None:
