@@ -1,7 +1,7 @@
 """SIP load: REGISTER/s and MESSAGE relays/s of Convergence and of Kamailio, driven by sipp.
 
 Run: python bench/sip_load.py [--only convergence|kamailio] [--duration S] [--rates 500,1000,...]
-     [--quick] [--kamailio-auth] [--baseline-tree DIR]
+     [--quick] [--kamailio-auth] [--baseline-tree DIR] [--workers N [--database URL] [--redis URL]]
 
 Needs `sipp` (Debian package sip-tester) and `kamailio` (Debian package kamailio) on PATH and
 Convergence installed in the running Python (the `convergence` command beside sys.executable).
@@ -14,7 +14,9 @@ with `[sip] digest_algorithms = ["MD5", "SHA-256"]`: sipp 3.6 (Debian 12) comput
 answers the first challenge only, so MD5 is offered first (the default puts SHA-256 first, RFC 8760
 §2.4). `--baseline-tree DIR` also runs Convergence from another source tree (a copy of an older
 checkout: its core/, plugins/ and migrations/), before the current one, for before/after figures
-measured side by side.
+measured side by side. `--workers N` also runs Convergence with N worker processes sharing the UDP
+port (`[server] workers`, on a PostgreSQL schema of its own and a Redis key prefix of its own, as a
+cluster must), after the single process, and prints N workers / 1 process (issue 14: ≥ 1.6×).
 For each server and test the call rate steps up (default 500 … 24000 calls/s, `--duration`
 seconds each). A step's rate is its successful calls over the time from its first request to its
 last answer, so a server that falls behind the target is measured at the pace it keeps. Stepping
@@ -303,24 +305,31 @@ sys.exit(main())
 """
 
 
-def start_convergence(tmp: Path, tree: Path | None = None) -> Server:
+def start_convergence(tmp: Path, tree: Path | None = None, workers: int = 1, database: str = "",
+                      redis: str = "") -> Server:
+    """``convergence serve`` on SQLite, or with ``workers`` processes on ``database`` (a
+    PostgreSQL URL) and ``redis`` (a key prefix of its own): the cluster configuration."""
     port = free_udp_port()
     config = tmp / "convergence.toml"
-    config.write_text(f'[server]\ndomain = "{DOMAIN}"\ndata_dir = "{tmp / "data"}"\n'
+    cluster = (f'database = "{database}"\nworkers = {workers}\n', f'[cluster]\nredis = "{redis}"\n'
+               f'prefix = "sipbench:{uuid.uuid4().hex[:8]}:"\n') if workers > 1 else ("", "")
+    config.write_text(f'[server]\ndomain = "{DOMAIN}"\ndata_dir = "{tmp / "data"}"\n{cluster[0]}'
                       f'log_level = "warning"\n[sip]\nlisten = "127.0.0.1:{port}"\n'
                       'digest_algorithms = ["MD5", "SHA-256"]\n'
-                      '[http]\nlisten = "127.0.0.1:0"\n[xmpp]\nlisten = "127.0.0.1:0"\ns2s_listen = ""\n')
+                      '[http]\nlisten = "127.0.0.1:0"\n[xmpp]\nlisten = "127.0.0.1:0"\ns2s_listen = ""\n'
+                      + cluster[1])
     program = ([sys.executable, "-c", FROM_TREE, str(tree)] if tree
                else [str(Path(sys.executable).parent / "convergence")])
     command = program + ["--config", str(config)]
     add_users(command)
     label = f"Convergence {'from ' + tree.name if tree else ''}".rstrip()
-    server = Server("Convergence", f"{label} (digest auth, single process)", command + ["serve"],
+    how = (f"{workers} workers, PostgreSQL + Redis" if workers > 1 else "single process")
+    server = Server("Convergence", f"{label} (digest auth, {how})", command + ["serve"],
                     tmp / "convergence.log", port)
     server.wait_ready(" (is the SIP plugin listening yet? `convergence serve` must open [sip] listen)")
-    print(f"{label}: udp 127.0.0.1:{port}, one process, SQLite, digest auth (401/407) with "
-          'digest_algorithms = ["MD5", "SHA-256"] (sipp 3.6 answers only the first challenge, '
-          "in MD5 only)")
+    print(f"{label}: udp 127.0.0.1:{port}, {how if workers > 1 else 'one process, SQLite'}, digest "
+          'auth (401/407) with digest_algorithms = ["MD5", "SHA-256"] (sipp 3.6 answers only the '
+          "first challenge, in MD5 only)")
     return server
 
 
@@ -517,8 +526,15 @@ def check_tools(names: list[str]) -> None:
 def bench_server(name: str, args, rates: list[int]) -> tuple[str, dict[str, Step | None]]:
     with tempfile.TemporaryDirectory(prefix=f"sip-load-{name}-") as tmp_name:
         tmp = Path(tmp_name)
-        server = (start_kamailio(tmp, args.kamailio_auth) if name == "kamailio"
-                  else start_convergence(tmp, args.baseline_tree if name == "baseline" else None))
+        drop = None
+        if name == "kamailio":
+            server = start_kamailio(tmp, args.kamailio_auth)
+        elif name == "workers":
+            from convergence.testing import create_schema
+            url, drop = create_schema(args.database)
+            server = start_convergence(tmp, None, args.workers, url, args.redis)
+        else:
+            server = start_convergence(tmp, args.baseline_tree if name == "baseline" else None)
         try:
             sipp = Sipp(tmp, server.port)
             results = {"REGISTER": bench_register(sipp, rates, args.duration)}
@@ -526,6 +542,8 @@ def bench_server(name: str, args, rates: list[int]) -> tuple[str, dict[str, Step
             results["MESSAGE"] = bench_message(sipp, rates, args.duration)
         finally:
             server.stop()
+            if drop is not None:
+                drop()
         return server.label, results
 
 
@@ -538,12 +556,15 @@ def print_table(results: dict[str, tuple[str, dict[str, Step | None]]], args, ra
     tests = ("REGISTER", "MESSAGE")
     rows = [(label, [figure(steps[test]) for test in tests]) for label, steps in results.values()]
     theirs = results["kamailio"][1] if "kamailio" in results else None
-    for name in ("baseline", "convergence"):
+    def ratio(ours, base):
+        return [f"{ours[test].rate / base[test].rate:.2f}×" if ours[test] and base[test] else "–"
+                for test in tests]
+    for name in ("baseline", "convergence", "workers"):
         if theirs and name in results:
-            ours = results[name][1]
-            rows.append((f"{'baseline' if name == 'baseline' else 'ours'}/Kamailio",
-                         [f"{ours[test].rate / theirs[test].rate:.2f}×"
-                          if ours[test] and theirs[test] else "–" for test in tests]))
+            label = {"baseline": "baseline", "convergence": "ours", "workers": f"ours ×{args.workers} workers"}[name]
+            rows.append((f"{label}/Kamailio", ratio(results[name][1], theirs)))
+    if "workers" in results and "convergence" in results:
+        rows.append((f"{args.workers} workers / 1 process", ratio(results["workers"][1], results["convergence"][1])))
     width = max(len(label) for label, _ in rows) + 2
     print(f"\nSIP over UDP on 127.0.0.1, {os.cpu_count()} CPUs shared by the server and sipp; steps of "
           f"{args.duration:g} s at {', '.join(map(str, rates))} calls/s; best rate with "
@@ -571,6 +592,12 @@ def main() -> int:
     parser.add_argument("--baseline-tree", type=Path, metavar="DIR",
                         help="also run Convergence from this source tree (its core/, plugins/ and "
                              "migrations/), first: before/after figures in one run")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="also run Convergence with N worker processes (PostgreSQL + Redis, "
+                             "[server] workers and a [cluster] table): 1 process and N side by side")
+    parser.add_argument("--database", default="postgresql+psycopg://127.0.0.1:5432/test",
+                        help="PostgreSQL for --workers (a schema of its own, dropped afterwards)")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis for --workers")
     args = parser.parse_args()
     if args.quick:
         args.duration, args.rates = 2.0, "1000,4000,8000,16000"
@@ -578,6 +605,8 @@ def main() -> int:
     names = [args.only] if args.only else ["convergence", "kamailio"]
     if args.baseline_tree and "convergence" in names:
         names.insert(0, "baseline")
+    if args.workers > 1 and "convergence" in names:
+        names.insert(names.index("convergence") + 1, "workers")
     results = {}
     print(f"load average before the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs "
           "(other work on the machine lowers every figure)")
