@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import urllib.request
 
 
@@ -45,3 +46,21 @@ def api_send(server, name: str, password: str, to: str, body: str) -> dict:
         method="POST")
     with urllib.request.urlopen(request, timeout=10) as answer:
         return json.loads(answer.read())
+
+
+def worker_of(server, jid: str) -> str:
+    """The worker (``w0``, ``w1``) whose log says the session ``jid`` logged in."""
+    line = server.process.wait_for(f"login {jid} ")
+    return re.search(r"/(w\d+) INFO", line).group(1)
+
+
+def on_another_worker(connect, server, home: str, tries: int = 20):
+    """``connect(n)`` (a client's n-th try) until the session lands on a worker other than
+    ``home``: the kernel picks the worker (SO_REUSEPORT). The clients that landed on ``home`` are
+    disconnected."""
+    for n in range(tries):
+        client = connect(n)
+        if worker_of(server, client.jid) != home:
+            return client
+        client.disconnect()
+    raise AssertionError(f"{tries} connections all went to one worker")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from .test_workers import worker_of
+from .helpers import worker_of
 
 DROPPED = re.compile(r"/(w\d) INFO convergence\.plugins\.sip\.registrar: SIP: a REGISTER removes .* node .*/(w\d) owns")
 FORWARDED = re.compile(r"/(w\d) INFO convergence\.plugins\.sip\.server: SIP: a 200 response .* answers node .*/(w\d): handed")

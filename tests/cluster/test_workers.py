@@ -14,29 +14,17 @@ from pathlib import Path
 
 from convergence.testing import free_port, toml_value
 
-from .helpers import api_send, available_from, chat_body
+from .helpers import api_send, available_from, chat_body, on_another_worker, worker_of
 
 ACCOUNTS = {"alice": "a", "bob": "b"}
-
-
-def worker_of(server, jid: str) -> str:
-    """The worker (``w0``, ``w1``) whose log says the session ``jid`` logged in."""
-    line = server.process.wait_for(f"login {jid} ")
-    return re.search(r"/(w\d+) INFO", line).group(1)
 
 
 def test_two_workers_share_the_listeners(convergence_server, cluster_table, xmpp_client):
     server = convergence_server(ACCOUNTS, server={"workers": 2}, cluster=cluster_table)
     assert "with 2 workers" in server.process.wait_for("convergence serving")
     alice = xmpp_client(server, "alice", resource="a")
-    home = worker_of(server, alice.jid)
-    for n in range(20):  # the kernel picks the worker (SO_REUSEPORT): until bob lands on the other
-        bob = xmpp_client(server, "bob", resource=f"b{n}")
-        if worker_of(server, bob.jid) != home:
-            break
-        bob.disconnect()
-    else:
-        raise AssertionError("20 connections all went to one worker")
+    bob = on_another_worker(lambda n: xmpp_client(server, "bob", resource=f"b{n}"), server,
+                            worker_of(server, alice.jid))
     # presence across workers, both ways
     bob.next("presence", timeout=10, match=available_from(alice.jid))
     alice.next("presence", timeout=10, match=available_from(bob.jid))
