@@ -130,9 +130,9 @@ class Archive:
                 return
         sender_jid, recipient_jid = sender.jid, recipient.jid
         self.queued.append(_new(Item, (  # tuple.__new__: a C call on the hot path
-            self.stanza_id(message), store.timestamp(datetime.utcnow()), message.id, stanza_text(message, sender_jid, recipient_jid),
-            local_sender, sender_jid, _bare(sender, sender_jid), local_recipient, recipient_jid,
-            _bare(recipient, recipient_jid))))
+            self.stanza_id(message), store.timestamp(datetime.utcnow()), message.id,
+            stanza_text(message, sender_jid, recipient_jid), local_sender, sender_jid,
+            _bare(sender, sender_jid), local_recipient, recipient_jid, _bare(recipient, recipient_jid))))
         if len(self.queued) >= self.BATCH:
             self.flush()
         elif self._writer is None:

@@ -159,11 +159,10 @@ def append(db: Database, items: list[Item], in_roster, writer=None) -> int:
 
 def _as_preferred(item: Item, prefs: dict, in_roster) -> Item:
     """``item`` without the owners whose preferences (XEP-0313 §7) keep it out of their archive."""
-    sender, recipient = item.sender, item.recipient
-    if sender in prefs and not prefs[sender].decide(item.recipient_bare, lambda: in_roster(sender, item.recipient_bare)):
-        item = item._replace(sender=None)
-    if recipient in prefs and not prefs[recipient].decide(item.sender_bare, lambda: in_roster(recipient, item.sender_bare)):
-        item = item._replace(recipient=None)
+    for owner, peer, side in ((item.sender, item.recipient_bare, "sender"),
+                              (item.recipient, item.sender_bare, "recipient")):
+        if owner in prefs and not prefs[owner].decide(peer, lambda o=owner, p=peer: in_roster(o, p)):
+            item = item._replace(**{side: None})
     return item
 
 
