@@ -11,12 +11,9 @@ REDIS = os.environ.get("CONVERGENCE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture
-def cluster_table(database_url):
-    """The ``[cluster]`` table of every node of this test: a private key prefix, a short
-    node_timeout. Skipped without PostgreSQL (a cluster needs it): run with
-    ``--convergence-database postgresql+psycopg://127.0.0.1:5432/test``."""
-    if not database_url:
-        pytest.skip("a cluster needs PostgreSQL: run with --convergence-database postgresql+psycopg://…")
+def redis_prefix():
+    """(a client of the test's Redis, a key prefix of this test's own); the prefix's keys are
+    deleted afterwards. Skipped without Redis."""
     import redis
 
     client = redis.Redis.from_url(REDIS, decode_responses=True)
@@ -25,11 +22,21 @@ def cluster_table(database_url):
     except redis.RedisError as exc:
         pytest.skip(f"no Redis at {REDIS} (CONVERGENCE_TEST_REDIS): {exc}")
     prefix = f"cvtest:{uuid.uuid4().hex[:12]}:"
-    yield {"redis": REDIS, "prefix": prefix, "node_timeout": 1.0, "handoff_timeout": 1.0}
+    yield client, prefix
     keys = list(client.scan_iter(f"{prefix}*"))
     if keys:
         client.delete(*keys)
     client.close()
+
+
+@pytest.fixture
+def cluster_table(database_url, redis_prefix):
+    """The ``[cluster]`` table of every node of this test: a private key prefix, a short
+    node_timeout. Skipped without PostgreSQL (a cluster needs it): run with
+    ``--convergence-database postgresql+psycopg://127.0.0.1:5432/test``."""
+    if not database_url:
+        pytest.skip("a cluster needs PostgreSQL: run with --convergence-database postgresql+psycopg://…")
+    return {"redis": REDIS, "prefix": redis_prefix[1], "node_timeout": 1.0, "handoff_timeout": 1.0}
 
 
 @pytest.fixture

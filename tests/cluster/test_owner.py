@@ -7,8 +7,6 @@ its heartbeat lets go of the name; without Redis a name this node does not hold 
 taken whoever had it. Across real processes: test_muc_owner.py, test_component_holder.py."""
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from convergence import RoutingError
@@ -18,15 +16,8 @@ from .conftest import REDIS
 
 
 @pytest.fixture
-def members(make_core):
-    import redis
-
-    client = redis.Redis.from_url(REDIS, decode_responses=True)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"no Redis at {REDIS} (CONVERGENCE_TEST_REDIS): {exc}")
-    prefix = f"cvtest:{uuid.uuid4().hex[:12]}:"
+def members(make_core, redis_prefix):
+    client, prefix = redis_prefix
     made = []
 
     def member(name: str) -> Cluster:
@@ -38,10 +29,6 @@ def members(make_core):
     yield member, client, prefix
     for one in made:
         one.redis.close()
-    keys = list(client.scan_iter(f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 def test_one_owner_per_name(members):
