@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import xml.etree.ElementTree as ET
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import gevent
 import gevent.lock
@@ -37,7 +37,7 @@ from convergence.store import roster
 from convergence.store.models import utcnow
 
 from . import archive_store as store
-from .stanza_ids import STANZA_ID, archivable, stanza_text
+from .stanza_ids import STANZA_ID, archivable, stanza_id_text, stanza_text
 
 log = logging.getLogger(__name__)
 Item, _new = store.Item, tuple.__new__
@@ -109,12 +109,21 @@ class Archive:
 
     def stanza_id_element(self, message) -> ET.Element | None:
         """``<stanza-id by='account' id=''/>`` for ``message`` delivered to a local account."""
+        by_id = self._stanza_id_by(message)
+        return None if by_id is None else ET.Element(STANZA_ID, {"by": by_id[0], "id": by_id[1]})
+
+    def stanza_id_text(self, message) -> str:
+        """``stanza_id_element`` written as text ("" for none), for ``messages.stanza``."""
+        by_id = self._stanza_id_by(message)
+        return "" if by_id is None else stanza_id_text(*by_id)
+
+    def _stanza_id_by(self, message) -> tuple[str, str] | None:
         recipient = message.recipient
         if not self.enabled or recipient.domain != self.domain or not recipient.local \
                 or not archivable(message):
             return None
         sid = self.stanza_id(message)
-        return None if sid is None else ET.Element(STANZA_ID, {"by": recipient.bare.jid, "id": sid})
+        return None if sid is None else (f"{recipient.local}@{recipient.domain}", sid)  # the bare JID
 
     # ---- writing ----
     def observe(self, message) -> None:
@@ -130,7 +139,7 @@ class Archive:
                 return
         sender_jid, recipient_jid = sender.jid, recipient.jid
         self.queued.append(_new(Item, (  # tuple.__new__: a C call on the hot path
-            self.stanza_id(message), store.timestamp(datetime.utcnow()), message.id,
+            self.stanza_id(message), store.now(), message.id,
             stanza_text(message, sender_jid, recipient_jid), local_sender, sender_jid,
             _bare(sender, sender_jid), local_recipient, recipient_jid, _bare(recipient, recipient_jid))))
         if len(self.queued) >= self.BATCH:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
+import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import chain
 from typing import NamedTuple
 
@@ -78,10 +79,10 @@ class Prefs:
 class Item(NamedTuple):
     """A message to archive, made once per message on the routing path: in the archive of
     ``sender`` and of ``recipient`` (account names; None: not an account here, or not archived
-    there), each with the other party as ``with``. ``created_at`` is :func:`timestamp`'s text."""
+    there), each with the other party as ``with``. ``created_at`` is :func:`timestamp`'s integer."""
 
     stanza_id: str
-    created_at: str
+    created_at: int
     message_id: str
     stanza: str
     sender: str | None
@@ -92,10 +93,19 @@ class Item(NamedTuple):
     recipient_bare: str
 
 
-def timestamp(when: datetime) -> str:
-    """A UTC time as an archived message's ``created_at`` text: SQLAlchemy's DateTime format in
-    SQLite (it compares them as text), which PostgreSQL casts to a timestamp."""
-    return when.isoformat(" ", "microseconds")  # as strftime("%Y-%m-%d %H:%M:%S.%f"), 3× cheaper
+def timestamp(when: datetime) -> int:
+    """A UTC time as an item's ``created_at``: microseconds since the epoch (``now`` gives the
+    current one). The insert makes the column's value of it, in the database's thread or process
+    rather than the event loop's (``_CREATED_AT``)."""
+    return (when - _EPOCH) // _MICROSECOND
+
+
+def now() -> int:
+    """The current time as an item's ``created_at`` (:func:`timestamp`), cheaply: no datetime."""
+    return time.time_ns() // 1000
+
+
+_EPOCH, _MICROSECOND = datetime(1970, 1, 1), timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -224,7 +234,8 @@ WITH item(stanza_id, created_at, message_id, stanza, s, s_jid, s_bare, r, r_jid,
         + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n) + """),
 side(k) AS (VALUES (0), (1))
 SELECT accounts.id, item.stanza_id, CASE k WHEN 0 THEN r_jid ELSE s_jid END, CASE k WHEN 0 THEN r_bare ELSE s_bare END,
-       item.created_at, item.message_id, item.stanza
+       strftime('%Y-%m-%d %H:%M:%S', item.created_at / 1000000, 'unixepoch')
+         || printf('.%06d', item.created_at % 1000000), item.message_id, item.stanza
 FROM item CROSS JOIN side CROSS JOIN accounts WHERE accounts.name = CASE k WHEN 0 THEN s ELSE r END
 ON CONFLICT DO NOTHING"""
 
@@ -236,7 +247,8 @@ owned AS (
   SELECT n, 0 AS side, value->>4 AS owner, value->>8 AS with_jid, value->>9 AS with_bare, value FROM item
   UNION ALL
   SELECT n, 1, value->>7, value->>5, value->>6, value FROM item)
-SELECT accounts.id, value->>0, with_jid, with_bare, CAST(value->>1 AS timestamp), value->>2, value->>3
+SELECT accounts.id, value->>0, with_jid, with_bare,
+       timestamp 'epoch' + CAST(value->>1 AS bigint) * interval '1 microsecond', value->>2, value->>3
 FROM owned JOIN accounts ON accounts.name = owned.owner ORDER BY n, side
 ON CONFLICT DO NOTHING"""
 

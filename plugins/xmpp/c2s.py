@@ -58,7 +58,7 @@ from convergence.presence import UNAVAILABLE
 
 from . import csi, messages, presence, sasl, stream_management
 from .stanzas import StanzaError, error_reply, iq_result, tag
-from .stream import (CLIENT_NS, STREAM_CLOSE, STREAM_NS, EventStream, StreamParser, serialize,
+from .stream import (CLIENT_NS, STREAM_CLOSE, STREAM_NS, EventStream, StreamParser, as_bytes, serialize,
                      stream_error, stream_header)
 
 log = logging.getLogger(__name__)
@@ -362,17 +362,18 @@ class Session(EventStream):
                 self.send(error_reply(element, StanzaError("internal-server-error")))
 
     # ---- output --------------------------------------------------------------------------------
-    def send(self, element: ET.Element, message=None) -> bool:
-        """Queue one element for the client; False when the connection is gone or was too slow.
-        An inactive client's presence and chat states wait (XEP-0352); with stream management
-        a stanza is kept until acknowledged, with the core ``message`` it carries (XEP-0198)."""
+    def send(self, stanza: ET.Element | bytes, message=None) -> bool:
+        """Queue one stanza for the client (an element, or bytes already written: ``deliver``);
+        False when the connection is gone or was too slow. An inactive client's presence and chat
+        states wait (XEP-0352); with stream management a stanza is kept until acknowledged, with
+        the core ``message`` it carries (XEP-0198)."""
         if self.closed:
             return False
-        if self.csi is not None and self.csi.hold(self, element):
+        if self.csi is not None and self.csi.hold(self, stanza):
             return True
         if self.sm is not None:
-            return stream_management.send(self, element, message)
-        return self.link.send(serialize(element))
+            return stream_management.send(self, stanza, message)
+        return self.link.send(as_bytes(stanza))
 
     def deliver(self, message) -> None:
         """Endpoint.deliver: a core Message as a <message/> stanza (RFC 6121 §5), remembered until
@@ -380,7 +381,9 @@ class Session(EventStream):
         it did not write went back to the router: the store keeps them in order."""
         if self.closed or self.address is None or stream_management.refuses(self, message):
             raise RoutingError("recipient-unavailable", f"{self} is gone")
-        if not self.send(messages.element(self.service, message), message):
+        # written as bytes, except what an inactive client may have held back (a chat state, XEP-0352)
+        stanza = messages.stanza if message.body or self.csi is None else messages.element
+        if not self.send(stanza(self.service, message), message):
             self.connection_lost()
             raise RoutingError("recipient-unavailable", f"{self} is gone")
         if self.sm is None:  # with stream management, kept until acknowledged instead

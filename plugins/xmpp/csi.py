@@ -33,9 +33,12 @@ def features(element: ET.Element) -> None:
     ET.SubElement(element, FEATURE)
 
 
-def held_key(stanza: ET.Element):
+def held_key(stanza: ET.Element | bytes):
     """What a stanza replaces while held: ``("presence", from)`` for a presence update,
-    ``("chatstate", from)`` for a chat-state-only message; None for anything urgent."""
+    ``("chatstate", from)`` for a chat-state-only message; None for anything urgent, and for bytes
+    (a message with a body, which ``Session.deliver`` wrote without an element)."""
+    if type(stanza) is bytes:
+        return None
     name = stanza.tag
     if name == PRESENCE:
         return ("presence", stanza.get("from")) if stanza.get("type") in (None, "unavailable") else None

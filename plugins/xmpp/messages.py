@@ -27,8 +27,9 @@ from datetime import timezone
 from convergence import Address, AddressError, Message, RoutingError
 from convergence.message import MESSAGE_TYPES, new_id
 
-from .stanza_ids import without_our_ids
+from .stanza_ids import message_start, without_our_ids
 from .stanzas import ERROR_TYPES, STANZA_ERROR_NS, StanzaError, error_reply, iq_result, tag
+from .stream import serialize
 
 CARBONS_NS = "urn:xmpp:carbons:2"
 FORWARD_NS = "urn:xmpp:forward:0"
@@ -125,6 +126,17 @@ def element(service, message: Message, stanza_id: bool = True) -> ET.Element:
     if stanza_id and (sid := service.archive.stanza_id_element(message)) is not None:
         stanza.append(sid)
     return stanza
+
+
+def stanza(service, message: Message) -> bytes:
+    """``serialize(element(service, message))``: the same bytes, written without the element
+    tree for a message with no error or delay stamp (the router's hot path: a session receiving
+    it, ``Session.deliver``)."""
+    if message.error or message.stamp is not None or not (
+            message.body or message.subject or message.thread or getattr(message, "extensions", ())):
+        return serialize(element(service, message))
+    return (f"{message_start(message, message.sender.jid, message.recipient.jid)}"
+            f"{service.archive.stanza_id_text(message)}</message>").encode()
 
 
 def delivered(service, session, message: Message) -> None:

@@ -10,13 +10,14 @@ other entities stay. ``archivable`` says which messages go to the archive (XEP-0
 from __future__ import annotations
 
 from .stanzas import tag
-from .stream import _ATTR, _TEXT, _entity, serialize
+from .stream import _ATTR, _TEXT, CLIENT_NS, _entity, serialize_children
 
 SID = "urn:xmpp:sid:0"
 STANZA_ID, ORIGIN_ID = tag("stanza-id", SID), tag("origin-id", SID)
 #: XEP-0334 hints that keep a message out of the archive
 HINTS_NS = "urn:xmpp:hints"
 NOT_ARCHIVED = (tag("no-store", HINTS_NS), tag("no-permanent-store", HINTS_NS))
+_DECLARED = f" xmlns='{CLIENT_NS}'"
 
 
 def archivable(message) -> bool:
@@ -35,22 +36,36 @@ def without_our_ids(extensions: tuple, domain: str) -> tuple:
 
 
 def stanza_text(message, sender_jid: str, recipient_jid: str) -> str:
-    """The <message/> as archived (``messages.element`` without stamp or stanza id, serialized),
-    given its sender's and recipient's JIDs: the core fields written directly, the other payloads
-    through the stream's serializer."""
+    """The <message/> as archived (``messages.element`` without stamp or stanza id, serialized,
+    its namespace declared), given its sender's and recipient's JIDs."""
+    return f"{message_start(message, sender_jid, recipient_jid, _DECLARED)}</message>"
+
+
+def message_start(message, sender_jid: str, recipient_jid: str, declaration: str = "") -> str:
+    """A <message/> as ``serialize(messages.element(…))`` writes it, up to its error, delay stamp
+    and stanza id and without its end tag: the core fields written directly (no element tree: the
+    archive and each delivery write one), the other payloads through the stream's serializer.
+    For a message with a body, subject, thread or payload (else the start tag would be empty)."""
     if _ATTR.search(f"{sender_jid}{recipient_jid}{message.id}"):  # rarely: one search for the three
         sender_jid, recipient_jid, message_id = _attr(sender_jid), _attr(recipient_jid), _attr(message.id)
     else:
         message_id = message.id
-    text = [f"<message xmlns='jabber:client' from='{sender_jid}' to='{recipient_jid}' "
-            f"type='{message.type}' id='{message_id}'>"]
+    text = [f"<message{declaration} from='{sender_jid}' to='{recipient_jid}' type='{message.type}' id='{message_id}'>"]
     for name in ("subject", "body", "thread"):
         value = getattr(message, name)
         if value:
             text.append(f"<{name}>{_TEXT.sub(_entity, value)}</{name}>")
-    text.extend(serialize(x, "").decode() for x in getattr(message, "extensions", ()))
-    text.append("</message>")
+    extensions = getattr(message, "extensions", ())
+    if extensions:
+        text.append(serialize_children(extensions))
     return "".join(text)
+
+
+def stanza_id_text(by: str, sid: str) -> str:
+    """``<stanza-id by='' id=''/>`` (XEP-0359 §3.1) as the stream's serializer writes the element."""
+    if _ATTR.search(f"{by}{sid}"):
+        by, sid = _attr(by), _attr(sid)
+    return f"<stanza-id xmlns='{SID}' by='{by}' id='{sid}'/>"
 
 
 def _attr(value: str) -> str:

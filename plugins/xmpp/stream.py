@@ -308,6 +308,22 @@ def serialize(element: ET.Element, ns: str = CLIENT_NS) -> bytes:
     return "".join(out).encode()
 
 
+def serialize_children(elements, ns: str = CLIENT_NS) -> str:
+    """``elements`` (each with its tail) as ``serialize`` writes them inside a parent whose
+    namespace is ``ns``: text, for a caller writing the parent itself."""
+    out: list[str] = []
+    for element in elements:
+        _write(out.append, element, ns)
+        if element.tail:
+            out.append(_TEXT.sub(_entity, element.tail))
+    return "".join(out)
+
+
+def as_bytes(stanza: ET.Element | bytes) -> bytes:
+    """A stanza to send: an element serialized (``serialize``), or bytes already written."""
+    return stanza if type(stanza) is bytes else serialize(stanza)
+
+
 def _write(write, element: ET.Element, default_ns: str) -> None:
     uri, _, name = element.tag[1:].rpartition("}") if element.tag[0] == "{" else ("", "", element.tag)
     written = []

@@ -47,7 +47,7 @@ import secrets
 import xml.etree.ElementTree as ET
 
 from .stanzas import STANZA_ERROR_NS, tag
-from .stream import serialize, stream_error
+from .stream import as_bytes, serialize, stream_error
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def element(session, nonza: ET.Element) -> None:
         session.close("unsupported-stanza-type", f"unknown stream management element <{local}/>")
 
 
-def send(session, element: ET.Element, message=None) -> bool:
+def send(session, stanza: ET.Element | bytes, message=None) -> bool:
     """Send a stanza on a session with stream management: remembered until acknowledged, queued
     only while the session is hibernated. At ``sm_max_unacked`` the session ends (the live
     stream with ``resource-constraint``), its messages go back, and False says this one was not
@@ -209,7 +209,7 @@ def send(session, element: ET.Element, message=None) -> bool:
         else:
             session.close("resource-constraint", f"{sm.max_unacked} stanzas not acknowledged")
         return False
-    data = serialize(element)
+    data = as_bytes(stanza)
     link = session.link
     request = sm.track(data, message)
     if link.closed:

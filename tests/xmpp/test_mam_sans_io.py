@@ -123,7 +123,7 @@ def test_stanza_ids_claiming_us_are_removed_and_what_is_archived():
 def test_store_paging(core):
     core.add_account("alice", "a")
     core.add_account("bob", "b")
-    start = datetime(2026, 1, 1)
+    start = datetime(2026, 1, 1, 23, 59, 58, 123456)  # written as microseconds, kept to the microsecond
     def item(owner, stanza_id, peer, peer_bare, when, message_id, stanza):  # received by ``owner``
         return store.Item(stanza_id, store.timestamp(when), message_id, stanza, None, peer, peer_bare,
                           owner, f"{owner}@example.org", f"{owner}@example.org")
@@ -160,6 +160,8 @@ def test_store_paging(core):
     assert store.stanza_id_of(core.db, "alice", "bob@example.org", "m3") == "id3"
     first, last = store.bounds(core.db, "alice")
     assert (first.stanza_id, last.stanza_id) == ("id0", "id9")
+    assert (first.created_at, last.created_at) == (start, start + timedelta(minutes=9))
+    assert abs(store.now() - store.timestamp(datetime.utcnow())) < 1_000_000
     assert store.bounds(core.db, "bob") == (None, None)
     # preferences: never for bob, the roster default asks the roster
     store.set_prefs(core.db, "alice", store.Prefs("roster", (), ("bob@example.org",)))
@@ -202,3 +204,32 @@ def test_a_conversation_is_archived_in_order_in_both_archives(core):
     assert archive("bob") == ["s1", "s2", "s4", "s5", "s6", "s8"]
     bob_with = store.query(core.db, "bob", store.Filter(with_jid=jid["gone"]), 5)[0]
     assert [e.stanza_id for e in bob_with] == ["s4"]
+
+
+def test_a_delivered_message_is_written_as_its_element_would_be(core):
+    """``messages.stanza`` writes a delivered <message/> without building its element (the hot
+    path): byte for byte what serializing ``messages.element`` gives, escaping and the stanza id
+    (XEP-0359) included; errors and delay stamps take the element's own path."""
+    from convergence.plugins.xmpp import messages
+    from convergence.plugins.xmpp.stream import serialize
+
+    service = core.pm.get_plugin("xmpp:server").service
+    chat_state = ET.fromstring("<active xmlns='http://jabber.org/protocol/chatstates'/>")
+    chat_state.tail = "\n  "  # a client's indentation between payloads is kept
+    oob = ET.fromstring("<x xmlns='jabber:x:oob'><url>https://a.example/b?c&amp;d</url></x>")
+    alice, bob = Address("alice", service.domain, "pc"), Address("bob", service.domain)
+    cases = [
+        XmppMessage(alice, bob.with_resource("phone"), "hi <&> '\" there", type="chat"),
+        XmppMessage(bob.with_resource("it's <me>"), alice, "x", subject="s", thread="t",
+                    extensions=(chat_state, oob), id="an 'id'", stanza_id="q'"),
+        XmppMessage(alice, Address.from_jid("carol@elsewhere.example"), "", extensions=(chat_state,)),
+        XmppMessage(alice, bob, "", type="chat"),  # nothing inside: an empty element
+        XmppMessage(alice, bob, "stored", type="chat", stamp=datetime(2026, 1, 1)),
+        XmppMessage(alice, bob, "why").failed("recipient-unavailable", "gone"),
+    ]
+    for message in cases:
+        assert messages.stanza(service, message) == serialize(messages.element(service, message)), message
+    assert f"<stanza-id xmlns='urn:xmpp:sid:0' by='alice@{service.domain}' id='q&apos;'/>".encode() \
+        in messages.stanza(service, cases[1])
+    with pytest.raises(ValueError):  # a character XML cannot carry, as the serializer says
+        messages.stanza(service, XmppMessage(alice, bob, "bell \x07", type="chat"))
