@@ -37,7 +37,7 @@ from convergence.store import roster
 from convergence.store.models import utcnow
 
 from . import archive_store as store
-from .stanza_ids import STANZA_ID, archivable, stanza_id_text, stanza_text
+from .stanza_ids import STANZA_ID, archivable, message_start, stanza_id_text, stanza_text
 
 log = logging.getLogger(__name__)
 Item, _new = store.Item, tuple.__new__
@@ -61,6 +61,9 @@ class Archive:
         self.settings = service.settings
         self.enabled = bool(service.settings["archive"])
         self.queued: list[store.Item] = []
+        #: the message a session last wrote and its ``message_start`` (``messages.stanza``): the
+        #: router delivers before ``on_message``, so ``observe`` takes the text instead of writing it again
+        self.rendered: tuple = (None, "")
         self._lock = gevent.lock.Semaphore()
         self._writer = None
         self._purger = None
@@ -138,9 +141,12 @@ class Archive:
             if not local_sender:
                 return
         sender_jid, recipient_jid = sender.jid, recipient.jid
+        rendered, start = self.rendered
+        if rendered is not message:
+            start = message_start(message, sender_jid, recipient_jid)
         self.queued.append(_new(Item, (  # tuple.__new__: a C call on the hot path
             self.stanza_id(message), store.now(), message.id,
-            stanza_text(message, sender_jid, recipient_jid), local_sender, sender_jid,
+            stanza_text(start), local_sender, sender_jid,
             _bare(sender, sender_jid), local_recipient, recipient_jid, _bare(recipient, recipient_jid))))
         if len(self.queued) >= self.BATCH:
             self.flush()

@@ -131,12 +131,14 @@ def element(service, message: Message, stanza_id: bool = True) -> ET.Element:
 def stanza(service, message: Message) -> bytes:
     """``serialize(element(service, message))``: the same bytes, written without the element
     tree for a message with no error or delay stamp (the router's hot path: a session receiving
-    it, ``Session.deliver``)."""
+    it, ``Session.deliver``). The archive, which sees the message next, reuses the text."""
     if message.error or message.stamp is not None or not (
             message.body or message.subject or message.thread or getattr(message, "extensions", ())):
         return serialize(element(service, message))
-    return (f"{message_start(message, message.sender.jid, message.recipient.jid)}"
-            f"{service.archive.stanza_id_text(message)}</message>").encode()
+    archive = service.archive
+    start = message_start(message, message.sender.jid, message.recipient.jid)
+    archive.rendered = (message, start)
+    return f"{start}{archive.stanza_id_text(message)}</message>".encode()
 
 
 def delivered(service, session, message: Message) -> None:

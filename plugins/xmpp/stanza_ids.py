@@ -35,10 +35,10 @@ def without_our_ids(extensions: tuple, domain: str) -> tuple:
                  or (x.get("by") or "").partition("/")[0].rpartition("@")[2].lower().rstrip(".") != domain)
 
 
-def stanza_text(message, sender_jid: str, recipient_jid: str) -> str:
-    """The <message/> as archived (``messages.element`` without stamp or stanza id, serialized,
-    its namespace declared), given its sender's and recipient's JIDs."""
-    return f"{message_start(message, sender_jid, recipient_jid, _DECLARED)}</message>"
+def stanza_text(start: str) -> str:
+    """The <message/> as archived, from its ``message_start``: ``messages.element`` without stamp
+    or stanza id, serialized, with its namespace declared."""
+    return f"<message{_DECLARED}{start[8:]}</message>"  # after "<message"
 
 
 def message_start(message, sender_jid: str, recipient_jid: str, declaration: str = "") -> str:
