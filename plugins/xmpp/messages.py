@@ -143,14 +143,13 @@ def stanza(service, message: Message) -> bytes:
 
 def delivered(service, session, message: Message) -> None:
     """``message`` went to ``session``: <received/> carbons for the account's other sessions."""
-    if message.recipient != session.address or not _carbon_eligible(message) \
-            or message.sender.bare == session.account:
-        return
     others = [s for s in service.sessions(session.account) if s is not session and s.carbons]
-    if others:
-        forwarded = element(service, message)
-        for other in others:
-            other.send(_carbon("received", forwarded, other))
+    if not others or message.recipient != session.address or not _carbon_eligible(message) \
+            or message.sender.bare == session.account:  # the cheap test first: usually no other session
+        return
+    forwarded = element(service, message)
+    for other in others:
+        other.send(_carbon("received", forwarded, other))
 
 
 def _carbon_eligible(message: Message) -> bool:
