@@ -58,6 +58,7 @@ ALLOWED = {
     "convergence.store.roster:_WATCHERS": "SQL statement",
     "convergence.store.roster:_SHOWN_TO": "SQL statement",
     "convergence.plugins.http.tokens:_OWNER": "SQL statement",
+    "convergence.plugins.xmpp.archive_store:_ANY_PREFS": "SQL statement",
     # Flask blueprints: a recipe of routes filled once at import and applied to each core's own
     # Flask app (one blueprint may be registered on several apps); it holds no per-server data.
     "convergence.plugins.http.api:blueprint": "Flask blueprint",

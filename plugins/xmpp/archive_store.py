@@ -96,16 +96,13 @@ class Item(NamedTuple):
 def timestamp(when: datetime) -> int:
     """A UTC time as an item's ``created_at``: microseconds since the epoch (``now`` gives the
     current one). The insert makes the column's value of it, in the database's thread or process
-    rather than the event loop's (``_CREATED_AT``)."""
-    return (when - _EPOCH) // _MICROSECOND
+    rather than the event loop's (``_sqlite_insert``, ``_POSTGRESQL_INSERT``)."""
+    return (when - datetime(1970, 1, 1)) // timedelta(microseconds=1)
 
 
 def now() -> int:
     """The current time as an item's ``created_at`` (:func:`timestamp`), cheaply: no datetime."""
     return time.time_ns() // 1000
-
-
-_EPOCH, _MICROSECOND = datetime(1970, 1, 1), timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
