@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from urllib.parse import quote, unquote
 
@@ -63,6 +63,8 @@ class Address:
     local: str | None
     domain: str
     resource: str | None = None
+    #: ``bare``, made once: the router asks a message's addresses for it several times
+    _bare: Address | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def parse(cls, text: str) -> Address:
@@ -101,7 +103,11 @@ class Address:
     @property
     def bare(self) -> Address:
         """The account (RFC 6120 §1.4 bare JID): this address without its resource."""
-        return Address(self.local, self.domain) if self.resource else self
+        if not self.resource:
+            return self
+        if self._bare is None:
+            object.__setattr__(self, "_bare", Address(self.local, self.domain))  # frozen: a cache only
+        return self._bare
 
     def with_resource(self, resource: str | None) -> Address:
         return Address(self.local, self.domain, resource)
