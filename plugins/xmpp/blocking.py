@@ -30,7 +30,9 @@ hear from nor talk to, enforced for every protocol.
   (``xmpp.blocking``, after the write): each replaces its copy of the list at once, pushes the
   change to the account's interested sessions it has, and withdraws or shows presence between
   its own sessions as above and fires ``on_screen_changed``; the node that made the change also
-  tells other domains.
+  tells other domains. Casts missed while Redis was away (from this node, or from the node that
+  made a change) are made good by reading every cached list again once it is back (``reread``,
+  the ``on_cluster_resync`` hook), with the same effects for what changed.
 
 State, per core, on the c2s service (``service.blocking``): each account's list as a frozenset of
 addresses, read from SQL (``blocking_store``) the first time it is needed and replaced on every
@@ -271,6 +273,27 @@ class BlockLists:
             self._push(account, items_element(UNBLOCK, items))
             _show(self.service, account, changed, federation=False)
         self._changed(account)
+
+    def reread(self) -> None:
+        """Casts may have been missed (``on_cluster_resync``: Redis was away from this node or
+        from the one that made a change): read every cached list again and, for each that
+        changed, do what ``received`` does for a cast: push the JIDs newly blocked and those no
+        longer blocked to the interested sessions here, withdraw or show presence between this
+        node's sessions, fire ``on_screen_changed``."""
+        for local in list(self._lists):
+            before = set(self._order.get(local, ()))
+            after = self._load(local)
+            blocked, unblocked = after - before, before - after
+            if not blocked and not unblocked:
+                continue
+            account = self.service.core.address(local)
+            if blocked:
+                self._push(account, items_element(BLOCK, sorted(blocked, key=str)))
+                _withdraw(self.service, account, frozenset(blocked), federation=False)
+            if unblocked:
+                self._push(account, items_element(UNBLOCK, sorted(unblocked, key=str)))
+                _show(self.service, account, frozenset(unblocked), federation=False)
+            self._changed(account)
 
     def _push(self, account: Address, payload: ET.Element) -> None:
         for session in self._interested.get(account, ()):
