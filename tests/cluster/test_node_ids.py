@@ -7,6 +7,8 @@ the other's heartbeat alone."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -66,6 +68,19 @@ def test_a_node_restarted_after_a_crash_takes_its_id_back_at_once(convergence_se
     again.process.wait_for(f"node id node-a taken over from pid {old} ")
     assert not any("waiting up to" in line for line in again.process.output)
     assert heartbeat(redis_prefix, "node-a")["pid"] == again.process.proc.pid
+
+
+def test_a_worker_the_supervisor_restarts_takes_its_id_back_at_once(convergence_server, cluster_table):
+    """The same under the supervisor (node_timeout 30 s): a worker killed with SIGKILL is
+    restarted with its node id (``…/w1``) and serves again without waiting for the old claim."""
+    server = convergence_server(ACCOUNTS, server={"workers": 2}, cluster={**cluster_table, "node_timeout": 30.0})
+    line = server.process.wait_for("worker serving 1 ")
+    pid = int(re.search(r"\(pid (\d+)\)", line).group(1))
+    mark = len(server.process.output)
+    os.kill(pid, signal.SIGKILL)
+    server.process.wait_for(f"taken over from pid {pid} ", timeout=15, start=mark)
+    server.process.wait_for("worker serving 1 ", timeout=15, start=mark)
+    assert not any("waiting up to" in line for line in server.process.output)
 
 
 def test_a_node_whose_id_was_taken_stops(node, redis_prefix):
