@@ -54,6 +54,7 @@ NS = "urn:xmpp:blocking"
 ERRORS_NS = "urn:xmpp:blocking:errors"
 BLOCKLIST, BLOCK, UNBLOCK, ITEM = (tag(n, NS) for n in ("blocklist", "block", "unblock", "item"))
 EMPTY: frozenset = frozenset()
+REREAD_BATCH = 500  # cached lists read again in one query (``BlockLists.reread``)
 
 
 # ---- sans-IO: items and matching ----
@@ -128,8 +129,11 @@ class BlockLists:
         return self._load(account.local) if items is None else items
 
     def _load(self, local: str) -> frozenset:
+        return self._parsed(local, store.load(self.service.core.db, local))
+
+    def _parsed(self, local: str, texts: list[str]) -> frozenset:
         jids = []
-        for text in store.load(self.service.core.db, local):
+        for text in texts:
             try:
                 jids.append(Address.from_jid(text))
             except AddressError:  # stored under other normalization rules: not ours to match
@@ -279,21 +283,29 @@ class BlockLists:
         from the one that made a change): read every cached list again and, for each that
         changed, do what ``received`` does for a cast: push the JIDs newly blocked and those no
         longer blocked to the interested sessions here, withdraw or show presence between this
-        node's sessions, fire ``on_screen_changed``."""
-        for local in list(self._lists):
-            before = set(self._order.get(local, ()))
-            after = self._load(local)
-            blocked, unblocked = after - before, before - after
-            if not blocked and not unblocked:
-                continue
-            account = self.service.core.address(local)
-            if blocked:
-                self._push(account, items_element(BLOCK, sorted(blocked, key=str)))
-                _withdraw(self.service, account, frozenset(blocked), federation=False)
-            if unblocked:
-                self._push(account, items_element(UNBLOCK, sorted(unblocked, key=str)))
-                _show(self.service, account, frozenset(unblocked), federation=False)
-            self._changed(account)
+        node's sessions, fire ``on_screen_changed``. One query per ``REREAD_BATCH`` lists."""
+        cached = list(self._lists)
+        for start in range(0, len(cached), REREAD_BATCH):
+            batch = {local: self._order.get(local) for local in cached[start:start + REREAD_BATCH]}
+            lists = store.load_many(self.service.core.db, list(batch))
+            for local, before in batch.items():
+                if self._order.get(local) is before:  # else set meanwhile, from a fresher read
+                    self._reread(local, set(before or ()), lists.get(local, []))
+
+    def _reread(self, local: str, before: set, texts: list[str]) -> None:
+        """One list read again: what changed is pushed and shown as a cast's change is."""
+        after = self._parsed(local, texts)
+        blocked, unblocked = after - before, before - after
+        if not blocked and not unblocked:
+            return
+        account = self.service.core.address(local)
+        if blocked:
+            self._push(account, items_element(BLOCK, sorted(blocked, key=str)))
+            _withdraw(self.service, account, frozenset(blocked), federation=False)
+        if unblocked:
+            self._push(account, items_element(UNBLOCK, sorted(unblocked, key=str)))
+            _show(self.service, account, frozenset(unblocked), federation=False)
+        self._changed(account)
 
     def _push(self, account: Address, payload: ET.Element) -> None:
         for session in self._interested.get(account, ()):
