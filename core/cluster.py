@@ -271,6 +271,7 @@ class Cluster:
         self._hold = self.redis.register_script(HOLD)
         self._leave = self.redis.register_script(LEAVE)
         self.instance = secrets.token_hex(8)  # this process, in its heartbeat: the id's holder
+        self.place = place()
         self.evicted: str | None = None  # why this process lost its node id, once it did
         self._on_evicted = on_evicted
         self._resyncing = None  # the greenlet of ``on_cluster_resync``, while it runs
@@ -325,7 +326,7 @@ class Cluster:
                              holder(json.loads(stale or seen)))
                 return
             beat = json.loads(held)
-            if beat.get("place") == place() and (beat.get("pid") == os.getpid() or not alive(beat.get("pid"))):
+            if beat.get("place") == self.place and (beat.get("pid") == os.getpid() or not alive(beat.get("pid"))):
                 stale = held  # its process is gone: replace exactly that heartbeat
                 continue
             if seen is not None and held != seen or time.monotonic() > deadline:
@@ -453,7 +454,7 @@ class Cluster:
 
     def _beat(self) -> str:
         return json.dumps({"node": self.node_id, "pid": os.getpid(), "host": socket.gethostname(),
-                           "place": place(), "instance": self.instance, "started": self.started,
+                           "place": self.place, "instance": self.instance, "started": self.started,
                            "beat": time.time()})
 
     def _lost(self, exc) -> None:

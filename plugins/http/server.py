@@ -69,7 +69,7 @@ class HttpServer:
         self.uploads = Uploads(core.db, core.config.data_dir / "uploads",
                                base_url(settings, core.domain))
         self._purging = None
-        self._purger = None  # the node that purges, last time this one asked (in a cluster)
+        self._purging_node = None  # the node that purges, last time this one asked (in a cluster)
 
     @hookimpl
     def add_listeners(self):
@@ -116,8 +116,8 @@ class HttpServer:
             node = cluster.owner(PURGER)
         except RoutingError:
             return False
-        if node != self._purger:
-            self._purger = node
+        if node != self._purging_node:
+            self._purging_node = node
             log.info("uploads: %s purges the cluster's uploads (%s)",
                      "this node" if node == cluster.node_id else f"node {node}", PURGER)
         return node == cluster.node_id

@@ -283,7 +283,7 @@ class BlockLists:
         from the one that made a change): read every cached list again and, for each that
         changed, do what ``received`` does for a cast: push the JIDs newly blocked and those no
         longer blocked to the interested sessions here, withdraw or show presence between this
-        node's sessions, fire ``on_screen_changed``. One query per ``REREAD_BATCH`` lists."""
+        node's sessions (§3.3, §3.4), fire ``on_screen_changed``. One query per ``REREAD_BATCH`` lists."""
         cached = list(self._lists)
         for start in range(0, len(cached), REREAD_BATCH):
             batch = {local: self._order.get(local) for local in cached[start:start + REREAD_BATCH]}

@@ -246,7 +246,7 @@ def test_rooms_during_a_redis_outage(private_redis, convergence_server, xmpp_cli
 
 def test_block_list_changes_made_during_a_redis_outage_reach_the_other_node(private_redis, convergence_server,
                                                                              xmpp_client):
-    """XEP-0191 across an outage (docs/cluster.md "Block lists"): alice blocks bob through node A
+    """XEP-0191 across an outage (docs/cluster.md, "What is not a message"): alice blocks bob via A
     while Redis is down, so node A's cast is never sent and node B keeps its cached copy; once
     Redis is back node B reads its cached lists again and does what the cast would have done —
     the push to alice's session there, bob and alice's sessions on B see each other go, B
