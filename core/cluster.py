@@ -6,8 +6,12 @@ node that holds its connection; the others see it through the **directory** and 
 **hand-off**. Shared state is PostgreSQL (accounts, rosters, the offline store); live state goes
 through Redis — no protocol of our own (docs/cluster.md):
 
-- ``<prefix>node:<id>``: the node's heartbeat, JSON, expiring after ``node_timeout`` unless the
-  node refreshes it (every quarter of it).
+- ``<prefix>node:<id>``: the node's heartbeat, JSON (pid, host, start time, the process's random
+  ``instance``), expiring after ``node_timeout`` unless the node refreshes it (every quarter of
+  it). It is also the **claim of the node id**: set only if free or the process's own (``HOLD``),
+  so a second process configured with a live node's id refuses to start (``IdTaken``); one
+  whose holder is a dead process of this machine (a restarted worker, a node restarted after a
+  crash) takes it over at once.
 - ``<prefix>dir:<id>``: a hash, full address → the endpoint's protocol and presence, for every
   endpoint the node owns; its expiry is refreshed with the heartbeat, so a node that died
   leaves nothing behind.
@@ -21,7 +25,8 @@ through Redis — no protocol of our own (docs/cluster.md):
   roster pushes and presence stanzas, SIP responses that reached the wrong worker), unconfirmed,
   in order with the hand-offs; a *hand-over* is a cast confirmed like a hand-off.
 - ``<prefix>own:<name>``: the node that owns a service address (``owner``: an XMPP chat room;
-  ``take``: an XMPP component, held where it connected last), so that one process holds it;
+  ``take``: an XMPP component, held where it connected last; the upload purge), so that one
+  process holds it;
   expiring with the owner's heartbeat, and taken over by the next node that uses the name once
   the owner's heartbeat key is gone.
 
@@ -82,6 +87,20 @@ return ARGV[1]"""
 #: ``release``: delete the claim if it is still this node's (ARGV[1])
 RELEASE = """if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0"""
+#: the node id's claim, which is the heartbeat key (KEYS[1]): set it to ARGV[2] for ARGV[3] ms
+#: if it is free, this process's (its ``instance`` is ARGV[1]) or exactly ARGV[4] (a holder found
+#: dead); else return the holder's heartbeat
+HOLD = """local v = redis.call('GET', KEYS[1])
+if v and v ~= ARGV[4] and cjson.decode(v)['instance'] ~= ARGV[1] then return v end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return false"""
+#: ``stop``: unless another process holds the id (KEYS[1]; this one's ``instance`` is ARGV[1]),
+#: delete the heartbeat and the directory (KEYS[2]) and say ``bye`` (ARGV[3] on channel ARGV[2])
+LEAVE = """local v = redis.call('GET', KEYS[1])
+if v and cjson.decode(v)['instance'] ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1"""
 
 
 def section() -> Section:
@@ -157,6 +176,38 @@ def decode_message(fields) -> Message:
     return message
 
 
+def place() -> str:
+    """Where a process id means one process: the host name and (on Linux) the PID namespace. A
+    heartbeat names its place, so that a process started in the same place can tell whether the
+    process that holds its node id is still alive."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return f"{socket.gethostname()} {namespace}".strip()
+
+
+def alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs here (a zombie counts: its parent has not waited yet)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
+def holder(beat: dict) -> str:
+    """The process a heartbeat names, for a log line: pid, host and start time."""
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(beat.get("started") or 0))
+    return f"pid {beat.get('pid', '?')} on {beat.get('host', '?')}, started {started}"
+
+
+class IdTaken(Exception):
+    """A live process holds this node's id (``[cluster] node_id``): this one must not start."""
+
+
 def node_tag(node_id: str) -> str:
     """8 hexadecimal digits naming a node in what a protocol sends (SIP Via branches)."""
     return hashlib.sha1(node_id.encode()).hexdigest()[:8]
@@ -197,7 +248,9 @@ class RemoteEndpoint:
 class Cluster:
     """This process as a member: built and started by ``serve`` (``core.cluster``)."""
 
-    def __init__(self, core, node_id: str):
+    def __init__(self, core, node_id: str, on_evicted=None):
+        """``on_evicted`` (no arguments) is called when another process took this node's id
+        while this one could not renew it: this process must stop (``evicted`` says why)."""
         import redis  # the cluster's own dependency: imported when there is a cluster
 
         settings = core.config["cluster"]
@@ -215,6 +268,14 @@ class Cluster:
         self._errors = (redis.RedisError, OSError)
         self._claim = self.redis.register_script(CLAIM)
         self._unclaim = self.redis.register_script(RELEASE)
+        self._hold = self.redis.register_script(HOLD)
+        self._leave = self.redis.register_script(LEAVE)
+        self.instance = secrets.token_hex(8)  # this process, in its heartbeat: the id's holder
+        self.place = place()
+        self.evicted: str | None = None  # why this process lost its node id, once it did
+        self._on_evicted = on_evicted
+        self._resyncing = None  # the greenlet of ``on_cluster_resync``, while it runs
+        self._resync_again = False
         self.owned: set[str] = set()  # the names this node owns (``owner``)
         self.remote: dict[str, dict[str, RemoteEndpoint]] = {}  # node → full address → endpoint
         self.nodes: set[str] = set()  # the other live nodes, with endpoints or not
@@ -231,10 +292,12 @@ class Cluster:
 
     # -- life cycle --
     def start(self) -> None:
-        """Join: announce a fresh node, learn the others, start the heartbeat. Raises OSError when
-        Redis cannot be reached (start-up stops: a member that cannot join would split the server)."""
+        """Join: claim the node id, announce a fresh node, learn the others, start the heartbeat.
+        Raises OSError when Redis cannot be reached (start-up stops: a member that cannot join
+        would split the server), IdTaken when a live process holds the node id."""
         try:
             self.redis.ping()
+            self._hold_id()
         except self._errors as exc:
             raise OSError(f"cannot reach Redis at {self._url()}: {exc}") from None
         self._greenlets = [gevent.spawn(self._listen), gevent.spawn(self._take_handoffs),
@@ -246,14 +309,57 @@ class Cluster:
         self.core.presence.mirror = self
         log.info("cluster node %s joined on %s (node_timeout %g s)", self.node_id, self._url(), self.timeout)
 
+    def _hold_id(self) -> None:
+        """Claim the node id: the heartbeat key, set only if it is free (``HOLD``), renewed by the
+        heartbeat. Held by a process that is gone — one of this place (host, PID namespace)
+        whose pid runs no more: a worker the supervisor restarts, a node restarted after a crash
+        — it is taken over at once. Held by another process, this one waits for the claim to
+        expire (within ``node_timeout`` of the holder's last heartbeat) and raises IdTaken as
+        soon as the holder's heartbeat renews it: two live processes never share an id."""
+        ms, seen, stale = int(self.timeout * 1000), None, ""
+        deadline = time.monotonic() + self.timeout * 1.25
+        while True:
+            held = self._hold(keys=[self.node_key], args=[self.instance, self._beat(), ms, stale])
+            if held is None:
+                if seen is not None or stale:
+                    log.info("cluster: node id %s taken over from %s", self.node_id,
+                             holder(json.loads(stale or seen)))
+                return
+            beat = json.loads(held)
+            if beat.get("place") == self.place and (beat.get("pid") == os.getpid() or not alive(beat.get("pid"))):
+                stale = held  # its process is gone: replace exactly that heartbeat
+                continue
+            if seen is not None and held != seen or time.monotonic() > deadline:
+                raise IdTaken(f"node id {self.node_id!r} is held by a live process ({holder(beat)}); "
+                              f"two processes must not share a node id ([cluster] node_id)")
+            if seen is None:
+                log.warning("cluster: node id %s is held by %s; waiting up to %g s for its claim to "
+                            "expire (a process that died leaves it for node_timeout)",
+                            self.node_id, holder(beat), self.timeout)
+            seen = held
+            gevent.sleep(self.timeout / 8)
+
+    def _usurped(self, held: str) -> None:
+        """Another process holds this node's id: it took it while this one could not renew it
+        (cut off from Redis, or stalled, for longer than node_timeout). Two processes must not
+        share the directory: this one stops (``on_evicted``)."""
+        self.evicted = f"node id {self.node_id!r} was taken by another process ({holder(json.loads(held))}) " \
+                       f"while this one could not renew it; stopping"
+        log.error("cluster: %s", self.evicted)
+        self._healthy = False
+        if self._on_evicted is not None:
+            self._on_evicted()
+
     def stop(self) -> None:
-        """Leave: the others drop this node's endpoints at once rather than after node_timeout."""
+        """Leave: the others drop this node's endpoints at once rather than after node_timeout
+        (unless another process holds the id now: its directory is not this one's to delete)."""
         self.core.presence.mirror = None
-        for greenlet in self._greenlets:
-            greenlet.kill(block=False)
+        for greenlet in [*self._greenlets, self._resyncing]:
+            if greenlet is not None:
+                greenlet.kill(block=False)
         try:
-            self.redis.delete(self.node_key, self.dir_key)
-            self.redis.publish(self.events, json.dumps({"t": "bye", "node": self.node_id}))
+            self._leave(keys=[self.node_key, self.dir_key],
+                        args=[self.instance, self.events, json.dumps({"t": "bye", "node": self.node_id})])
         except self._errors as exc:
             log.warning("cluster: could not say goodbye on Redis: %s", exc)
         self.redis.close()
@@ -308,8 +414,15 @@ class Cluster:
             except self._errors as exc:
                 self._lost(exc)
 
-    def _announce(self) -> None:
-        """Write this node's heartbeat and whole directory hash, and ask the others to reload it."""
+    def _announce(self, again: bool = False) -> bool:
+        """Write this node's heartbeat and whole directory hash, and ask the others to reload it
+        (``again``: after Redis was unreachable from this node: the others re-read what they
+        cache from casts, some of this node's may be lost, ``on_cluster_resync``). False when
+        another process holds the node id (``_usurped``)."""
+        held = self._hold(keys=[self.node_key], args=[self.instance, self._beat(), int(self.timeout * 1000), ""])
+        if held is not None:
+            self._usurped(held)
+            return False
         entries = {str(e.address): json.dumps([e.protocol, presence_fields(e.presence)])
                    for e in self.core.presence.own()}
         pipe = self.redis.pipeline(transaction=True)
@@ -317,11 +430,12 @@ class Cluster:
         if entries:
             pipe.hset(self.dir_key, mapping=entries)
             pipe.pexpire(self.dir_key, int(self.timeout * 1000))
-        pipe.set(self.node_key, self._beat(), px=int(self.timeout * 1000))
-        pipe.publish(self.events, json.dumps({"t": "sync", "node": self.node_id, "started": self.started}))
+        sync = {"t": "sync", "node": self.node_id, "started": self.started}
+        pipe.publish(self.events, json.dumps({**sync, "again": True} if again else sync))
         claims = self._claim_owned(pipe)
         self._kept(claims, pipe.execute())
         self._healthy = True
+        return True
 
     def _claim_owned(self, pipe) -> list[str]:
         """Claim again, at the end of ``pipe``, every name this node owns (``owner``): refreshes
@@ -340,7 +454,8 @@ class Cluster:
 
     def _beat(self) -> str:
         return json.dumps({"node": self.node_id, "pid": os.getpid(), "host": socket.gethostname(),
-                           "started": self.started, "beat": time.time()})
+                           "place": self.place, "instance": self.instance, "started": self.started,
+                           "beat": time.time()})
 
     def _lost(self, exc) -> None:
         if self._healthy:
@@ -350,18 +465,24 @@ class Cluster:
 
     # -- heartbeat and node loss --
     def _heartbeat(self) -> None:
-        while True:
+        ms = int(self.timeout * 1000)
+        while self.evicted is None:
             gevent.sleep(self.timeout / 4)
             try:
                 if not self._healthy:
-                    self._announce()  # Redis is back (or was flushed): rewrite everything
+                    if not self._announce(again=True):  # Redis is back (or was flushed): rewrite all
+                        return
                     log.info("cluster: Redis reachable again; endpoints announced")
                 else:
                     pipe = self.redis.pipeline(transaction=False)
-                    pipe.set(self.node_key, self._beat(), px=int(self.timeout * 1000))
-                    pipe.pexpire(self.dir_key, int(self.timeout * 1000))
+                    self._hold(keys=[self.node_key], args=[self.instance, self._beat(), ms, ""], client=pipe)
+                    pipe.pexpire(self.dir_key, ms)
                     claims = self._claim_owned(pipe)
-                    self._kept(claims, pipe.execute())
+                    results = pipe.execute()
+                    if results[0] is not None:
+                        self._usurped(results[0])
+                        return
+                    self._kept(claims, results)
                 self._check_nodes()
             except self._errors as exc:
                 self._lost(exc)
@@ -449,6 +570,26 @@ class Cluster:
             self._drop_node(node)
         self._started[node] = started
 
+    def _resync(self) -> None:
+        """Casts may have been missed — by this node while its subscription was down, or from a
+        node that could not reach Redis: the plugins re-read what they cache from casts
+        (``on_cluster_resync``), in a greenlet of their own (the subscription does not wait for
+        the database). Asked again while that runs, it runs once more when done."""
+        if self._resyncing is not None and not self._resyncing.dead:
+            self._resync_again = True
+            return
+        self._resyncing = gevent.spawn(self._run_resync)
+
+    def _run_resync(self) -> None:
+        again = True
+        while again:
+            self._resync_again = False
+            try:
+                self.core.hook.on_cluster_resync(core=self.core)
+            except Exception:  # the next recovery tries again
+                log.exception("cluster: a plugin failed to re-read what it caches")
+            again = self._resync_again
+
     # -- the subscription: events and this node's inbox --
     def _listen(self) -> None:
         wait, lost = RETRY[0], False
@@ -460,6 +601,7 @@ class Cluster:
                 self._subscribed.set()
                 if lost:
                     log.info("cluster: subscribed again; %d other nodes known", len(self.remote))
+                    self._resync()  # casts to this node meanwhile found nobody listening
                 wait, lost = RETRY[0], False
                 while True:
                     item = pubsub.get_message(timeout=1.0)
@@ -500,6 +642,8 @@ class Cluster:
                 return
             if kind == "sync":
                 self._note_start(node, event.get("started"))
+                if event.get("again"):  # it was cut off: what it cast meanwhile is lost
+                    self._resync()
             if kind != "bye":
                 self.nodes.add(node)
             if kind == "up":

@@ -260,3 +260,14 @@ def on_cluster_node_lost(core, node):
     and what it owned (``core.cluster.owner``) goes to the next node that uses it. A plugin tells
     its endpoints here what they lost with it (an XMPP room the node held). Return value ignored.
     """
+
+
+@hookspec
+def on_cluster_resync(core):
+    """In a cluster, casts may have been missed: this node's subscription to Redis was down and is
+    back (casts to it found nobody listening), or another node could not reach Redis for a while
+    and is back (what it cast meanwhile was never sent). A plugin that caches state kept current
+    by casts re-reads it here (from the database) and does for what changed what it does on a
+    cast (the XMPP plugin's block lists, XEP-0191). Runs in a greenlet of its own, after the
+    subscription is in place again; the return value is ignored.
+    """

@@ -105,9 +105,10 @@ def check_cluster_database(core: Core, workers: int = 1) -> None:
                                 "database); SQLite is one process's database")
 
 
-def join_cluster(core: Core, worker: int | None = None) -> None:
+def join_cluster(core: Core, worker: int | None = None, on_evicted=None) -> None:
     """With a ``[cluster]`` table, several workers or as a ``worker``, make this process a cluster member
-    (core/cluster.py): ConfigError on SQLite, ListenError when Redis cannot be reached."""
+    (core/cluster.py): ConfigError on SQLite or when a live process holds the node id, ListenError
+    when Redis cannot be reached. ``on_evicted``: called if another process takes the id later."""
     config = core.config
     if worker is None and not cluster.wanted(config):
         return
@@ -115,11 +116,13 @@ def join_cluster(core: Core, worker: int | None = None) -> None:
     node_id = config["cluster"]["node_id"] or cluster.default_node_id(config, worker)
     if config["cluster"]["node_id"] and worker is not None:
         node_id += f"/w{worker}"
-    member = cluster.Cluster(core, node_id)
+    member = cluster.Cluster(core, node_id, on_evicted)
     try:
         member.start()
     except OSError as exc:
         raise ListenError(f"cannot join the cluster: {exc}") from exc
+    except cluster.IdTaken as exc:
+        raise config.error(str(exc)) from None
     core.cluster = member
     for handler in logging.getLogger().handlers:  # each node's log names it
         handler.setFormatter(logging.Formatter(f"%(asctime)s {node_id} %(levelname)s %(name)s: %(message)s"))
@@ -137,7 +140,7 @@ def serve(core: Core, worker: int | None = None) -> None:
             core.control.listen()
         except OSError as exc:
             raise ListenError(f"cannot listen: {core.control.describe()}: {exc.strerror or exc}") from exc
-        join_cluster(core, worker)
+        join_cluster(core, worker, done.set)
         servers = start(core, worker)
         interval = core.config["server"]["stats_interval"]
         counting = gevent.spawn(log_counts, core, interval) if interval else None
@@ -147,6 +150,8 @@ def serve(core: Core, worker: int | None = None) -> None:
             log.info("%s %d (pid %d)", WORKER_READY, worker, os.getpid())
         notify("READY=1")  # systemd Type=notify (docs/deploy.md)
         done.wait()
+        if core.cluster is not None and core.cluster.evicted:  # exit status 2, one line
+            raise ListenError(f"cluster: {core.cluster.evicted}")
     finally:
         if servers:  # started: a failed start says only why (cli prints the ListenError)
             log.info("shutting down")

@@ -12,7 +12,7 @@ import logging
 
 import gevent
 
-from convergence import hookimpl
+from convergence import RoutingError, hookimpl
 from convergence.listeners import AddressLimit, GuardedWSGIServer
 from convergence.metrics import Collector, family
 from convergence.router import DELIVERED
@@ -25,6 +25,9 @@ from .metrics import blueprint as health_pages, metrics_app
 from .uploads import Uploads
 
 log = logging.getLogger(__name__)
+
+#: the name (``core.cluster.owner``) the one process of a cluster that purges uploads holds
+PURGER = "http.upload:purge"
 
 
 def base_url(settings: dict, domain: str) -> str:
@@ -66,6 +69,7 @@ class HttpServer:
         self.uploads = Uploads(core.db, core.config.data_dir / "uploads",
                                base_url(settings, core.domain))
         self._purging = None
+        self._purging_node = None  # the node that purges, last time this one asked (in a cluster)
 
     @hookimpl
     def add_listeners(self):
@@ -86,17 +90,37 @@ class HttpServer:
         return listeners
 
     def _purge(self, interval: float) -> None:
-        """Every ``interval`` seconds, delete lapsed upload slots and expired files."""
+        """Every ``interval`` seconds, delete lapsed upload slots and expired files — in a
+        cluster, on the one process that holds ``PURGER`` (``_purges_here``)."""
         while True:
             try:
-                purged = self.uploads.purge()
-                if purged:
-                    log.info("uploads: purged %d lapsed slots and expired files", purged)
+                if self._purges_here():
+                    purged = self.uploads.purge()
+                    if purged:
+                        log.info("uploads: purged %d lapsed slots and expired files", purged)
             except OSError as exc:  # out of descriptors, a full or read-only disk: one line
                 log.error("uploads: purge failed, trying again in %g s: %s", interval, exc)
             except Exception:  # the database was away: try again next time
                 log.exception("uploads: purge failed")
             gevent.sleep(interval)
+
+    def _purges_here(self) -> bool:
+        """Whether this process purges: always alone; in a cluster, when it holds ``PURGER``
+        (``core.cluster.owner``: the first process to ask claims it, and keeps it while its
+        heartbeat lives; once it stops or is lost, the next to ask takes it over). While Redis
+        is unreachable, only if it held it already."""
+        cluster = self.core.cluster
+        if cluster is None:
+            return True
+        try:
+            node = cluster.owner(PURGER)
+        except RoutingError:
+            return False
+        if node != self._purging_node:
+            self._purging_node = node
+            log.info("uploads: %s purges the cluster's uploads (%s)",
+                     "this node" if node == cluster.node_id else f"node {node}", PURGER)
+        return node == cluster.node_id
 
     @hookimpl
     def add_metrics(self, registry):

@@ -16,7 +16,8 @@ content type than the slot's 400. The file's path never comes from the client's 
 
 Purging: ``Uploads.purge`` deletes lapsed slots and expired files (and files whose account was
 deleted, its rows having gone with it); the HTTP server runs it every
-``[http] upload_purge_interval`` seconds (``server.py``).
+``[http] upload_purge_interval`` seconds (``server.py``), in a cluster on one process at a time
+(the holder of ``http.upload:purge``, ``core.cluster.owner``).
 """
 from __future__ import annotations
 

@@ -30,7 +30,9 @@ hear from nor talk to, enforced for every protocol.
   (``xmpp.blocking``, after the write): each replaces its copy of the list at once, pushes the
   change to the account's interested sessions it has, and withdraws or shows presence between
   its own sessions as above and fires ``on_screen_changed``; the node that made the change also
-  tells other domains.
+  tells other domains. Casts missed while Redis was away (from this node, or from the node that
+  made a change) are made good by reading every cached list again once it is back (``reread``,
+  the ``on_cluster_resync`` hook), with the same effects for what changed.
 
 State, per core, on the c2s service (``service.blocking``): each account's list as a frozenset of
 addresses, read from SQL (``blocking_store``) the first time it is needed and replaced on every
@@ -52,6 +54,7 @@ NS = "urn:xmpp:blocking"
 ERRORS_NS = "urn:xmpp:blocking:errors"
 BLOCKLIST, BLOCK, UNBLOCK, ITEM = (tag(n, NS) for n in ("blocklist", "block", "unblock", "item"))
 EMPTY: frozenset = frozenset()
+REREAD_BATCH = 500  # cached lists read again in one query (``BlockLists.reread``)
 
 
 # ---- sans-IO: items and matching ----
@@ -126,8 +129,11 @@ class BlockLists:
         return self._load(account.local) if items is None else items
 
     def _load(self, local: str) -> frozenset:
+        return self._parsed(local, store.load(self.service.core.db, local))
+
+    def _parsed(self, local: str, texts: list[str]) -> frozenset:
         jids = []
-        for text in store.load(self.service.core.db, local):
+        for text in texts:
             try:
                 jids.append(Address.from_jid(text))
             except AddressError:  # stored under other normalization rules: not ours to match
@@ -270,6 +276,35 @@ class BlockLists:
         else:
             self._push(account, items_element(UNBLOCK, items))
             _show(self.service, account, changed, federation=False)
+        self._changed(account)
+
+    def reread(self) -> None:
+        """Casts may have been missed (``on_cluster_resync``: Redis was away from this node or
+        from the one that made a change): read every cached list again and, for each that
+        changed, do what ``received`` does for a cast: push the JIDs newly blocked and those no
+        longer blocked to the interested sessions here, withdraw or show presence between this
+        node's sessions (§3.3, §3.4), fire ``on_screen_changed``. One query per ``REREAD_BATCH`` lists."""
+        cached = list(self._lists)
+        for start in range(0, len(cached), REREAD_BATCH):
+            batch = {local: self._order.get(local) for local in cached[start:start + REREAD_BATCH]}
+            lists = store.load_many(self.service.core.db, list(batch))
+            for local, before in batch.items():
+                if self._order.get(local) is before:  # else set meanwhile, from a fresher read
+                    self._reread(local, set(before or ()), lists.get(local, []))
+
+    def _reread(self, local: str, before: set, texts: list[str]) -> None:
+        """One list read again: what changed is pushed and shown as a cast's change is."""
+        after = self._parsed(local, texts)
+        blocked, unblocked = after - before, before - after
+        if not blocked and not unblocked:
+            return
+        account = self.service.core.address(local)
+        if blocked:
+            self._push(account, items_element(BLOCK, sorted(blocked, key=str)))
+            _withdraw(self.service, account, frozenset(blocked), federation=False)
+        if unblocked:
+            self._push(account, items_element(UNBLOCK, sorted(unblocked, key=str)))
+            _show(self.service, account, frozenset(unblocked), federation=False)
         self._changed(account)
 
     def _push(self, account: Address, payload: ET.Element) -> None:

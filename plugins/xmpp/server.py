@@ -136,6 +136,11 @@ class XmppServer:
         return None
 
     @hookimpl
+    def on_cluster_resync(self):
+        """Casts may have been missed (Redis was away): the cached block lists are read again."""
+        self.service.blocking.reread()
+
+    @hookimpl
     def on_cluster_node_lost(self, node):
         """Sessions here that were in a room the lost node held are told they are out (332)."""
         if self.muc is not None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,8 +18,11 @@ import urllib.request
 import pytest
 from slixmpp.exceptions import PresenceError
 
+from convergence import hookimpl
+from convergence.cluster import Cluster
 from convergence.testing import free_port
 
+from .conftest import REDIS
 from .helpers import api_send, available_from, chat_body
 
 ACCOUNTS = {"alice": "a", "bob": "b", "carol": "c", "dave": "d"}
@@ -42,6 +47,64 @@ class RedisServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+class Relay:
+    """A TCP relay to the private Redis for one node: ``cut()`` closes its connections and drops
+    new ones (that node alone loses Redis, the others keep theirs), ``mend()`` lets them through."""
+
+    def __init__(self, target: int):
+        self.target, self.open, self.conns = target, True, []
+        self.listener = socket.create_server(("127.0.0.1", free_port()))
+        self.port = self.listener.getsockname()[1]
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.open:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            with self._lock:
+                self.conns += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        self.open = False
+        with self._lock:
+            conns, self.conns = self.conns, []
+        for sock in conns:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def mend(self) -> None:
+        self.open = True
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
 
 
 @pytest.fixture
@@ -179,3 +242,123 @@ def test_rooms_during_a_redis_outage(private_redis, convergence_server, xmpp_cli
     groupchat(bob, ROOM, "after the outage")
     for c in (alice, carol, bob):
         said(c, ROOM, "bob", "after the outage")
+
+
+def test_block_list_changes_made_during_a_redis_outage_reach_the_other_node(private_redis, convergence_server,
+                                                                             xmpp_client):
+    """XEP-0191 across an outage (docs/cluster.md, "What is not a message"): alice blocks bob via A
+    while Redis is down, so node A's cast is never sent and node B keeps its cached copy; once
+    Redis is back node B reads its cached lists again and does what the cast would have done —
+    the push to alice's session there, bob and alice's sessions on B see each other go, B
+    screens bob's messages. The unblock during a second outage comes back the same way."""
+    from ..xmpp.test_blocking import block, blocker, pushed, unblock
+
+    redis, table = private_redis
+    a = convergence_server(ACCOUNTS, cluster={**table, "node_id": "node-a"})
+    b = convergence_server({}, cluster={**table, "node_id": "node-b"})
+    b.passwords.update(ACCOUNTS)
+    laptop = blocker(xmpp_client, a, "alice", "laptop")
+    desk = blocker(xmpp_client, b, "alice", "desk")
+    bob = xmpp_client(b, "bob", resource="phone")
+    a.process.wait_for(f"registered {bob.jid} ")
+    b.process.wait_for(f"registered {laptop.jid} ")
+    bob.send_message(a.jid("alice"), "before")  # node B reads (and caches) alice's empty list
+    desk.next("message", timeout=10, match=chat_body("before"))
+
+    def outage(change) -> None:
+        marks = len(a.process.output), len(b.process.output)
+        redis.stop()
+        for node, mark in zip((a, b), marks):
+            node.process.wait_for("Redis unreachable", start=mark)
+        change()
+        redis.start()
+        for node, mark in zip((a, b), marks):
+            node.process.wait_for("Redis reachable again", timeout=15, start=mark)
+            node.process.wait_for("cluster: subscribed again", timeout=15, start=mark)
+
+    outage(lambda: block(laptop, a.jid("bob")))
+    assert pushed(laptop, "blocked") == [a.jid("bob")]
+    assert pushed(desk, "blocked") == [a.jid("bob")]  # node B read the list again
+    bob.next("presence", timeout=10, match=available_from(desk.jid, "unavailable"))
+    desk.next("presence", timeout=10, match=available_from(bob.jid, "unavailable"))
+    bob.send_message(a.jid("alice"), "blocked?")  # node B screens with the list as it is now
+    assert error_of(bob.next("message_error", timeout=10))[0] == "service-unavailable"
+
+    outage(lambda: unblock(laptop, a.jid("bob")))
+    assert pushed(desk, "unblocked") == [a.jid("bob")]
+    bob.next("presence", timeout=10, match=available_from(desk.jid))
+    desk.next("presence", timeout=10, match=available_from(bob.jid))
+    bob.send_message(a.jid("alice"), "after")
+    desk.next("message", timeout=10, match=chat_body("after"))
+
+
+def test_a_block_made_on_a_node_cut_off_from_redis_holds_on_the_others_once_it_is_back(
+        private_redis, convergence_server, xmpp_client):
+    """Only node A loses Redis (its connections go through a relay that is cut); node B's
+    subscription lives on, so B has nothing to re-read for itself. alice blocks bob through A
+    meanwhile (A casts nothing); once A reaches Redis again its announcement says it was cut off,
+    and B reads its cached lists again: the push, the presence, the screening follow."""
+    from ..xmpp.test_blocking import block, blocker, pushed
+
+    redis, table = private_redis
+    relay = Relay(redis.port)
+    try:
+        a = convergence_server(ACCOUNTS, cluster={**table, "node_id": "node-a",
+                                                  "redis": f"redis://127.0.0.1:{relay.port}/0"})
+        b = convergence_server({}, cluster={**table, "node_id": "node-b"})
+        b.passwords.update(ACCOUNTS)
+        laptop = blocker(xmpp_client, a, "alice", "laptop")
+        desk = blocker(xmpp_client, b, "alice", "desk")
+        bob = xmpp_client(b, "bob", resource="phone")
+        a.process.wait_for(f"registered {bob.jid} ")
+        b.process.wait_for(f"registered {laptop.jid} ")
+        bob.send_message(a.jid("alice"), "before")  # node B reads (and caches) alice's empty list
+        desk.next("message", timeout=10, match=chat_body("before"))
+
+        mark_a, mark_b = len(a.process.output), len(b.process.output)
+        relay.cut()
+        a.process.wait_for("Redis unreachable", start=mark_a)
+        block(laptop, a.jid("bob"))
+        assert pushed(laptop, "blocked") == [a.jid("bob")]
+        relay.mend()
+        a.process.wait_for("Redis reachable again", timeout=15, start=mark_a)
+        assert pushed(desk, "blocked") == [a.jid("bob")]  # node B read the list again
+        bob.next("presence", timeout=10, match=available_from(desk.jid, "unavailable"))
+        bob.send_message(a.jid("alice"), "blocked?")
+        assert error_of(bob.next("message_error", timeout=10))[0] == "service-unavailable"
+        assert not any("Redis unreachable" in line or "subscribed again" in line
+                       for line in b.process.output[mark_b:])  # node B never lost Redis
+    finally:
+        relay.close()
+
+
+def test_a_node_back_from_an_outage_makes_the_others_read_again(make_core, redis_prefix):
+    """Only node A was cut off from Redis (node B's subscription lived on, so B re-reads nothing
+    for itself): A's announcement once it is back says so (``sync`` with ``again``) and B's
+    plugins read again what they cache from casts (``on_cluster_resync``); a node that starts
+    (a ``sync`` without it) makes nobody read again. In this process, on a real Redis: the
+    members are not started, the events are given to B as its subscription would."""
+    client, prefix = redis_prefix
+    resyncs = []
+
+    class Cache:
+        @hookimpl
+        def on_cluster_resync(self, core):
+            resyncs.append(core)
+    b = Cluster(make_core({"cluster": {"redis": REDIS, "prefix": prefix}}, plugins={"cache": Cache()}), "node-b")
+    a = Cluster(make_core({"cluster": {"redis": REDIS, "prefix": prefix}}), "node-a")
+    try:
+        for again in (False, True):
+            pubsub = client.pubsub()
+            pubsub.subscribe(f"{prefix}events")
+            assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+            a._announce(again=again)
+            event = pubsub.get_message(timeout=5)
+            pubsub.close()
+            b._receive(event["channel"], event["data"])
+            if b._resyncing is not None:
+                b._resyncing.join(timeout=5)
+            assert len(resyncs) == int(again)
+    finally:
+        a.redis.close()
+        b.redis.close()

@@ -346,6 +346,41 @@ def test_hook_on_cluster_node_lost(make_core, caplog):
     assert "a plugin failed on the loss of node node-b" in caplog.text
 
 
+def test_hook_on_cluster_resync(make_core, caplog):
+    """Casts may have been missed (a subscription back, a node back from an outage): the
+    implementations run in a greenlet of their own; asked again while they run, they run once
+    more afterwards, not twice at once; a failing one is logged. Across real nodes with Redis
+    stopped and started: tests/cluster/test_blocking_relay.py (block lists read again)."""
+    from convergence.cluster import Cluster
+
+    from gevent.event import Event
+
+    runs, release = [], Event()
+
+    class Cache:
+        @hookimpl
+        def on_cluster_resync(self, core):
+            runs.append(core)
+            release.wait()
+
+    class Broken:
+        @hookimpl
+        def on_cluster_resync(self):
+            raise RuntimeError("plugin bug")
+    core = make_core({"cluster": {"redis": "redis://127.0.0.1:1/0"}},
+                     plugins={"broken": Broken(), "cache": Cache()})
+    member = Cluster(core, "node-a")  # not started: resyncing needs no Redis
+    member._resync()
+    gevent.idle()
+    member._resync()  # while the first runs: once more after it
+    member._resync()
+    assert runs == [core]
+    release.set()
+    member._resyncing.join(timeout=5)
+    assert runs == [core, core]
+    assert "a plugin failed to re-read what it caches" in caplog.text
+
+
 def test_hook_service_users(make_core):
     """A third-party service user is on every account's shared roster, next to echo and the HTTP user."""
     class Bot:

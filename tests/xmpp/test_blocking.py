@@ -12,7 +12,7 @@ import pytest
 from slixmpp.exceptions import IqError
 
 from actors import ACCOUNTS, SIP, Phone, condition as stanza_condition
-from convergence import Address, Message, RoutingError
+from convergence import Address, Message, RoutingError, hookimpl
 from convergence.plugins.xmpp import blocking
 from convergence.plugins.xmpp.stanzas import StanzaError
 from sipp_runner import Sipp, needs_sipp
@@ -358,3 +358,38 @@ def test_screening_by_protocol_and_direction():
     assert lists.refusal(alice, bob).app is not None
     remote = Address.from_jid("eve@elsewhere.example/r")  # remote accounts' lists are not ours
     assert lists.refusal(alice, remote) is None and not lists.hides(remote, bob)
+
+
+def test_reread_applies_missed_changes_and_keeps_those_made_meanwhile(core, register_plugin, monkeypatch):
+    """``BlockLists.reread`` (a cluster's ``on_cluster_resync``, docs/cluster.md): a change
+    stored by another node whose cast was missed takes effect here (``on_screen_changed`` fired);
+    a list set while the re-read was waiting for the database (here, a block made meanwhile) is
+    not put back to the older rows the re-read got. Across nodes with Redis stopped and started:
+    tests/cluster/test_redis_outage.py."""
+    from convergence.plugins.xmpp import blocking_store
+
+    changed = []
+
+    class Screen:
+        @hookimpl
+        def on_screen_changed(self, account):
+            changed.append(account.local)
+    register_plugin(Screen(), "screen")
+    alice, bob, carol = (core.add_account(n, "pw") for n in ("alice", "bob", "carol"))
+    lists = core.pm.get_plugin("xmpp:server").service.blocking
+    assert not lists.of(alice) and not lists.of(carol)  # cached
+    blocking_store.add(core.db, "alice", [bob.jid], 10)  # another node's change, its cast lost
+    load_many = blocking_store.load_many
+
+    def slow(db, accounts):  # carol blocks bob here while the re-read waits for the database
+        rows = load_many(db, accounts)
+        lists.block(carol, [bob])
+        return rows
+    monkeypatch.setattr(blocking.store, "load_many", slow)
+    changed.clear()
+    lists.reread()
+    assert lists.of(alice) == {bob} and lists.of(carol) == {bob}
+    assert changed == ["carol", "alice"]  # carol's block, then alice's list read again
+    monkeypatch.setattr(blocking.store, "load_many", load_many)
+    lists.reread()  # nothing changed since: nothing happens
+    assert changed == ["carol", "alice"]
