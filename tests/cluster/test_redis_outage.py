@@ -251,19 +251,10 @@ def test_block_list_changes_made_during_a_redis_outage_reach_the_other_node(priv
     Redis is back node B reads its cached lists again and does what the cast would have done —
     the push to alice's session there, bob and alice's sessions on B see each other go, B
     screens bob's messages. The unblock during a second outage comes back the same way."""
-    from ..xmpp.test_blocking import block, blocker, pushed, unblock
+    from ..xmpp.test_blocking import block, pushed, unblock
 
     redis, table = private_redis
-    a = convergence_server(ACCOUNTS, cluster={**table, "node_id": "node-a"})
-    b = convergence_server({}, cluster={**table, "node_id": "node-b"})
-    b.passwords.update(ACCOUNTS)
-    laptop = blocker(xmpp_client, a, "alice", "laptop")
-    desk = blocker(xmpp_client, b, "alice", "desk")
-    bob = xmpp_client(b, "bob", resource="phone")
-    a.process.wait_for(f"registered {bob.jid} ")
-    b.process.wait_for(f"registered {laptop.jid} ")
-    bob.send_message(a.jid("alice"), "before")  # node B reads (and caches) alice's empty list
-    desk.next("message", timeout=10, match=chat_body("before"))
+    a, b, laptop, desk, bob = alice_on_both_nodes_and_bob_on_b(convergence_server, xmpp_client, table)
 
     def outage(change) -> None:
         marks = len(a.process.output), len(b.process.output)
@@ -298,22 +289,13 @@ def test_a_block_made_on_a_node_cut_off_from_redis_holds_on_the_others_once_it_i
     subscription lives on, so B has nothing to re-read for itself. alice blocks bob through A
     meanwhile (A casts nothing); once A reaches Redis again its announcement says it was cut off,
     and B reads its cached lists again: the push, the presence, the screening follow."""
-    from ..xmpp.test_blocking import block, blocker, pushed
+    from ..xmpp.test_blocking import block, pushed
 
     redis, table = private_redis
     relay = Relay(redis.port)
     try:
-        a = convergence_server(ACCOUNTS, cluster={**table, "node_id": "node-a",
-                                                  "redis": f"redis://127.0.0.1:{relay.port}/0"})
-        b = convergence_server({}, cluster={**table, "node_id": "node-b"})
-        b.passwords.update(ACCOUNTS)
-        laptop = blocker(xmpp_client, a, "alice", "laptop")
-        desk = blocker(xmpp_client, b, "alice", "desk")
-        bob = xmpp_client(b, "bob", resource="phone")
-        a.process.wait_for(f"registered {bob.jid} ")
-        b.process.wait_for(f"registered {laptop.jid} ")
-        bob.send_message(a.jid("alice"), "before")  # node B reads (and caches) alice's empty list
-        desk.next("message", timeout=10, match=chat_body("before"))
+        a, b, laptop, desk, bob = alice_on_both_nodes_and_bob_on_b(
+            convergence_server, xmpp_client, table, f"redis://127.0.0.1:{relay.port}/0")
 
         mark_a, mark_b = len(a.process.output), len(b.process.output)
         relay.cut()
@@ -362,3 +344,22 @@ def test_a_node_back_from_an_outage_makes_the_others_read_again(make_core, redis
     finally:
         a.redis.close()
         b.redis.close()
+
+
+def alice_on_both_nodes_and_bob_on_b(convergence_server, xmpp_client, table: dict, redis_a: str | None = None):
+    """Nodes A (its Redis URL ``redis_a``, if given) and B; alice with a block-list client on each
+    (laptop on A, desk on B), bob on B; bob's first message to alice makes node B read (and cache)
+    her empty block list. Returns (a, b, laptop, desk, bob)."""
+    from ..xmpp.test_blocking import blocker
+
+    a = convergence_server(ACCOUNTS, cluster={**table, "node_id": "node-a", **({"redis": redis_a} if redis_a else {})})
+    b = convergence_server({}, cluster={**table, "node_id": "node-b"})
+    b.passwords.update(ACCOUNTS)
+    laptop = blocker(xmpp_client, a, "alice", "laptop")
+    desk = blocker(xmpp_client, b, "alice", "desk")
+    bob = xmpp_client(b, "bob", resource="phone")
+    a.process.wait_for(f"registered {bob.jid} ")
+    b.process.wait_for(f"registered {laptop.jid} ")
+    bob.send_message(a.jid("alice"), "before")
+    desk.next("message", timeout=10, match=chat_body("before"))
+    return a, b, laptop, desk, bob
