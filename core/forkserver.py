@@ -198,9 +198,9 @@ class ForkServer:
                             stderr=subprocess.PIPE, text=text)
         try:
             stdout, stderr = child.communicate(input, timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             child.kill()
-            child.communicate()
+            exc.stdout, exc.stderr = child.communicate()  # what it wrote before, as run gives
             raise
         return subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
 

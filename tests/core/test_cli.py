@@ -42,6 +42,28 @@ def test_the_installed_script_is_the_command_line_the_tests_fork(tmp_path, run):
     assert script.returncode == 2 and "[server] bogus: unknown key" in script.stderr
 
 
+def test_a_forked_command_waits_on_its_stdin_pipe_until_killed(tmp_path, fork_server):
+    """A command started with a stdin pipe (``launch``, as ``Popen(stdin=PIPE)``) waits for its
+    password there while the pipe stays open; killed, it ends with -9 and its output so far."""
+    child = fork_server.launch(["user", "add", "bob"], tmp_path, cli_env(), stdin=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    with pytest.raises(subprocess.TimeoutExpired):
+        child.wait(timeout=1)
+    child.kill()
+    out, err = child.communicate(timeout=10)
+    assert child.returncode == -signal.SIGKILL and out == "" and "Password: " in err
+
+
+def test_a_command_past_its_timeout_is_killed(tmp_path, run):
+    """``run``'s timeout is ``subprocess.run``'s: the command (a server, which never ends by
+    itself) is killed and ``TimeoutExpired`` carries what it wrote."""
+    config = "".join(f'[{table}]\nlisten = "{keys["listen"]}"\n'
+                     for table, keys in http_config(free_port()).items())
+    with pytest.raises(subprocess.TimeoutExpired) as timed_out:
+        run(tmp_path, "serve", config=config, timeout=2)
+    assert isinstance(timed_out.value.stderr, str)  # read to its end: the server is gone
+
+
 @pytest.mark.parametrize("args", [[], ["serve"], ["user"], ["user", "add"], ["user", "del"],
                                   ["user", "list"], ["user", "passwd"], ["db"], ["db", "upgrade"],
                                   ["db", "current"], ["plugins"]])
