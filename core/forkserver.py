@@ -257,6 +257,23 @@ def _serve(fd: int) -> None:
         sock.sendall(json.dumps({"pid": pid}).encode())
 
 
+def _new_stdio() -> None:
+    """New ``sys.stdin``, ``stdout`` and ``stderr`` on descriptors 0, 1 and 2, made as the
+    interpreter makes them at its start (the fork server's were made for its ``/dev/null``, which
+    is seekable, and click wraps ``sys.stdout.buffer`` anew): stdout and stderr unbuffered with
+    ``PYTHONUNBUFFERED`` set, else block-buffered (stdout) or line-buffered (stderr, or a tty);
+    the encodings stay the fork server's."""
+    unbuffered = os.environ.get("PYTHONUNBUFFERED", "") != ""
+    for number, name in enumerate(("stdin", "stdout", "stderr")):
+        old = getattr(sys, name)
+        raw = number > 0 and unbuffered
+        binary = open(number, "wb" if number else "rb", buffering=0 if raw else -1, closefd=False)
+        stream = io.TextIOWrapper(binary, old.encoding, old.errors, "\n", write_through=raw,
+                                  line_buffering=not raw and (number == 2 or os.isatty(number)))
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+
+
 def _run(cli, request: dict, fds: list[int]) -> None:
     """In the child: become ``convergence ARGV`` with ``fds`` as its stdin, stdout and stderr, and
     end as the interpreter ends the script: exit handlers run, status from ``SystemExit``, a
@@ -271,17 +288,10 @@ def _run(cli, request: dict, fds: list[int]) -> None:
             os.dup2(fd, number)
         for fd in fds:
             os.close(fd)
-        for number, name in enumerate(("stdin", "stdout", "stderr")):
-            # new streams, as the interpreter makes them at start: the fork server's were made for
-            # its /dev/null (seekable, not a tty), and click wraps sys.stdout.buffer anew
-            old = getattr(sys, name)
-            stream = io.TextIOWrapper(open(number, "wb" if number else "rb", closefd=False), old.encoding,
-                                      old.errors, "\n", line_buffering=number == 2 or os.isatty(number))
-            setattr(sys, name, stream)
-            setattr(sys, f"__{name}__", stream)
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        _new_stdio()
         cli.main(args=request["argv"], prog_name="convergence")
         code = 0
     except SystemExit as exc:
@@ -302,6 +312,7 @@ def _run(cli, request: dict, fds: list[int]) -> None:
             _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
             os.kill(os.getpid(), _signal.SIGINT)
         os._exit(code)
+
 
 if __name__ == "__main__":
     _serve(int(sys.argv[1]))
