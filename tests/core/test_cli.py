@@ -43,15 +43,19 @@ def test_the_installed_script_is_the_command_line_the_tests_fork(tmp_path, run):
 
 
 def test_a_forked_command_waits_on_its_stdin_pipe_until_killed(tmp_path, fork_server):
-    """A command started with a stdin pipe (``launch``, as ``Popen(stdin=PIPE)``) waits for its
-    password there while the pipe stays open; killed, it ends with -9 and its output so far."""
+    """A command started with a stdin pipe (``launch``, as ``Popen(stdin=PIPE)``) prompts for its
+    password and waits for it there while the pipe stays open; killed, its status is -9."""
     child = fork_server.launch(["user", "add", "bob"], tmp_path, cli_env(), stdin=subprocess.PIPE,
                                stderr=subprocess.PIPE)
-    with pytest.raises(subprocess.TimeoutExpired):
-        child.wait(timeout=1)
+    prompt = ""
+    while not prompt.endswith("Password: "):  # getpass's prompt, on stderr without a newline
+        char = child.stderr.read(1)
+        assert char, prompt  # (the end: it did not wait)
+        prompt += char
+    assert child.poll() is None
     child.kill()
     out, err = child.communicate(timeout=10)
-    assert child.returncode == -signal.SIGKILL and out == "" and "Password: " in err
+    assert child.returncode == -signal.SIGKILL and out == "" and err == ""
 
 
 def test_a_command_past_its_timeout_is_killed(tmp_path, run):
@@ -60,7 +64,7 @@ def test_a_command_past_its_timeout_is_killed(tmp_path, run):
     config = "".join(f'[{table}]\nlisten = "{keys["listen"]}"\n'
                      for table, keys in http_config(free_port()).items())
     with pytest.raises(subprocess.TimeoutExpired) as timed_out:
-        run(tmp_path, "serve", config=config, timeout=2)
+        run(tmp_path, "serve", config=config, timeout=0.5)
     assert isinstance(timed_out.value.stderr, str)  # read to its end: the server is gone
 
 
