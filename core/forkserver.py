@@ -222,7 +222,8 @@ def _serve(fd: int) -> None:
     import posix
     from importlib.metadata import entry_points
 
-    from convergence.cli import cli
+    import convergence.cli  # noqa: F401 - what main imports: its children find it imported
+    from convergence.main import main
 
     for entry in entry_points(group="convergence.plugins"):
         entry.load()
@@ -251,7 +252,7 @@ def _serve(fd: int) -> None:
         if pid == 0:
             _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
             sock.close()
-            _run(cli, request, fds)
+            _run(main, request, fds)
         for fd in fds:
             os.close(fd)
         sock.sendall(json.dumps({"pid": pid}).encode())
@@ -274,10 +275,11 @@ def _new_stdio() -> None:
         setattr(sys, f"__{name}__", stream)
 
 
-def _run(cli, request: dict, fds: list[int]) -> None:
-    """In the child: become ``convergence ARGV`` with ``fds`` as its stdin, stdout and stderr, and
-    end as the interpreter ends the script: exit handlers run, status from ``SystemExit``, a
-    traceback and 1 for an exception, killed by SIGINT for ``KeyboardInterrupt``."""
+def _run(main, request: dict, fds: list[int]) -> None:
+    """In the child: become ``convergence ARGV`` with ``fds`` as its stdin, stdout and stderr, run
+    the script's ``main`` (its ``monkey.patch_all()`` finds gevent patched) and end as the
+    interpreter ends the script: exit handlers run, status from ``SystemExit``, a traceback and 1
+    for an exception, killed by SIGINT for ``KeyboardInterrupt``."""
     import _signal
     import atexit
     import traceback
@@ -292,7 +294,8 @@ def _run(cli, request: dict, fds: list[int]) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         _new_stdio()
-        cli.main(args=request["argv"], prog_name="convergence")
+        sys.argv[:] = [os.path.join(os.path.dirname(sys.executable), "convergence"), *request["argv"]]
+        main()
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
