@@ -16,7 +16,7 @@ server's log wants) or is a pipe of its own (``subprocess.PIPE``); stdin is ``/d
 command run to its end (the ``convergence user …`` and ``db …`` commands of the tests), stdout and
 stderr apart, the child killed if the timeout expires.
 
-The fork server itself (``python -m convergence.forkserver FD``) patches gevent first, as
+The fork server itself (``python -P -m convergence.forkserver FD``) patches gevent first, as
 ``convergence.main`` does, then imports the command line and every installed plugin, and never
 starts gevent's hub: it waits with the original blocking ``select``, forks with ``posix.fork`` and
 reaps children from its SIGCHLD handler, so each child starts as a fresh single-threaded process
@@ -126,7 +126,8 @@ class ForkServer:
 
     def __init__(self):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.proc = subprocess.Popen([sys.executable, "-m", "convergence.forkserver", str(theirs.fileno())],
+        # -P: no current folder at the head of sys.path, which the script does not have either
+        self.proc = subprocess.Popen([sys.executable, "-P", "-m", "convergence.forkserver", str(theirs.fileno())],
                                      pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         theirs.close()
