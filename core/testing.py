@@ -18,12 +18,18 @@ Fixtures:
   imported everything already: the same command line, without paying for the imports each time.
 - ``fork_server`` — the session's :class:`~convergence.forkserver.ForkServer` (``serve`` forks
   from it; ``ServerProcess(..., launcher=fork_server)`` for a process started another way).
+  ``fork_server.launch(argv, cwd, cli_env(), stdin=None, stderr=subprocess.STDOUT)`` starts a
+  command line like ``subprocess.Popen`` (``subprocess.PIPE`` for a stdin or a stderr of its own).
+- ``run_convergence(*args, cwd=tmp_path, env=None, input=None, timeout=60)`` — ``convergence ARGS``
+  run to its end, forked from ``fork_server``, as ``subprocess.run(capture_output=True, text=True,
+  input=input, timeout=timeout)`` would run the script: a ``subprocess.CompletedProcess`` with
+  ``returncode``, ``stdout`` and ``stderr``. The environment is :func:`cli_env` plus ``env``.
 - ``database_url`` — the ``[server] database`` such a process uses: ``""`` (SQLite in its
   ``data_dir``) or the test's own PostgreSQL schema (below). Put it in a config you open yourself
   (to create accounts before the server starts) so both see the same database.
 
 Helpers: :class:`RecordingEndpoint`, an endpoint that keeps what it is given; :func:`free_port`,
-:func:`free_udp_tcp_port`.
+:func:`free_udp_tcp_port`; :func:`cli_env`, the environment of a ``convergence`` process.
 
 The database is SQLite (in memory for ``make_core``), or PostgreSQL with ``--convergence-database URL``
 (or ``CONVERGENCE_TEST_DATABASE``): each test then gets a schema of its own, dropped afterwards.
@@ -250,6 +256,13 @@ def toml_value(value) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def cli_env(**extra: str) -> dict:
+    """The environment of a ``convergence`` process a test starts: the test process's without its
+    ``CONVERGENCE_*`` variables (a developer's ``CONVERGENCE_CONFIG`` must not reach the tests),
+    plus ``extra``."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("CONVERGENCE_")}, **extra}
+
+
 class ServerProcess:
     """A running ``convergence serve``: ``output`` holds its log lines so far (a thread keeps
     reading them, so a chatty server never blocks on a full pipe); ``wait_for`` waits for one.
@@ -258,7 +271,7 @@ class ServerProcess:
     fixture) the process is forked from it; without one it runs the ``convergence`` script."""
 
     def __init__(self, config_path: Path, args, cwd: Path, timeout: float = 30, launcher=None):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGENCE_")}
+        env = cli_env()
         self.config_path = config_path
         command = ["--config", str(config_path), "serve", *args]
         if launcher is None:
@@ -319,6 +332,15 @@ def fork_server():
     server = forkserver.ForkServer()
     yield server
     server.close()
+
+
+@pytest.fixture
+def run_convergence(tmp_path, fork_server):
+    def run(*args, cwd=None, env: dict | None = None, input: str | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess:
+        return fork_server.run([str(arg) for arg in args], cwd or tmp_path, cli_env(**(env or {})),
+                               input=input, timeout=timeout)
+    return run
 
 
 @pytest.fixture

@@ -3,12 +3,9 @@ answer comes back as the HTTP user's reply; failures come back as error messages
 import json
 import logging
 import queue
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -209,11 +206,10 @@ def test_typing_notices_are_not_forwarded(target, alice_and):
     ('[http]\ncallback_url = "ftp://example.org/bot"\n',
      "[http] callback_url: expected an http:// or https:// URL, got 'ftp://example.org/bot'"),
 ])
-def test_a_callback_url_that_cannot_work_stops_start_up(tmp_path, config, error):
+def test_a_callback_url_that_cannot_work_stops_start_up(tmp_path, config, error, run_convergence):
     path = tmp_path / "c.toml"
     path.write_text(f'[server]\ndata_dir = "{tmp_path}"\n' + config.replace("[server]\n", ""))
-    result = subprocess.run([str(Path(sys.executable).parent / "convergence"), "--config", str(path),
-                             "serve"], capture_output=True, text=True, timeout=30)
+    result = run_convergence("--config", path, "serve", timeout=30)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"Error: {path}: {error}"
 

@@ -18,7 +18,7 @@ from convergence.testing import create_schema, free_port
 from scenario_kit import LoginFailed
 from sipp_runner import Sipp, needs_sipp, register
 
-from . import run_cli, write_config
+from . import write_config
 
 DOMAIN = "example.org"
 
@@ -39,7 +39,7 @@ def registers(server, tmp_path, name: str, password: str, expect: int) -> None:
 
 
 @needs_sipp
-def test_csv_import_of_1000_accounts_then_xmpp_and_sip_logins(convergence_server, xmpp_client, tmp_path):
+def test_csv_import_of_1000_accounts_then_xmpp_and_sip_logins(convergence_server, xmpp_client, tmp_path, run_cli):
     server = convergence_server({"user7": "old-password"})
     (tmp_path / "people.csv").write_text(csv_of(1000) + "bad name,x\nuser3,again\n")
     started = time.monotonic()
@@ -79,7 +79,7 @@ def scram_xml(name: str, creds, mechanisms=("SCRAM-SHA-1", "SCRAM-SHA-256"), ext
 
 @needs_sipp
 def test_xep0227_scram_keys_log_in_over_xmpp_and_sip_digest_refuses_them(convergence_server, xmpp_client,
-                                                                           tmp_path):
+                                                                           tmp_path, run_cli):
     server = convergence_server({})
     juliet = credentials.derive("juliet", DOMAIN, "balcony", iterations=4096)
     romeo = credentials.derive("romeo", DOMAIN, "montague", iterations=10000)
@@ -142,7 +142,7 @@ def stored(config) -> dict:
         core.close()
 
 
-def test_export_then_import_elsewhere_keeps_every_key(tmp_path, database_url, second_database):
+def test_export_then_import_elsewhere_keeps_every_key(tmp_path, database_url, second_database, run_cli):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     old = write_config(tmp_path / "a" / "c.toml", database_url)
@@ -186,7 +186,7 @@ def test_export_then_import_elsewhere_keeps_every_key(tmp_path, database_url, se
     assert refused.returncode == 1 and "is not empty" in refused.stderr
 
 
-def test_a_failed_import_creates_no_account(tmp_path, database_url):
+def test_a_failed_import_creates_no_account(tmp_path, database_url, run_cli):
     if database_url:
         pytest.skip("holds SQLite's write lock")
     config = write_config(tmp_path / "c.toml")
@@ -205,7 +205,7 @@ def test_a_failed_import_creates_no_account(tmp_path, database_url):
     assert len(run_cli(config, "user", "list").stdout.splitlines()) == 120
 
 
-def test_unreadable_files_are_one_line_and_create_nothing(tmp_path):
+def test_unreadable_files_are_one_line_and_create_nothing(tmp_path, run_cli):
     config = write_config(tmp_path / "c.toml")
     (tmp_path / "evil.xml").write_text(
         "<?xml version='1.0'?><!DOCTYPE d [<!ENTITY a 'aaaa'><!ENTITY b '&a;&a;&a;&a;'>]>"
@@ -233,7 +233,7 @@ VirtualHost "example.org"
 
 
 @pytest.mark.skipif(shutil.which("prosodyctl") is None, reason="prosody not installed (Debian package prosody)")
-def test_prosody_hashed_accounts_made_by_prosodyctl_log_in(convergence_server, xmpp_client, tmp_path):
+def test_prosody_hashed_accounts_made_by_prosodyctl_log_in(convergence_server, xmpp_client, tmp_path, run_cli):
     """Prosody's own files: ``prosodyctl register`` with internal_hashed storage (SCRAM-SHA-1 keys,
     its 10,000 iterations), and an internal_plain file (a password)."""
     prosody = tmp_path / "prosody"

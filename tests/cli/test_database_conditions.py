@@ -12,7 +12,7 @@ from sqlalchemy import text
 from convergence.store import Database
 from convergence.testing import free_port
 
-from . import cli_env, run_cli, start_cli, write_config
+from . import write_config
 
 
 def one_line_exit_2(result, *needles):
@@ -26,7 +26,7 @@ def one_line_exit_2(result, *needles):
 
 
 @pytest.mark.parametrize("round_", [1, 2])
-def test_four_concurrent_commands_on_a_fresh_database_all_succeed(tmp_path, database_url, round_):
+def test_four_concurrent_commands_on_a_fresh_database_all_succeed(tmp_path, database_url, round_, run_cli, start_cli):
     config = write_config(tmp_path / "c.toml", database_url)
     (tmp_path / "more.csv").write_text("carol,c-pw\ndave,d-pw\nerin,e-pw\n")
     commands = [("user", "add", "alice", "-p", "a-pw"), ("user", "add", "bob", "-p", "b-pw"),
@@ -39,7 +39,7 @@ def test_four_concurrent_commands_on_a_fresh_database_all_succeed(tmp_path, data
     assert listed == [f"{n}@example.org" for n in ("alice", "bob", "carol", "dave", "erin")]
 
 
-def test_a_busy_sqlite_database_is_waited_for_then_one_line(tmp_path, database_url):
+def test_a_busy_sqlite_database_is_waited_for_then_one_line(tmp_path, database_url, run_cli):
     if database_url:
         pytest.skip("SQLite's write lock")
     config = write_config(tmp_path / "c.toml")
@@ -65,7 +65,7 @@ def read_only(url: str, tmp_path) -> str:
     return url + "%20-cdefault_transaction_read_only%3Don"
 
 
-def test_a_read_only_database_is_one_line(tmp_path, database_url):
+def test_a_read_only_database_is_one_line(tmp_path, database_url, run_cli):
     config = write_config(tmp_path / "c.toml", database_url)
     assert run_cli(config, "user", "add", "alice", "-p", "pw").returncode == 0
     ro = write_config(tmp_path / "ro.toml", read_only(database_url, tmp_path))
@@ -74,7 +74,7 @@ def test_a_read_only_database_is_one_line(tmp_path, database_url):
     one_line_exit_2(run_cli(ro, "user", "del", "alice"), "read-only")
 
 
-def test_a_database_from_a_newer_release_is_one_line(tmp_path, database_url):
+def test_a_database_from_a_newer_release_is_one_line(tmp_path, database_url, run_cli):
     config = write_config(tmp_path / "c.toml", database_url)
     assert run_cli(config, "db", "upgrade").returncode == 0
     db = Database(database_url or f"sqlite:///{tmp_path / 'data' / 'convergence.db'}")
@@ -84,11 +84,11 @@ def test_a_database_from_a_newer_release_is_one_line(tmp_path, database_url):
     db.close()
     for args in (("user", "add", "bob", "-p", "pw"), ("db", "current")):  # migrating or not
         one_line_exit_2(run_cli(config, *args), "9999_from_the_future", "newer Convergence")
-    debug = run_cli(config, "user", "list", env=cli_env(CONVERGENCE_DEBUG="1"))
+    debug = run_cli(config, "user", "list", env={"CONVERGENCE_DEBUG": "1"})
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "9999_from_the_future" in debug.stderr
 
 
-def test_a_missing_database_is_one_line(tmp_path, database_url):
+def test_a_missing_database_is_one_line(tmp_path, database_url, run_cli):
     if database_url:
         missing = database_url.split("?")[0].rpartition("/")[0] + "/convergence_no_such_database"
         config = write_config(tmp_path / "c.toml", missing)
@@ -99,7 +99,7 @@ def test_a_missing_database_is_one_line(tmp_path, database_url):
     one_line_exit_2(run_cli(config, "user", "list"), str(tmp_path / "file" / "data"))
 
 
-def test_an_unreachable_postgresql_is_one_line_quickly(tmp_path):
+def test_an_unreachable_postgresql_is_one_line_quickly(tmp_path, run_cli):
     config = write_config(tmp_path / "c.toml", f"postgresql+psycopg://127.0.0.1:{free_port()}/test")
     started = time.monotonic()
     one_line_exit_2(run_cli(config, "user", "add", "bob", "-p", "pw"), "unreachable", "127.0.0.1")

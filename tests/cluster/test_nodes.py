@@ -5,11 +5,9 @@ their next login, exactly once (issue 14, docs/cluster.md)."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import urllib.request
-from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from .helpers import api_events, api_send, available_from, chat_body
@@ -17,11 +15,10 @@ from .helpers import api_events, api_send, available_from, chat_body
 ACCOUNTS = {"alice": "a", "bob": "b"}
 
 
-def cli(server, *args: str) -> subprocess.CompletedProcess:
-    """``convergence --config <server's configuration> ARGS``."""
-    return subprocess.run([str(Path(sys.executable).parent / "convergence"), "--config",
-                           str(server.process.config_path), *args],
-                          capture_output=True, text=True, timeout=60)
+@pytest.fixture
+def cli(run_convergence):
+    """``cli(server, *args)``: ``convergence --config <server's configuration> ARGS``."""
+    return lambda server, *args: run_convergence("--config", server.process.config_path, *args)
 
 
 def two_nodes(node):
@@ -142,7 +139,7 @@ def test_register_contact_star_on_another_node_removes_the_binding(node, xmpp_cl
     b.process.wait_for("Contact: * removes sipuserf's bindings on every node")
 
 
-def test_cluster_status_lists_the_nodes(node, xmpp_client):
+def test_cluster_status_lists_the_nodes(node, xmpp_client, cli):
     a = node("node-a", ACCOUNTS)
     b = node("node-b")
     xmpp_client(a, "alice", resource="laptop")
@@ -162,7 +159,7 @@ def test_cluster_status_lists_the_nodes(node, xmpp_client):
     assert samples[("convergence_cluster_node_endpoints", (("node", "node-a"), ("protocol", "xmpp")))] == 1
 
 
-def test_account_change_from_the_cli_reaches_every_node(node, xmpp_client):
+def test_account_change_from_the_cli_reaches_every_node(node, xmpp_client, cli):
     """``convergence user passwd`` (run against node A's configuration) ends bob's session on node
     B with <reset/> (the PostgreSQL control path reaches every member, docs/operations.md)."""
     a, b = two_nodes(node)

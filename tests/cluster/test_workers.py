@@ -8,9 +8,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
 from convergence.testing import free_port, toml_value
 
@@ -48,7 +45,8 @@ def test_two_workers_share_the_listeners(convergence_server, cluster_table, xmpp
     assert server.process.stop() == 0, "".join(server.process.output[-20:])
 
 
-def test_a_worker_that_cannot_listen_stops_the_supervisor(tmp_path, cluster_table, database_url):
+def test_a_worker_that_cannot_listen_stops_the_supervisor(tmp_path, cluster_table, database_url,
+                                                          run_convergence):
     """A port taken by another program: worker 0 exits with status 2 and its reason, the supervisor
     stops and exits with status 2 instead of restarting it forever."""
     taken = socket.socket()
@@ -61,8 +59,7 @@ def test_a_worker_that_cannot_listen_stops_the_supervisor(tmp_path, cluster_tabl
     path.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in table.items())
                             for name, table in config.items()))
     try:
-        done = subprocess.run([str(Path(sys.executable).parent / "convergence"), "--config", str(path),
-                               "serve"], capture_output=True, text=True, timeout=60)
+        done = run_convergence("--config", path, "serve")
     finally:
         taken.close()
     assert done.returncode == 2, done.stdout + done.stderr

@@ -1,6 +1,8 @@
-"""The ``convergence`` command as a user runs it: a real process, real exit codes, real signals."""
+"""The ``convergence`` command as a user runs it: a real process, real exit codes, real signals.
+
+The commands are forked from the test kit's fork server, which runs the script's command line
+without its imports (convergence.forkserver); one test runs the installed script itself."""
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -11,36 +13,77 @@ from pathlib import Path
 
 import pytest
 
-from convergence.testing import free_port, free_udp_tcp_port
-
-CONVERGENCE = str(Path(sys.executable).parent / "convergence")
+from convergence.testing import cli_env, free_port, free_udp_tcp_port
 
 
-def run(tmp_path, *args, config=None, input=None, timeout=60):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGENCE")}
-    if config is not None:
-        (tmp_path / "c.toml").write_text(config)
-        env["CONVERGENCE_CONFIG"] = str(tmp_path / "c.toml")
-    return subprocess.run([CONVERGENCE, *args], capture_output=True, text=True, input=input,
-                          timeout=timeout, cwd=tmp_path, env=env)
+@pytest.fixture
+def run(run_convergence):
+    """``run(cwd, *args, config=None, input=None, timeout=60)``: ``convergence ARGS`` run in
+    ``cwd`` to its end (a ``subprocess.CompletedProcess``); ``config`` is written to
+    ``cwd/c.toml`` and named by ``CONVERGENCE_CONFIG``."""
+    def run(cwd: Path, *args, config=None, input=None, timeout=60) -> subprocess.CompletedProcess:
+        env = {}
+        if config is not None:
+            (cwd / "c.toml").write_text(config)
+            env["CONVERGENCE_CONFIG"] = str(cwd / "c.toml")
+        return run_convergence(*args, cwd=cwd, env=env, input=input, timeout=timeout)
+    return run
+
+
+def test_the_installed_script_is_the_command_line_the_tests_fork(tmp_path, run):
+    """The console script (entry point ``convergence.main:main``) in a fresh interpreter answers
+    exactly as the forked command line the other tests run: a bad configuration, exit 2, one line."""
+    config = "[server]\nbogus = 1\n"
+    forked = run(tmp_path, "user", "list", config=config)
+    script = subprocess.run([str(Path(sys.executable).parent / "convergence"), "user", "list"],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            env=cli_env(CONVERGENCE_CONFIG=str(tmp_path / "c.toml")))
+    assert (script.returncode, script.stdout, script.stderr) == (forked.returncode, forked.stdout, forked.stderr)
+    assert script.returncode == 2 and "[server] bogus: unknown key" in script.stderr
+
+
+def test_a_forked_command_waits_on_its_stdin_pipe_until_killed(tmp_path, fork_server):
+    """A command started with a stdin pipe (``launch``, as ``Popen(stdin=PIPE)``) prompts for its
+    password and waits for it there while the pipe stays open; killed, its status is -9."""
+    child = fork_server.launch(["user", "add", "bob"], tmp_path, cli_env(), stdin=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    prompt = ""
+    while not prompt.endswith("Password: "):  # getpass's prompt, on stderr without a newline
+        char = child.stderr.read(1)
+        assert char, prompt  # (the end: it did not wait)
+        prompt += char
+    assert child.poll() is None
+    child.kill()
+    out, err = child.communicate(timeout=10)
+    assert child.returncode == -signal.SIGKILL and out == "" and err == ""
+
+
+def test_a_command_past_its_timeout_is_killed(tmp_path, run):
+    """``run``'s timeout is ``subprocess.run``'s: the command (a server, which never ends by
+    itself) is killed and ``TimeoutExpired`` carries what it wrote."""
+    config = "".join(f'[{table}]\nlisten = "{keys["listen"]}"\n'
+                     for table, keys in http_config(free_port()).items())
+    with pytest.raises(subprocess.TimeoutExpired) as timed_out:
+        run(tmp_path, "serve", config=config, timeout=0.5)
+    assert isinstance(timed_out.value.stderr, str)  # read to its end: the server is gone
 
 
 @pytest.mark.parametrize("args", [[], ["serve"], ["user"], ["user", "add"], ["user", "del"],
                                   ["user", "list"], ["user", "passwd"], ["db"], ["db", "upgrade"],
                                   ["db", "current"], ["plugins"]])
-def test_help_everywhere(tmp_path, args):
+def test_help_everywhere(tmp_path, args, run):
     result = run(tmp_path, *args, "--help")
     assert result.returncode == 0 and "Usage: convergence" in result.stdout
 
 
-def test_no_file_means_defaults_under_convergence_data(tmp_path):
+def test_no_file_means_defaults_under_convergence_data(tmp_path, run):
     result = run(tmp_path, "user", "add", "bob", "--password", "pw")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "convergence-data" / "convergence.db").exists()
     assert run(tmp_path, "user", "list").stdout == "bob@localhost\n"
 
 
-def test_user_commands(tmp_path):
+def test_user_commands(tmp_path, run):
     config = f'[server]\ndomain = "example.org"\ndata_dir = "{tmp_path}/data"\n'
     assert run(tmp_path, "user", "add", "Bob", config=config, input="pw\npw\n").returncode == 0
     assert run(tmp_path, "user", "passwd", "bob", "-p", "new", config=config).returncode == 0
@@ -57,7 +100,7 @@ def test_user_commands(tmp_path):
     (["user", "del", "carol"], "no account 'carol'"),
     (["user", "passwd", "carol", "-p", "x"], "no account 'carol'"),
 ])
-def test_refused_user_requests_exit_1_and_change_nothing(tmp_path, args, message):
+def test_refused_user_requests_exit_1_and_change_nothing(tmp_path, args, message, run):
     run(tmp_path, "user", "add", "bob", "-p", "pw")
     result = run(tmp_path, *args)
     assert result.returncode == 1
@@ -71,14 +114,14 @@ def test_refused_user_requests_exit_1_and_change_nothing(tmp_path, args, message
     ('[xmpp]\nlisten = "nohost"\n', '[xmpp] listen: expected "host:port"'),
     ('[server]\ndisabled_plugins = ["nosuch"]\n', "unknown plugin 'nosuch'"),
 ])
-def test_bad_config_exits_2_with_one_line(tmp_path, config, message):
+def test_bad_config_exits_2_with_one_line(tmp_path, config, message, run):
     result = run(tmp_path, "user", "list", config=config)
     assert result.returncode == 2
     assert message in result.stderr and str(tmp_path / "c.toml") in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_missing_config_file_exits_2(tmp_path):
+def test_missing_config_file_exits_2(tmp_path, run):
     result = run(tmp_path, "--config", str(tmp_path / "nope.toml"), "plugins")
     assert result.returncode == 2 and "nope.toml: cannot read" in result.stderr
 
@@ -88,7 +131,7 @@ def test_missing_config_file_exits_2(tmp_path):
     ("nosuchdb://x/y", "cannot use database"),
     ("not a url", "is not valid"),
 ])
-def test_unusable_database_exits_2_quickly(tmp_path, url, message):
+def test_unusable_database_exits_2_quickly(tmp_path, url, message, run):
     started = time.monotonic()
     result = run(tmp_path, "user", "list", config=f'[server]\ndatabase = "{url}"\n')
     assert result.returncode == 2, result.stderr
@@ -96,14 +139,14 @@ def test_unusable_database_exits_2_quickly(tmp_path, url, message):
     assert time.monotonic() - started < 30
 
 
-def test_plugins_lists_the_bundled_protocols(tmp_path):
+def test_plugins_lists_the_bundled_protocols(tmp_path, run):
     result = run(tmp_path, "plugins")
     names = {line.split()[0] for line in result.stdout.splitlines()}
     assert {"sip", "xmpp", "http", "echo"} <= names
     assert "resolve_recipient" in result.stdout
 
 
-def test_db_upgrade_and_current(tmp_path):
+def test_db_upgrade_and_current(tmp_path, run):
     before = run(tmp_path, "db", "current").stdout
     assert "(empty)" in before and "needs `convergence db upgrade`" in before
     assert run(tmp_path, "db", "upgrade").returncode == 0
@@ -131,7 +174,7 @@ def test_serve_answers_then_stops_cleanly_on_signal(serve, sig):
         socket.create_connection(("127.0.0.1", port), timeout=2)
 
 
-def test_serve_demo_creates_the_sample_accounts(tmp_path, serve):
+def test_serve_demo_creates_the_sample_accounts(tmp_path, serve, run):
     server = serve(http_config(free_port()), "--demo")
     assert server.stop() == 0
     text = "".join(server.output)
@@ -143,7 +186,7 @@ def test_serve_demo_creates_the_sample_accounts(tmp_path, serve):
     assert "demo account sipuserf@localhost exists" in "".join(again.output)
 
 
-def test_serve_exits_2_when_the_port_is_taken(tmp_path):
+def test_serve_exits_2_when_the_port_is_taken(tmp_path, run):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -155,7 +198,7 @@ def test_serve_exits_2_when_the_port_is_taken(tmp_path):
     assert "shutting down" not in result.stderr  # it never started: the error line says it all
 
 
-def test_no_account_names_the_database_a_relative_data_dir_meant(tmp_path):
+def test_no_account_names_the_database_a_relative_data_dir_meant(tmp_path, run):
     """Issue 10 §5: run from another folder, the default ./convergence-data is another database."""
     here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
     here.mkdir(), elsewhere.mkdir()

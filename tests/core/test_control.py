@@ -3,12 +3,8 @@ process reaches the running server's live sessions, over PostgreSQL NOTIFY or th
 socket, whichever the test run's database is (docs/operations.md)."""
 import base64
 import http.client
-import os
 import socket
 import stat
-import subprocess
-import sys
-from pathlib import Path
 
 import gevent.event
 import pytest
@@ -17,21 +13,22 @@ from convergence import hookimpl
 from convergence.control import AccountChange, SocketChannel, decode, encode
 from scenario_kit import LoginFailed
 
-CONVERGENCE = str(Path(sys.executable).parent / "convergence")
 ROSTER_ITEM = "{jabber:iq:roster}query/{jabber:iq:roster}item"
 
 
-def run(server, *args) -> subprocess.CompletedProcess:
-    """``convergence --config <the server's> ARGS`` as a process of its own."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGENCE")}
-    return subprocess.run([CONVERGENCE, "--config", str(server.process.config_path), *args],
-                          capture_output=True, text=True, timeout=60, env=env)
+@pytest.fixture
+def run(run_convergence):
+    """``run(server, *args)``: ``convergence --config <the server's> ARGS`` as a process of its own."""
+    return lambda server, *args: run_convergence("--config", server.process.config_path, *args)
 
 
-def cli(server, *args) -> tuple[int, str]:
-    """(exit status, stderr) of ``run``."""
-    result = run(server, *args)
-    return result.returncode, result.stderr
+@pytest.fixture
+def cli(run):
+    """``cli(server, *args)``: (exit status, stderr) of ``run``."""
+    def cli(server, *args) -> tuple[int, str]:
+        result = run(server, *args)
+        return result.returncode, result.stderr
+    return cli
 
 
 def roster_push(client, jid: str, subscription: str):
@@ -85,14 +82,14 @@ def applied(server, line: str) -> int:
     return sum(line in logged for logged in server.process.output)
 
 
-def test_user_add_is_pushed_to_the_logged_in_rosters(server, xmpp_client):
+def test_user_add_is_pushed_to_the_logged_in_rosters(server, xmpp_client, cli):
     alice = xmpp_client(server, "alice", roster=True)
     assert cli(server, "user", "add", "carol", "-p", "pw-c") == (0, "")
     assert roster_push(alice, "carol@example.org", "both") is not None  # shared roster
     assert applied(server, "account carol@example.org created") == 1
 
 
-def test_user_del_ends_every_session_of_the_account(server, xmpp_client):
+def test_user_del_ends_every_session_of_the_account(server, xmpp_client, cli):
     alice = xmpp_client(server, "alice")
     stream = EventStream(server, "alice", "pw-a")
     bob = xmpp_client(server, "bob", roster=True)
@@ -106,7 +103,7 @@ def test_user_del_ends_every_session_of_the_account(server, xmpp_client):
     assert applied(server, "account alice@example.org deleted") == 1
 
 
-def test_user_passwd_ends_the_sessions_that_used_the_old_password(server, xmpp_client):
+def test_user_passwd_ends_the_sessions_that_used_the_old_password(server, xmpp_client, run, cli):
     alice = xmpp_client(server, "alice")
     stream = EventStream(server, "alice", "pw-a")
     by_token = EventStream(server, "alice", token=run(server, "token", "create", "alice").stdout.strip())
@@ -123,7 +120,7 @@ def test_user_passwd_ends_the_sessions_that_used_the_old_password(server, xmpp_c
     assert bob.call(bob.xmpp.is_connected)
 
 
-def test_serve_names_its_database_and_a_second_server_on_its_data_dir_is_refused(server, database_url):
+def test_serve_names_its_database_and_a_second_server_on_its_data_dir_is_refused(server, database_url, cli):
     if database_url:  # on PostgreSQL any number of servers listen: the cluster case
         assert "PostgreSQL LISTEN" in "".join(server.process.output)
         return
@@ -134,15 +131,13 @@ def test_serve_names_its_database_and_a_second_server_on_its_data_dir_is_refused
     assert "control.sock" in stderr and "Traceback" not in stderr
 
 
-def test_a_cli_change_without_a_server_is_made_quietly(tmp_path):
+def test_a_cli_change_without_a_server_is_made_quietly(tmp_path, run_convergence):
     data = tmp_path / "data"
     data.mkdir()
     with socket.socket(socket.AF_UNIX) as dead:  # a server that died left its socket file
         dead.bind(str(data / "control.sock"))
     (tmp_path / "c.toml").write_text(f'[server]\ndata_dir = "{data}"\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGENCE")}
-    result = subprocess.run([CONVERGENCE, "-c", str(tmp_path / "c.toml"), "user", "add", "bob", "-p",
-                             "pw"], capture_output=True, text=True, timeout=60, env=env)
+    result = run_convergence("-c", tmp_path / "c.toml", "user", "add", "bob", "-p", "pw")
     assert (result.returncode, result.stdout, result.stderr) == (0, "added bob@localhost\n", "")
 
 

@@ -2,6 +2,7 @@
 from dataclasses import replace
 
 import gevent
+import gevent.event
 import pytest
 
 from convergence import Message, Presence, RoutingError
@@ -234,7 +235,7 @@ def test_a_message_an_endpoint_gives_back_is_stored(core, alice):
     assert offline.count(core.db, "alice") == 1
 
 
-def test_a_message_given_back_while_the_account_is_online_elsewhere_goes_there(core, alice):
+def test_a_message_given_back_while_the_account_is_online_elsewhere_goes_there(core, alice, monkeypatch):
     """A client that reconnected before its old connection finished closing gets what the old
     one gives back at once, not at its next login."""
     old, new = (RecordingEndpoint(alice.with_resource(r)) for r in ("old", "new"))
@@ -242,8 +243,11 @@ def test_a_message_given_back_while_the_account_is_online_elsewhere_goes_there(c
     assert core.send(msg(core, alice, "taken by the old connection")) == "delivered"
     core.presence.login(new)
     core.presence.logout(old)
+    delivered = gevent.event.AsyncResult()  # the delivery runs in a greenlet of its own: its result
+    deliver_stored = core.router.deliver_stored
+    monkeypatch.setattr(core.router, "deliver_stored", lambda account: delivered.set(deliver_stored(account)))
     core.router.returned(old.received[0])
-    gevent.wait(timeout=5)  # the delivery runs in a greenlet of its own
+    assert delivered.get(timeout=5) == 1
     assert [m.body for m in new.received] == ["taken by the old connection"]
     assert offline.count(core.db, "alice") == 0
 

@@ -1,18 +1,17 @@
 """``convergence status``: asks the server of its configuration over the control path and prints
 endpoints, logins and rates per protocol and the gauges; exits 1 with one line when no server runs
 on that configuration (issue 17)."""
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+import pytest
 
 from actors import ACCOUNTS
 
 
-def status(config_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGENCE_")}
-    return subprocess.run([str(Path(sys.executable).parent / "convergence"), "-c", str(config_path),
-                           "status", *args], capture_output=True, text=True, timeout=60, env=env)
+@pytest.fixture
+def status(run_convergence):
+    """``status(config_path, *args)``: ``convergence -c config_path status ARGS``, run to its end."""
+    return lambda config_path, *args: run_convergence("-c", config_path, "status", *args)
 
 
 def row(output: str, protocol: str) -> list[str]:
@@ -23,7 +22,7 @@ def gauge(output: str, name: str) -> str:
     return next(line.split()[1] for line in output.splitlines() if line.split()[:1] == [name])
 
 
-def test_status_of_a_running_server_and_of_none(convergence_server, xmpp_client):
+def test_status_of_a_running_server_and_of_none(convergence_server, xmpp_client, status):
     server = convergence_server(ACCOUNTS)
     config = server.process.config_path
     alice = xmpp_client(server, "convergence")

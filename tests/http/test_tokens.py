@@ -1,30 +1,22 @@
 """Bearer tokens as an operator and a client use them: ``convergence token`` against a running
 server's database (once as a real process, then in-process through click for speed; the same
 command either way), then the API with and without the token."""
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 from api_client import EventStream, call
 from click.testing import CliRunner
 
 from convergence.cli import cli
 
-CONVERGENCE = str(Path(sys.executable).parent / "convergence")
-
-
 def token_cli(server, *args):
     result = CliRunner().invoke(cli, ["--config", str(server.process.config_path), "token", *args])
     return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
-def test_create_use_list_revoke(convergence_server):
+def test_create_use_list_revoke(convergence_server, run_convergence):
     server = convergence_server({"alice": "pw-a"})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGENCE")}
-    created = subprocess.run([CONVERGENCE, "--config", str(server.process.config_path), "token",
-                              "create", "alice", "--name", "laptop"],
-                             capture_output=True, text=True, timeout=60, env=env)
+    created = run_convergence("--config", server.process.config_path, "token", "create", "alice",
+                              "--name", "laptop")
     assert created.returncode == 0, created.stderr
     token = created.stdout.strip()
     assert len(token) == 43 and "token 1 for alice@example.org" in created.stderr

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import gevent
 import gevent.socket
@@ -32,6 +29,7 @@ class SipServer:
     port: int
     listeners: list
     tls_port: int | None = None
+    run_convergence: object = None  # sip_process's: the fixture, for ``cli``
 
     @property
     def element(self):
@@ -44,15 +42,13 @@ class SipServer:
 
     def cli(self, *args: str) -> str:
         """Run ``convergence <args>`` on a ``sip_process`` server's configuration."""
-        done = subprocess.run([str(Path(sys.executable).parent / "convergence"), "--config",
-                               str(self.core.config_path), *args],
-                              capture_output=True, text=True, timeout=60)
+        done = self.run_convergence("--config", self.core.config_path, *args)
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
 
 @pytest.fixture
-def sip_process(serve):
+def sip_process(serve, run_convergence):
     """``sip_process(tls=False, **sip_settings)``: a real ``convergence serve`` (gevent
     monkey-patched, as in production) with SIP on free loopback ports and the other listeners
     off; a :class:`SipServer` whose ``core`` is the ``ServerProcess``."""
@@ -64,7 +60,7 @@ def sip_process(serve):
             sip_table["tls_listen"] = f"127.0.0.1:{tls_port}"
         process = serve({"server": {"domain": DOMAIN, "disabled_plugins": ["http", "xmpp"]},
                          "sip": sip_table})
-        return SipServer(process, port, [], tls_port)
+        return SipServer(process, port, [], tls_port, run_convergence)
     return start
 
 
