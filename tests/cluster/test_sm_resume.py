@@ -3,7 +3,9 @@ connection died resumes its session on another node than the one that issued its
 That node asks the holder for the session and resumes it: ``<resumed/>``, exactly the stanzas the
 client's ``h`` did not acknowledge, once, then live messages there; contacts never see the session
 go unavailable. A holder that is dead: ``item-not-found`` at once, and what came meanwhile is in
-the offline store for the fresh session."""
+the offline store for the fresh session. A holder that answers too late: the answer is not taken
+(its claim says the asking node gave up), and the holder ends the session itself: contacts see it
+go, its messages reach the fresh session once. Redis unreachable: ``item-not-found`` at once."""
 from __future__ import annotations
 
 import queue
@@ -182,3 +184,62 @@ def test_resuming_a_session_of_a_dead_node(node, raw_client, lost):
     assert fresh.next("iq").get("type") == "result"
     fresh.send(b"<presence/>")
     assert [m.findtext(BODY) for m in raw_messages(fresh, 1)] == ["while A was dead"]
+
+
+def test_resuming_on_another_node_without_redis(private_redis, convergence_server, raw_client):
+    """Redis stops: a resumption on node B of a session node A holds gets ``item-not-found`` at
+    once (B cannot ask A), and the client binds afresh on B."""
+    redis, table = private_redis
+    a = convergence_server(ACCOUNTS, cluster={**table, "node_id": "node-a"})
+    b = convergence_server({}, cluster={**table, "node_id": "node-b"})
+    b.passwords.update(ACCOUNTS)
+    phone, token = raw_sm(raw_client, a, "alice", "phone")
+    b.process.wait_for(f"registered {a.jid('alice', 'phone')} ")
+    mark = len(b.process.output)
+    redis.stop()
+    b.process.wait_for("Redis unreachable", start=mark)
+    kill(phone)
+
+    started = time.monotonic()
+    fresh, answer = resume(raw_client, b, token, 0)
+    assert answer.tag == SM + "failed" and answer.find(f"{{{STANZAS}}}item-not-found") is not None
+    assert time.monotonic() - started < 3
+    fresh.raw.send(b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                   b"<resource>again</resource></bind></iq>")
+    assert fresh.raw.next("iq").get("type") == "result"
+
+
+def test_an_answer_that_comes_too_late_is_not_taken(convergence_server, cluster_table, raw_client,
+                                                    xmpp_client):
+    """Node A, holding alice's session with m0 and m1 unacknowledged, is stopped (SIGSTOP) while
+    her phone resumes on node B: B gives up waiting after ``handoff_timeout`` (``item-not-found``;
+    the phone binds afresh). A, continued, gives the session up and answers, but B does not take
+    the answer (its claim says B gave up): A ends the session itself — bob sees it go — and m0 and
+    m1 reach the fresh session on B, once."""
+    table = {**cluster_table, "node_timeout": 5.0}  # A stays a member while it is stopped
+    a = convergence_server(ACCOUNTS, cluster={**table, "node_id": "node-a"})
+    b = convergence_server({}, cluster={**table, "node_id": "node-b"})
+    b.passwords.update(ACCOUNTS)
+    phone, token = raw_sm(raw_client, a, "alice", "phone")
+    jid = a.jid("alice", "phone")
+    bob = xmpp_client(b, "bob", resource="desk")
+    b.process.wait_for(f"registered {jid} ")
+    for n in range(2):
+        assert api_send(b, "bob", "pw-b", jid, f"m{n}")["outcome"] == "delivered"
+    assert [m.findtext(BODY) for m in raw_messages(phone, 2)] == ["m0", "m1"]
+    kill(phone)
+
+    a.process.proc.send_signal(signal.SIGSTOP)
+    try:
+        fresh, answer = resume(raw_client, b, token, 0)
+        assert answer.tag == SM + "failed" and answer.find(f"{{{STANZAS}}}item-not-found") is not None
+        b.process.wait_for("node node-a did not answer xmpp.sm-take")
+    finally:
+        a.process.proc.send_signal(signal.SIGCONT)
+    fresh.raw.send(b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                   b"<resource>again</resource></bind></iq><presence/>")
+    a.process.wait_for("node node-b did not take the session alice@example.org/phone")
+    bob.next("presence", timeout=10, match=lambda p: str(p["from"]) == jid and p["type"] == "unavailable")
+    fresh.until(lambda: len(fresh.bodies()) == 2)
+    fresh.quiet()
+    assert fresh.bodies() == ["m0", "m1"]
