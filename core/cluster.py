@@ -11,7 +11,8 @@ through Redis — no protocol of our own (docs/cluster.md):
 - ``<prefix>dir:<id>``: a hash, full address → the endpoint's protocol and presence, for every
   endpoint the node owns; its expiry is refreshed with the heartbeat, so a node that died
   leaves nothing behind.
-- the channel ``<prefix>events``: ``up``/``down`` of one endpoint, ``sync`` of a whole node (it
+- the channel ``<prefix>events``: ``up``/``down`` of one endpoint, ``moved`` (an endpoint went
+  to another node: an XMPP session resumed there), ``sync`` of a whole node (it
   started, or rewrote its hash after Redis came back), ``bye`` (it stops). Every node keeps the
   others' endpoints in its presence hub as :class:`RemoteEndpoint` objects, so presence fans out to
   watchers on every node through the usual hooks and the router finds every endpoint.
@@ -19,7 +20,9 @@ through Redis — no protocol of our own (docs/cluster.md):
   published together), the acknowledgements it gets (``ack``/``acks``), and *casts* (``cast``):
   a plugin's events for the node's endpoints that are not messages (``on_cluster_cast``: XMPP
   roster pushes and presence stanzas, SIP responses that reached the wrong worker), unconfirmed,
-  in order with the hand-offs; a *hand-over* is a cast confirmed like a hand-off.
+  in order with the hand-offs; a *hand-over* is a cast confirmed like a hand-off; a *request*
+  (``ask``) is a cast whose answer (``answer``) comes back as a hand-off, its claim deciding
+  whether it was taken.
 - ``<prefix>own:<name>``: the node that owns a service address (``owner``: an XMPP chat room;
   ``take``: an XMPP component, held where it connected last), so that one process holds it;
   expiring with the owner's heartbeat, and taken over by the next node that uses the name once
@@ -301,15 +304,14 @@ class Cluster:
     def moved(self, endpoint, node: str) -> None:
         """This node's ``endpoint`` now lives on ``node`` (an XMPP session resumed there,
         XEP-0198 §5): here it becomes that node's remote endpoint, and the others are told it is
-        on ``node`` (an ``up`` in that node's name, which leaves this node's directory) — moved,
-        not gone: nobody sees it go ``unavailable`` and come back."""
+        on ``node`` (a ``moved`` event; the entry leaves this node's directory) — moved, not
+        gone: nobody sees it go ``unavailable`` and come back."""
         address = str(endpoint.address)
         remote = RemoteEndpoint(endpoint.address, endpoint.protocol, endpoint.presence, node, self)
         self.remote.setdefault(node, {})[address] = remote
         self.core.presence.replace(endpoint, remote)
         if self._healthy:
-            self._changes.put({"t": "up", "node": node, "address": address,
-                               "protocol": endpoint.protocol, "presence": presence_fields(endpoint.presence)})
+            self._changes.put({"t": "moved", "node": self.node_id, "to": node, "address": address})
 
     def _write_changes(self) -> None:
         """The queued directory changes, all that wait, in order, in one pipeline: the hash
@@ -323,7 +325,7 @@ class Cluster:
             try:
                 pipe = self.redis.pipeline(transaction=False)
                 for event in batch:
-                    if event["t"] == "up" and event["node"] == self.node_id:
+                    if event["t"] == "up":
                         pipe.hset(self.dir_key, event["address"], json.dumps([event["protocol"], event["presence"]]))
                     else:  # gone, or moved to another node (``moved``)
                         pipe.hdel(self.dir_key, event["address"])
@@ -435,6 +437,7 @@ class Cluster:
                 before.pop(address, None)
                 if not before:
                     self.remote.pop(existing.node, None)
+                log.info("cluster: %s moved from node %s to node %s", address, existing.node, node)
                 existing.node, existing.origin_protocol, existing.presence = node, protocol, presence
                 endpoint = table[address] = existing
             else:
@@ -442,6 +445,22 @@ class Cluster:
         else:
             endpoint.presence = presence
         self.core.presence.register(endpoint, int(self.timeout) or 1)
+
+    def _relocate(self, node: str, to: str, address: str) -> None:
+        """``node`` says its endpoint ``address`` moved to node ``to`` (``moved``): the same
+        remote endpoint is ``to``'s from now on — if this node still knows it as ``node``'s
+        (``to``'s own ``up`` may have come first, or ``to`` may have dropped it since)."""
+        endpoint = self.remote.get(node, {}).pop(address, None)
+        if endpoint is None:
+            return
+        if not self.remote[node]:
+            del self.remote[node]
+        log.info("cluster: %s moved from node %s to node %s", address, node, to)
+        if to != self.node_id:
+            endpoint.node = to
+            self.remote.setdefault(to, {})[address] = endpoint
+        elif self.core.presence.endpoint(endpoint.address) is endpoint:  # gone here already
+            self.core.presence.unregister(endpoint)
 
     def _remove_remote(self, node: str, address: str) -> None:
         endpoint = self.remote.get(node, {}).pop(address, None)
@@ -539,6 +558,8 @@ class Cluster:
                 self._set_remote(node, event["address"], event["protocol"], event["presence"])
             elif kind == "down":
                 self._remove_remote(node, event["address"])
+            elif kind == "moved":
+                self._relocate(node, event["to"], event["address"])
             elif kind == "sync":
                 self._load(node)
             elif kind == "bye":

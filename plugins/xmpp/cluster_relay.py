@@ -20,8 +20,9 @@ presence itself) and delivered there to its own sessions by the ``on_cluster_cas
 - ``xmpp.iq``: an IQ for a full JID whose session is on the receiving node, from a peer connected
   to this one (an external component, XEP-0114, or a federated server): passed to the session
   as the IQ router passes one from another domain (RFC 6120 §10.5.3.1).
-- ``xmpp.sm-take``, ``xmpp.sm-ended``, ``xmpp.sm-backlog``: a XEP-0198 resumption on another node
-  than the one holding the session (``sm_cluster``, ``stream_management``).
+- ``xmpp.sm-take``, ``xmpp.sm-forward``, ``xmpp.sm-ended``, ``xmpp.sm-backlog``: a XEP-0198
+  resumption on another node than the one holding the session (``sm_cluster``,
+  ``stream_management``).
 
 The stored state (rosters, pending requests, §3.1.3) is in PostgreSQL, so what a cast that was
 lost (Redis down) would have shown is still seen at the next roster fetch or login.
@@ -132,6 +133,8 @@ def received(service, kind: str, data: dict, deliver, push) -> None:
             service.blocking.received(data)
         elif kind == sm_cluster.TAKE:
             service.moves.take(data)
+        elif kind == sm_cluster.FORWARD:
+            service.moves.forwarded(data)
         elif kind == stream_management.ENDED:
             stream_management.ended_elsewhere(service, data)
         elif kind == stream_management.BACKLOG:

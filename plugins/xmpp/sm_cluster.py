@@ -8,10 +8,12 @@ the node the id names (its tag before the '.'), then any other node with an XMPP
 account in the directory (a session resumed once already moved away from the node that issued its
 id). The holder (``take``) checks the id is live and of that user, drops what the client's ``h``
 acknowledges (an ``h`` beyond what was sent is refused: ``undefined-condition``, as on one node),
-makes the session inert (``stream_management.detach``: what comes for it meanwhile is stored
-offline) and answers with its state: full JID, the server's ``h``, the stanzas not acknowledged
+makes the session inert (``stream_management.detach``: what comes for it meanwhile is kept,
+and sent on to the new node once it holds the session — messages as hand-offs, other stanzas as
+``FORWARD`` casts) and answers with its state: full JID, the server's ``h``, the stanzas not acknowledged
 (as text, with the messages they carry), presence and priority with the last presence stanza,
-whether it fetched the roster or the block list, carbons, directed presence, entity capabilities.
+whether it fetched the roster or the block list, carbons, directed presence, entity capabilities,
+the chat rooms it is in (whose node's loss the new node then tells it of, XEP-0045 §11.2).
 The asking node installs it (``_install``: bound, in the presence hub and the directory, the id
 now its own) and answers ``<resumed/>``, resends what is unacknowledged, then the offline store.
 
@@ -28,10 +30,11 @@ at once (``ENDED``).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import xml.etree.ElementTree as ET
 
-from convergence import Address, AddressError, Presence
+from convergence import Address, AddressError, Presence, RoutingError
 from convergence.cluster import decode_message, encode_message, presence_fields
 
 from . import caps, stream_management
@@ -39,8 +42,9 @@ from .stream_management import ENDED, MODULUS, AckError, StreamManagement
 
 log = logging.getLogger(__name__)
 
-#: the cast (``ask``) that asks the node holding a session to give it up
-TAKE = "xmpp.sm-take"
+#: the cast (``ask``) that asks the node holding a session to give it up; the cast of the
+#: stanzas sent to it while it moved (presence, IQs, room stanzas: not messages, stored instead)
+TAKE, FORWARD = "xmpp.sm-take", "xmpp.sm-forward"
 
 
 class SessionMoves:
@@ -119,7 +123,9 @@ class SessionMoves:
         sm.unacked = [(int(n) % MODULUS, text.encode(), None if m is None else decode_message(m))
                       for n, text, m in state["unacked"]]
         last = ET.fromstring(state["last"]) if state["last"] else None
-        known = state["caps"]
+        known, rooms = state["caps"], state["rooms"]
+        if not isinstance(rooms, list) or not all(isinstance(r, list) and len(r) == 3 for r in rooms):
+            raise ValueError("rooms are [node, room, occupant] lists")
         session.account, session.address = address.bare, address
         session.presence, session.available = Presence(*state["presence"]), bool(state["available"])
         session.interested, session.carbons = bool(state["interested"]), bool(state["carbons"])
@@ -132,9 +138,11 @@ class SessionMoves:
         if last is not None:
             service.last_presence[address] = (session, last)
         if known is not None:
-            service.caps.sessions[address] = (known[0], known[1], None if known[2] is None else frozenset(known[2]))
+            service.caps.sessions[address] = (known[0], known[1], frozenset(known[2]))
         if state["blocklist"]:
             service.blocking.interested(session)
+        if service.muc is not None:
+            service.muc.owners.arrived(address, rooms)
         shown = service.shown.get(address.bare)  # shown as another node's endpoint until now: a
         if shown is not None and shown.pop(address, None) is not None and not shown:  # session
             del service.shown[address.bare]  # here shows its own presence (presence.account_changed)
@@ -170,6 +178,32 @@ class SessionMoves:
         log.info("%s is being resumed on node %s (XEP-0198 §5): handing it over", address, ask["node"])
         service.later(0, lambda: self._hand(session, sm, state, ask, account))
 
+    def _forward(self, address: Address, node: str, held: list) -> None:
+        """What came for the session while it moved, in order, to ``node``, which has it now:
+        stanzas cast (``FORWARD``), messages handed off as any message to another node is
+        (confirmed; addressed to the session: the account's other resources had theirs), or,
+        not taken, stored (``Router.returned``)."""
+        cluster, router = self.service.core.cluster, self.service.core.router
+        endpoint = self.service.core.presence.endpoint(address)
+        for item in held:
+            if isinstance(item, ET.Element):
+                cluster.cast({node}, FORWARD, {"to": address.jid, "xml": ET.tostring(item, encoding="unicode")})
+                continue
+            try:
+                cluster.hand_off(endpoint, item if item.recipient == address else
+                                 dataclasses.replace(item, recipient=address))
+            except RoutingError as exc:
+                log.info("message %s for %s, which moved to node %s: %s; storing it", item.id,
+                         address, node, exc)
+                router.returned(item)
+
+    def forwarded(self, data: dict) -> None:
+        """``FORWARD``: what was sent to a session while it moved here, now that it is here."""
+        session = self.service.session(Address.from_jid(data["to"]))
+        stanza = ET.fromstring(data["xml"])
+        if session is not None:  # gone meanwhile: lost as with a session that closes
+            session.send(stanza)
+
     def _answer(self, ask: dict, answer: dict) -> None:
         cluster = self.service.core.cluster
         self.service.later(0, lambda: cluster.answer(ask, answer))
@@ -187,8 +221,9 @@ class SessionMoves:
                 "interested": session.interested, "carbons": session.carbons,
                 "directed": [jid.jid for jid in session.directed],
                 "blocklist": service.blocking.is_interested(session),
-                "caps": None if known is None else [known[0], known[1],
-                                                    None if known[2] is None else sorted(known[2])]}
+                # a query still unanswered is not: the session's next presence asks again
+                "caps": None if known is None or known[2] is None else [known[0], known[1], sorted(known[2])],
+                "rooms": [] if service.muc is None else service.muc.owners.leaving(session.address)}
 
     def _hand(self, session, sm: StreamManagement, state: dict, ask: dict, account: Address) -> None:
         """Answer with the state; then the session is the other node's (it moves there in the
@@ -196,6 +231,7 @@ class SessionMoves:
         service, node = self.service, ask["node"]
         cluster = service.core.cluster
         if cluster.answer(ask, state):
+            stanzas, session.moving = session.moving, None
             service.unbind(session)
             last = service.last_presence.get(session.address)
             if last is not None and last[0] is session:
@@ -207,6 +243,7 @@ class SessionMoves:
             if session.presence.available:  # another node's endpoint now: shown as such
                 service.shown.setdefault(session.account, {})[session.address] = session.presence
             log.info("%s moved to node %s", session.address, node)
+            self._forward(session.address, node, stanzas)
             return
         log.warning("node %s did not take the session %s: it ends here", node, session.address)
         stream_management.reattach(session, sm)

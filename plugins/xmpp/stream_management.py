@@ -434,8 +434,9 @@ def detach(session):
     """The session leaves this process (resumed on another cluster node, ``sm_cluster.py``):
     its timer stops, its id is void here, what CSI held is sent (and so tracked, XEP-0352 §5.2),
     a connection that has not noticed it is dead ends with ``conflict`` (§5), and the session
-    becomes inert — closed, so what comes for it is stored meanwhile, and without its stream
-    management state, which is returned (None if the session ended on the way: an overflow)."""
+    becomes inert — closed, what is sent to it waiting in ``moving`` (messages from the offline
+    store stay there), and without its stream management state, which is returned (None if the
+    session ended on the way: an overflow)."""
     sm = session.sm
     cancel(sm)
     session.service.resumptions.discard(sm.id, session)
@@ -449,13 +450,16 @@ def detach(session):
         link.close_after_flush("resumed on another node")
     session.closed = True  # its connection's end does nothing more
     session.sm = None
+    session.moving = []  # what is sent to it until it is the other node's (``sm_cluster``)
     return sm
 
 
 def reattach(session, sm: StreamManagement) -> None:
     """The other node did not take the session :func:`detach` made inert: it ends here for good,
-    as a hibernated session that timed out does (``unavailable`` to contacts, its messages back)."""
-    session.closed = False
+    as a hibernated session that timed out does (``unavailable`` to contacts, its messages back,
+    those that came while it was moving after the others)."""
+    sm.unacked += [(0, b"", m) for m in session.moving if not isinstance(m, ET.Element)]
+    session.closed, session.moving = False, None
     session.sm = sm
     sm.hibernated, sm.resumable = True, False
     expire(session)

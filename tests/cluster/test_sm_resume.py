@@ -5,7 +5,8 @@ client's ``h`` did not acknowledge, once, then live messages there; contacts nev
 go unavailable. A holder that is dead: ``item-not-found`` at once, and what came meanwhile is in
 the offline store for the fresh session. A holder that answers too late: the answer is not taken
 (its claim says the asking node gave up), and the holder ends the session itself: contacts see it
-go, its messages reach the fresh session once. Redis unreachable: ``item-not-found`` at once."""
+go, its messages reach the fresh session once. Redis unreachable: ``item-not-found`` at once.
+A session in a chat room moves with it: the new node tells it when the room's node is lost."""
 from __future__ import annotations
 
 import queue
@@ -19,7 +20,7 @@ from convergence.cluster import node_tag
 from ..xmpp.test_stream_management import STANZAS, kill, raw_messages, raw_sm
 from .helpers import api_send
 
-ACCOUNTS = {"alice": "pw-a", "bob": "pw-b"}
+ACCOUNTS = {"alice": "pw-a", "bob": "pw-b", "carol": "pw-c", "dave": "pw-d"}
 SM = "{urn:xmpp:sm:3}"
 STANZA_TAGS = {"{jabber:client}message", "{jabber:client}presence", "{jabber:client}iq"}
 BODY = "{jabber:client}body"
@@ -109,17 +110,23 @@ def test_a_session_resumes_on_another_node(node, raw_client, xmpp_client, notice
     """alice's phone enables resumption on node A, gets m0–m2 and acknowledges m0; its network
     goes (A notices, and the session hibernates; or A has not noticed yet), and m3, m4 come for
     it meanwhile. It resumes on node B with its ``h``: ``<resumed/>`` with A's count of what the
-    phone sent, then m1–m4 once each, then m5 live on B. bob, a contact on B, never sees the
-    phone go unavailable. The phone then loses B too and resumes on A again (the id names A,
-    the session is B's): only what B sent since, m6."""
+    phone sent, then m1–m4 once each, then m5 live on B. Her contacts, bob on B, carol on A and
+    dave on node C (which sees the session move between two other nodes), never see the phone go
+    unavailable. The phone then loses B too and resumes on A again (the id names A, the session
+    is B's): only what B sent since, m6; m7 from node C reaches it on A."""
     a = node("node-a", ACCOUNTS)
-    b = node("node-b")
+    b, c = node("node-b"), node("node-c")
     b.passwords.update(ACCOUNTS)
+    c.passwords.update(ACCOUNTS)
     phone, token = enabled_phone(raw_client, a, "alice", "phone")
     assert token.startswith(node_tag("node-a") + ".")
     jid = a.jid("alice", "phone")
     bob = xmpp_client(b, "bob", resource="desk")
+    carol = xmpp_client(a, "carol", resource="home")
+    dave = xmpp_client(c, "dave", resource="home")
     b.process.wait_for(f"registered {jid} ")
+    for contact in (bob, carol, dave):
+        contact.next("presence", timeout=10, match=lambda p: str(p["from"]) == jid and p["type"] == "available")
 
     for n in range(3):
         assert api_send(b, "bob", "pw-b", jid, f"m{n}")["outcome"] == "delivered"
@@ -142,7 +149,9 @@ def test_a_session_resumes_on_another_node(node, raw_client, xmpp_client, notice
     fresh.until(lambda: len(fresh.bodies()) == 5)
     fresh.quiet()
     assert fresh.bodies() == ["m1", "m2", "m3", "m4", "m5"]
-    assert not unavailable_from(bob, jid)
+    c.process.wait_for("alice@example.org/phone moved from node node-a to node node-b")
+    for contact in (bob, carol, dave):
+        assert not unavailable_from(contact, jid)
     if not noticed:  # A ended the old connection (conflict, §5)
         assert phone.raw.stream_error() == "conflict"
 
@@ -154,7 +163,12 @@ def test_a_session_resumes_on_another_node(node, raw_client, xmpp_client, notice
     again.quiet()
     assert again.bodies() == ["m6"]
     b.process.wait_for("alice@example.org/phone moved to node node-a")
-    assert not unavailable_from(bob, jid)
+    c.process.wait_for("alice@example.org/phone moved from node node-b to node node-a")
+    assert api_send(c, "dave", "pw-d", jid, "m7")["outcome"] == "delivered"  # C knows it is on A
+    again.until(lambda: "m7" in again.bodies())
+    assert again.bodies() == ["m6", "m7"]
+    for contact in (bob, carol, dave):
+        assert not unavailable_from(contact, jid)
 
 
 @pytest.mark.parametrize("lost", [True, False], ids=["node-lost", "not-yet-lost"])
@@ -243,3 +257,30 @@ def test_an_answer_that_comes_too_late_is_not_taken(convergence_server, cluster_
     fresh.until(lambda: len(fresh.bodies()) == 2)
     fresh.quiet()
     assert fresh.bodies() == ["m0", "m1"]
+
+
+def test_a_session_in_a_room_moves_with_its_rooms(node, raw_client, xmpp_client):
+    """alice's phone is in a room node A holds (bob made it) when it resumes on node B; it is
+    still an occupant (bob's message reaches it on B), and when node A is killed, node B tells
+    it the room is gone (XEP-0045 §11.2, status 332)."""
+    from ..xmpp.test_muc import ROOM, client, create, groupchat
+
+    a = node("node-a", ACCOUNTS)
+    b = node("node-b")
+    b.passwords.update(ACCOUNTS)
+    bob = client(xmpp_client, a, "bob")
+    create(bob, ROOM, "bob")
+    phone, token = enabled_phone(raw_client, a, "alice", "phone")
+    phone.raw.send(b"<presence to='%s/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+                   % ROOM.encode())
+    phone.until(lambda: any(e.get("from") == f"{ROOM}/alice" for e in phone.stanzas))
+    kill(phone.raw)
+
+    fresh, answer = resume(raw_client, b, token, phone.h)
+    assert answer.tag == SM + "resumed"
+    groupchat(bob, ROOM, "still in")
+    fresh.until(lambda: "still in" in fresh.bodies())
+    a.process.proc.send_signal(signal.SIGKILL)
+    gone = "{http://jabber.org/protocol/muc#user}x/{http://jabber.org/protocol/muc#user}status[@code='332']"
+    fresh.until(lambda: any(e.get("from") == f"{ROOM}/alice" and e.find(gone) is not None
+                            for e in fresh.stanzas))
