@@ -220,11 +220,12 @@ class RoomOwners:
         return rooms
 
     def arrived(self, jid: Address, rooms: list) -> None:
-        """The session ``jid`` moved here with the rooms ``leaving`` listed."""
+        """The session ``jid`` moved here with the rooms ``leaving`` listed: (node, room,
+        occupant JID as an Address)."""
         here = self.core.cluster.node_id
         for node, room, occupant in rooms:
             if node != here:
-                self.elsewhere.setdefault(str(node), {})[(jid, str(room))] = Address.parse(occupant)
+                self.elsewhere.setdefault(node, {})[(jid, room)] = occupant
 
     def node_lost(self, node: str) -> None:
         """``node`` left the cluster with its rooms: the sessions here that were in one are out

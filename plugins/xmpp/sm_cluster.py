@@ -71,13 +71,21 @@ class SessionMoves:
             if answer is None:
                 silent.append(node)
             elif "jid" in answer:
+                gone = session.closed  # its stream ended while it waited (the server stops, say)
+                if gone:
+                    session.closed = False
+                    self.service.connected(session)
                 try:
                     self._install(session, previd, answer, node)
                 except (KeyError, TypeError, ValueError, AddressError, ET.ParseError):
                     log.exception("node %s gave up the session of %s with a state that is not one",
                                   node, previd)
                     return False
-                stream_management.resumed(session)
+                if gone:  # the session is this node's: it ends here, as one not resumed in time
+                    session.sm.hibernated = True
+                    stream_management.expire(session)
+                else:
+                    stream_management.resumed(session)
                 return True
             elif "h" in answer:  # the holder refused the client's h (§4 handled-count-too-high)
                 stream_management.failed(session, "undefined-condition", answer["h"])
@@ -123,13 +131,19 @@ class SessionMoves:
         sm.unacked = [(int(n) % MODULUS, text.encode(), None if m is None else decode_message(m))
                       for n, text, m in state["unacked"]]
         last = ET.fromstring(state["last"]) if state["last"] else None
+        directed = {Address.parse(jid) for jid in state["directed"]}
+        show, status, priority = state["presence"][1:]
+        presence = Presence(bool(state["presence"][0]), show, status, int(priority))
         known, rooms = state["caps"], state["rooms"]
+        known = None if known is None else (str(known[0]), str(known[1]), frozenset(known[2]))
         if not isinstance(rooms, list) or not all(isinstance(r, list) and len(r) == 3 for r in rooms):
             raise ValueError("rooms are [node, room, occupant] lists")
+        rooms = [(str(n), str(room), Address.parse(occupant)) for n, room, occupant in rooms]
+        # all read: the session is this stream's from here on
         session.account, session.address = address.bare, address
-        session.presence, session.available = Presence(*state["presence"]), bool(state["available"])
+        session.presence, session.available = presence, bool(state["available"])
         session.interested, session.carbons = bool(state["interested"]), bool(state["carbons"])
-        session.directed = {Address.parse(jid) for jid in state["directed"]}
+        session.directed = directed
         session.sm = sm
         other = service.session(address)
         if other is not None:  # a stale session with that resource here: replaced (§5)
@@ -138,7 +152,7 @@ class SessionMoves:
         if last is not None:
             service.last_presence[address] = (session, last)
         if known is not None:
-            service.caps.sessions[address] = (known[0], known[1], frozenset(known[2]))
+            service.caps.sessions[address] = known
         if state["blocklist"]:
             service.blocking.interested(session)
         if service.muc is not None:

@@ -492,6 +492,7 @@ def _take_over(session, old) -> None:
 
 
 def cancel(sm: StreamManagement) -> None:
+    """Stop the hibernation timer, if one runs."""
     if sm.timer is not None:
-        cancel, sm.timer = sm.timer, None
-        cancel()
+        stop, sm.timer = sm.timer, None
+        stop()

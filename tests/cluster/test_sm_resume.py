@@ -76,7 +76,7 @@ def enabled_phone(raw_client, server, name: str, resource: str) -> tuple[Counted
     events = raw.read(lambda e: getattr(e, "tag", "") == SM + "enabled")
     at = next(i for i, e in enumerate(events) if getattr(e, "tag", "") == SM + "enabled")
     phone = Counted(raw, events=events[at + 1:])
-    raw.send(b"<presence/>")
+    raw.send(b"<presence><status>on the move</status></presence>")
     phone.until(lambda: any(e.tag == "{jabber:client}presence" for e in phone.stanzas))
     return phone, events[at].get("id")
 
@@ -112,8 +112,9 @@ def test_a_session_resumes_on_another_node(node, raw_client, xmpp_client, notice
     it meanwhile. It resumes on node B with its ``h``: ``<resumed/>`` with A's count of what the
     phone sent, then m1–m4 once each, then m5 live on B. Her contacts, bob on B, carol on A and
     dave on node C (which sees the session move between two other nodes), never see the phone go
-    unavailable. The phone then loses B too and resumes on A again (the id names A, the session
-    is B's): only what B sent since, m6; m7 from node C reaches it on A."""
+    unavailable, and a resource of bob's that logs in on B then is shown her last presence. The
+    phone then loses B too and resumes on A again (the id names A, the session is B's): only what
+    B sent since, m6; m7 from node C reaches it on A."""
     a = node("node-a", ACCOUNTS)
     b, c = node("node-b"), node("node-c")
     b.passwords.update(ACCOUNTS)
@@ -152,6 +153,9 @@ def test_a_session_resumes_on_another_node(node, raw_client, xmpp_client, notice
     c.process.wait_for("alice@example.org/phone moved from node node-a to node node-b")
     for contact in (bob, carol, dave):
         assert not unavailable_from(contact, jid)
+    laptop = xmpp_client(b, "bob", resource="laptop")  # B answers his probe with her last presence
+    seen = laptop.next("presence", timeout=10, match=lambda p: str(p["from"]) == jid)
+    assert (seen["type"], seen["status"]) == ("available", "on the move")
     if not noticed:  # A ended the old connection (conflict, §5)
         assert phone.raw.stream_error() == "conflict"
 
