@@ -99,7 +99,8 @@ def section() -> Section:
         "node_timeout": Option(10.0, "seconds without a heartbeat after which a node counts as lost",
                                positive_number),
         "handoff_timeout": Option(2.0, "seconds a message handed to another node waits for its "
-                                       "confirmation before it is stored offline instead",
+                                       "confirmation before it is stored offline instead (and a "
+                                       "request to another node for its answer)",
                                   positive_number),
         "prefix": Option("convergence:", "prefix of every Redis key and channel (several clusters "
                                          "on one Redis)"),
