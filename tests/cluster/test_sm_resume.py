@@ -10,6 +10,7 @@ A session in a chat room moves with it: the new node tells it when the room's no
 from __future__ import annotations
 
 import queue
+import re
 import signal
 import time
 
@@ -18,7 +19,7 @@ import pytest
 from convergence.cluster import node_tag
 
 from ..xmpp.test_stream_management import STANZAS, kill, raw_messages, raw_sm
-from .helpers import api_send
+from .helpers import api_send, worker_of
 
 ACCOUNTS = {"alice": "pw-a", "bob": "pw-b", "carol": "pw-c", "dave": "pw-d"}
 SM = "{urn:xmpp:sm:3}"
@@ -288,3 +289,33 @@ def test_a_session_in_a_room_moves_with_its_rooms(node, raw_client, xmpp_client)
     gone = "{http://jabber.org/protocol/muc#user}x/{http://jabber.org/protocol/muc#user}status[@code='332']"
     fresh.until(lambda: any(e.get("from") == f"{ROOM}/alice" and e.find(gone) is not None
                             for e in fresh.stanzas))
+
+
+def test_a_session_resumes_on_the_other_worker(convergence_server, cluster_table, raw_client):
+    """``serve`` with 2 workers: alice's phone enables resumption on one; each time its
+    connection dies with the last message read but not acknowledged, it resumes on a new
+    connection, which the kernel gives to either worker (SO_REUSEPORT), until one lands on the
+    other worker: that one takes the session over, and the unacknowledged message comes again,
+    once, wherever the stream resumed."""
+    server = convergence_server(ACCOUNTS, server={"workers": 2}, cluster=cluster_table)
+    server.process.wait_for("convergence serving")
+    phone, token = enabled_phone(raw_client, server, "alice", "phone")
+    jid = server.jid("alice", "phone")
+    home = worker_of(server, jid)
+    for n in range(20):
+        assert api_send(server, "bob", "pw-b", jid, f"m{n}")["outcome"] == "delivered"
+        phone.until(lambda: f"m{n}" in phone.bodies())
+        h = phone.base + next(i for i, e in enumerate(phone.stanzas) if e.findtext(BODY) == f"m{n}")
+        kill(phone.raw)
+        mark = len(server.process.output)
+        phone, answer = resume(raw_client, server, token, h)
+        assert answer.tag == SM + "resumed" and answer.get("previd") == token
+        phone.until(lambda: f"m{n}" in phone.bodies())
+        phone.quiet(0.2)
+        assert phone.bodies() == [f"m{n}"]
+        worker = re.search(r"/(w\d+) INFO", server.process.wait_for(f"login {jid} ", start=mark)).group(1)
+        if worker != home:
+            server.process.wait_for(f"{jid} resumed here from node", start=mark)
+            break
+    else:
+        raise AssertionError("20 connections all went to one worker")
