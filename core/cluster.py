@@ -164,6 +164,15 @@ def decode_message(fields) -> Message:
     return message
 
 
+def check_ask(ask) -> tuple[str, str]:
+    """(the asking node, the request id) of the ``ask`` a request's cast carries
+    (``Cluster.ask``); ValueError for anything else."""
+    node, rid = (ask.get("node"), ask.get("id")) if isinstance(ask, dict) else (None, None)
+    if not (isinstance(node, str) and isinstance(rid, str) and rid.startswith(node + ":")):
+        raise ValueError("an ask names a node and a request id")
+    return node, rid
+
+
 def node_tag(node_id: str) -> str:
     """8 hexadecimal digits naming a node in what a protocol sends (SIP Via branches)."""
     return hashlib.sha1(node_id.encode()).hexdigest()[:8]
@@ -627,9 +636,7 @@ class Cluster:
         asking node like a message: True once it confirmed it took it; False when it did not
         (it gave up waiting, it is gone, Redis failed): the answer is then still the sender's
         (a plugin that handed over state keeps it). ValueError for an ``ask`` that is not one."""
-        node, rid = ask.get("node"), ask.get("id")
-        if not (isinstance(node, str) and isinstance(rid, str) and rid.startswith(node + ":")):
-            raise ValueError("an ask names a node and a request id")
+        node, rid = check_ask(ask)
         try:
             self._confirmed(node, "an answer", "keeping it", {"answer": data}, rid)
         except RoutingError:

@@ -8,10 +8,10 @@ the node the id names (its tag before the '.'), then any other node with an XMPP
 account in the directory (a session resumed once already moved away from the node that issued its
 id). The holder (``take``) checks the id is live and of that user, drops what the client's ``h``
 acknowledges (an ``h`` beyond what was sent is refused: ``undefined-condition``, as on one node),
-makes the session inert (``stream_management.detach``: what comes for it meanwhile is kept,
-and sent on to the new node once it holds the session — messages as hand-offs, other stanzas as
-``FORWARD`` casts) and answers with its state: full JID, the server's ``h``, the stanzas not acknowledged
-(as text, with the messages they carry), presence and priority with the last presence stanza,
+makes the session inert (``stream_management.detach``: what comes for it meanwhile is kept, and
+sent on to the new node once it holds the session — messages as hand-offs, other stanzas as
+``FORWARD`` casts) and answers with its state: full JID, the server's ``h``, the stanzas not
+acknowledged (as text, with the messages they carry), presence and priority with the last presence stanza,
 whether it fetched the roster or the block list, carbons, directed presence, entity capabilities,
 the chat rooms it is in (whose node's loss the new node then tells it of, XEP-0045 §11.2).
 The asking node installs it (``_install``: bound, in the presence hub and the directory, the id
@@ -24,9 +24,9 @@ moves to the other node in every directory) — or the holder learns that it was
 asking node gave up waiting, is gone, or Redis failed) and ends the session itself, as one that
 timed out (``stream_management.reattach``): contacts see it go, its unacknowledged messages go to
 the offline store and the account's sessions get them (``BACKLOG``). The client, which got no
-answer in time, was told ``item-not-found`` and binds afresh. A holder that is dead or silent is
-today's fallback: ``item-not-found``, and the holder, if it comes back in time, ends the session
-at once (``ENDED``).
+answer in time, was told ``item-not-found`` and binds afresh. A holder that is dead or silent:
+``item-not-found``, and the holder, if it comes back in time, ends the session at once
+(``ENDED``).
 """
 from __future__ import annotations
 
@@ -35,15 +35,15 @@ import logging
 import xml.etree.ElementTree as ET
 
 from convergence import Address, AddressError, Presence, RoutingError
-from convergence.cluster import decode_message, encode_message, presence_fields
+from convergence.cluster import check_ask, decode_message, encode_message, presence_fields
 
 from . import caps, stream_management
 from .stream_management import ENDED, MODULUS, AckError, StreamManagement
 
 log = logging.getLogger(__name__)
 
-#: the cast (``ask``) that asks the node holding a session to give it up; the cast of the
-#: stanzas sent to it while it moved (presence, IQs, room stanzas: not messages, stored instead)
+#: the cast (``ask``) that asks the node holding a session to give it up; the cast of a stanza
+#: sent to it while it moved (presence, IQs, room stanzas; messages are handed off instead)
 TAKE, FORWARD = "xmpp.sm-take", "xmpp.sm-forward"
 
 
@@ -91,7 +91,7 @@ class SessionMoves:
                 stream_management.failed(session, "undefined-condition", answer["h"])
                 session.close("undefined-condition", f"handled-count-too-high: {answer.get('text')}")
                 return True
-        if silent:  # today's fallback: the holder ends the session at once if it hears of it
+        if silent:  # the holder, if it hears of it, ends the session at once
             cluster.cast(set(silent), ENDED, {"id": previd, "user": session.username, "node": cluster.node_id})
         return False
 
@@ -171,9 +171,9 @@ class SessionMoves:
         live and of that user; answered from a greenlet of its own (an answer waits for its
         confirmation, and this runs in the cluster's receiving loop)."""
         previd, username, h, ask = data["id"], data["user"], data["h"], data["ask"]
-        if not (isinstance(previd, str) and isinstance(username, str) and isinstance(h, int)
-                and isinstance(ask, dict) and isinstance(ask.get("node"), str)):
-            raise ValueError("a resumption id, a user, an h and an ask")
+        check_ask(ask)
+        if not (isinstance(previd, str) and isinstance(username, str) and isinstance(h, int)):
+            raise ValueError("a resumption id, a user and an h")
         service = self.service
         if service.later is None:
             return
