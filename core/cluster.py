@@ -15,7 +15,8 @@ through Redis — no protocol of our own (docs/cluster.md):
 - ``<prefix>dir:<id>``: a hash, full address → the endpoint's protocol and presence, for every
   endpoint the node owns; its expiry is refreshed with the heartbeat, so a node that died
   leaves nothing behind.
-- the channel ``<prefix>events``: ``up``/``down`` of one endpoint, ``sync`` of a whole node (it
+- the channel ``<prefix>events``: ``up``/``down`` of one endpoint, ``moved`` (an endpoint went
+  to another node: an XMPP session resumed there), ``sync`` of a whole node (it
   started, or rewrote its hash after Redis came back), ``bye`` (it stops). Every node keeps the
   others' endpoints in its presence hub as :class:`RemoteEndpoint` objects, so presence fans out to
   watchers on every node through the usual hooks and the router finds every endpoint.
@@ -23,7 +24,9 @@ through Redis — no protocol of our own (docs/cluster.md):
   published together), the acknowledgements it gets (``ack``/``acks``), and *casts* (``cast``):
   a plugin's events for the node's endpoints that are not messages (``on_cluster_cast``: XMPP
   roster pushes and presence stanzas, SIP responses that reached the wrong worker), unconfirmed,
-  in order with the hand-offs; a *hand-over* is a cast confirmed like a hand-off.
+  in order with the hand-offs; a *hand-over* is a cast confirmed like a hand-off; a *request*
+  (``ask``) is a cast whose answer (``answer``) comes back as a hand-off, its claim deciding
+  whether it was taken.
 - ``<prefix>own:<name>``: the node that owns a service address (``owner``: an XMPP chat room;
   ``take``: an XMPP component, held where it connected last; the upload purge), so that one
   process holds it;
@@ -72,6 +75,9 @@ DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 CLAIM_TTL = 300
 #: outcomes the owner acknowledges with
 TAKEN = ("delivered", "stored")
+#: what a node that asked (``ask``) and gave up waiting writes in its answer's claim: the
+#: answerer, whose hand-off of the answer was not confirmed, then knows it was not taken
+GAVE_UP = "gave-up"
 HANDOFF_BATCH = 200  # hand-offs claimed in one Redis round trip at most
 RETRY = (0.5, 4.0)  # first and longest wait before reconnecting the subscription
 #: ``owner``'s claim, atomic in Redis: the name's node if its heartbeat key (ARGV[3] + node) is
@@ -112,7 +118,8 @@ def section() -> Section:
         "node_timeout": Option(10.0, "seconds without a heartbeat after which a node counts as lost",
                                positive_number),
         "handoff_timeout": Option(2.0, "seconds a message handed to another node waits for its "
-                                       "confirmation before it is stored offline instead",
+                                       "confirmation before it is stored offline instead (and a "
+                                       "request to another node for its answer)",
                                   positive_number),
         "prefix": Option("convergence:", "prefix of every Redis key and channel (several clusters "
                                          "on one Redis)"),
@@ -208,6 +215,15 @@ class IdTaken(Exception):
     """A live process holds this node's id (``[cluster] node_id``): this one must not start."""
 
 
+def check_ask(ask) -> tuple[str, str]:
+    """(the asking node, the request id) of the ``ask`` a request's cast carries
+    (``Cluster.ask``); ValueError for anything else."""
+    node, rid = (ask.get("node"), ask.get("id")) if isinstance(ask, dict) else (None, None)
+    if not (isinstance(node, str) and isinstance(rid, str) and rid.startswith(node + ":")):
+        raise ValueError("an ask names a node and a request id")
+    return node, rid
+
+
 def node_tag(node_id: str) -> str:
     """8 hexadecimal digits naming a node in what a protocol sends (SIP Via branches)."""
     return hashlib.sha1(node_id.encode()).hexdigest()[:8]
@@ -281,6 +297,7 @@ class Cluster:
         self.nodes: set[str] = set()  # the other live nodes, with endpoints or not
         self._started: dict[str, float] = {}  # node → when it started, from its ``sync``
         self._waiting: dict[str, gevent.event.AsyncResult] = {}  # hand-off id → its ack
+        self._asked: dict[str, gevent.event.AsyncResult] = {}  # request id → its answer (``ask``)
         self._handoffs: gevent.queue.Queue = gevent.queue.Queue()
         #: hand-offs to publish: [channel, payload, AsyncResult of the receivers count]
         self._outbox: gevent.queue.Queue = gevent.queue.Queue()
@@ -384,13 +401,33 @@ class Cluster:
         """A local endpoint came, changed or went: queue the directory update and the event that
         tells the others (``_write_changes``). Nothing waits for Redis here: a SIP REGISTER or an
         XMPP login that waited for its round trip held up the datagrams and stanzas behind it
-        (2 workers did 833 REGISTERs/s, one process on SQLite 3,185)."""
+        (2 workers did 833 REGISTERs/s, one process on SQLite 3,185). An endpoint that comes
+        here with an address another node had (an XMPP session resumed here, XEP-0198) is this
+        node's from now on: that node's entry is forgotten."""
+        if present and self.remote:
+            address = str(endpoint.address)
+            for node in [n for n, table in self.remote.items() if address in table]:
+                del self.remote[node][address]
+                if not self.remote[node]:
+                    del self.remote[node]
         if not self._healthy:
             return  # Redis is away: no login waits for it; the heartbeat announces all when it is back
         event = {"t": "up" if present else "down", "node": self.node_id, "address": str(endpoint.address)}
         if present:
             event.update(protocol=endpoint.protocol, presence=presence_fields(endpoint.presence))
         self._changes.put(event)
+
+    def moved(self, endpoint, node: str) -> None:
+        """This node's ``endpoint`` now lives on ``node`` (an XMPP session resumed there,
+        XEP-0198 §5): here it becomes that node's remote endpoint, and the others are told it is
+        on ``node`` (a ``moved`` event; the entry leaves this node's directory) — moved, not
+        gone: nobody sees it go ``unavailable`` and come back."""
+        address = str(endpoint.address)
+        remote = RemoteEndpoint(endpoint.address, endpoint.protocol, endpoint.presence, node, self)
+        self.remote.setdefault(node, {})[address] = remote
+        self.core.presence.replace(endpoint, remote)
+        if self._healthy:
+            self._changes.put({"t": "moved", "node": self.node_id, "to": node, "address": address})
 
     def _write_changes(self) -> None:
         """The queued directory changes, all that wait, in order, in one pipeline: the hash
@@ -406,7 +443,7 @@ class Cluster:
                 for event in batch:
                     if event["t"] == "up":
                         pipe.hset(self.dir_key, event["address"], json.dumps([event["protocol"], event["presence"]]))
-                    else:
+                    else:  # gone, or moved to another node (``moved``)
                         pipe.hdel(self.dir_key, event["address"])
                     pipe.publish(self.events, json.dumps(event))
                 pipe.pexpire(self.dir_key, int(self.timeout * 1000))
@@ -524,12 +561,37 @@ class Cluster:
                 log.warning("cluster: %s on node %s has the address of an endpoint here; ignored",
                             address, node)
                 return
-            if existing is not None:  # it moved (a phone registering through another node): the
-                self._remove_remote(existing.node, address)  # last node to announce it has it
-            endpoint = table[address] = RemoteEndpoint(full, protocol, presence, node, self)
+            if existing is not None:  # it moved (a phone registering through another node, an
+                # XMPP session resumed there): the last node to announce it has it; the same
+                # endpoint, so that watchers see no unavailable in between
+                before = self.remote.get(existing.node, {})
+                before.pop(address, None)
+                if not before:
+                    self.remote.pop(existing.node, None)
+                log.info("cluster: %s moved from node %s to node %s", address, existing.node, node)
+                existing.node, existing.origin_protocol, existing.presence = node, protocol, presence
+                endpoint = table[address] = existing
+            else:
+                endpoint = table[address] = RemoteEndpoint(full, protocol, presence, node, self)
         else:
             endpoint.presence = presence
         self.core.presence.register(endpoint, int(self.timeout) or 1)
+
+    def _relocate(self, node: str, to: str, address: str) -> None:
+        """``node`` says its endpoint ``address`` moved to node ``to`` (``moved``): the same
+        remote endpoint is ``to``'s from now on — if this node still knows it as ``node``'s
+        (``to``'s own ``up`` may have come first, or ``to`` may have dropped it since)."""
+        endpoint = self.remote.get(node, {}).pop(address, None)
+        if endpoint is None:
+            return
+        if not self.remote[node]:
+            del self.remote[node]
+        log.info("cluster: %s moved from node %s to node %s", address, node, to)
+        if to != self.node_id:
+            endpoint.node = to
+            self.remote.setdefault(to, {})[address] = endpoint
+        elif self.core.presence.endpoint(endpoint.address) is endpoint:  # gone here already
+            self.core.presence.unregister(endpoint)
 
     def _remove_remote(self, node: str, address: str) -> None:
         endpoint = self.remote.get(node, {}).pop(address, None)
@@ -650,6 +712,8 @@ class Cluster:
                 self._set_remote(node, event["address"], event["protocol"], event["presence"])
             elif kind == "down":
                 self._remove_remote(node, event["address"])
+            elif kind == "moved":
+                self._relocate(node, event["to"], event["address"])
             elif kind == "sync":
                 self._load(node)
             elif kind == "bye":
@@ -674,11 +738,61 @@ class Cluster:
         (``owner``): an XMPP room's messages."""
         return self._confirmed(node, kind, "refusing it", {"kind": kind, "data": data})["outcome"]
 
-    def _confirmed(self, node: str, what: str, fallback: str, fields: dict) -> dict:
-        """Publish a hand-off of ``fields`` to ``node``; its acknowledgement, or RoutingError."""
+    def ask(self, node: str, kind: str, data: dict) -> dict | None:
+        """Ask the plugins of ``node`` (``on_cluster_cast`` with ``kind``, as a cast whose
+        ``data`` has an ``ask`` added) and wait for the answer one of them gives with
+        :meth:`answer`; None when Redis is unreachable, when nobody listens on that node's inbox,
+        or when no answer came within ``handoff_timeout``. Giving up is decided by the answer's
+        claim (``GAVE_UP``, the claim a hand-off's owner takes): an answer is either taken here
+        or known by its sender not to be, never both and never neither."""
+        if not self._healthy:  # no wait for a connection timeout
+            return None
+        rid = f"{self.node_id}:{secrets.token_hex(8)}"
+        waiting = self._asked[rid] = gevent.event.AsyncResult()
+        event = {"t": "cast", "kind": kind, "data": {**data, "ask": {"node": self.node_id, "id": rid}}}
+        published = gevent.event.AsyncResult()
+        self._outbox.put((f"{self._prefix}inbox:{node}", event, published))
+        try:
+            try:
+                if published.get(timeout=self.handoff_timeout):  # by _publish_handoffs
+                    return waiting.get(timeout=self.handoff_timeout)
+            except gevent.Timeout:
+                pass
+            except self._errors:  # the publisher noted the failure
+                return None
+            try:  # no answer (yet): give up, unless this node claimed the answer meanwhile
+                gave_up = self.redis.set(f"{self._prefix}claim:{rid}", GAVE_UP, nx=True, ex=CLAIM_TTL)
+            except self._errors as exc:
+                self._lost(exc)
+                return None  # the answer cannot be claimed here either while Redis fails
+            if gave_up:
+                log.warning("cluster: node %s did not answer %s within %g s", node, kind, self.handoff_timeout)
+                return None
+            try:  # claimed by ``_take`` here: it gives it to us at once
+                return waiting.get(timeout=self.handoff_timeout)
+            except gevent.Timeout:
+                return None
+        finally:
+            self._asked.pop(rid, None)
+
+    def answer(self, ask: dict, data: dict) -> bool:
+        """Answer the ``ask`` a cast came with (see :meth:`ask`) with ``data``, handed to the
+        asking node like a message: True once it confirmed it took it; False when it did not
+        (it gave up waiting, it is gone, Redis failed): the answer is then still the sender's
+        (a plugin that handed over state keeps it). ValueError for an ``ask`` that is not one."""
+        node, rid = check_ask(ask)
+        try:
+            self._confirmed(node, "an answer", "keeping it", {"answer": data}, rid)
+        except RoutingError:
+            return False
+        return True
+
+    def _confirmed(self, node: str, what: str, fallback: str, fields: dict, hid: str | None = None) -> dict:
+        """Publish a hand-off of ``fields`` to ``node`` (with ``hid``, its id: the request id of
+        an answer); its acknowledgement, or RoutingError."""
         if not self._healthy:  # no wait for a connection timeout: stored at once
             raise RoutingError("service-unavailable", f"Redis is unreachable: cannot reach node {node}")
-        hid = f"{self.node_id}:{secrets.token_hex(8)}"
+        hid = hid or f"{self.node_id}:{secrets.token_hex(8)}"
         waiting = self._waiting[hid] = gevent.event.AsyncResult()
         payload = {"t": "msg", "hid": hid, "from": self.inbox, **fields}
         published = gevent.event.AsyncResult()
@@ -703,8 +817,11 @@ class Cluster:
     def _claim_back(self, hid: str, node: str, what: str, fallback: str) -> dict:
         """No confirmation in time: claim the message; if the owner claimed it first it is the
         owner's to deliver or store."""
+        key = f"{self._prefix}claim:{hid}"
         try:
-            mine = self.redis.set(f"{self._prefix}claim:{hid}", self.node_id, nx=True, ex=CLAIM_TTL)
+            mine = self.redis.set(key, self.node_id, nx=True, ex=CLAIM_TTL)
+            if not mine and self.redis.get(key) == GAVE_UP:  # an answer nobody waits for
+                mine = True
         except self._errors as exc:
             self._lost(exc)
             mine = True  # cannot know: rather stored twice than lost
@@ -776,6 +893,8 @@ class Cluster:
             try:
                 if "kind" in event:
                     outcome = self._hand_over_here(event)
+                elif "answer" in event:
+                    outcome = self._answered(hid, event["answer"])
                 else:
                     outcome = self.core.router.deliver_here(decode_message(event["message"]))
                 ack = {"t": "ack", "hid": hid, "outcome": outcome}
@@ -827,6 +946,15 @@ class Cluster:
             self.core.hook.on_cluster_cast(core=self.core, kind=kind, data=data)
         except Exception:  # a plugin's failure must not end the loop nor lose the batch's acks
             log.exception("cluster: a plugin failed on a cast %s", kind)
+
+    def _answered(self, rid: str, answer) -> str:
+        """An answer to this node's ``ask``, claimed here: to the greenlet waiting for it. Nobody
+        waits only when Redis failed while it gave up (it could not write ``GAVE_UP``)."""
+        waiting = self._asked.get(rid)
+        if waiting is None or waiting.ready() or not isinstance(answer, dict):
+            raise RoutingError("recipient-unavailable", f"nobody on node {self.node_id} waits for it")
+        waiting.set(answer)
+        return "delivered"
 
     def _hand_over_here(self, event: dict) -> str:
         """A hand-over (``hand_over``): the first outcome a plugin returns, or RoutingError."""

@@ -130,6 +130,14 @@ class PresenceHub:
                                    endpoint=endpoint, expires=0)
             self._recompute(endpoint.address.bare)
 
+    def replace(self, endpoint: Endpoint, other: Endpoint) -> None:
+        """``other``, with the same address, stands for ``endpoint`` from now on (a session that
+        moved to another cluster node, core/cluster.py ``moved``): no ``on_logout`` nor
+        ``on_login``, and ``on_presence`` only if the combined presence changed."""
+        if self._remove(endpoint):
+            self._add(other)
+            self._recompute(other.address.bare)
+
     def update(self, endpoint: Endpoint) -> None:
         """``endpoint.presence`` changed (e.g. an XMPP client went ``away``)."""
         if self.endpoint(endpoint.address) is endpoint:

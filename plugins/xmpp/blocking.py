@@ -196,6 +196,10 @@ class BlockLists:
     def interested(self, session) -> None:
         self._interested.setdefault(session.account, set()).add(session)
 
+    def is_interested(self, session) -> bool:
+        """Whether ``session`` asked for the list, and so gets its pushes (§3.2)."""
+        return session in self._interested.get(session.account, ())
+
     def closed(self, session) -> None:
         account = getattr(session, "account", None)
         sessions = self._interested.get(account)

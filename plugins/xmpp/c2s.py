@@ -108,13 +108,13 @@ class Session(EventStream):
     __slots__ = ("service", "link", "peer", "parser", "encrypted", "username", "address", "account",
                  "presence", "available", "interested", "directed", "carbons", "closed",
                  "header_sent", "stream_open", "lang", "generation", "mechanism", "deadline",
-                 "pinged", "unwritten", "holding", "giving", "sm", "csi", "__weakref__")
+                 "pinged", "unwritten", "holding", "giving", "sm", "csi", "moving", "__weakref__")
     #: what belongs to the connection, not to the bound session: a stream resumed on a new
     #: connection (XEP-0198 §5) takes every other slot over from the old one
     CONNECTION_STATE = frozenset(("service", "link", "peer", "parser", "encrypted", "closed",
                                   "header_sent", "stream_open", "lang", "generation", "mechanism",
                                   "deadline", "pinged", "unwritten", "holding", "giving",
-                                  "__weakref__"))
+                                  "moving", "__weakref__"))
 
     protocol = "xmpp"
 
@@ -145,6 +145,7 @@ class Session(EventStream):
         self.giving = False  # a greenlet is giving back ``unwritten`` (one at a time: in order)
         self.sm = None  # XEP-0198 state once enabled (stream_management.StreamManagement)
         self.csi = None  # XEP-0352: held stanzas while the client is inactive (csi.ClientState)
+        self.moving = None  # stanzas and messages for it while it moves to another node (sm_cluster)
         service.connected(self)
 
     def __repr__(self):
@@ -366,8 +367,13 @@ class Session(EventStream):
         """Queue one stanza for the client (an element, or bytes already written: ``deliver``);
         False when the connection is gone or was too slow. An inactive client's presence and chat
         states wait (XEP-0352); with stream management a stanza is kept until acknowledged, with
-        the core ``message`` it carries (XEP-0198)."""
+        the core ``message`` it carries (XEP-0198). While the session moves to another cluster
+        node (closed here, not ended) its stanzas wait to be sent there (``moving``), as its
+        messages do (``deliver``, which writes bytes only for a session that is not moving)."""
         if self.closed:
+            if self.moving is not None:
+                self.moving.append(stanza)
+                return True
             return False
         if self.csi is not None and self.csi.hold(self, stanza):
             return True
@@ -378,7 +384,12 @@ class Session(EventStream):
     def deliver(self, message) -> None:
         """Endpoint.deliver: a core Message as a <message/> stanza (RFC 6121 §5), remembered until
         the socket has taken it. A link that closed (a full queue) refuses it, after the messages
-        it did not write went back to the router: the store keeps them in order."""
+        it did not write went back to the router: the store keeps them in order. A session
+        moving to another cluster node holds it (``moving``) for that node, which gets it once
+        the session is there (``sm_cluster``); one from the offline store stays stored."""
+        if self.moving is not None and message.stamp is None:
+            self.moving.append(message)
+            return
         if self.closed or self.address is None or stream_management.refuses(self, message):
             raise RoutingError("recipient-unavailable", f"{self} is gone")
         # written as bytes, except what an inactive client may have held back (a chat state, XEP-0352)

@@ -20,6 +20,9 @@ presence itself) and delivered there to its own sessions by the ``on_cluster_cas
 - ``xmpp.iq``: an IQ for a full JID whose session is on the receiving node, from a peer connected
   to this one (an external component, XEP-0114, or a federated server): passed to the session
   as the IQ router passes one from another domain (RFC 6120 §10.5.3.1).
+- ``xmpp.sm-take``, ``xmpp.sm-forward``, ``xmpp.sm-ended``, ``xmpp.sm-backlog``: a XEP-0198
+  resumption on another node than the one holding the session (``sm_cluster``,
+  ``stream_management``).
 
 The stored state (rosters, pending requests, §3.1.3) is in PostgreSQL, so what a cast that was
 lost (Redis down) would have shown is still seen at the next roster fetch or login.
@@ -31,7 +34,7 @@ import xml.etree.ElementTree as ET
 
 from convergence import Address, AddressError
 
-from . import stream_management
+from . import sm_cluster, stream_management
 from .stanzas import tag
 
 log = logging.getLogger(__name__)
@@ -114,8 +117,8 @@ def received(service, kind: str, data: dict, deliver, push) -> None:
     """A cast from another node (``on_cluster_cast``), for this node's sessions only: given to
     ``deliver`` (``visibility.deliver``) or ``push`` (``roster_push.push``), which call this
     module to reach other nodes (passed in: no import cycle); a block list change to the
-    service's lists (``blocking.BlockLists.received``); a resumption tried on another node and
-    the backlog it left to ``stream_management``."""
+    service's lists (``blocking.BlockLists.received``); a resumption on another node to
+    ``sm_cluster`` (giving the session up) and ``stream_management`` (ending it, its backlog)."""
     try:
         if kind == STANZA:
             element = ET.fromstring(data["xml"])
@@ -128,6 +131,10 @@ def received(service, kind: str, data: dict, deliver, push) -> None:
             subscribed_here(service, data)
         elif kind == BLOCKING:
             service.blocking.received(data)
+        elif kind == sm_cluster.TAKE:
+            service.moves.take(data)
+        elif kind == sm_cluster.FORWARD:
+            service.moves.forwarded(data)
         elif kind == stream_management.ENDED:
             stream_management.ended_elsewhere(service, data)
         elif kind == stream_management.BACKLOG:

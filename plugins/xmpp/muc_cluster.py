@@ -205,6 +205,28 @@ class RoomOwners:
             for key in [k for k in rooms if k[0] == jid]:
                 del rooms[key]
 
+    def leaving(self, jid: Address) -> list[list[str]]:
+        """The rooms the session ``jid`` here is in, each as [its node, room, occupant JID]:
+        the session moves to another node (XEP-0198 resumption, ``sm_cluster``), which from then
+        on tells it when one of those nodes is lost (``arrived``). It stays an occupant: a room
+        reaches it there through the directory."""
+        here = self.core.cluster.node_id
+        rooms = [[here, name, str(room.occupant_jid(room.by_jid[jid]))]
+                 for name in sorted(self.muc.joined.get(jid, ()))
+                 if (room := self.muc.rooms.get(name)) is not None and jid in room.by_jid]
+        rooms += [[node, key[1], str(occupant)] for node, table in self.elsewhere.items()
+                  for key, occupant in table.items() if key[0] == jid]
+        self.forget(jid)
+        return rooms
+
+    def arrived(self, jid: Address, rooms: list) -> None:
+        """The session ``jid`` moved here with the rooms ``leaving`` listed: (node, room,
+        occupant JID as an Address)."""
+        here = self.core.cluster.node_id
+        for node, room, occupant in rooms:
+            if node != here:
+                self.elsewhere.setdefault(node, {})[(jid, room)] = occupant
+
     def node_lost(self, node: str) -> None:
         """``node`` left the cluster with its rooms: the sessions here that were in one are out
         of it (XEP-0045 §11.2, status 332)."""

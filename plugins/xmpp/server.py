@@ -22,7 +22,7 @@ from convergence import hookimpl
 from convergence.metrics import Collector, family
 
 from . import (cluster_relay, component, component_cluster, component_transport,
-               presence as broadcast, roster_push, s2s_routing, s2s_transport,
+               presence as broadcast, roster_push, s2s_routing, s2s_transport, sm_cluster,
                subscription_handling, transport, visibility, websocket_http)
 from .muc_service import MucService, muc_domain
 from .service import C2SService
@@ -50,6 +50,7 @@ class XmppServer:
         self.core = core
         self.service = C2SService(core, settings)
         self.service.later = transport.later  # XEP-0198 hibernation timers
+        self.service.moves = sm_cluster.SessionMoves(self.service)  # XEP-0198 across nodes
         self.federation = None  # server-to-server, when [xmpp] s2s_listen is set
         self.websockets = transport.OpenConnections()  # sessions over WebSocket (RFC 7395)
         if settings["s2s_listen"]:

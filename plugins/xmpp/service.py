@@ -57,6 +57,9 @@ class C2SService:
         self.archive = Archive(self)  # XEP-0313: the message archive's writer (archive.py)
         #: XEP-0198 §5: resumable sessions by id, hibernated or connected (stream_management.py)
         self.resumptions = stream_management.Resumptions()
+        #: XEP-0198 §5 across cluster nodes: resuming a session another node holds, giving one
+        #: up (sm_cluster.SessionMoves, set by the XmppServer); None: this process only
+        self.moves = None
         #: ``later(seconds, fn) -> cancel()``: runs ``fn`` after ``seconds`` (the hibernation
         #: timers); the transport's ``transport.later``, set by the XmppServer
         self.later = None

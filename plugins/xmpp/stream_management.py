@@ -24,10 +24,11 @@ The nonzas (§3–§5), handled by :func:`element` for ``c2s.Session``:
   ``<failed h?><item-not-found/></failed>``; the client may bind afresh.
 
 In a cluster (docs/cluster.md) an id starts with the issuing node's tag and a '.'; a client that
-resumes on another node gets ``item-not-found`` there (the session's state is in the other
-process), and that node tells the issuing one (:func:`ended_elsewhere`), which ends the old
-session at once, so that its unacknowledged messages reach the fresh session without waiting for
-``resume_timeout``.
+resumes on another node is resumed there: that node asks the one holding the session for it
+(``sm_cluster.py``, through ``service.moves``), which gives it up (:func:`detach`) and sends its
+state over. When that node cannot be reached the client gets ``item-not-found``, and the node is
+told (:func:`ended_elsewhere`) if it comes back in time: it ends the old session at once, so that
+its unacknowledged messages reach the fresh session without waiting for ``resume_timeout``.
 
 When the connection of a session with resumption enabled dies (not a clean close, not a stream
 error of ours) the session **hibernates** (:func:`hibernate`): it stays bound and in the presence
@@ -184,7 +185,7 @@ def element(session, nonza: ET.Element) -> None:
         _nonza(session, "a", h=str(sm.handled))
     elif local == "a" and sm is not None:
         try:
-            _acknowledged(session, _h(nonza))
+            _acknowledged(session, h_of(nonza))
         except (AckError, ValueError) as exc:
             session.close("undefined-condition", f"handled-count-too-high: {exc}")
     elif local == "enable":
@@ -277,7 +278,7 @@ def forget(service, session) -> None:
     if sm is not None:
         sm.resumable = False
         service.resumptions.discard(sm.id, session)
-        _cancel(sm)
+        cancel(sm)
 
 
 def register_iq(router) -> None:
@@ -285,21 +286,6 @@ def register_iq(router) -> None:
 
 
 # ---- in a cluster: a resumption id another node issued ---------------------------------------
-
-def _elsewhere(service, previd: str, username: str) -> None:
-    """The client asked to resume a session this node does not have (it still gets
-    ``item-not-found``, and binds afresh). When the id names another live node (its tag before
-    the '.'), that node is told (``ENDED``): the client has moved, so the old session ends now
-    rather than after ``resume_timeout``, and what it had not acknowledged goes to the account's
-    other resources or the offline store at once, for the fresh session to get."""
-    cluster = service.core.cluster
-    tag, dot, _ = previd.partition(".")
-    if cluster is None or not dot:
-        return
-    node = cluster.node_of_tag(tag)
-    if node is not None and node != cluster.node_id:
-        cluster.cast({node}, ENDED, {"id": previd, "user": username, "node": cluster.node_id})
-
 
 def ended_elsewhere(service, data: dict) -> None:
     """``ENDED`` from another node (``on_cluster_cast``): the session of that id, if it is here
@@ -321,9 +307,17 @@ def ended_elsewhere(service, data: dict) -> None:
         expire(session)
     else:
         sm.resumable = False
-        _cancel(sm)
+        cancel(sm)
         session.link.close("resumed on another node (XEP-0198 §5)")
         session.connection_lost()
+    tell_backlog(service, account, asking)
+
+
+def tell_backlog(service, account, asking: str) -> None:
+    """A session of ``account`` ended for good after a client tried to resume it on node
+    ``asking``: once its messages are stored (``Router.wait_for_given_back``: the connection's
+    own greenlet may be the one giving them back), the nodes with sessions of the account, and
+    ``asking``, deliver the offline store to theirs (``BACKLOG``)."""
     core = service.core
     if core.cluster is not None and service.later is not None:
         def told():  # once the messages are given back (stored), whichever greenlet gives them
@@ -354,13 +348,13 @@ def _nonza(session, local: str, *children: ET.Element, **attrs: str) -> None:
     session.link.send(serialize(element))
 
 
-def _failed(session, condition: str, h: int | None = None) -> None:
+def failed(session, condition: str, h: int | None = None) -> None:
     """§3, §5: ``<failed/>`` with a stanza error condition (and the ``h`` we handled, if known)."""
     attrs = {} if h is None else {"h": str(h)}
     _nonza(session, "failed", ET.Element(tag(condition, STANZA_ERROR_NS)), **attrs)
 
 
-def _h(nonza: ET.Element) -> int:
+def h_of(nonza: ET.Element) -> int:
     text = nonza.get("h", "")
     if not text.isdigit() or len(text) > 10:  # (2**32 has 10 digits)
         raise ValueError(f"h={text!r} is not a number")
@@ -377,7 +371,7 @@ def _acknowledged(session, h: int) -> None:
 def _enable(session, nonza: ET.Element) -> None:
     """§3: enable after binding, once per session."""
     if session.address is None or session.sm is not None:
-        return _failed(session, "unexpected-request")
+        return failed(session, "unexpected-request")
     settings = session.service.settings
     resume = nonza.get("resume") in ("true", "1")
     sm = StreamManagement(settings["sm_max_unacked"])
@@ -398,24 +392,31 @@ def _enable(session, nonza: ET.Element) -> None:
 
 
 def _resume(session, nonza: ET.Element) -> None:
-    """§5: take over the hibernated (or still connected) session of ``previd``."""
+    """§5: take over the hibernated (or still connected) session of ``previd``, here or, in a
+    cluster, on the node that holds it (``service.moves``)."""
     service = session.service
     old = None
     if session.username is not None and session.address is None and session.sm is None:
-        old = service.resumptions.find(nonza.get("previd", ""), session.username)
+        previd = nonza.get("previd", "")
+        old = service.resumptions.find(previd, session.username)
+        if old is None and service.moves is not None and service.moves.resume(session, previd, nonza):
+            return  # resumed from another node, or refused by it
     if old is None or old.closed or old.sm is None or not old.sm.resumable:
-        if old is None and session.username is not None:
-            _elsewhere(service, nonza.get("previd", ""), session.username)
-        return _failed(session, "item-not-found")
+        return failed(session, "item-not-found")
     try:
-        h = _h(nonza)
-        old.sm.acknowledge(h)
+        old.sm.acknowledge(h_of(nonza))
     except (AckError, ValueError) as exc:
-        _failed(session, "undefined-condition", old.sm.handled)
+        failed(session, "undefined-condition", old.sm.handled)
         return session.close("undefined-condition", f"handled-count-too-high: {exc}")
-    sm = old.sm
-    _cancel(sm)
+    cancel(old.sm)
     _take_over(session, old)
+    resumed(session)
+
+
+def resumed(session) -> None:
+    """§5: the session is this stream's now: ``<resumed/>``, everything not acknowledged again,
+    in order, then what was stored meanwhile."""
+    sm, service = session.sm, session.service
     sm.hibernated = sm.requested = False
     _nonza(session, "resumed", previd=sm.id, h=str(sm.handled))
     link = session.link
@@ -427,6 +428,41 @@ def _resume(session, nonza: ET.Element) -> None:
         session.csi.activate(session)
     if session.available:  # what was stored meanwhile (refused while hibernated, XEP-0160)
         service.core.router.deliver_stored(session.account)
+
+
+def detach(session):
+    """The session leaves this process (resumed on another cluster node, ``sm_cluster.py``):
+    its timer stops, its id is void here, what CSI held is sent (and so tracked, XEP-0352 §5.2),
+    a connection that has not noticed it is dead ends with ``conflict`` (§5), and the session
+    becomes inert — closed, what is sent to it waiting in ``moving`` (messages from the offline
+    store stay there), and without its stream management state, which is returned (None if the
+    session ended on the way: an overflow)."""
+    sm = session.sm
+    cancel(sm)
+    session.service.resumptions.discard(sm.id, session)
+    if session.csi is not None:
+        session.csi.activate(session)
+    if session.closed:
+        return None
+    link = session.link
+    if not link.closed:
+        link.send(stream_error("conflict", "replaced by a stream resumed on another node (XEP-0198 §5)"))
+        link.close_after_flush("resumed on another node")
+    session.closed = True  # its connection's end does nothing more
+    session.sm = None
+    session.moving = []  # what is sent to it until it is the other node's (``sm_cluster``)
+    return sm
+
+
+def reattach(session, sm: StreamManagement) -> None:
+    """The other node did not take the session :func:`detach` made inert: it ends here for good,
+    as a hibernated session that timed out does (``unavailable`` to contacts, its messages back,
+    those that came while it was moving after the others)."""
+    sm.unacked += [(0, b"", m) for m in session.moving if not isinstance(m, ET.Element)]
+    session.closed, session.moving = False, None
+    session.sm = sm
+    sm.hibernated, sm.resumable = True, False
+    expire(session)
 
 
 def _take_over(session, old) -> None:
@@ -455,7 +491,8 @@ def _take_over(session, old) -> None:
     service.iq.emit("resumed", service, old, session)
 
 
-def _cancel(sm: StreamManagement) -> None:
+def cancel(sm: StreamManagement) -> None:
+    """Stop the hibernation timer, if one runs."""
     if sm.timer is not None:
-        cancel, sm.timer = sm.timer, None
-        cancel()
+        stop, sm.timer = sm.timer, None
+        stop()

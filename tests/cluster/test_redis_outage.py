@@ -7,9 +7,7 @@ for offline accounts again (issue 14, docs/cluster.md)."""
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import subprocess
 import threading
 import time
 import urllib.error
@@ -26,27 +24,6 @@ from .conftest import REDIS
 from .helpers import api_send, available_from, chat_body
 
 ACCOUNTS = {"alice": "a", "bob": "b", "carol": "c", "dave": "d"}
-
-
-class RedisServer:
-    def __init__(self, port: int, folder):
-        self.port, self.folder = port, folder
-        self.proc = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.folder)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in self.proc.stdout:  # until it accepts connections
-            if "Ready to accept connections" in line:
-                return
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 class Relay:
@@ -105,16 +82,6 @@ class Relay:
     def close(self) -> None:
         self.cut()
         self.listener.close()
-
-
-@pytest.fixture
-def private_redis(tmp_path, cluster_table):
-    if not shutil.which("redis-server"):
-        pytest.skip("no redis-server to start")
-    server = RedisServer(free_port(), tmp_path)
-    server.start()
-    yield server, {**cluster_table, "redis": f"redis://127.0.0.1:{server.port}/0"}
-    server.stop()
 
 
 def refused(server, name: str, password: str, to: str, body: str) -> tuple[int, str, dict]:

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from convergence.addresses import Address
-from convergence.cluster import HandedMessage, decode_message, default_node_id, encode_message, status_lines
+from convergence.cluster import (HandedMessage, check_ask, decode_message, default_node_id, encode_message,
+                                 status_lines)
 from convergence.config import load
 from convergence.message import Message
 
@@ -49,6 +50,16 @@ def test_garbage_is_a_value_error():
     for junk in (None, [], "text", 3):
         with pytest.raises(ValueError):
             decode_message(junk)
+
+
+def test_a_request_names_its_node():
+    """The ``ask`` a request's cast carries (``Cluster.ask``): its request id begins with the
+    asking node's id; anything else is a ValueError (the plugin logs it and answers nothing)."""
+    assert check_ask({"node": "host/w1", "id": "host/w1:0af3"}) == ("host/w1", "host/w1:0af3")
+    for bad in (None, [], {}, {"node": "a"}, {"node": "a", "id": "b:1"}, {"node": 1, "id": "1:x"},
+                {"node": "a", "id": None}):
+        with pytest.raises(ValueError):
+            check_ask(bad)
 
 
 def test_default_node_id_names_host_listeners_and_worker():

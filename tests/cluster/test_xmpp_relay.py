@@ -6,13 +6,8 @@ withdrawn on cancellation crosses, and directed presence (with its unavailable a
 §4.6.3) reaches a full JID on the other node."""
 from __future__ import annotations
 
-import pytest
-
-from convergence.cluster import node_tag
-
 from ..xmpp.pep_client import items_of, pep_client, publish_xml
 from ..xmpp.roster_client import bare, iq, manual, next_presence, next_push, send_presence
-from ..xmpp.test_stream_management import STANZAS, kill, raw_messages, raw_sm
 from .helpers import available_from
 
 ACCOUNTS = {"alice": "a", "bob": "b", "carol": "c"}
@@ -64,46 +59,6 @@ def test_subscriptions_roster_pushes_and_directed_presence_cross_nodes(node, xmp
     # and a directed presence to a session that is on neither node goes nowhere
     send_presence(desk, alice.jid.replace("laptop", "gone"), status="lost")
     alice.none("presence", wait=0.5)
-
-
-@pytest.mark.parametrize("noticed", [True, False], ids=["hibernated", "connection-still-open"])
-def test_a_resumption_on_another_node_ends_the_old_session_at_once(node, raw_client, xmpp_client,
-                                                                   noticed):
-    """XEP-0198 §5 across nodes: alice's phone (raw, resumption on, resume_timeout 300 s) on node
-    A reads three messages without acknowledging them and loses its network (A noticed, and the
-    session hibernates; or A has not noticed yet). It tries to resume on node B:
-    ``item-not-found`` there (the session is A's), but B tells A, which ends the old session at
-    once — bob sees it go unavailable — and the three messages reach the phone's fresh session on
-    B, long before resume_timeout."""
-    accounts = {"alice": "pw-a", "bob": "pw-b"}
-    a = node("node-a", accounts)
-    b = node("node-b")
-    b.passwords.update(accounts)
-    phone, token = raw_sm(raw_client, a, "alice", "phone")
-    assert token.startswith(node_tag("node-a") + ".")  # the id names its node
-    bob = xmpp_client(b, "bob", resource="desk")
-    b.process.wait_for(f"registered {a.jid('alice', 'phone')} ")
-    for n in range(3):
-        bob.send_message(a.jid("alice", "phone"), f"m{n}")
-    assert [m.findtext("{jabber:client}body") for m in raw_messages(phone, 3)] == ["m0", "m1", "m2"]
-    if noticed:
-        kill(phone)  # hibernated on A: a resumption there would resend the three
-
-    fresh = raw_client(b)
-    fresh.login("alice", "pw-a", bind=False)
-    fresh.send(b"<resume xmlns='urn:xmpp:sm:3' previd='%s' h='0'/>" % token.encode())
-    assert fresh.next("failed").find(f"{{{STANZAS}}}item-not-found") is not None
-    a.process.wait_for("resumed on another node")
-    bob.next("presence", timeout=10, match=available_from(a.jid("alice", "phone"), "unavailable"))
-    fresh.send(b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-               b"<resource>again</resource></bind></iq>")
-    assert fresh.next("iq").get("type") == "result"
-    fresh.send(b"<presence/>")
-    assert [m.findtext("{jabber:client}body") for m in raw_messages(fresh, 3)] == ["m0", "m1", "m2"]
-    if not noticed:  # A closed the old connection
-        phone.sock.settimeout(10)
-        while phone.sock.recv(4096):
-            pass
 
 
 def test_pep_last_items_on_approval_reach_every_node(node, xmpp_client):

@@ -36,6 +36,29 @@ def test_update_and_unchanged_presence_is_not_renotified(core, register_plugin):
     assert [s[2] for s in watcher.seen] == [None, "dnd"]
 
 
+def test_an_endpoint_that_moves_to_another_node_is_replaced_without_a_change(core, register_plugin):
+    """``replace`` (core/cluster.py ``moved``: a session resumed on another cluster node): the
+    other endpoint stands for the same address, no on_login/on_logout, no presence change; an
+    endpoint the hub does not have is not replaced."""
+    class Events(Watcher):
+        @hookimpl
+        def on_login(self, account, endpoint):
+            self.seen.append("login")
+
+        @hookimpl
+        def on_logout(self, account, endpoint):
+            self.seen.append("logout")
+
+    watcher = register_plugin(Events(), "watcher")
+    phone = RecordingEndpoint(core.address("alice", "phone"), presence=Presence(show="away"))
+    core.presence.login(phone)
+    moved = RecordingEndpoint(core.address("alice", "phone"), presence=Presence(show="away"))
+    core.presence.replace(phone, moved)
+    core.presence.replace(phone, RecordingEndpoint(core.address("alice", "phone")))  # not there any more
+    assert core.presence.endpoints(core.address("alice")) == [moved]
+    assert watcher.seen == ["login", ("alice@localhost", True, "away")]
+
+
 def test_sip_registration_counts_as_available(core):
     binding = RecordingEndpoint(core.address("sipuserf", "sip-1"), "sip")
     core.presence.register(binding, 300)

@@ -14,7 +14,8 @@ from convergence import Address, Message
 from convergence.config import load
 from convergence.core import Core
 from convergence.plugins.xmpp.stream_management import (MODULUS, REQUEST_EVERY, AckError, Resumptions,
-                                                        StreamManagement, ended_elsewhere)
+                                                        StreamManagement, detach, ended_elsewhere,
+                                                        reattach)
 from convergence.store import offline
 
 from .test_c2s import SASL, Peer, header, login, plain, service, stream_error, svc  # noqa: F401
@@ -302,6 +303,39 @@ def test_a_resumption_on_another_cluster_node_ends_the_session_here(svc, timers)
     assert svc.core.presence.endpoint(alice.session.address) is None
     assert [m.body for _, m in offline.pending(svc.core.db, "alice", 10)] == ["0"]
     assert not timers.pending  # nothing waits for resume_timeout
+
+
+def test_a_session_moving_to_another_node_holds_what_comes_and_ends_here_when_not_taken(svc, timers):
+    """``detach`` (another node asked for the session, sm_cluster.py): the still open connection
+    ends with ``conflict``, the timer and id are void, and the session, closed, holds what comes
+    for it (a message, a directed presence) for the other node — a message from the offline
+    store stays stored. ``reattach`` (the other node did not take it): the session ends here for
+    good, contacts see it go, and its messages, those that came while it moved after the
+    unacknowledged one, go to the offline store in order."""
+    alice, bob = online(login(svc)), online(login(svc, "bob"))
+    alice.say(b"")  # bob's presence
+    token = enable(alice)
+    chat(bob, "alice@example.org/phone", 0)
+    assert bodies(alice.say(b"")) == ["0"]
+    session = alice.session
+    sm = detach(session)
+    assert stream_error(alice.say(b"")) == "conflict" and alice.link.closed
+    assert sm.unacked and session.sm is None and session.closed and not timers.pending
+    assert svc.resumptions.find(token, "alice") is None
+    assert svc.core.presence.endpoint(session.address) is session  # no unavailable meanwhile
+    chat(bob, "alice@example.org/phone", 1)
+    bob.say(b"<presence to='alice@example.org/phone'/>")
+    svc.core.router.returned(Message(Address("bob", "example.org"), Address("alice", "example.org"), "kept"))
+    assert [getattr(m, "body", None) for m in session.moving] == ["1", None]  # the message, the presence
+    assert [m.body for _, m in offline.pending(svc.core.db, "alice", 10)] == ["kept"]
+    session.connection_lost()  # the transport, once the old connection closed: nothing more
+    assert svc.core.presence.endpoint(session.address) is session
+
+    reattach(session, sm)
+    assert session.moving is None and svc.core.presence.endpoint(session.address) is None
+    assert [m.body for _, m in offline.pending(svc.core.db, "alice", 10)] == ["kept", "0", "1"]
+    [gone] = [e for e in bob.say(b"") if e.get("from") == "alice@example.org/phone"]
+    assert gone.get("type") == "unavailable"
 
 
 # ---- real clients over STARTTLS ------------------------------------------------------------------
