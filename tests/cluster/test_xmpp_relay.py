@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from ..xmpp.pep_client import items_of, pep_client, publish_xml
 from ..xmpp.roster_client import bare, iq, manual, next_presence, next_push, send_presence
-from .helpers import available_from
 
 ACCOUNTS = {"alice": "a", "bob": "b", "carol": "c"}
 XMPP = {"shared_roster": False}
