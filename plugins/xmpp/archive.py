@@ -154,11 +154,15 @@ class Archive:
             self._writer = gevent.spawn(self._write_queued, self.settings["archive_write_delay"])
 
     def _write_queued(self, delay: float = 0) -> None:
-        if delay:
-            gevent.sleep(delay)  # a timer: collect a batch, or wait before a retry
+        """Write a batch every ``delay`` seconds while messages keep coming: each holds what came
+        during one delay and one write (SQLite's cost per row falls as batches grow: under load
+        a write right after the last would take only what came during it)."""
         try:
-            while self.queued and self.flush():
-                pass
+            while True:
+                if delay:
+                    gevent.sleep(delay)  # a timer: collect a batch, or wait before a retry
+                if not self.queued or not self.flush():
+                    break
         finally:
             self._writer = None
         if self.queued:  # the write failed: try again later, never drop them
