@@ -76,8 +76,8 @@ class Occupant(xmpp_load.Client):
 
 
 class RoomProcess(xmpp_load.ClientProcess):
-    def login(self, indexes, concurrency, keep):
-        result = super().login(indexes, concurrency, keep)
+    def login(self, indexes, concurrency, keep, sm=False):
+        result = super().login(indexes, concurrency, keep, sm)
         self.clients = [self._occupant(c) for c in self.clients]
         return result
 

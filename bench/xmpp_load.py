@@ -23,6 +23,9 @@ domain ``localhost`` (same SCRAM iteration count) and the same self-signed ECDSA
 4. **RSS per idle connection**, on a second freshly started server (a heap left big by earlier
    phases would change both the baseline and the speed): the server's VmRSS (/proc/PID/status)
    before and 2 s after ``--idle`` authenticated connections are open, divided by ``--idle``.
+   With ``--idle-sm`` each of them also enables stream management with resumption (XEP-0198
+   ``<enable resume='true'/>``), so the session's SM state is counted (Prosody loads
+   ``mod_smacks`` for it, as it ships with 0.12).
 
 The load generator is a minimal XMPP client of its own (gevent, regular expressions over the
 received bytes) in ``--procs`` processes. Server and clients share the machine's cores: compare the
@@ -54,7 +57,7 @@ from convergence.credentials import DEFAULT_ITERATIONS as ITERATIONS  # Prosody'
 DOMAIN = "localhost"
 PASSWORD = "bench-secret"
 LOGIN_TIMEOUT = 30  # seconds for any one answer during a login
-PROSODY_MODULES = ["roster", "saslauth", "tls", "disco", "ping"]  # plus its autoloaded core ones
+PROSODY_MODULES = ["roster", "saslauth", "tls", "disco", "ping", "smacks"]  # plus its autoloaded core ones
 
 # ---- the client (runs in worker processes) ------------------------------------------------------
 
@@ -64,7 +67,8 @@ CHALLENGE = re.compile(rb"<challenge\b[^>]*>([^<]*)</challenge>")
 SUCCESS = re.compile(rb"<success\b[^>]*?(?:/>|>([^<]*)</success>)")
 BOUND_JID = re.compile(rb"<jid>([^<]+)</jid>")
 READY = re.compile(rb"<iq\b[^>]*\bid=(['\"])ready\1")
-FAILED = re.compile(rb"<(stream:error|failure)\b[^>]*?(?:/>|>.*?</\1>)", re.S)
+FAILED = re.compile(rb"<(stream:error|failure|failed)\b[^>]*?(?:/>|>.*?</\1>)", re.S)
+ENABLED = re.compile(rb"<enabled\b[^>]*>")
 BODY = re.compile(rb"<body\b[^>]*>([^<]*)</body>")
 STREAM = (f"<?xml version='1.0'?><stream:stream to='{DOMAIN}' version='1.0' xmlns='jabber:client' "
           "xmlns:stream='http://etherx.jabber.org/streams'>").encode()
@@ -97,7 +101,7 @@ class Client:
                 raise ProtocolError(f"connection closed; last received: {self.buf[-300:]!r}")
             self.buf += data
 
-    def login(self, address, tls, keys: dict) -> None:
+    def login(self, address, tls, keys: dict, sm: bool = False) -> None:
         from gevent import socket as gsocket
         self.sock = gsocket.create_connection(address, timeout=LOGIN_TIMEOUT)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -116,6 +120,9 @@ class Client:
         self.sock.sendall(b"<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
                           b"<resource>bench</resource></bind></iq>")
         self.jid = self.read_until(BOUND_JID).group(1).decode()
+        if sm:  # XEP-0198 §3, with resumption: the server keeps the session's SM state
+            self.sock.sendall(b"<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+            self.read_until(ENABLED)
         self.sock.sendall(b"<presence/><iq type='get' id='ready'><ping xmlns='urn:xmpp:ping'/></iq>")
         self.read_until(READY)
 
@@ -199,14 +206,14 @@ class ClientProcess:
         self.tls.check_hostname, self.tls.verify_mode = False, gssl.CERT_NONE
         self.keys, self.clients = {}, []
 
-    def login(self, indexes, concurrency, keep):
+    def login(self, indexes, concurrency, keep, sm=False):
         from gevent.pool import Pool
         errors = []
 
         def one(index):
             client = Client(index)
             try:
-                client.login(self.address, self.tls, self.keys)
+                client.login(self.address, self.tls, self.keys, sm)
             except Exception as exc:  # counted and reported, the run goes on
                 errors.append(f"{client.name}: {type(exc).__name__}: {exc}")
                 if client.sock:
@@ -270,10 +277,11 @@ class Workers:
                 raise RuntimeError(f"client process failed:\n{value}")
         return [value for _, value in results]
 
-    def login(self, count: int, concurrency: int, keep: bool) -> tuple[float, int, list[str]]:
-        """Log in user0..user<count-1>; return (logins/s, successes, first errors)."""
+    def login(self, count: int, concurrency: int, keep: bool, sm: bool = False) -> tuple[float, int, list[str]]:
+        """Log in user0..user<count-1> (``sm``: enabling stream management); return (logins/s,
+        successes, first errors)."""
         n = len(self.pipes)
-        results = self.run("login", lambda i: {"indexes": range(i, count, n), "keep": keep,
+        results = self.run("login", lambda i: {"indexes": range(i, count, n), "keep": keep, "sm": sm,
                                                 "concurrency": max(1, concurrency // n)})
         elapsed = max(r[1] for r in results) - min(r[0] for r in results)
         ok = sum(r[2] for r in results)
@@ -440,8 +448,8 @@ def serving(name: str, tmp: Path, procs: int, kind=ClientProcess, start=None, **
     port, log = free_port(), tmp / log
     proc, workers = start(tmp, port, **options), None
 
-    def login(count: int, concurrency: int, keep: bool) -> float:
-        rate, ok, errors = workers.login(count, concurrency, keep)
+    def login(count: int, concurrency: int, keep: bool, sm: bool = False) -> float:
+        rate, ok, errors = workers.login(count, concurrency, keep, sm)
         if ok < count:
             raise RuntimeError(f"{name}: {count - ok} of {count} logins failed, e.g.\n  "
                                + "\n  ".join(errors) + f"\nserver log:\n{tail(log)}")
@@ -490,10 +498,11 @@ def measure(name: str, args) -> dict:
         with serving(name, tmp, args.procs) as (proc, workers, login):
             login(10, 10, keep=False)  # warm-up
             before = rss_kb(proc.pid)
-            login(args.idle, args.concurrency, keep=True)
+            login(args.idle, args.concurrency, keep=True, sm=args.idle_sm)
             time.sleep(2)
             idle_kb = (rss_kb(proc.pid) - before) / args.idle
-        print(f"{name}: {args.idle} idle connections, {idle_kb:.1f} KB each", flush=True)
+        print(f"{name}: {args.idle} idle connections{' with stream management' if args.idle_sm else ''}, "
+              f"{idle_kb:.1f} KB each", flush=True)
         return {"logins": logins, "login_cpu": 1e3 * login_cpu / args.clients,
                 "messages": len(latencies) / args.duration,
                 "message_cpu": 1e6 * message_cpu / len(latencies),
@@ -541,6 +550,8 @@ def main():
     parser.add_argument("--clients", type=int, default=200,
                         help="logged-in clients exchanging messages in pairs")
     parser.add_argument("--idle", type=int, default=1000, help="idle authenticated connections for RSS")
+    parser.add_argument("--idle-sm", action="store_true",
+                        help="the idle connections enable stream management with resumption (XEP-0198)")
     parser.add_argument("--duration", type=float, default=10, help="seconds of message exchange")
     parser.add_argument("--window", type=int, default=5, help="messages each client keeps in flight")
     parser.add_argument("--concurrency", type=int, default=50, help="logins in progress at once")
