@@ -12,8 +12,8 @@ Node A gets ``--endpoints`` endpoints (logins, as a protocol plugin reports them
 - **login**: one endpoint coming online on A (the hub's ``login``: directory ``HSET`` and ``PUBLISH``
   in one pipeline), per endpoint;
 - **seen by B**: until node B's presence hub holds all of them (from the published events);
-- **heartbeat**: one heartbeat of A (``SET`` of its key and ``PEXPIRE`` of its hash: independent
-  of the number of endpoints) — and what Redis holds for A (``MEMORY USAGE`` of the hash);
+- **heartbeat**: one heartbeat of A (the script renewing its id's claim, and ``PEXPIRE`` of its
+  hash: independent of the number of endpoints) — and what Redis holds for A (``MEMORY USAGE`` of the hash);
 - **announce**: A rewriting its whole directory (what it does at start and after a Redis outage);
 - **load**: a third node joining and loading A's directory into its hub (``HGETALL`` and one
   remote endpoint each);
@@ -107,8 +107,12 @@ def main() -> None:
         seen = timed(lambda: wait_until(lambda: len(b.remote.get("node-a", ())) == n))
         print(f"seen by B: all {n:,} within {seen:.2f} s after the last login")
         beats = 20
-        beat = timed(lambda: [a.redis.pipeline(transaction=False).set(a.node_key, a._beat(), px=3_600_000)
-                              .pexpire(a.dir_key, 3_600_000).execute() for _ in range(beats)])
+        def heartbeat():  # as Cluster._heartbeat: the id's claim renewed (HOLD) and the hash's expiry
+            pipe = a.redis.pipeline(transaction=False)
+            a._hold(keys=[a.node_key], args=[a.instance, a._beat(), 3_600_000, ""], client=pipe)
+            pipe.pexpire(a.dir_key, 3_600_000).execute()
+
+        beat = timed(lambda: [heartbeat() for _ in range(beats)])
         size = a.redis.memory_usage(a.dir_key) or 0
         print(f"heartbeat: {1e3 * beat / beats:.2f} ms (constant in the number of endpoints); "
               f"A's directory hash in Redis: {size / 1024:,.0f} KiB ({size / n:.0f} bytes per endpoint)")
