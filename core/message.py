@@ -19,14 +19,30 @@ NOT_XML_CHARS = "\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff"
 MESSAGE_TYPES = ("chat", "error", "groupchat", "headline", "normal")
 
 
-_ID_PREFIX = os.urandom(8).hex()  # 64 random bits per process: ids stay unique across restarts
-_ID_COUNTER = itertools.count(1)
+class _Ids:
+    """Where message ids come from: 64 random bits per process (ids stay unique across restarts
+    and processes) and a counter (increasing: the archive's indexes grow at their ends; a uuid4
+    per message cost more than building the message). A forked child draws a prefix of its own
+    (``os.register_at_fork``): the test kit's fork server forks every server from one parent, and
+    a prefix made at import would be every child's."""
+
+    __slots__ = ("prefix", "counter")
+
+    def __init__(self):
+        self.renew()
+
+    def renew(self) -> None:
+        self.prefix, self.counter = os.urandom(8).hex(), itertools.count(1)
+
+
+_IDS = _Ids()
+os.register_at_fork(after_in_child=_IDS.renew)
 
 
 def new_id() -> str:
-    """A message id unique to this server: the process's random prefix and a counter (a uuid4 per
-    message cost more than building the message)."""
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
+    """A message id unique to this server (``_Ids``)."""
+    ids = _IDS
+    return f"{ids.prefix}{next(ids.counter):x}"
 
 
 @dataclass(frozen=True, slots=True)  # slots: built once per message routed, cheaper

@@ -70,9 +70,10 @@ ALLOWED = {
     "convergence.plugins.xmpp.stream:_REFUSE_DTD": "function",
     "convergence.plugins.xmpp.stream:_REFUSE_COMMENT": "function",
     "convergence.plugins.xmpp.stream:_REFUSE_PI": "function",
-    # Message ids: one process-wide counter behind a random per-process prefix. Sharing it between
-    # the cores of a process is what keeps ids unique in the process; it holds no server's state.
-    "convergence.message:_ID_COUNTER": "id counter",
+    # Message ids: one process-wide counter behind a random per-process prefix (renewed in a forked
+    # child). Sharing it between the cores of a process is what keeps ids unique in the process;
+    # it holds no server's state.
+    "convergence.message:_IDS": "id source",
 }
 #: Core modules that may say a plugin's name, and why (it means something else there).
 CORE_MAY_SAY = {
