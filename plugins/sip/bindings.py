@@ -82,9 +82,13 @@ def refresh(db: Database, binding: Binding) -> bool:
 
 def refresh_many(db: Database, rows: list[Binding]) -> None:
     """``refresh`` bindings known to exist, all in one transaction (a registrar committing a
-    batch of re-REGISTERs at once); a row that vanished meanwhile is skipped."""
+    batch of re-REGISTERs at once); a row that vanished meanwhile is skipped. A binding refreshed
+    twice in the batch is written once, as it was last; the rows are written in (account,
+    contact) order, so that processes sharing PostgreSQL (workers, cluster nodes) lock them in
+    one order and never deadlock on a phone that re-registers through both."""
+    last = {(row.account, row.contact): row for row in rows}
     with db.write_connection() as conn:
-        conn.execute(_UPDATE, [_parameters(row) for row in rows])
+        conn.execute(_UPDATE, [_parameters(last[key]) for key in sorted(last)])
 
 
 def _parameters(binding: Binding) -> dict:

@@ -25,6 +25,21 @@ def test_save_refresh_and_list(core):
     assert found[0] == binding("sip:a@127.0.0.1:5070", 300, cseq=2)
 
 
+def test_a_batch_of_refreshes_writes_each_binding_once_as_last_refreshed(core):
+    """``refresh_many`` (the registrar's batch of re-REGISTERs, which it writes once each and in
+    (account, contact) order, for lock order between processes): a binding twice in one batch
+    ends as its last refresh, whatever the batch's order."""
+    core.add_account("alice", "pw")
+    core.add_account("bob", "pw")
+    for row in (binding("sip:a@h", 60), binding("sip:b@h", 60), binding("sip:bob@h", 60, account="bob")):
+        bindings.save(core.db, row)
+    bindings.refresh_many(core.db, [binding("sip:bob@h", 90, account="bob", cseq=2), binding("sip:b@h", 90, cseq=2),
+                                    binding("sip:a@h", 90, cseq=2), binding("sip:b@h", 120, cseq=3)])
+    assert [(b.account, b.contact, b.cseq, b.expires_at) for b in bindings.current(core.db, T0)] == [
+        ("alice", "sip:a@h", 2, T0 + timedelta(seconds=90)), ("alice", "sip:b@h", 3, T0 + timedelta(seconds=120)),
+        ("bob", "sip:bob@h", 2, T0 + timedelta(seconds=90))]
+
+
 def test_expiry_is_absolute(core):
     core.add_account("alice", "pw")
     bindings.save(core.db, binding("sip:short@h", 60))
