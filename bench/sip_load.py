@@ -17,6 +17,9 @@ checkout: its core/, plugins/ and migrations/), before the current one, for befo
 measured side by side. `--workers N` also runs Convergence with N worker processes sharing the UDP
 port (`[server] workers`, on a PostgreSQL schema of its own and a Redis key prefix of its own, as a
 cluster must), after the single process, and prints N workers / 1 process (issue 14: ≥ 1.6×).
+The kernel hands each worker the datagrams of some source ports: with one sipp sender (the
+default) every measured call reaches one worker; `--senders K` sends them from K sipp processes,
+each on a port of its own with 1/K of the rate, for every server measured.
 For each server and test the call rate steps up (default 500 … 24000 calls/s, `--duration`
 seconds each). A step's rate is its successful calls over the time from its first request to its
 last answer, so a server that falls behind the target is measured at the pace it keeps. Stepping
@@ -390,8 +393,11 @@ def last_stats(path: Path) -> dict[str, str]:
 class Sipp:
     """sipp runs against one server: writes the scenarios and CSV files to ``tmp``."""
 
-    def __init__(self, tmp: Path, port: int):
+    def __init__(self, tmp: Path, port: int, senders: int = 1):
         self.tmp, self.port, self.runs = tmp, port, 0
+        #: the measured calls' sipp processes, each on a UDP port of its own (the kernel hands all
+        #: of one port's datagrams to one worker); one: sipp's own port, as before
+        self.ports = [free_udp_port() for _ in range(senders)] if senders > 1 else [None]
         (tmp / "register.xml").write_text(client_scenario("register", REGISTER))
         (tmp / "message.xml").write_text(client_scenario("message", MESSAGE))
         (tmp / "answer.xml").write_text(ANSWER)
@@ -420,6 +426,34 @@ class Sipp:
         if code not in (0, 1):  # 0: every call succeeded, 1: some failed; else sipp itself failed
             raise BenchError(sipp_failure(log))
         return last_stats(stats)
+
+    def calls(self, scenario: str, csv: Path, rate: int, calls: int, duration: float) -> tuple[int, float, int]:
+        """``calls`` calls of ``scenario`` at ``rate`` per second, shared by the sender processes
+        (``ports``): (successful calls, seconds — the slowest process's —, refused calls)."""
+        n = len(self.ports)
+        runs = []
+        for i, port in enumerate(self.ports):
+            command, stats = self.command(scenario, "-inf", str(csv), "-r", str(max(1, rate // n)),
+                                          "-m", str(calls // n + (i < calls % n)),
+                                          *(["-p", str(port)] if port else []))
+            out = stats.with_suffix(".log").open("w")
+            runs.append((subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT), stats, out))
+        try:
+            for proc, stats, out in runs:
+                code = proc.wait(timeout=duration * 4 + 30)
+                if code not in (0, 1):
+                    raise BenchError(sipp_failure(stats.with_suffix(".log")))
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"sipp ({scenario}) did not finish within {duration * 4 + 30:.0f} s") from None
+        finally:
+            for proc, _, out in runs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                out.close()
+        results = [last_stats(stats) for _, stats, _ in runs]
+        return (sum(int(r["SuccessfulCall(C)"]) for r in results),
+                max(step_seconds(r, duration) for r in results), sum(refused(r) for r in results))
 
 
 def sipp_failure(log: Path) -> str:
@@ -472,10 +506,7 @@ def step_seconds(stats: dict[str, str], duration: float) -> float:
 def bench_register(sipp: Sipp, rates: list[int], duration: float) -> Step | None:
     def step(rate):
         calls = int(rate * duration)
-        stats = sipp.run("register.xml", "-inf", str(sipp.tmp / "senders.csv"), "-r", str(rate),
-                         "-m", str(calls), timeout=duration * 4 + 30)
-        return Step(rate, calls, int(stats["SuccessfulCall(C)"]), step_seconds(stats, duration),
-                    refused(stats))
+        return Step(rate, calls, *sipp.calls("register.xml", sipp.tmp / "senders.csv", rate, calls, duration))
     return run_steps("REGISTER", rates, step)
 
 
@@ -495,8 +526,7 @@ def bench_message(sipp: Sipp, rates: list[int], duration: float) -> Step | None:
             uas = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
         try:
             time.sleep(0.3)  # let the UAS bind its port
-            stats = sipp.run("message.xml", "-inf", str(tmp / "messages.csv"), "-r", str(rate),
-                             "-m", str(calls), timeout=duration * 4 + 30)
+            ok, seconds, refusals = sipp.calls("message.xml", tmp / "messages.csv", rate, calls, duration)
         finally:
             uas.send_signal(signal.SIGUSR1)  # sipp: finish open calls, dump statistics, exit
             try:
@@ -505,8 +535,7 @@ def bench_message(sipp: Sipp, rates: list[int], duration: float) -> Step | None:
                 uas.kill()
                 uas.wait()
         answered = int(last_stats(uas_stats)["SuccessfulCall(C)"])
-        return Step(rate, calls, min(int(stats["SuccessfulCall(C)"]), answered),
-                    step_seconds(stats, duration), refused(stats))
+        return Step(rate, calls, min(ok, answered), seconds, refusals)
     return run_steps("MESSAGE", rates, step)
 
 
@@ -536,7 +565,7 @@ def bench_server(name: str, args, rates: list[int]) -> tuple[str, dict[str, Step
         else:
             server = start_convergence(tmp, args.baseline_tree if name == "baseline" else None)
         try:
-            sipp = Sipp(tmp, server.port)
+            sipp = Sipp(tmp, server.port, args.senders)
             results = {"REGISTER": bench_register(sipp, rates, args.duration)}
             server.wait_ready(" after the REGISTER test")
             results["MESSAGE"] = bench_message(sipp, rates, args.duration)
@@ -595,6 +624,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="also run Convergence with N worker processes (PostgreSQL + Redis, "
                              "[server] workers and a [cluster] table): 1 process and N side by side")
+    parser.add_argument("--senders", type=int, default=1, metavar="K",
+                        help="sipp processes sending the measured REGISTERs and MESSAGEs, each from a "
+                             "UDP port of its own, for every server (default 1): the kernel hands each "
+                             "port's datagrams to one worker, so one sender reaches one worker only")
     parser.add_argument("--database", default="postgresql+psycopg://127.0.0.1:5432/test",
                         help="PostgreSQL for --workers (a schema of its own, dropped afterwards)")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis for --workers")
