@@ -146,8 +146,8 @@ def serve(core: Core, worker: int | None = None) -> None:
         counting = gevent.spawn(log_counts, core, interval) if interval else None
         if worker is None:
             log.info("convergence serving %s; stop with Ctrl-C or SIGTERM", core.domain)
-        else:
-            log.info("%s %d (pid %d)", WORKER_READY, worker, os.getpid())
+        else:  # for the supervisor, which logs it: not through logging, whatever log_level hides
+            print(f"{WORKER_READY} {worker} (pid {os.getpid()})", flush=True)
         notify("READY=1")  # systemd Type=notify (docs/deploy.md)
         done.wait()
         if core.cluster is not None and core.cluster.evicted:  # exit status 2, one line

@@ -37,7 +37,9 @@ STABLE = 60.0  # seconds a worker must run for its back-off to start again from 
 STOP_TIMEOUT = 10.0  # seconds workers get to stop on SIGTERM before SIGKILL
 START_TIMEOUT = 60.0  # seconds the next worker waits at most for the one before to serve
 UNUSABLE = 2  # a worker's exit status for configuration, database or listener trouble (cli.py)
-WORKER_READY = "worker serving"  # what a worker logs once its listeners accept (server.serve)
+#: what a worker writes to its output (not through logging: any log_level) once its listeners
+#: accept (server.serve); the supervisor logs it at INFO and starts the next worker
+WORKER_READY = "worker serving"
 
 
 def worker_command(config_path: str | None, index: int) -> list[str]:
@@ -65,10 +67,12 @@ class Worker:
                                          stdin=subprocess.DEVNULL, text=True, bufsize=1)
             log.info("worker %d started (pid %d)", self.index, self.proc.pid)
             for line in self.proc.stdout:
-                sys.stdout.write(line)
-                if WORKER_READY in line:
+                if line.startswith(WORKER_READY):  # the worker's own line, not a log line
+                    log.info("%s", line.rstrip("\n"))
                     self.started.set()
                     self.ready(self.index)
+                    continue
+                sys.stdout.write(line)
             status = self.proc.wait()
             if self.stopping:
                 return

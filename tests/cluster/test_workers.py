@@ -8,8 +8,9 @@ import os
 import re
 import signal
 import socket
+import time
 
-from convergence.testing import free_port, toml_value
+from convergence.testing import cli_env, free_port, toml_value
 
 from .helpers import api_send, available_from, chat_body, on_another_worker, worker_of
 
@@ -65,3 +66,29 @@ def test_a_worker_that_cannot_listen_stops_the_supervisor(tmp_path, cluster_tabl
     assert done.returncode == 2, done.stdout + done.stderr
     assert "cannot listen" in done.stdout + done.stderr
     assert "restarting" not in done.stdout + done.stderr
+
+
+def test_workers_start_one_after_the_other_whatever_the_log_level(tmp_path, cluster_table, database_url,
+                                                                   fork_server, run_convergence):
+    """A worker tells the supervisor it serves on its output, not in a log line, so with
+    ``log_level = "warning"`` worker 1 still starts as soon as worker 0 serves — not after the
+    supervisor's START_TIMEOUT (60 s), as when the readiness line was an INFO log line."""
+    config = {"server": {"data_dir": str(tmp_path / "data"), "database": database_url, "workers": 2,
+                         "log_level": "warning"},
+              "cluster": cluster_table, "xmpp": {"listen": f"127.0.0.1:{free_port()}", "s2s_listen": ""},
+              "http": {"listen": f"127.0.0.1:{free_port()}"}, "sip": {"listen": f"127.0.0.1:{free_port()}"}}
+    path = tmp_path / "c.toml"
+    path.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in table.items())
+                            for name, table in config.items()))
+    supervisor = fork_server.launch(["--config", str(path), "serve"], tmp_path, cli_env())
+    try:
+        deadline, status = time.monotonic() + 30, None
+        while time.monotonic() < deadline:  # each try is a round trip to Redis: the nodes' heartbeats
+            status = run_convergence("--config", path, "cluster", "status")
+            if "/w0" in status.stdout and "/w1" in status.stdout:
+                break
+        assert status is not None and "/w1" in status.stdout, status and status.stdout + status.stderr
+    finally:
+        supervisor.terminate()
+        assert supervisor.wait(30) == 0
+
