@@ -126,7 +126,7 @@ class Archive:
                 or not archivable(message):
             return None
         sid = self.stanza_id(message)
-        return None if sid is None else (f"{recipient.local}@{recipient.domain}", sid)  # the bare JID
+        return None if sid is None else (recipient.bare.jid, sid)
 
     # ---- writing ----
     def observe(self, message) -> None:

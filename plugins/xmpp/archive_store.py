@@ -145,12 +145,15 @@ def append(db: Database, items: list[Item], in_roster, writer=None) -> int:
     much as routing the message, on the event loop's thread)."""
     if not items:
         return 0
+    prefs = {}
     with db.read_connection() as conn:  # usually none: only accounts that set preferences have them
-        prefs = conn.execute(_ANY_PREFS).first() and {
-            name: Prefs(default, tuple(always or ()), tuple(never or ())) for name, default, always, never
-            in conn.execute(select(Account.name, ArchivePrefs.default, ArchivePrefs.always, ArchivePrefs.never)
-                            .join(ArchivePrefs, ArchivePrefs.account_id == Account.id)
-                            .where(Account.name.in_(({i.sender for i in items} | {i.recipient for i in items}) - {None})))}
+        if conn.execute(_ANY_PREFS).first() is not None:
+            owners = ({i.sender for i in items} | {i.recipient for i in items}) - {None}
+            prefs = {name: Prefs(default, tuple(always or ()), tuple(never or ())) for name, default, always, never
+                     in conn.execute(select(Account.name, ArchivePrefs.default, ArchivePrefs.always,
+                                            ArchivePrefs.never)
+                                     .join(ArchivePrefs, ArchivePrefs.account_id == Account.id)
+                                     .where(Account.name.in_(owners)))}
     if prefs:
         items = [_as_preferred(i, prefs, in_roster) for i in items]
     if writer is not None:

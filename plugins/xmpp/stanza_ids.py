@@ -41,7 +41,7 @@ def stanza_text(start: str) -> str:
     return f"<message{_DECLARED}{start[8:]}</message>"  # after "<message"
 
 
-def message_start(message, sender_jid: str, recipient_jid: str, declaration: str = "") -> str:
+def message_start(message, sender_jid: str, recipient_jid: str) -> str:
     """A <message/> as ``serialize(messages.element(…))`` writes it, up to its error, delay stamp
     and stanza id and without its end tag: the core fields written directly (no element tree: the
     archive and each delivery write one), the other payloads through the stream's serializer.
@@ -50,7 +50,7 @@ def message_start(message, sender_jid: str, recipient_jid: str, declaration: str
         sender_jid, recipient_jid, message_id = _attr(sender_jid), _attr(recipient_jid), _attr(message.id)
     else:
         message_id = message.id
-    text = [f"<message{declaration} from='{sender_jid}' to='{recipient_jid}' type='{message.type}' id='{message_id}'>"]
+    text = [f"<message from='{sender_jid}' to='{recipient_jid}' type='{message.type}' id='{message_id}'>"]
     for name in ("subject", "body", "thread"):
         value = getattr(message, name)
         if value:
