@@ -233,3 +233,34 @@ def test_a_delivered_message_is_written_as_its_element_would_be(core):
         in messages.stanza(service, cases[1])
     with pytest.raises(ValueError):  # a character XML cannot carry, as the serializer says
         messages.stanza(service, XmppMessage(alice, bob, "bell \x07", type="chat"))
+
+
+def test_while_messages_keep_coming_each_archive_batch_waits_the_write_delay(make_core, monkeypatch):
+    """Messages that arrive while a batch is written wait ``archive_write_delay`` for more instead
+    of being written at once: under load each batch holds what came in one delay, not only what
+    came during the last write (SQLite's cost per row falls as batches grow)."""
+    import time
+
+    delay = 0.2
+    core = make_core({"xmpp": {"archive_write_delay": delay}})
+    archive = core.pm.get_plugin("xmpp:server").service.archive
+    core.add_account("alice", "a")
+    core.add_account("bob", "b")
+    alice, bob = core.address("alice", "pc"), core.address("bob", "phone")
+    writes = []
+
+    def append(db, items, in_roster, writer=None):
+        writes.append((time.monotonic(), len(items)))
+        if len(writes) == 1:  # two more arrive while this batch is being written
+            for n in range(2):
+                archive.observe(XmppMessage(bob, alice, f"during {n}", type="chat"))
+        return 2 * len(items)
+
+    monkeypatch.setattr(store, "append", append)
+    for n in range(3):
+        archive.observe(XmppMessage(alice, bob, f"first {n}", type="chat"))
+    writer = archive._writer
+    assert writer is not None
+    writer.join(timeout=10)  # it writes both batches, then ends
+    assert [size for _, size in writes] == [3, 2]
+    assert writes[1][0] - writes[0][0] >= delay  # not at once after the first write
